@@ -1,0 +1,5 @@
+"""`python -m dynakv` runs the CLI."""
+
+from dynakv.cli import main
+
+main()

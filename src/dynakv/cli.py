@@ -1,0 +1,274 @@
+"""The `dynakv` command: run nodes, a local dev cluster, and talk to a running cluster."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from dynakv import config as config_mod
+from dynakv.client import Client
+from dynakv.errors import DynakvError
+
+console = Console()
+DEFAULT_NODE = "127.0.0.1:7001"
+
+
+@click.group()
+@click.version_option(package_name="dynakv")
+def main() -> None:
+    """dynakv: a Dynamo-style, always-writable key-value store."""
+
+
+@main.command()
+@click.option("--name", help="Member name: this node's identity in the ring.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where LMDB keeps data.")
+@click.option("--listen", "node_addr", help="HOST:PORT for the binary protocol (default :7000).")
+@click.option("--http", "http_addr", help="HOST:PORT for the HTTP API (default :8000).")
+@click.option("--join", help="Join the cluster through this member's HOST:PORT.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--cluster", help="Cluster name; nodes of another cluster are refused.")
+@click.option("--durability", type=click.Choice(["fsync", "os", "none"]))
+@click.option("--ring-size", type=int, help="Partitions Q (power of two), fixed at creation.")
+def serve(
+    name: str | None,
+    data_dir: str | None,
+    node_addr: str | None,
+    http_addr: str | None,
+    join: str | None,
+    config_file: str | None,
+    cluster: str | None,
+    durability: str | None,
+    ring_size: int | None,
+) -> None:
+    """Run one node until SIGINT or SIGTERM."""
+    from dynakv.runtime.server import run
+
+    try:
+        cfg = config_mod.load(
+            config_file,
+            name=name,
+            data_dir=data_dir,
+            node_addr=node_addr,
+            http_addr=http_addr,
+            cluster=cluster,
+            durability=durability,
+            ring_size=ring_size,
+        )
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    run(cfg, join)
+
+
+def _wait_http(addr: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{addr}/v1/status", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _members_of(addr: str) -> int:
+    with urllib.request.urlopen(f"http://{addr}/v1/cluster", timeout=2) as response:
+        return len(json.load(response)["members"])
+
+
+@main.command("dev-cluster")
+@click.option("--nodes", "count", default=3, show_default=True, type=click.IntRange(1, 64))
+@click.option("--data-dir", default="./data", show_default=True, type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--base-port", default=7000, show_default=True, help="Node i listens on base+i.")
+@click.option("--base-http-port", default=8000, show_default=True, help="HTTP on base+i.")
+def dev_cluster(count: int, data_dir: str, host: str, base_port: int, base_http_port: int) -> None:
+    """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all."""
+    procs: list[subprocess.Popen[bytes]] = []
+    root = Path(data_dir)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for i in range(1, count + 1):
+            node_addr = f"{host}:{base_port + i}"
+            http_addr = f"{host}:{base_http_port + i}"
+            args = [
+                sys.executable, "-m", "dynakv", "serve",
+                "--name", f"node{i}",
+                "--data-dir", str(root / f"node{i}"),
+                "--listen", node_addr,
+                "--http", http_addr,
+            ]  # fmt: skip
+            if i > 1:
+                args += ["--join", f"{host}:{base_port + 1}"]
+            procs.append(subprocess.Popen(args, start_new_session=True))
+            if not _wait_http(http_addr, 30):
+                raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
+            console.print(f"node{i}: node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]")
+        first_http = f"{host}:{base_http_port + 1}"
+        deadline = time.monotonic() + 30
+        while _members_of(first_http) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        console.print(f"cluster of {count} up; dashboard: http://{first_http}/")
+        console.print("Ctrl-C stops all nodes.")
+        while not stopping:
+            for proc in procs:
+                if proc.poll() is not None:
+                    console.print(f"[red]a node exited with code {proc.returncode}[/]")
+                    stopping = True
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        console.print("all nodes stopped")
+
+
+def _client(node: str) -> Client:
+    return Client(node)
+
+
+def _fail(exc: DynakvError) -> None:
+    raise click.ClickException(f"{exc.code}: {exc.message}")
+
+
+@main.command()
+@click.argument("bucket")
+@click.argument("key")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@click.option("--r", "r", type=int)
+def get(bucket: str, key: str, node: str, r: int | None) -> None:
+    """Print the value of BUCKET/KEY (siblings: one per line, base64, plus the context)."""
+    import base64
+
+    try:
+        with _client(node) as client:
+            result = client.get(bucket, key, r=r)
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    if not result.values:
+        click.echo("not found", err=True)
+        if result.context:
+            click.echo(f"context: {result.context}", err=True)
+        sys.exit(1)
+    if len(result.values) == 1:
+        sys.stdout.buffer.write(result.values[0])
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")
+        click.echo(f"context: {result.context}", err=True)
+        return
+    click.echo(f"{len(result.values)} siblings; context: {result.context}")
+    for value in result.values:
+        click.echo(base64.b64encode(value).decode())
+
+
+@main.command()
+@click.argument("bucket")
+@click.argument("key")
+@click.argument("value")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@click.option("--context", default=None)
+@click.option("--w", "w", type=int)
+@click.option("--content-type", default="")
+def put(
+    bucket: str, key: str, value: str, node: str, context: str | None, w: int | None,
+    content_type: str,
+) -> None:  # fmt: skip
+    """Store VALUE (or stdin when VALUE is '-') at BUCKET/KEY; prints the new context."""
+    data = sys.stdin.buffer.read() if value == "-" else value.encode()
+    try:
+        with _client(node) as client:
+            new_context = client.put(
+                bucket, key, data, context=context, w=w, content_type=content_type
+            )
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    click.echo(new_context)
+
+
+@main.command()
+@click.argument("bucket")
+@click.argument("key")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@click.option("--context", default=None)
+@click.option("--w", "w", type=int)
+def delete(bucket: str, key: str, node: str, context: str | None, w: int | None) -> None:
+    """Delete BUCKET/KEY (a tombstone, reaped later)."""
+    try:
+        with _client(node) as client:
+            client.delete(bucket, key, context=context, w=w)
+    except DynakvError as exc:
+        _fail(exc)
+
+
+@main.group()
+def cluster() -> None:
+    """Inspect the cluster."""
+
+
+def _cluster_json(node: str) -> dict:
+    """Ask the node for its HTTP address, then read /v1/cluster and each member's status."""
+    try:
+        with _client(node) as client:
+            state = client.cluster()
+    except DynakvError as exc:
+        _fail(exc)
+        raise
+    me = next((m for m in state.members if m.node_addr == node), state.members[0])
+    with urllib.request.urlopen(f"http://{me.http_addr}/v1/cluster", timeout=5) as response:
+        return json.load(response)
+
+
+@cluster.command("status")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+def cluster_status(node: str) -> None:
+    """A table of members: status, addresses and partitions owned."""
+    view = _cluster_json(node)
+    size = view["ring"]["size"]
+    table = Table(title=f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)")
+    for column in ("name", "status", "node", "http", "partitions", "share"):
+        table.add_column(column)
+    for m in view["members"]:
+        colour = "green" if m["status"] == "up" else "red"
+        table.add_row(
+            m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"], m["http_addr"],
+            str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
+        )  # fmt: skip
+    console.print(table)
+
+
+@cluster.command("ring")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+def cluster_ring(node: str) -> None:
+    """The owner of every partition."""
+    view = _cluster_json(node)
+    for index, owner in enumerate(view["ring"]["owners"]):
+        click.echo(f"{index:5d} {owner}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

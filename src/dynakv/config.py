@@ -1,0 +1,108 @@
+"""Node configuration: one frozen dataclass, built once from a TOML file and flags.
+
+Nothing reads the environment after start-up; the core receives this object.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from dynakv.errors import InvalidRequest
+
+Policy = Literal["siblings", "lww"]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class BucketProps:
+    """Replication and conflict settings of a bucket (Dynamo's N, R, W)."""
+
+    n: int = 3
+    r: int = 2
+    w: int = 2
+    policy: Policy = "siblings"
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError("n must be at least 1")
+        if not 1 <= self.r <= self.n or not 1 <= self.w <= self.n:
+            raise ValueError(f"r and w must be between 1 and n={self.n}")
+        if self.policy not in ("siblings", "lww"):
+            raise ValueError(f"unknown conflict policy {self.policy!r}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs; defaults are the documented ones."""
+
+    name: str = "node1"
+    cluster: str = "dynakv"
+    data_dir: str = "./data/node1"
+    node_addr: str = "127.0.0.1:7000"  # binary protocol: clients and peers
+    http_addr: str = "127.0.0.1:8000"
+    ring_size: int = 64  # Q, power of two, fixed when the cluster is created
+    defaults: BucketProps = field(default_factory=BucketProps)
+    buckets: dict[str, BucketProps] = field(default_factory=dict)
+    max_value_bytes: int = 1 << 20
+    request_timeout: float = 5.0  # seconds a coordinator waits for replicas
+    durability: Literal["fsync", "os", "none"] = "fsync"
+    engine: Literal["lmdb", "memory"] = "lmdb"
+    gossip_interval: float = 1.0
+    sweep_interval: float = 0.05  # how often pending requests are checked for their deadline
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"invalid node name {self.name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+            )
+        if self.ring_size < 1 or self.ring_size & (self.ring_size - 1):
+            raise ValueError("ring_size must be a power of two")
+        if self.durability not in ("fsync", "os", "none"):
+            raise ValueError(f"unknown durability mode {self.durability!r}")
+        if self.max_value_bytes < 1:
+            raise ValueError("max_value_bytes must be positive")
+
+    def bucket(self, name: str) -> BucketProps:
+        return self.buckets.get(name, self.defaults)
+
+
+def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
+    """Build the config from an optional TOML file, then flag overrides (None means unset).
+
+    File layout: top-level keys are NodeConfig fields; `[defaults]` holds n/r/w/policy;
+    `[buckets.NAME]` holds per-bucket props.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    if "defaults" in raw:
+        raw["defaults"] = BucketProps(**raw["defaults"])
+    if "buckets" in raw:
+        raw["buckets"] = {name: BucketProps(**props) for name, props in raw["buckets"].items()}
+    config = NodeConfig(**raw)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **changes) if changes else config
+
+
+def validate_location(bucket: str, key: str) -> None:
+    """Bucket 1-255 bytes without NUL, key 1-1024 bytes, both valid UTF-8 strings."""
+    try:
+        bucket_len = len(bucket.encode())
+        key_len = len(key.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("bucket and key must be valid UTF-8") from exc
+    if not 1 <= bucket_len <= 255:
+        raise InvalidRequest(f"bucket must be 1-255 bytes of UTF-8, got {bucket_len}")
+    if "\0" in bucket:
+        raise InvalidRequest("bucket must not contain NUL")
+    if not 1 <= key_len <= 1024:
+        raise InvalidRequest(f"key must be 1-1024 bytes of UTF-8, got {key_len}")

@@ -1,0 +1,74 @@
+"""What the outside world tells a Node (events) and what a Node asks of it (effects).
+
+A source or destination is a member name for a peer, "@HOST:PORT" for a peer known only by
+address (joining), or "#..." for a client connection or HTTP request (runtime tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dynakv.messages import Message
+
+
+# --- events ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The node process started; `join` is a member's address to join through, if any."""
+
+    join: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    source: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUp:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    """The runtime could not reach the peer (connect refused, connection lost)."""
+
+    name: str
+
+
+Event = Start | Received | TimerFired | PeerUp | PeerDown
+
+
+# --- effects --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    name: str
+    at: float  # absolute time, same clock as the `now` given to Node.handle
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A line for operators: one event that matters, with its facts as fields."""
+
+    level: str
+    event: str
+    fields: dict[str, object]
+
+
+Effect = Send | SetTimer | Log
+
+
+def is_client(source: str) -> bool:
+    return source.startswith("#")

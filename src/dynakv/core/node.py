@@ -1,0 +1,665 @@
+"""The sans-I/O Dynamo node: `Node.handle(now, event)` returns effects; it never does I/O.
+
+It coordinates gets and puts (quorums, read repair, forwarding to a replica), serves replica
+reads and writes for its peers, and keeps membership and the ring (join, gossip). Time comes
+from `now`, randomness from the injected `random.Random`, storage through a synchronous
+engine whose writes the runtime commits before releasing this turn's effects.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from dynakv import versions
+from dynakv.config import NodeConfig, validate_location
+from dynakv.core.events import (
+    Effect,
+    Event,
+    Log,
+    PeerDown,
+    PeerUp,
+    Received,
+    Send,
+    SetTimer,
+    Start,
+    TimerFired,
+)
+from dynakv.core.quorum import GetQuorum, PutQuorum
+from dynakv.core.replica import ReplicaStore
+from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
+from dynakv.messages import (
+    ClientClusterInfo,
+    ClientGet,
+    ClientPut,
+    ClusterInfo,
+    ClusterState,
+    ErrorReply,
+    GetResult,
+    Gossip,
+    JoinReply,
+    JoinRequest,
+    Member,
+    Message,
+    PutResult,
+    ReplicaGet,
+    ReplicaGetReply,
+    ReplicaPut,
+    ReplicaPutReply,
+)
+from dynakv.ring import Ring, claim, key_digest, partition_of_digest
+from dynakv.storage.engine import Engine
+from dynakv.versions import Clock, Sibling
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(ClusterState)
+
+JOIN_RETRY = 2.0
+
+
+@dataclass
+class PendingGet:
+    source: str
+    client_rid: int
+    bucket: str
+    key: str
+    deadline: float
+    quorum: GetQuorum
+    replied: bool = False
+
+
+@dataclass
+class PendingPut:
+    source: str
+    client_rid: int
+    deadline: float
+    quorum: PutQuorum
+    context: str
+    replied: bool = False
+
+
+@dataclass
+class PendingForward:
+    source: str
+    client_rid: int
+    deadline: float
+    target: str
+
+
+class Node:
+    """One dynakv node's whole logic. Only the runtime and the simulator call `handle`."""
+
+    def __init__(self, config: NodeConfig, engine: Engine, rng: random.Random) -> None:
+        self.config = config
+        self.name = config.name
+        self.engine = engine
+        self.store = ReplicaStore(engine)
+        self.rng = rng
+        self.hlc = versions.HybridClock()
+        self.down: set[str] = set()
+        self.gets: dict[int, PendingGet] = {}
+        self.puts: dict[int, PendingPut] = {}
+        self.forwards: dict[int, PendingForward] = {}
+        self.join_target: str | None = None
+        self._join_sent_at = float("-inf")
+        self._next_rid = 1
+        self._logs: list[Log] = []
+        self.incarnation = self._load_incarnation()
+        self.actor = f"{self.name}@{self.incarnation}"
+        self.state = self._load_state()
+        self._handlers: dict[type, Callable[[float, str, Message], list[Effect]]] = {
+            ClientGet: self._client_get,
+            ClientPut: self._client_put,
+            ClientClusterInfo: self._cluster_info,
+            ReplicaGet: self._replica_get,
+            ReplicaGetReply: self._replica_get_reply,
+            ReplicaPut: self._replica_put,
+            ReplicaPutReply: self._replica_put_reply,
+            GetResult: self._forward_reply,
+            PutResult: self._forward_reply,
+            ErrorReply: self._error_reply,
+            JoinRequest: self._join_request,
+            JoinReply: self._join_reply,
+            Gossip: self._gossip,
+        }
+
+    # --- start-up state --------------------------------------------------------------------
+    def _load_incarnation(self) -> str:
+        """A random id born with the data directory, so a wiped node never reuses a dot.
+
+        Without fsync, a crash can lose writes whose dots already reached peers; a new
+        incarnation after an unclean stop keeps those dots from being minted twice (KV679).
+        """
+        stored = self.engine.meta_get("incarnation")
+        unclean = self.engine.meta_get("running") == b"1"
+        if stored is None or (unclean and self.config.durability != "fsync"):
+            fresh = f"{self.rng.getrandbits(32):08x}"
+            if stored is not None:
+                self._logs.append(
+                    Log("warning", "new_incarnation", {"old": stored.decode(), "new": fresh})
+                )
+            self.engine.meta_put("incarnation", fresh.encode())
+            stored = fresh.encode()
+        self.engine.meta_put("running", b"1")
+        return stored.decode()
+
+    def _me(self) -> Member:
+        return Member(
+            name=self.name,
+            node_addr=self.config.node_addr,
+            http_addr=self.config.http_addr,
+            incarnation=self.incarnation,
+        )
+
+    def _load_state(self) -> ClusterState:
+        raw = self.engine.meta_get("cluster_state")
+        if raw is not None:
+            state = _state_decoder.decode(raw)
+            mine = next((m for m in state.members if m.name == self.name), None)
+            if mine is not None and mine != self._me():
+                members = tuple(self._me() if m.name == self.name else m for m in state.members)
+                state = msgspec.structs.replace(state, epoch=state.epoch + 1, members=members)
+                self._persist_state(state)
+            return state
+        state = ClusterState(
+            cluster=self.config.cluster,
+            epoch=0,
+            members=(self._me(),),
+            ring=claim([self.name], self.config.ring_size),
+        )
+        return state
+
+    def _persist_state(self, state: ClusterState) -> None:
+        self.engine.meta_put("cluster_state", _state_encoder.encode(state))
+
+    # --- the one entry point ---------------------------------------------------------------
+    def handle(self, now: float, event: Event) -> list[Effect]:
+        if type(event) is Received:
+            handler = self._handlers.get(type(event.message))
+            if handler is None:
+                effects = self._unexpected(event.source, event.message)
+            else:
+                try:
+                    effects = handler(now, event.source, event.message)
+                except DynakvError as exc:
+                    effects = [Send(event.source, _error(getattr(event.message, "rid", 0), exc))]
+        elif type(event) is TimerFired:
+            effects = self._timer(now, event.name)
+        elif type(event) is PeerDown:
+            effects = self._peer_down(event.name)
+        elif type(event) is PeerUp:
+            self.down.discard(event.name)
+            effects = []
+        elif type(event) is Start:
+            effects = self._start(now, event.join)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        if self._logs:
+            effects.extend(self._logs)
+            self._logs = []
+        return effects
+
+    def shutdown(self) -> None:
+        """Mark a clean stop (the runtime closes the engine after this)."""
+        self.engine.meta_put("running", b"0")
+
+    # --- queries for the runtime (read-only) -----------------------------------------------
+    def replica(self, bucket: str, key: str) -> Clock | None:
+        validate_location(bucket, key)
+        return self.store.get(bucket, key)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "node_id": self.actor,
+            "cluster": self.state.cluster,
+            "epoch": self.state.epoch,
+            "partitions_owned": len(self.state.ring.owned(self.name)),
+            "hints_pending": 0,
+            "transfers_pending": 0,
+            "keys": self.engine.count(),
+            "pending_requests": len(self.gets) + len(self.puts) + len(self.forwards),
+            "down_peers": sorted(self.down),
+        }
+
+    def member_status(self, member: Member) -> str:
+        if member.name != self.name and member.name in self.down:
+            return "down"
+        return member.status
+
+    def address_of(self, name: str) -> str | None:
+        for member in self.state.members:
+            if member.name == name:
+                return member.node_addr
+        return None
+
+    # --- lifecycle and timers --------------------------------------------------------------
+    def _start(self, now: float, join: str | None) -> list[Effect]:
+        effects: list[Effect] = [
+            SetTimer("sweep", now + self.config.sweep_interval),
+            SetTimer("gossip", now + self.config.gossip_interval),
+        ]
+        if self.state.epoch == 0 and join is None:
+            self._adopt(msgspec.structs.replace(self.state, epoch=1))
+            self._logs.append(Log("info", "cluster_created", {"cluster": self.state.cluster}))
+        if join is not None and self.state.epoch == 0:
+            self.join_target = "@" + join
+            effects.extend(self._send_join(now))
+        # Tell every member we are (back) up, so they stop treating us as down.
+        effects.extend(
+            Send(m.name, Gossip(self.state)) for m in self.state.members if m.name != self.name
+        )
+        return effects
+
+    def _send_join(self, now: float) -> list[Effect]:
+        assert self.join_target is not None
+        self._join_sent_at = now
+        message = JoinRequest(rid=self._rid(), member=self._me(), cluster=self.config.cluster)
+        return [Send(self.join_target, message)]
+
+    def _timer(self, now: float, name: str) -> list[Effect]:
+        if name == "sweep":
+            effects = self._expire(now)
+            if (
+                self.join_target is not None
+                and self.state.epoch == 0
+                and now - self._join_sent_at >= JOIN_RETRY
+            ):
+                effects.extend(self._send_join(now))
+            effects.append(SetTimer("sweep", now + self.config.sweep_interval))
+            return effects
+        if name == "gossip":
+            effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
+            peers = [m.name for m in self.state.members if m.name != self.name]
+            if peers:
+                effects.append(Send(self.rng.choice(peers), Gossip(self.state)))
+            return effects
+        return []
+
+    def _expire(self, now: float) -> list[Effect]:
+        """Answer requests whose deadline passed. Deadlines grow with rid, so stop early."""
+        effects: list[Effect] = []
+        for rid, get in list(self.gets.items()):
+            if get.deadline > now:
+                break
+            if not get.replied:
+                got = len(get.quorum.replies)
+                effects.append(
+                    Send(
+                        get.source,
+                        _error(get.client_rid, Unavailable(needed=get.quorum.r, got=got)),
+                    )
+                )
+            effects.extend(self._read_repair(get))
+            del self.gets[rid]
+        for rid, put in list(self.puts.items()):
+            if put.deadline > now:
+                break
+            if not put.replied:
+                effects.append(Send(put.source, _error(put.client_rid, put.quorum.error())))
+            del self.puts[rid]
+        for rid, forward in list(self.forwards.items()):
+            if forward.deadline > now:
+                break
+            error = Unavailable(f"coordinator {forward.target} did not answer", needed=1, got=0)
+            effects.append(Send(forward.source, _error(forward.client_rid, error)))
+            del self.forwards[rid]
+        return effects
+
+    def _peer_down(self, name: str) -> list[Effect]:
+        if name not in self.down and name != self.name:
+            self.down.add(name)
+            self._logs.append(Log("warning", "peer_down", {"peer": name}))
+        effects: list[Effect] = []
+        for rid, get in list(self.gets.items()):
+            if get.quorum.waiting_on(name):
+                get.quorum.fail(name)
+                effects.extend(self._progress_get(rid, get))
+        for rid, put in list(self.puts.items()):
+            if put.quorum.waiting_on(name):
+                put.quorum.fail(name)
+                effects.extend(self._progress_put(rid, put))
+        for rid, forward in list(self.forwards.items()):
+            if forward.target == name:
+                error = Unavailable(f"coordinator {name} is unreachable", needed=1, got=0)
+                effects.append(Send(forward.source, _error(forward.client_rid, error)))
+                del self.forwards[rid]
+        return effects
+
+    # --- client requests -------------------------------------------------------------------
+    def _placement(self, bucket: str, key: str) -> list[str]:
+        if self.state.epoch == 0:
+            raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
+        ring = self.state.ring
+        partition = partition_of_digest(key_digest(bucket, key), ring.size)
+        return ring.preference_list(partition, self.config.bucket(bucket).n)
+
+    def _client_get(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ClientGet)
+        validate_location(msg.bucket, msg.key)
+        props = self.config.bucket(msg.bucket)
+        r = _quorum_param("r", msg.r, props.r, props.n)
+        replicas = self._placement(msg.bucket, msg.key)
+        quorum = GetQuorum(replicas, min(r, len(replicas)), lww=props.policy == "lww")
+        rid = self._rid()
+        effects: list[Effect] = []
+        request = ReplicaGet(rid, msg.bucket, msg.key)
+        for node in replicas:
+            if node == self.name:
+                try:
+                    quorum.add(node, self.store.get(msg.bucket, msg.key))
+                except DynakvError as exc:
+                    self._log_local_failure(msg.bucket, msg.key, exc)
+                    quorum.fail(node)
+            elif node in self.down:
+                quorum.fail(node)
+            else:
+                effects.append(Send(node, request))
+        pending = PendingGet(
+            source, msg.rid, msg.bucket, msg.key, now + self.config.request_timeout, quorum
+        )
+        self.gets[rid] = pending
+        effects.extend(self._progress_get(rid, pending))
+        return effects
+
+    def _progress_get(self, rid: int, get: PendingGet) -> list[Effect]:
+        effects: list[Effect] = []
+        quorum = get.quorum
+        if not get.replied and quorum.enough():
+            get.replied = True
+            try:
+                merged = quorum.outcome()
+            except Unavailable as exc:
+                effects.append(Send(get.source, _error(get.client_rid, exc)))
+            else:
+                effects.append(Send(get.source, _get_result(get.client_rid, merged)))
+        if quorum.complete():
+            effects.extend(self._read_repair(get))
+            del self.gets[rid]
+        return effects
+
+    def _read_repair(self, get: PendingGet) -> list[Effect]:
+        stale = get.quorum.stale()
+        if not stale:
+            return []
+        merged = get.quorum.merged()
+        assert merged is not None
+        state = versions.encode(merged)
+        effects: list[Effect] = []
+        for node in stale:
+            if node == self.name:
+                self.store.merge(get.bucket, get.key, merged, get.quorum.lww)
+            else:
+                effects.append(Send(node, ReplicaPut(0, get.bucket, get.key, state)))
+        return effects
+
+    def _client_put(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ClientPut)
+        validate_location(msg.bucket, msg.key)
+        if len(msg.value) > self.config.max_value_bytes:
+            raise ValueTooLarge(
+                f"value is {len(msg.value)} bytes; the limit is {self.config.max_value_bytes}"
+            )
+        props = self.config.bucket(msg.bucket)
+        w = _quorum_param("w", msg.w, props.w, props.n)
+        context = versions.decode_context(msg.context)
+        replicas = self._placement(msg.bucket, msg.key)
+        if self.name not in replicas and msg.hops == 0:
+            return self._forward(now, source, msg, replicas)
+        lww = props.policy == "lww"
+        local = self.store.get(msg.bucket, msg.key)
+        if local is not None and (lww or (msg.delete and not msg.context)):
+            # lww: a write replaces what this coordinator holds, and its timestamp must exceed
+            # theirs, so merge order never changes the winner. A delete without a context
+            # removes what this coordinator has seen.
+            context = versions.join(local)
+            for seen in versions.values(local):
+                self.hlc.observe(seen.timestamp)
+        sibling = Sibling(
+            value=b"" if msg.delete else msg.value,
+            deleted=msg.delete,
+            content_type=msg.content_type,
+            timestamp=self.hlc.now(now),
+        )
+        clock = versions.update(versions.new(context, sibling), local, self.actor)
+        if lww:
+            clock = versions.lww(clock)
+        state = self.store.put(msg.bucket, msg.key, clock)
+        quorum = PutQuorum(replicas, min(w, len(replicas)))
+        quorum.ack(self.name)
+        rid = self._rid()
+        effects: list[Effect] = []
+        request = ReplicaPut(rid, msg.bucket, msg.key, state)
+        for node in replicas:
+            if node == self.name:
+                continue
+            if node in self.down:
+                quorum.fail(node)
+            else:
+                effects.append(Send(node, request))
+        # The new state's context would also cover siblings the client never saw (a blind
+        # write beside them); handing it out would let the next put drop them silently.
+        # Then the client keeps its own context, and its next read shows the siblings.
+        if len(versions.values(clock)) == 1:
+            context_out = versions.encode_context(versions.join(clock))
+        else:
+            context_out = msg.context
+        pending = PendingPut(
+            source, msg.rid, now + self.config.request_timeout, quorum, context_out
+        )
+        self.puts[rid] = pending
+        effects.extend(self._progress_put(rid, pending))
+        return effects
+
+    def _forward(
+        self, now: float, source: str, msg: ClientPut, replicas: list[str]
+    ) -> list[Effect]:
+        """Puts are coordinated by a replica of the key (it mints the dot); pass it on."""
+        target = next((node for node in replicas if node not in self.down), None)
+        if target is None:
+            raise Unavailable("no replica of this key is reachable", needed=1, got=0)
+        rid = self._rid()
+        deadline = now + self.config.request_timeout
+        self.forwards[rid] = PendingForward(source, msg.rid, deadline, target)
+        return [Send(target, msgspec.structs.replace(msg, rid=rid, hops=1))]
+
+    def _progress_put(self, rid: int, put: PendingPut) -> list[Effect]:
+        effects: list[Effect] = []
+        quorum = put.quorum
+        if not put.replied and quorum.enough():
+            put.replied = True
+            if quorum.succeeded():
+                effects.append(Send(put.source, PutResult(put.client_rid, put.context)))
+            else:
+                effects.append(Send(put.source, _error(put.client_rid, quorum.error())))
+        if quorum.complete():
+            del self.puts[rid]
+        return effects
+
+    def _cluster_info(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ClientClusterInfo)
+        return [Send(source, ClusterInfo(msg.rid, self.state))]
+
+    # --- replica side ----------------------------------------------------------------------
+    def _replica_get(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReplicaGet)
+        validate_location(msg.bucket, msg.key)
+        return [Send(source, ReplicaGetReply(msg.rid, self.store.get_state(msg.bucket, msg.key)))]
+
+    def _replica_get_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReplicaGetReply)
+        get = self.gets.get(msg.rid)
+        if get is None or not get.quorum.waiting_on(source):
+            return []
+        if msg.state is None:
+            get.quorum.add(source, None)
+        else:
+            try:
+                get.quorum.add(source, versions.decode(msg.state))
+            except InvalidRequest:
+                get.quorum.fail(source)
+        return self._progress_get(msg.rid, get)
+
+    def _replica_put(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReplicaPut)
+        validate_location(msg.bucket, msg.key)
+        incoming = versions.decode(msg.state)
+        for sibling in versions.values(incoming):
+            self.hlc.observe(sibling.timestamp)
+        lww = self.config.bucket(msg.bucket).policy == "lww"
+        self.store.merge(msg.bucket, msg.key, incoming, lww)
+        return [Send(source, ReplicaPutReply(msg.rid))] if msg.rid else []
+
+    def _replica_put_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReplicaPutReply)
+        put = self.puts.get(msg.rid)
+        if put is None:
+            return []
+        put.quorum.ack(source)
+        return self._progress_put(msg.rid, put)
+
+    def _forward_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, GetResult | PutResult)
+        forward = self.forwards.pop(msg.rid, None)
+        if forward is None:
+            return []
+        return [Send(forward.source, msgspec.structs.replace(msg, rid=forward.client_rid))]
+
+    def _error_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ErrorReply)
+        if msg.rid in self.forwards:
+            return self._forward_reply_error(msg)
+        get = self.gets.get(msg.rid)
+        if get is not None:
+            get.quorum.fail(source)
+            return self._progress_get(msg.rid, get)
+        put = self.puts.get(msg.rid)
+        if put is not None:
+            put.quorum.fail(source)
+            return self._progress_put(msg.rid, put)
+        if self.join_target is not None and msg.code == ClusterError.code:
+            self._logs.append(Log("error", "join_refused", {"reason": msg.message}))
+        return []
+
+    def _forward_reply_error(self, msg: ErrorReply) -> list[Effect]:
+        forward = self.forwards.pop(msg.rid)
+        return [Send(forward.source, msgspec.structs.replace(msg, rid=forward.client_rid))]
+
+    def _unexpected(self, source: str, msg: Message) -> list[Effect]:
+        rid = getattr(msg, "rid", 0)
+        text = f"message type {type(msg).__name__} is not accepted here"
+        return [Send(source, ErrorReply(rid, InvalidRequest.code, text))]
+
+    # --- membership ------------------------------------------------------------------------
+    def _join_request(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, JoinRequest)
+        joiner = msg.member
+        if msg.cluster != self.state.cluster:
+            raise ClusterError(
+                f"node {joiner.name} belongs to cluster {msg.cluster!r}; "
+                f"this is cluster {self.state.cluster!r}"
+            )
+        existing = next((m for m in self.state.members if m.name == joiner.name), None)
+        if (
+            existing is not None
+            and existing.node_addr != joiner.node_addr
+            and (existing.name == self.name or existing.name not in self.down)
+        ):
+            raise ClusterError(
+                f"name {joiner.name!r} is in use by a member up at {existing.node_addr}"
+            )
+        if existing is None:
+            names = [m.name for m in self.state.members] + [joiner.name]
+            ring = claim(names, self.state.ring.size, previous=self.state.ring)
+            members = (*self.state.members, joiner)
+        else:
+            ring = self.state.ring
+            members = tuple(joiner if m.name == joiner.name else m for m in self.state.members)
+        state = ClusterState(self.state.cluster, self.state.epoch + 1, members, ring)
+        self._adopt(state)
+        self._logs.append(
+            Log("info", "member_joined", {"name": joiner.name, "addr": joiner.node_addr})
+        )
+        self.down.discard(joiner.name)
+        effects: list[Effect] = [
+            Send(m.name, Gossip(state))
+            for m in state.members
+            if m.name not in (self.name, joiner.name)
+        ]
+        effects.append(Send(source, JoinReply(msg.rid, state)))
+        return effects
+
+    def _join_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, JoinReply)
+        if self._newer(msg.state):
+            self._adopt(msg.state)
+            self._logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
+        return []
+
+    def _gossip(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, Gossip)
+        if msg.state.cluster != self.state.cluster:
+            self._logs.append(
+                Log("warning", "foreign_gossip", {"from": source, "cluster": msg.state.cluster})
+            )
+            return []
+        self.down.discard(source)
+        if self._newer(msg.state):
+            self._adopt(msg.state)
+            return []
+        if msg.state != self.state:
+            return [Send(source, Gossip(self.state))]
+        return []
+
+    def _newer(self, state: ClusterState) -> bool:
+        """Higher epoch wins; equal epochs are settled by their encoding, the same everywhere."""
+        if state.epoch != self.state.epoch:
+            return state.epoch > self.state.epoch
+        return _state_encoder.encode(state) > _state_encoder.encode(self.state)
+
+    def _adopt(self, state: ClusterState) -> None:
+        self.state = state
+        self._persist_state(state)
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _rid(self) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+    def _log_local_failure(self, bucket: str, key: str, exc: DynakvError) -> None:
+        self._logs.append(
+            Log("error", "local_read_failed", {"bucket": bucket, "key": key, "error": str(exc)})
+        )
+
+    @property
+    def ring(self) -> Ring:
+        return self.state.ring
+
+
+def _quorum_param(name: str, given: int | None, default: int, n: int) -> int:
+    value = default if given is None else given
+    if not 1 <= value <= n:
+        raise InvalidRequest(f"{name} must be between 1 and n={n}, got {value}")
+    return value
+
+
+def _error(rid: int, exc: DynakvError) -> ErrorReply:
+    if isinstance(exc, Unavailable):
+        return ErrorReply(rid, exc.code, exc.message, exc.needed, exc.got)
+    return ErrorReply(rid, exc.code, exc.message)
+
+
+def _get_result(rid: int, merged: Clock | None) -> GetResult:
+    if merged is None:
+        return GetResult(rid, [], [], "")
+    live = versions.live_values(merged)
+    return GetResult(
+        rid,
+        [s.value for s in live],
+        [s.content_type for s in live],
+        versions.encode_context(versions.join(merged)),
+    )

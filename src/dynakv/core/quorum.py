@@ -1,0 +1,102 @@
+"""Quorum bookkeeping for one read or one write: pure values fed replica answers.
+
+Modelled on riak_kv_get_core: `add`/`fail` record answers, `enough` says whether the client
+can be answered, `outcome` gives the answer, `stale` names replicas that need read repair.
+No I/O, no clock: the node decides when time is up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dynakv import versions
+from dynakv.errors import Unavailable
+from dynakv.versions import Clock
+
+
+@dataclass
+class GetQuorum:
+    """One read: which of the N replicas answered, and with what state."""
+
+    replicas: list[str]
+    r: int
+    lww: bool = False
+    replies: dict[str, Clock | None] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+
+    def add(self, node: str, state: Clock | None) -> None:
+        if node in self.replicas and node not in self.failed:
+            self.replies[node] = state
+
+    def fail(self, node: str) -> None:
+        if node in self.replicas and node not in self.replies:
+            self.failed.add(node)
+
+    def waiting_on(self, node: str) -> bool:
+        return node in self.replicas and node not in self.replies and node not in self.failed
+
+    def enough(self) -> bool:
+        """R answers arrived, or so many replicas failed that R never can."""
+        got = len(self.replies)
+        return got >= self.r or got + self.remaining() < self.r
+
+    def remaining(self) -> int:
+        return len(self.replicas) - len(self.replies) - len(self.failed)
+
+    def complete(self) -> bool:
+        return self.remaining() == 0
+
+    def merged(self) -> Clock | None:
+        states = [s for s in self.replies.values() if s is not None]
+        if not states:
+            return None
+        merged = states[0] if len(states) == 1 else versions.sync_all(states)
+        return versions.lww(merged) if self.lww else merged
+
+    def outcome(self) -> Clock | None:
+        """The merged state for the client; raises Unavailable when fewer than R answered."""
+        if len(self.replies) < self.r:
+            raise Unavailable(needed=self.r, got=len(self.replies))
+        return self.merged()
+
+    def stale(self) -> list[str]:
+        """Replicas whose answer lacks something the merged state has (read repair targets)."""
+        merged = self.merged()
+        if merged is None:
+            return []
+        return [node for node, state in self.replies.items() if state != merged]
+
+
+@dataclass
+class PutQuorum:
+    """One write: acknowledgements from the N replicas."""
+
+    replicas: list[str]
+    w: int
+    acked: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+
+    def ack(self, node: str) -> None:
+        if node in self.replicas and node not in self.failed:
+            self.acked.add(node)
+
+    def fail(self, node: str) -> None:
+        if node in self.replicas and node not in self.acked:
+            self.failed.add(node)
+
+    def waiting_on(self, node: str) -> bool:
+        return node in self.replicas and node not in self.acked and node not in self.failed
+
+    def enough(self) -> bool:
+        got = len(self.acked)
+        remaining = len(self.replicas) - got - len(self.failed)
+        return got >= self.w or got + remaining < self.w
+
+    def complete(self) -> bool:
+        return len(self.acked) + len(self.failed) >= len(self.replicas)
+
+    def succeeded(self) -> bool:
+        return len(self.acked) >= self.w
+
+    def error(self) -> Unavailable:
+        return Unavailable(needed=self.w, got=len(self.acked))

@@ -1,0 +1,59 @@
+"""This node's own copy of each key: a DVVSet per (bucket, key) in the storage engine.
+
+The stored value is msgpack [bucket, key, encoded clock], under the key's MD5 digest, so a
+partition is one contiguous key range. Synchronous and engine-agnostic; no network here.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from dynakv import versions
+from dynakv.errors import InternalError
+from dynakv.ring import key_digest
+from dynakv.storage.engine import Engine
+from dynakv.versions import Clock
+
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(tuple[str, str, bytes])
+
+
+class ReplicaStore:
+    """Reads and writes causal states of keys through an Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get_state(self, bucket: str, key: str) -> bytes | None:
+        """The encoded clock as stored, without decoding it."""
+        raw = self.engine.get(key_digest(bucket, key))
+        if raw is None:
+            return None
+        try:
+            stored_bucket, stored_key, state = _record_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise InternalError(f"corrupt record for {bucket}/{key}: {exc}") from exc
+        if stored_bucket != bucket or stored_key != key:
+            # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
+            raise InternalError(f"digest collision between {bucket}/{key} and the stored key")
+        return state
+
+    def get(self, bucket: str, key: str) -> Clock | None:
+        state = self.get_state(bucket, key)
+        return None if state is None else versions.decode(state)
+
+    def put(self, bucket: str, key: str, clock: Clock) -> bytes:
+        """Store the clock; returns its encoding (to send on to other replicas)."""
+        state = versions.encode(clock)
+        self.engine.put(key_digest(bucket, key), _record_encoder.encode((bucket, key, state)))
+        return state
+
+    def merge(self, bucket: str, key: str, incoming: Clock, lww: bool) -> Clock:
+        """Merge a state from another replica into ours; writes only when something changed."""
+        local = self.get(bucket, key)
+        merged = incoming if local is None else versions.sync(incoming, local)
+        if lww:
+            merged = versions.lww(merged)
+        if merged != local:
+            self.put(bucket, key, merged)
+        return merged

@@ -1,0 +1,190 @@
+"""Every message of the binary protocol, client-to-node and node-to-node, typed in one place.
+
+Frames on the wire are a 4-byte big-endian length followed by one msgpack-encoded message
+(a msgspec tagged union). Pure data: no behaviour beyond encoding and decoding.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from dynakv.ring import Ring
+
+MAX_FRAME_BYTES = 64 << 20
+
+
+class Message(msgspec.Struct, tag_field="t", array_like=True):
+    """Base of every frame; `t` names the type on the wire."""
+
+
+# --- client <-> node -------------------------------------------------------------------------
+
+
+class ClientGet(Message, tag="get"):
+    rid: int
+    bucket: str
+    key: str
+    r: int | None = None  # None: the bucket's default
+
+
+class ClientPut(Message, tag="put"):
+    rid: int
+    bucket: str
+    key: str
+    value: bytes
+    context: str = ""
+    w: int | None = None  # None: the bucket's default
+    content_type: str = ""
+    delete: bool = False
+    hops: int = 0  # 1 when a node forwarded it to a coordinator: never forward again
+
+
+class ClientClusterInfo(Message, tag="cluster"):
+    rid: int
+
+
+class GetResult(Message, tag="get_ok"):
+    rid: int
+    values: list[bytes]
+    content_types: list[str]
+    context: str
+
+
+class PutResult(Message, tag="put_ok"):
+    rid: int
+    context: str
+
+
+class ClusterInfo(Message, tag="cluster_ok"):
+    rid: int
+    state: ClusterState
+
+
+class ErrorReply(Message, tag="error"):
+    rid: int
+    code: str
+    message: str
+    needed: int = 0
+    got: int = 0
+
+
+# --- node <-> node ---------------------------------------------------------------------------
+
+
+class Hello(Message, tag="hello"):
+    """First frame a node sends on a connection to a peer: who it is, and of which cluster."""
+
+    name: str
+    cluster: str
+
+
+class ReplicaGet(Message, tag="rget"):
+    rid: int
+    bucket: str
+    key: str
+
+
+class ReplicaGetReply(Message, tag="rget_ok"):
+    rid: int
+    state: bytes | None  # encoded versions.Clock, None when this replica has nothing
+
+
+class ReplicaPut(Message, tag="rput"):
+    rid: int  # 0: read repair, no reply wanted
+    bucket: str
+    key: str
+    state: bytes
+
+
+class ReplicaPutReply(Message, tag="rput_ok"):
+    rid: int
+
+
+class Member(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    node_addr: str
+    http_addr: str
+    incarnation: str
+    status: str = "up"  # up | joining | leaving (a runtime view adds down)
+
+
+class ClusterState(msgspec.Struct, array_like=True, frozen=True):
+    """Membership and ring: what gossip spreads. The higher epoch wins."""
+
+    cluster: str
+    epoch: int
+    members: tuple[Member, ...]
+    ring: Ring
+
+
+class JoinRequest(Message, tag="join"):
+    rid: int
+    member: Member
+    cluster: str
+
+
+class JoinReply(Message, tag="join_ok"):
+    rid: int
+    state: ClusterState
+
+
+class Gossip(Message, tag="gossip"):
+    state: ClusterState
+
+
+AnyMessage = (
+    ClientGet
+    | ClientPut
+    | ClientClusterInfo
+    | GetResult
+    | PutResult
+    | ClusterInfo
+    | ErrorReply
+    | Hello
+    | ReplicaGet
+    | ReplicaGetReply
+    | ReplicaPut
+    | ReplicaPutReply
+    | JoinRequest
+    | JoinReply
+    | Gossip
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyMessage)
+_loose_decoder = msgspec.msgpack.Decoder()
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(payload: bytes) -> Message:
+    """Decode one frame; raises msgspec.DecodeError / ValidationError on bad input."""
+    return _decoder.decode(payload)
+
+
+def describe_bad_frame(payload: bytes) -> tuple[int, str, bool]:
+    """For a frame that failed to decode: (rid to answer, what was wrong, connection usable?).
+
+    A frame that is valid msgpack but names an unknown type or has bad fields gets an error
+    reply and the connection stays open; a frame that is not msgpack at all cannot be trusted
+    to have left the stream in sync, so the connection is closed.
+    """
+    try:
+        loose = _loose_decoder.decode(payload)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return 0, "undecodable frame", False
+    if not isinstance(loose, list) or not loose:
+        return 0, "frame is not a message array", True
+    tag = loose[0]
+    rid = loose[1] if len(loose) > 1 and isinstance(loose[1], int) else 0
+    try:
+        _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        if "Invalid value" in str(exc) and "$[0]" in str(exc):
+            return rid, f"unknown message type {tag!r}", True
+        return rid, f"malformed {tag!r} message: {exc}", True
+    except (msgspec.DecodeError, ValueError) as exc:
+        return rid, f"malformed {tag!r} message: {exc}", True
+    return rid, "frame decoded on second attempt", True

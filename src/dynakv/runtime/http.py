@@ -1,0 +1,259 @@
+"""The HTTP API of a node (aiohttp): /v1/kv, /v1/replica, /v1/status, /v1/cluster, /metrics.
+
+Handlers validate the request, turn it into the same messages the binary protocol carries,
+and run them through Server.call. Every error is JSON: {"error": CODE, "message": TEXT}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+
+from dynakv import versions
+from dynakv.config import validate_location
+from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
+from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, PutResult
+from dynakv.runtime.dashboard import DASHBOARD_HTML
+
+if TYPE_CHECKING:
+    from dynakv.runtime.server import Server
+
+CONTEXT_HEADER = "X-Dynakv-Context"
+ALLOWED_PARAMS = {"GET": {"r"}, "PUT": {"w"}, "DELETE": {"w"}, "HEAD": {"r"}}
+SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+
+
+def error_response(exc: DynakvError) -> web.Response:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    if isinstance(exc, Unavailable):
+        body["needed"] = exc.needed
+        body["got"] = exc.got
+    return web.json_response(body, status=exc.status)
+
+
+def _raise_reply_error(reply: Any) -> None:
+    if isinstance(reply, ErrorReply):
+        from dynakv.errors import from_code
+
+        raise from_code(reply.code, reply.message, reply.needed, reply.got)
+
+
+def _location(request: web.Request, prefix: str) -> tuple[str, str]:
+    """Bucket and key from the raw path, so invalid UTF-8 is refused rather than replaced."""
+    raw = request.raw_path.split("?", 1)[0]
+    rest = raw[len(prefix) :]
+    bucket_raw, sep, key_raw = rest.partition("/")
+    if not sep:
+        raise InvalidRequest("path must be /v1/kv/{bucket}/{key}")
+    try:
+        bucket = unquote_to_bytes(bucket_raw).decode("utf-8")
+        key = unquote_to_bytes(key_raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("bucket and key must be valid UTF-8") from exc
+    validate_location(bucket, key)
+    return bucket, key
+
+
+def _quorum_param(request: web.Request) -> dict[str, int]:
+    allowed = ALLOWED_PARAMS.get(request.method, set())
+    unknown = set(request.query) - allowed
+    if unknown:
+        raise InvalidRequest(
+            f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    params: dict[str, int] = {}
+    for name in allowed & set(request.query):
+        text = request.query[name]
+        try:
+            params[name] = int(text)
+        except ValueError as exc:
+            raise InvalidRequest(f"{name} must be an integer, got {text!r}") from exc
+    return params
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ValueTooLarge(f"value is {request.content_length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise ValueTooLarge(f"value exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Api:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def _timed(self, op: str, call: Any) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        code: str | None = None
+        try:
+            return await call
+        except DynakvError as exc:
+            if not isinstance(exc, NotFound):
+                code = exc.code
+            raise
+        finally:
+            self.server.metrics.observe(op, time.perf_counter() - t0, code)
+
+    async def kv(self, request: web.Request) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD"):
+            return await self._timed("get", self._get(request))
+        if request.method == "PUT":
+            return await self._timed("put", self._put(request, delete=False))
+        if request.method == "DELETE":
+            return await self._timed("delete", self._put(request, delete=True))
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        bucket, key = _location(request, "/v1/kv/")
+        params = _quorum_param(request)
+        reply = await self.server.call(ClientGet(0, bucket, key, params.get("r")))
+        _raise_reply_error(reply)
+        assert isinstance(reply, GetResult)
+        headers = {CONTEXT_HEADER: reply.context} if reply.context else {}
+        if not reply.values:
+            body = {"error": NotFound.code, "message": f"{bucket}/{key} not found"}
+            return web.json_response(body, status=404, headers=headers)
+        if len(reply.values) == 1:
+            return web.Response(
+                body=reply.values[0],
+                headers=headers,
+                content_type=reply.content_types[0] or "application/octet-stream",
+            )
+        siblings = [
+            {"value_b64": base64.b64encode(v).decode(), "content_type": ct}
+            for v, ct in zip(reply.values, reply.content_types, strict=True)
+        ]
+        body = {"context": reply.context, "siblings": siblings}
+        return web.json_response(body, status=300, headers=headers)
+
+    async def _put(self, request: web.Request, delete: bool) -> web.StreamResponse:
+        bucket, key = _location(request, "/v1/kv/")
+        params = _quorum_param(request)
+        context = request.headers.get(CONTEXT_HEADER, "")
+        versions.decode_context(context)  # refuse a bad context before reading the body
+        value = b"" if delete else await _read_body(request, self.server.config.max_value_bytes)
+        content_type = "" if delete else request.headers.get("Content-Type", "")
+        message = ClientPut(
+            0, bucket, key, value, context, params.get("w"), content_type, delete=delete
+        )
+        reply = await self.server.call(message)
+        _raise_reply_error(reply)
+        assert isinstance(reply, PutResult)
+        return web.Response(status=204, headers={CONTEXT_HEADER: reply.context})
+
+    async def replica(self, request: web.Request) -> web.StreamResponse:
+        bucket, key = _location(request, "/v1/replica/")
+        _quorum_param(request)
+        clock = self.server.node.replica(bucket, key)
+        if clock is None:
+            raise NotFound(f"this node holds no copy of {bucket}/{key}")
+        siblings = versions.values(clock)
+        body = {
+            "siblings": [
+                {
+                    "value_b64": base64.b64encode(s.value).decode(),
+                    "content_type": s.content_type,
+                    "timestamp": s.timestamp,
+                }
+                for s in siblings
+                if not s.deleted
+            ],
+            "tombstones": sum(1 for s in siblings if s.deleted),
+            "context": versions.encode_context(versions.join(clock)),
+            "version_vector": dict(versions.join(clock)),
+        }
+        return web.json_response(body)
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        body = dict(self.server.node.status())
+        body["uptime_seconds"] = round(time.time() - self.server.started, 3)
+        body["node_addr"] = self.server.config.node_addr
+        body["http_addr"] = self.server.config.http_addr
+        body["durability"] = self.server.config.durability
+        return web.json_response(body)
+
+    async def cluster(self, request: web.Request) -> web.StreamResponse:
+        node = self.server.node
+        state = node.state
+        ownership = state.ring.ownership()
+        members = [
+            {
+                "name": m.name,
+                "node_addr": m.node_addr,
+                "http_addr": m.http_addr,
+                "status": node.member_status(m),
+                "incarnation": m.incarnation,
+                "partitions": ownership.get(m.name, 0),
+            }
+            for m in state.members
+        ]
+        body = {
+            "cluster": state.cluster,
+            "epoch": state.epoch,
+            "members": members,
+            "ring": {"size": state.ring.size, "owners": list(state.ring.owners)},
+        }
+        return web.json_response(body)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self.server.metrics.render(), content_type="text/plain")
+
+    async def dashboard(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DynakvError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = "not_found" if exc.status == 404 else "invalid_request"
+        if exc.status == 413:
+            code = ValueTooLarge.code
+        body = json.dumps({"error": code, "message": exc.reason})
+        headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+        return web.Response(
+            text=body, status=exc.status, content_type="application/json", headers=headers
+        )
+
+
+def build_app(server: Server) -> web.Application:
+    api = Api(server)
+    app = web.Application(
+        middlewares=[json_errors], client_max_size=server.config.max_value_bytes + (1 << 16)
+    )
+    app[SERVER_KEY] = server
+    app.router.add_route("*", "/v1/kv/{bucket}/{key:.+}", api.kv)
+    app.router.add_get("/v1/replica/{bucket}/{key:.+}", api.replica)
+    app.router.add_get("/v1/status", api.status)
+    app.router.add_get("/v1/cluster", api.cluster)
+    app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/", api.dashboard)
+    return app
+
+
+async def start_http(server: Server) -> web.AppRunner:
+    from dynakv.runtime.server import split_addr
+
+    runner = web.AppRunner(build_app(server), access_log=None)
+    await runner.setup()
+    host, port = split_addr(server.config.http_addr)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner

@@ -1,0 +1,41 @@
+"""Prometheus metrics of one node: requests, errors and latency per operation."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """A registry per node (not the global one), so several nodes can live in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dynakv_requests", "Client requests served", ["op"], registry=self.registry
+        )
+        self.errors = Counter(
+            "dynakv_request_errors",
+            "Client requests that ended in an error",
+            ["op", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dynakv_request_seconds",
+            "Client request latency, from arrival to reply",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, op: str, seconds: float, error_code: str | None) -> None:
+        self.requests.labels(op).inc()
+        self.latency.labels(op).observe(seconds)
+        if error_code is not None:
+            self.errors.labels(op, error_code).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

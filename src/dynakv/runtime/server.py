@@ -1,0 +1,368 @@
+"""The node process: runs a core.Node on asyncio, executing its effects.
+
+Every event goes through `dispatch`; the effects of one loop turn are held until the storage
+engine has committed that turn's writes (group commit), then frames are written and HTTP
+waiters woken. This is the only place, with http.py, that does I/O for a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dynakv import messages
+from dynakv.config import NodeConfig
+from dynakv.core.events import (
+    Event,
+    Log,
+    PeerDown,
+    PeerUp,
+    Received,
+    Send,
+    SetTimer,
+    Start,
+    TimerFired,
+    is_client,
+)
+from dynakv.core.node import Node
+from dynakv.errors import ClusterError, InvalidRequest, Timeout
+from dynakv.messages import ClientGet, ClientPut, ErrorReply, Hello, Message
+from dynakv.runtime.metrics import Metrics
+from dynakv.runtime.transport import FrameConnection
+from dynakv.storage import open_engine
+
+log = logging.getLogger("dynakv")
+RECONNECT_BACKOFF = 0.5
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
+    return host, int(port)
+
+
+class Server:
+    """One dynakv node: its Node, storage engine, TCP listener, peer links and HTTP API."""
+
+    def __init__(self, config: NodeConfig, join: str | None = None) -> None:
+        self.config = config
+        self.join = join
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+        self.engine = open_engine(config.engine, config.data_dir, config.durability)
+        self.node = Node(config, self.engine, random.Random())
+        self.engine.commit()
+        self.metrics = Metrics()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started = time.time()
+        self._effects_pending: list[Send] = []
+        self._dirty: set[FrameConnection] = set()
+        self._flush_scheduled = False
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._peers: dict[str, FrameConnection] = {}  # by member name or "@addr"
+        self._connecting: dict[str, list[Message]] = {}
+        self._failed_at: dict[str, float] = {}
+        self._connections: set[FrameConnection] = set()
+        self._by_token: dict[str, FrameConnection] = {}
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
+        self._tokens = itertools.count(1)
+        self._inflight: dict[tuple[str, int], tuple[str, float]] = {}
+        self._tcp_server: asyncio.AbstractServer | None = None
+        self._http_runner: Any = None
+        self.stopped = asyncio.Event()
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        from dynakv.runtime.http import start_http
+
+        self.loop = asyncio.get_running_loop()
+        host, port = split_addr(self.config.node_addr)
+        self._tcp_server = await self.loop.create_server(
+            lambda: FrameConnection(self), host, port, reuse_address=True
+        )
+        self._http_runner = await start_http(self)
+        log.info(
+            "node_started name=%s node_addr=%s http_addr=%s node_id=%s",
+            self.config.name,
+            self.config.node_addr,
+            self.config.http_addr,
+            self.node.actor,
+        )
+        self.dispatch(Start(join=self.join))
+
+    async def stop(self) -> None:
+        self._flush()
+        self._stopping = True
+        for handle in self._timers.values():
+            handle.cancel()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for conn in list(self._connections):
+            conn.abort()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        self.node.shutdown()
+        self.engine.close()
+        log.info("node_stopped name=%s", self.config.name)
+        self.stopped.set()
+
+    # --- the event pump --------------------------------------------------------------------
+    def dispatch(self, event: Event) -> None:
+        if self._stopping:
+            return
+        try:
+            effects = self.node.handle(time.time(), event)
+        except Exception:
+            log.exception("core_failed event=%s", type(event).__name__)
+            if isinstance(event, Received) and is_client(event.source):
+                rid = getattr(event.message, "rid", 0)
+                self._hold(Send(event.source, ErrorReply(rid, "internal", "internal error")))
+            return
+        for effect in effects:
+            kind = type(effect)
+            if kind is Send:
+                self._hold(effect)  # type: ignore[arg-type]
+            elif kind is SetTimer:
+                self._set_timer(effect)  # type: ignore[arg-type]
+            elif kind is Log:
+                _log_effect(effect)  # type: ignore[arg-type]
+
+    def _hold(self, send: Send) -> None:
+        self._effects_pending.append(send)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Commit this turn's writes, then release its sends: acknowledgements follow durability."""
+        self._flush_scheduled = False
+        try:
+            self.engine.commit()
+        except Exception:
+            log.exception("commit_failed")
+            self._fail_pending_sends()
+            return
+        pending, self._effects_pending = self._effects_pending, []
+        for send in pending:
+            self._deliver(send)
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            conn.flush()
+
+    def _fail_pending_sends(self) -> None:
+        """A failed commit must not be acknowledged: turn client replies into errors."""
+        pending, self._effects_pending = self._effects_pending, []
+        for send in pending:
+            if is_client(send.to):
+                rid = getattr(send.message, "rid", 0)
+                self._deliver(Send(send.to, ErrorReply(rid, "internal", "storage commit failed")))
+        for conn in self._dirty:
+            conn.flush()
+        self._dirty.clear()
+
+    def mark_dirty(self, conn: FrameConnection) -> None:
+        self._dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush)
+
+    def _deliver(self, send: Send) -> None:
+        to = send.to
+        if to.startswith("#h"):
+            waiter = self._waiters.pop(to, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(send.message)
+            return
+        if to.startswith("#c"):
+            self._record_done(to, send.message)
+            conn = self._by_token.get(to)
+            if conn is not None:
+                conn.send(send.message)
+            return
+        conn = self._peers.get(to)
+        if conn is not None and not conn.closed:
+            conn.send(send.message)
+            return
+        self._connect_and_send(to, send.message)
+
+    # --- timers ----------------------------------------------------------------------------
+    def _set_timer(self, timer: SetTimer) -> None:
+        assert self.loop is not None
+        old = self._timers.pop(timer.name, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, timer.at - time.time())
+        self._timers[timer.name] = self.loop.call_later(
+            delay, self.dispatch, TimerFired(timer.name)
+        )
+
+    # --- peer connections ------------------------------------------------------------------
+    def _connect_and_send(self, to: str, message: Message) -> None:
+        queue = self._connecting.get(to)
+        if queue is not None:
+            queue.append(message)
+            return
+        if time.monotonic() - self._failed_at.get(to, float("-inf")) < RECONNECT_BACKOFF:
+            return  # recently unreachable: the node already counts it as down
+        addr = to[1:] if to.startswith("@") else self.node.address_of(to)
+        if addr is None:
+            log.warning("send_dropped to=%s reason=unknown_member", to)
+            return
+        self._connecting[to] = [message]
+        assert self.loop is not None
+        self.loop.create_task(self._connect(to, addr))
+
+    async def _connect(self, to: str, addr: str) -> None:
+        assert self.loop is not None
+        try:
+            host, port = split_addr(addr)
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: FrameConnection(self, to), host, port),
+                timeout=2.0,
+            )
+        except (OSError, TimeoutError, ValueError) as exc:
+            self._connecting.pop(to, None)
+            self._failed_at[to] = time.monotonic()
+            log.debug("connect_failed to=%s addr=%s error=%s", to, addr, exc)
+            if not to.startswith("@"):
+                self.dispatch(PeerDown(to))
+            return
+        queue = self._connecting.pop(to, [])
+        self._peers[to] = conn
+        self._failed_at.pop(to, None)
+        for message in queue:
+            conn.send(message)
+
+    # --- FrameHandler ----------------------------------------------------------------------
+    def on_open(self, conn: FrameConnection) -> None:
+        self._connections.add(conn)
+        self._by_token[conn.token] = conn
+        if conn.outbound_to is not None:
+            conn.send(Hello(self.config.name, self.config.cluster))
+            conn.hello_sent = True
+
+    def on_close(self, conn: FrameConnection) -> None:
+        self._connections.discard(conn)
+        self._by_token.pop(conn.token, None)
+        for key in (conn.peer, conn.outbound_to):
+            if key is not None and self._peers.get(key) is conn:
+                del self._peers[key]
+                replacement = self._other_connection(key)
+                if replacement is not None:
+                    self._peers[key] = replacement
+        if conn.peer is not None and conn.peer not in self._peers and self.node is not None:
+            self.dispatch(PeerDown(conn.peer))
+
+    def _other_connection(self, name: str) -> FrameConnection | None:
+        for conn in self._connections:
+            if conn.peer == name and not conn.closed:
+                return conn
+        return None
+
+    def on_bad_length(self, conn: FrameConnection, length: int) -> None:
+        text = f"frame of {length} bytes exceeds the limit of {messages.MAX_FRAME_BYTES}"
+        conn.send(ErrorReply(0, InvalidRequest.code, text))
+        conn.close_after_flush()
+
+    def on_frame(self, conn: FrameConnection, payload: bytes) -> None:
+        try:
+            message = messages.decode(payload)
+        except (msgspec.MsgspecError, ValueError):  # invalid UTF-8 is a ValueError
+            rid, text, usable = messages.describe_bad_frame(payload)
+            conn.send(ErrorReply(rid, InvalidRequest.code, text))
+            if not usable:
+                conn.close_after_flush()
+            return
+        if type(message) is Hello:
+            self._on_hello(conn, message)
+            return
+        source = conn.peer or conn.token
+        if source is conn.token and type(message) in (ClientGet, ClientPut):
+            op = "delete" if getattr(message, "delete", False) else _OPS[type(message)]
+            self._inflight[(source, message.rid)] = (op, time.perf_counter())  # type: ignore[attr-defined]
+        self.dispatch(Received(source, message))
+
+    def _on_hello(self, conn: FrameConnection, hello: Hello) -> None:
+        if hello.cluster != self.config.cluster:
+            text = (
+                f"node {hello.name!r} belongs to cluster {hello.cluster!r}; "
+                f"this is cluster {self.config.cluster!r}"
+            )
+            log.warning("foreign_peer name=%s cluster=%s", hello.name, hello.cluster)
+            conn.send(ErrorReply(0, ClusterError.code, text))
+            conn.close_after_flush()
+            return
+        conn.peer = hello.name
+        if not conn.hello_sent:
+            conn.send(Hello(self.config.name, self.config.cluster))
+            conn.hello_sent = True
+        current = self._peers.get(hello.name)
+        if current is None or current.closed:
+            self._peers[hello.name] = conn
+        self.dispatch(PeerUp(hello.name))
+
+    # --- requests from the HTTP API --------------------------------------------------------
+    async def call(self, message: Message) -> Message:
+        """Run one client request through the node and wait for its reply."""
+        assert self.loop is not None
+        token = f"#h{next(self._tokens)}"
+        waiter: asyncio.Future[Message] = self.loop.create_future()
+        self._waiters[token] = waiter
+        self.dispatch(Received(token, message))
+        try:
+            return await asyncio.wait_for(waiter, self.config.request_timeout + 2.0)
+        except TimeoutError as exc:
+            raise Timeout("the node did not answer in time") from exc
+        finally:
+            self._waiters.pop(token, None)
+
+    def _record_done(self, token: str, message: Message) -> None:
+        rid = getattr(message, "rid", None)
+        started = self._inflight.pop((token, rid), None) if rid is not None else None
+        if started is None:
+            return
+        op, t0 = started
+        code = message.code if isinstance(message, ErrorReply) else None
+        self.metrics.observe(op, time.perf_counter() - t0, code)
+
+
+_OPS: dict[type, str] = {ClientGet: "get", ClientPut: "put"}
+
+
+def _log_effect(effect: Log) -> None:
+    level = getattr(logging, effect.level.upper(), logging.INFO)
+    fields = " ".join(f"{k}={v}" for k, v in effect.fields.items())
+    log.log(level, "%s %s", effect.event, fields)
+
+
+async def serve(config: NodeConfig, join: str | None = None) -> None:
+    """Run one node until SIGINT or SIGTERM."""
+    server = Server(config, join)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def run(config: NodeConfig, join: str | None = None) -> None:
+    import uvloop
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    uvloop.run(serve(config, join))

@@ -1,0 +1,137 @@
+"""The storage engine interface: a local, synchronous, byte-oriented ordered key-value store.
+
+Objects are stored under 16-byte digests (`dynakv.ring.key_digest`), so a ring partition
+— a contiguous digest range ``[start, end)`` — is a range scan. Values are opaque bytes; the
+caller encodes bucket, key and causal version into them. A second, separate namespace
+(`meta_get` / `meta_put`) holds small node metadata such as the incarnation and ring state.
+
+Writes are buffered until `commit()`: the runtime issues every write of one event-loop turn,
+calls `commit()` once (group commit) and only then releases that turn's sends and replies,
+so an acknowledgement always follows durability. Reads (`get`, `scan`, `count`,
+`meta_get`) see the engine's own uncommitted writes.
+
+Engines are single-threaded: use one from the thread that created it (the event loop's).
+
+`scan` yields ``(key, value)`` pairs sorted by key with ``start <= key < end`` (``end ==
+b""`` means no upper bound; ``start == b""`` means from the first key). It is *not* a
+snapshot: it reads in batches (engine attribute `scan_batch`, default `SCAN_BATCH`) and
+resumes strictly after the last key of the previous batch, so the caller may put, delete and
+even `commit()` while iterating. Guarantees: keys are yielded in increasing order, each at
+most once; a key present with the same value for the whole scan is yielded exactly once.
+Whether a write made during the scan is seen is unspecified (each batch reflects the state
+when it was read; a key written behind the last batch read is not seen).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Literal, get_args
+
+Durability = Literal["fsync", "os", "none"]
+DURABILITIES: tuple[str, ...] = get_args(Durability)
+
+MAX_KEY_BYTES = 511  # LMDB's default maximum key size; every engine enforces it
+SCAN_BATCH = 256  # keys read per batch by `scan`
+
+
+def check_key(key: bytes) -> bytes:
+    """Return `key` as bytes, or raise ValueError unless it is 1..MAX_KEY_BYTES bytes long."""
+    if not isinstance(key, bytes | bytearray | memoryview):
+        raise TypeError(f"storage key must be bytes, not {type(key).__name__}")
+    key = bytes(key)
+    if not 1 <= len(key) <= MAX_KEY_BYTES:
+        raise ValueError(f"storage key must be 1..{MAX_KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
+def check_value(value: bytes) -> bytes:
+    """Return `value` as an immutable bytes copy (so later mutation by the caller is harmless)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"storage value must be bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
+def check_bound(bound: bytes, what: str) -> bytes:
+    """A scan bound: b"" (unbounded) or a valid key."""
+    if not isinstance(bound, bytes | bytearray | memoryview):
+        raise TypeError(f"scan {what} must be bytes, not {type(bound).__name__}")
+    bound = bytes(bound)
+    if len(bound) > MAX_KEY_BYTES:
+        raise ValueError(f"scan {what} must be at most {MAX_KEY_BYTES} bytes, got {len(bound)}")
+    return bound
+
+
+def meta_key(name: str) -> bytes:
+    """Encode a metadata name; ValueError unless it is 1..MAX_KEY_BYTES bytes of UTF-8."""
+    if not isinstance(name, str):
+        raise TypeError(f"meta name must be str, not {type(name).__name__}")
+    raw = name.encode("utf-8")
+    if not 1 <= len(raw) <= MAX_KEY_BYTES:
+        raise ValueError(f"meta name must be 1..{MAX_KEY_BYTES} bytes of UTF-8, got {len(raw)}")
+    return raw
+
+
+def check_durability(durability: str) -> Durability:
+    if durability not in DURABILITIES:
+        raise ValueError(f"unknown durability {durability!r}; expected one of {DURABILITIES}")
+    return durability  # type: ignore[return-value]
+
+
+class Engine(abc.ABC):
+    """A local ordered key-value store with buffered writes and group commit."""
+
+    @abc.abstractmethod
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under `key`, or None; sees this engine's own uncommitted writes."""
+
+    @abc.abstractmethod
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store `value` under `key`; buffered until `commit()`."""
+
+    @abc.abstractmethod
+    def delete(self, key: bytes) -> None:
+        """Remove `key` (no error if absent); buffered until `commit()`."""
+
+    @abc.abstractmethod
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` sorted by key, ``start <= key < end``; ``end == b""``: unbounded.
+
+        Sees uncommitted writes; safe to write and commit while iterating (see module doc).
+        """
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Number of stored objects (including uncommitted writes; metadata not counted)."""
+
+    @abc.abstractmethod
+    def meta_get(self, name: str) -> bytes | None:
+        """A metadata value, or None; a namespace separate from objects."""
+
+    @abc.abstractmethod
+    def meta_put(self, name: str, value: bytes) -> None:
+        """Set a metadata value; buffered like `put`."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Group commit: make every write since the last commit durable per the durability mode."""
+
+    @abc.abstractmethod
+    def pending(self) -> int:
+        """Number of writes (put, delete, meta_put) buffered since the last commit."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Commit pending writes, then release the engine. Closing twice is harmless."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

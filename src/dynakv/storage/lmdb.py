@@ -1,0 +1,246 @@
+"""The default on-disk engine: LMDB (a copy-on-write B+tree; one writer, many readers).
+
+One LMDB environment lives in the directory `path`, with two named databases: ``objects``
+(digest -> encoded value) and ``meta`` (name -> small metadata).
+
+Group commit: one write transaction stays open between commits, so every write of one
+event-loop turn lands in one transaction, and `commit()` commits it. Reads go through that
+same write transaction, so they see pending writes; when none is open they use a short read
+transaction. Durability modes:
+
+- ``fsync``: the environment syncs data and meta pages on every commit — one fsync per
+  `commit()`; survives power loss.
+- ``os``: no fsync; every `commit()` commits, so the data is in the OS page cache and survives
+  a process kill (SIGKILL), but not a power loss or kernel crash.
+- ``none``: no fsync, and `commit()` only really commits once `pending() >= 1000`
+  (`NONE_COMMIT_EVERY`); a process kill loses up to that many writes. `close()` always commits.
+  (The engine never reads a clock, so "or after 1 s" is left to the caller.)
+
+Why `scan` reads in batches: an LMDB cursor belongs to a transaction. Inside the write
+transaction, a put or delete through the transaction moves the B+tree pages a cursor points
+into, and a `commit()` ends the transaction and invalidates every cursor on it — and the
+runtime does write (read repair, handoff, anti-entropy) and commit while a scan of a partition
+is in progress. So `scan` opens a cursor, copies out up to `SCAN_BATCH` pairs as `bytes`,
+closes it, yields them, and resumes strictly after the last key seen with a cursor on
+whatever transaction is current then. No cursor or buffer ever outlives a batch.
+
+A full map (`lmdb.MapFullError`) aborts the pending transaction — its writes are lost, none of
+them was acknowledged yet since acknowledgements follow `commit()` — and raises
+`dynakv.errors.InternalError` saying to reopen with a larger `map_size`. Any other LMDB error
+during a write likewise aborts the transaction and raises `InternalError`.
+
+Do not open the same directory twice in one process (LMDB's file locks are per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import lmdb
+
+from dynakv.errors import InternalError
+from dynakv.storage.engine import (
+    SCAN_BATCH,
+    Durability,
+    Engine,
+    check_bound,
+    check_durability,
+    check_key,
+    check_value,
+    meta_key,
+)
+
+NONE_COMMIT_EVERY = 1000  # durability "none": commit() commits once this many writes are pending
+
+
+class LmdbEngine(Engine):
+    """LMDB-backed engine with group commit; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        durability: Durability = "fsync",
+        map_size: int = 64 << 30,
+    ) -> None:
+        self.durability: Durability = check_durability(durability)
+        self.path = os.fspath(path)
+        self.map_size = map_size
+        self.scan_batch = SCAN_BATCH
+        os.makedirs(self.path, exist_ok=True)
+        fsync = durability == "fsync"
+        try:
+            self._env = lmdb.open(
+                self.path,
+                map_size=map_size,
+                subdir=True,
+                max_dbs=2,
+                sync=fsync,
+                metasync=fsync,
+                writemap=False,
+                lock=True,
+                max_readers=126,
+                readahead=False,
+            )
+            self._objects = self._env.open_db(b"objects")
+            self._meta = self._env.open_db(b"meta")
+        except lmdb.Error as e:
+            raise InternalError(f"cannot open LMDB environment at {self.path}: {e}") from e
+        self._txn: lmdb.Transaction | None = None
+        self._pending = 0
+        self._closed = False
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InternalError("storage engine is closed")
+
+    def _abort(self) -> None:
+        txn, self._txn = self._txn, None
+        self._pending = 0
+        if txn is not None:
+            with contextlib.suppress(lmdb.Error):  # already dead after a failed commit
+                txn.abort()
+
+    def _failed(self, e: lmdb.Error, doing: str) -> InternalError:
+        """Abort the pending transaction after an LMDB error and describe it."""
+        lost = self._pending
+        self._abort()
+        if isinstance(e, lmdb.MapFullError):
+            return InternalError(
+                f"LMDB map is full at {self.path} (map_size={self.map_size} bytes) while "
+                f"{doing}; the uncommitted transaction of {lost} writes was discarded. "
+                f"Reopen the engine with a larger map_size."
+            )
+        return InternalError(
+            f"LMDB error at {self.path} while {doing}: {e}; "
+            f"the uncommitted transaction of {lost} writes was discarded"
+        )
+
+    def _write_txn(self) -> lmdb.Transaction:
+        if self._txn is None:
+            self._txn = self._env.begin(write=True)
+        return self._txn
+
+    def _read(self, key: bytes, db: object) -> bytes | None:
+        if self._txn is not None:
+            return self._txn.get(key, db=db)
+        with self._env.begin(db=db) as txn:
+            return txn.get(key)
+
+    # --- Engine ----------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        key = check_key(key)
+        self._check_open()
+        return self._read(key, self._objects)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        key = check_key(key)
+        value = check_value(value)
+        self._check_open()
+        try:
+            self._write_txn().put(key, value, db=self._objects)
+        except lmdb.Error as e:
+            raise self._failed(e, "putting an object") from e
+        self._pending += 1
+
+    def delete(self, key: bytes) -> None:
+        key = check_key(key)
+        self._check_open()
+        try:
+            self._write_txn().delete(key, db=self._objects)
+        except lmdb.Error as e:
+            raise self._failed(e, "deleting an object") from e
+        self._pending += 1
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        start = check_bound(start, "start")
+        end = check_bound(end, "end")
+        self._check_open()
+        return self._scan(start, end)
+
+    def _batch(
+        self, txn: lmdb.Transaction, lo: bytes, after: bool, end: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to scan_batch pairs from `lo` (exclusive if `after`) to `end`, copied out."""
+        out: list[tuple[bytes, bytes]] = []
+        with txn.cursor(db=self._objects) as cur:
+            found = cur.set_range(lo) if lo else cur.first()
+            if found and after and cur.key() == lo:
+                found = cur.next()
+            while found and len(out) < self.scan_batch:
+                key = cur.key()
+                if end and key >= end:
+                    break
+                out.append((key, cur.value()))
+                found = cur.next()
+        return out
+
+    def _scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        lo, after = start, False
+        while True:
+            self._check_open()
+            if self._txn is not None:
+                batch = self._batch(self._txn, lo, after, end)
+            else:
+                with self._env.begin() as txn:
+                    batch = self._batch(txn, lo, after, end)
+            yield from batch
+            if len(batch) < self.scan_batch:
+                return
+            lo, after = batch[-1][0], True
+
+    def count(self) -> int:
+        self._check_open()
+        if self._txn is not None:
+            return self._txn.stat(self._objects)["entries"]
+        with self._env.begin() as txn:
+            return txn.stat(self._objects)["entries"]
+
+    def meta_get(self, name: str) -> bytes | None:
+        raw = meta_key(name)
+        self._check_open()
+        return self._read(raw, self._meta)
+
+    def meta_put(self, name: str, value: bytes) -> None:
+        raw = meta_key(name)
+        value = check_value(value)
+        self._check_open()
+        try:
+            self._write_txn().put(raw, value, db=self._meta)
+        except lmdb.Error as e:
+            raise self._failed(e, "putting metadata") from e
+        self._pending += 1
+
+    def commit(self) -> None:
+        self._check_open()
+        if self.durability == "none" and self._pending < NONE_COMMIT_EVERY:
+            return
+        self._commit()
+
+    def _commit(self) -> None:
+        txn = self._txn
+        if txn is None:
+            return
+        try:
+            txn.commit()
+        except lmdb.Error as e:
+            raise self._failed(e, "committing") from e
+        self._txn = None
+        self._pending = 0
+
+    def pending(self) -> int:
+        return self._pending
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._commit()
+        finally:
+            self._abort()
+            self._closed = True
+            self._env.close()

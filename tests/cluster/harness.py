@@ -1,0 +1,195 @@
+"""Real `dynakv serve` processes on loopback for integration tests: start, kill, restart.
+
+Every process is started by this harness and stopped by PID on teardown, even on failure.
+Ports are found free on 127.0.0.1 at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """A base port such that base+1 .. base+count are all free right now."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        socks = []
+        try:
+            for offset in range(1, count + 1):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind((host, base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port block found")
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict | None = None
+) -> HttpReply:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return HttpReply(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return HttpReply(exc.code, dict(exc.headers), exc.read())
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    data_dir: Path
+    node_addr: str
+    http_addr: str
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http_addr}"
+
+    def start(self, join: str | None = None) -> None:
+        args = [
+            sys.executable, "-m", "dynakv", "serve",
+            "--name", self.name,
+            "--data-dir", str(self.data_dir),
+            "--listen", self.node_addr,
+            "--http", self.http_addr,
+            *self.extra_args,
+        ]  # fmt: skip
+        if join:
+            args += ["--join", join]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if http("GET", f"{self.url}/v1/status").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def status(self) -> dict:
+        return http("GET", f"{self.url}/v1/status").json()
+
+
+class ProcessCluster:
+    """N nodes named node1..nodeN; node1 founds the cluster, the others join through it."""
+
+    def __init__(self, root: Path, size: int, extra_args: list[str] | None = None) -> None:
+        self.nodes = [
+            NodeProcess(
+                name=f"node{i}",
+                data_dir=root / f"node{i}",
+                node_addr=f"127.0.0.1:{free_port()}",
+                http_addr=f"127.0.0.1:{free_port()}",
+                log_path=root / f"node{i}.log",
+                extra_args=list(extra_args or []),
+            )
+            for i in range(1, size + 1)
+        ]
+
+    def __getitem__(self, index: int) -> NodeProcess:
+        return self.nodes[index]
+
+    @property
+    def node_addrs(self) -> list[str]:
+        return [n.node_addr for n in self.nodes]
+
+    def start(self) -> None:
+        first = self.nodes[0]
+        first.start()
+        first.wait_ready()
+        for node in self.nodes[1:]:
+            node.start(join=first.node_addr)
+            node.wait_ready()
+        self.wait_members(len(self.nodes))
+
+    def wait_members(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            views = [http("GET", f"{n.url}/v1/cluster").json() for n in self.nodes if n.proc]
+            if (
+                all(len(v["members"]) == count for v in views)
+                and len({json.dumps(v["ring"]) for v in views}) == 1
+            ):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("cluster did not converge on its membership")
+
+    def wait_up(self, name: str, timeout: float = 30.0) -> None:
+        """Until every running node sees `name` as up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            views = [
+                http("GET", f"{n.url}/v1/cluster").json()
+                for n in self.nodes
+                if n.proc and n.proc.poll() is None
+            ]
+            if all(m["status"] == "up" for v in views for m in v["members"] if m["name"] == name):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not seen up by every node")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

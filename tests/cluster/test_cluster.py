@@ -1,0 +1,242 @@
+"""Three real `dynakv serve` processes on loopback: the behaviour users rely on, end to end."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from dynakv import Client
+from dynakv.errors import SiblingsError
+from tests.cluster.harness import ProcessCluster, http
+
+CTX = "X-Dynakv-Context"
+
+
+def test_write_through_one_node_and_read_through_another(cluster: ProcessCluster):
+    value = bytes(range(256)) * 40
+    put = http("PUT", f"{cluster[0].url}/v1/kv/carts/alice", value)
+    assert put.status == 204
+    assert put.headers[CTX]
+    got = http("GET", f"{cluster[1].url}/v1/kv/carts/alice")
+    assert got.status == 200
+    assert got.body == value
+    assert got.headers[CTX]
+
+
+def test_blind_concurrent_writes_become_siblings_and_the_merged_context_resolves_them(
+    cluster: ProcessCluster,
+):
+    url = "/v1/kv/carts/bob"
+    assert http("PUT", cluster[0].url + url, b"apple").status == 204
+    assert http("PUT", cluster[1].url + url, b"pear").status == 204
+    got = http("GET", cluster[2].url + url)
+    assert got.status == 300
+    body = got.json()
+    assert len(body["siblings"]) == 2
+    resolved = http("PUT", cluster[2].url + url, b"apple,pear", {CTX: body["context"]})
+    assert resolved.status == 204
+    final = http("GET", cluster[0].url + url)
+    assert final.status == 200
+    assert final.body == b"apple,pear"
+
+
+def test_delete_then_get_is_not_found(cluster: ProcessCluster):
+    url = "/v1/kv/carts/carol"
+    http("PUT", cluster[0].url + url, b"x")
+    context = http("GET", cluster[1].url + url).headers[CTX]
+    assert http("DELETE", cluster[1].url + url, headers={CTX: context}).status == 204
+    gone = http("GET", cluster[2].url + url)
+    assert gone.status == 404
+    assert gone.json()["error"] == "not_found"
+    assert gone.headers.get(CTX)
+
+
+def test_python_client_resolves_siblings_or_raises(cluster: ProcessCluster):
+    with Client(cluster.node_addrs) as client:
+        client.put("carts", "dave", b"a")
+        with Client(cluster[1].node_addr) as other:
+            other.put("carts", "dave", b"b")
+        result = client.get("carts", "dave")
+        assert sorted(result.values) == [b"a", b"b"]
+        try:
+            _ = result.value
+            raise AssertionError("expected SiblingsError")
+        except SiblingsError as exc:
+            assert len(exc.values) == 2
+        merged = client.get("carts", "dave", resolve=lambda vs: b"+".join(sorted(vs)))
+        assert merged.value == b"a+b"
+        client.put("carts", "dave", merged.value, context=merged.context)
+        assert client.get("carts", "dave", r=3).value == b"a+b"
+        assert client.get("carts", "nobody").value is None
+
+
+def test_a_one_mebibyte_value_round_trips(cluster: ProcessCluster):
+    value = b"m" * (1 << 20)
+    assert http("PUT", f"{cluster[0].url}/v1/kv/big/one", value).status == 204
+    assert http("GET", f"{cluster[2].url}/v1/kv/big/one").body == value
+
+
+def test_status_cluster_and_metrics_endpoints(cluster: ProcessCluster):
+    status = cluster[0].status()
+    for field in (
+        "name",
+        "node_id",
+        "partitions_owned",
+        "hints_pending",
+        "transfers_pending",
+        "keys",
+    ):
+        assert field in status
+    view = http("GET", f"{cluster[0].url}/v1/cluster").json()
+    assert sorted(m["name"] for m in view["members"]) == ["node1", "node2", "node3"]
+    assert all(m["status"] == "up" for m in view["members"])
+    assert view["ring"]["size"] == 64
+    http("GET", f"{cluster[0].url}/v1/kv/metrics/probe")
+    metrics = http("GET", f"{cluster[0].url}/metrics").body.decode()
+    assert 'dynakv_requests_total{op="get"}' in metrics
+    assert "dynakv_request_seconds_bucket" in metrics
+    assert http("GET", f"{cluster[0].url}/").status == 200
+
+
+def test_cli_put_get_delete_and_cluster_status(cluster: ProcessCluster):
+    node = ["--node", cluster[0].node_addr]
+    dynakv = [sys.executable, "-m", "dynakv"]
+    put = subprocess.run([*dynakv, "put", "cli", "k", "hello", *node], capture_output=True)
+    assert put.returncode == 0, put.stderr
+    got = subprocess.run([*dynakv, "get", "cli", "k", *node], capture_output=True)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"hello"
+    deleted = subprocess.run([*dynakv, "delete", "cli", "k", *node], capture_output=True)
+    assert deleted.returncode == 0, deleted.stderr
+    missing = subprocess.run([*dynakv, "get", "cli", "k", *node], capture_output=True)
+    assert missing.returncode == 1
+    status = subprocess.run(
+        [*dynakv, "cluster", "status", *node], capture_output=True, text=True, env=_wide_env()
+    )
+    assert status.returncode == 0, status.stderr
+    for name in ("node1", "node2", "node3"):
+        assert name in status.stdout
+    assert "up" in status.stdout
+
+
+def _wide_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "COLUMNS": "200"}
+
+
+def test_with_one_node_killed_quorum_writes_and_reads_succeed_and_read_repair_heals_it(
+    fresh_cluster: ProcessCluster,
+):
+    victim = fresh_cluster[2]
+    victim.kill(signal.SIGKILL)
+    with Client([fresh_cluster[0].node_addr, fresh_cluster[1].node_addr]) as client:
+        for i in range(20):
+            client.put("repair", f"k{i}", f"v{i}".encode(), w=2)
+        for i in range(20):
+            assert client.get("repair", f"k{i}", r=2).value == f"v{i}".encode()
+    assert http("GET", f"{fresh_cluster[0].url}/v1/replica/repair/k0").status == 200
+    victim.start()
+    victim.wait_ready()
+    fresh_cluster.wait_up(victim.name)
+    assert http("GET", f"{victim.url}/v1/replica/repair/k0").status == 404
+    with Client(fresh_cluster[0].node_addr) as client:
+        for i in range(20):
+            assert client.get("repair", f"k{i}", r=3).value == f"v{i}".encode()
+    deadline = time.monotonic() + 10
+    missing = list(range(20))
+    while missing and time.monotonic() < deadline:
+        missing = [
+            i for i in missing if http("GET", f"{victim.url}/v1/replica/repair/k{i}").status != 200
+        ]
+        time.sleep(0.1)
+    assert missing == []
+    replica = http("GET", f"{victim.url}/v1/replica/repair/k3").json()
+    assert [s["value_b64"] for s in replica["siblings"]] == ["djM="]
+
+
+def test_acknowledged_writes_survive_sigkill(tmp_path):
+    config = tmp_path / "single.toml"
+    config.write_text("[defaults]\nn = 1\nr = 1\nw = 1\n")
+    single = ProcessCluster(tmp_path, 1, extra_args=["--config", str(config)])
+    try:
+        single.start()
+        node = single[0]
+        acknowledged = _write_concurrently(node.node_addr, 400)
+        node.kill(signal.SIGKILL)
+        node.start()
+        node.wait_ready()
+        with Client(node.node_addr) as client:
+            for key, value in acknowledged.items():
+                assert client.get("durable", key).value == value, key
+    finally:
+        single.stop()
+
+
+def _write_concurrently(addr: str, count: int) -> dict[str, bytes]:
+    """Many puts in flight at once (so group commit batches them); returns the acknowledged."""
+    import asyncio
+
+    from dynakv import AsyncClient
+
+    async def main() -> dict[str, bytes]:
+        async with AsyncClient(addr) as client:
+            keys = {f"key{i}": f"value-{i}".encode() * 10 for i in range(count)}
+            results = await asyncio.gather(
+                *(client.put("durable", k, v) for k, v in keys.items()), return_exceptions=True
+            )
+            return {
+                k: v for (k, v), r in zip(keys.items(), results, strict=True) if isinstance(r, str)
+            }
+
+    acknowledged = asyncio.run(main())
+    assert len(acknowledged) == count
+    return acknowledged
+
+
+def test_a_node_of_another_cluster_cannot_join(tmp_path, cluster: ProcessCluster):
+    stranger = ProcessCluster(tmp_path, 1, extra_args=["--cluster", "elsewhere"])
+    try:
+        stranger[0].start(join=cluster[0].node_addr)
+        stranger[0].wait_ready()
+        time.sleep(1.0)
+        view = http("GET", f"{cluster[0].url}/v1/cluster").json()
+        assert sorted(m["name"] for m in view["members"]) == ["node1", "node2", "node3"]
+        log = stranger[0].log_path.read_text()
+        assert "join_refused" in log and "elsewhere" in log
+    finally:
+        stranger.stop()
+
+
+def test_dev_cluster_starts_three_nodes_and_stops_them_on_sigint(tmp_path):
+    from tests.cluster.harness import free_port_block
+
+    base, base_http = free_port_block(3), free_port_block(3)
+    args = [
+        sys.executable, "-m", "dynakv", "dev-cluster", "--nodes", "3",
+        "--data-dir", str(tmp_path / "data"),
+        "--base-port", str(base), "--base-http-port", str(base_http),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        output = b""
+        assert proc.stdout is not None
+        while b"cluster of 3 up" not in output and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert b"cluster of 3 up" in output, output.decode()
+        view = http("GET", f"http://127.0.0.1:{base_http + 1}/v1/cluster").json()
+        assert len(view["members"]) == 3
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert b"all nodes stopped" in rest
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

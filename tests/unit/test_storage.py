@@ -1,0 +1,575 @@
+"""Storage engines: shared behaviour of MemoryEngine and LmdbEngine, crash and kill durability."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import dynakv
+from dynakv.errors import InternalError
+from dynakv.storage import Engine, LmdbEngine, MemoryEngine, open_engine
+from dynakv.storage.lmdb import NONE_COMMIT_EVERY
+
+SMALL_MAP = 64 << 20
+
+
+def digest(i: int) -> bytes:
+    return hashlib.md5(b"b\0k%d" % i).digest()
+
+
+def make_engine(kind: str, path: Path) -> Engine:
+    if kind == "memory":
+        return MemoryEngine()
+    return LmdbEngine(path / "db", kind.removeprefix("lmdb-"), map_size=SMALL_MAP)
+
+
+@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    eng = make_engine(request.param, tmp_path)
+    yield eng
+    eng.close()
+
+
+def in_range(items: dict[bytes, bytes], start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
+    return sorted((k, v) for k, v in items.items() if start <= k and (not end or k < end))
+
+
+# --- shared behaviour ---------------------------------------------------------------------------
+
+
+def test_put_get_delete(engine: Engine) -> None:
+    k = digest(1)
+    assert engine.get(k) is None
+    engine.put(k, b"one")
+    engine.commit()
+    assert engine.get(k) == b"one"
+    engine.put(k, b"uno")
+    engine.commit()
+    assert engine.get(k) == b"uno"
+    engine.delete(k)
+    engine.commit()
+    assert engine.get(k) is None
+    engine.delete(k)  # deleting an absent key is not an error
+    engine.put(k, b"")  # empty values are values
+    engine.commit()
+    assert engine.get(k) == b""
+    assert engine.count() == 1
+
+
+def test_read_your_writes_before_commit(engine: Engine) -> None:
+    a, b = digest(1), digest(2)
+    engine.put(a, b"A")
+    engine.commit()
+    assert engine.pending() == 0
+    engine.put(b, b"B")
+    engine.delete(a)
+    engine.meta_put("ring", b"R")
+    assert engine.pending() == 3
+    assert engine.get(b) == b"B"
+    assert engine.get(a) is None
+    assert engine.meta_get("ring") == b"R"
+    assert engine.count() == 1
+    assert list(engine.scan(b"", b"")) == [(b, b"B")]
+    engine.commit()
+    assert engine.pending() == 0
+    assert engine.get(b) == b"B"
+    assert engine.get(a) is None
+
+
+def test_bytes_like_values_are_copied(engine: Engine) -> None:
+    buf = bytearray(b"abc")
+    engine.put(digest(1), buf)
+    buf[0] = ord("z")
+    assert engine.get(digest(1)) == b"abc"
+    engine.commit()
+    assert engine.get(digest(1)) == b"abc"
+
+
+def test_scan_partitions(engine: Engine) -> None:
+    keys = {digest(i): b"v%d" % i for i in range(300)}
+    for k, v in keys.items():
+        engine.put(k, v)
+    engine.commit()
+    assert list(engine.scan(b"", b"")) == sorted(keys.items())
+    # Q = 8 partitions over the top 3 bits; the last one is unbounded, the first starts at zero
+    bounds = [bytes([i << 5]) + bytes(15) for i in range(8)] + [b""]
+    seen: list[tuple[bytes, bytes]] = []
+    for start, end in itertools.pairwise(bounds):
+        part = list(engine.scan(start, end))
+        assert part == in_range(keys, start, end)
+        assert part, "300 uniform digests leave no partition of 8 empty"
+        seen += part
+    assert seen == sorted(keys.items())
+
+
+def test_scan_bounds_split_keys(engine: Engine) -> None:
+    ks = [b"\x10" * 16, b"\x20" * 16, b"\x20" * 15 + b"\x21", b"\x30" * 16, b"\xff" * 16]
+    for k in ks:
+        engine.put(k, k[:1])
+    engine.commit()
+    model = {k: k[:1] for k in ks}
+    cases = [
+        (ks[1], ks[3]),  # start inclusive, end exclusive
+        (b"\x20", b"\x30"),  # short bounds: prefixes of the keys
+        (b"\x20" * 16 + b"\x00", b"\x30" * 15),  # bounds strictly between keys
+        (b"\x31", b""),  # to the end
+        (b"", b"\x10" * 16),  # before the first key: nothing
+        (ks[3], ks[3]),  # empty range
+        (ks[3], ks[1]),  # inverted range
+        (b"\xff" * 16, b""),  # the last key alone
+    ]
+    for start, end in cases:
+        assert list(engine.scan(start, end)) == in_range(model, start, end), (start, end)
+
+
+def test_scan_sees_pending_writes_and_deletes(engine: Engine) -> None:
+    model = {digest(i): b"c%d" % i for i in range(50)}
+    for k, v in model.items():
+        engine.put(k, v)
+    engine.commit()
+    for i in range(0, 50, 3):
+        engine.delete(digest(i))
+        del model[digest(i)]
+    for i in range(50, 70):
+        engine.put(digest(i), b"p%d" % i)
+        model[digest(i)] = b"p%d" % i
+    engine.put(digest(1), b"overwritten")
+    model[digest(1)] = b"overwritten"
+    mid = bytes([0x80]) + bytes(15)
+    assert list(engine.scan(b"", b"")) == in_range(model, b"", b"")
+    assert list(engine.scan(mid, b"")) == in_range(model, mid, b"")
+    assert list(engine.scan(b"", mid)) == in_range(model, b"", mid)
+    assert engine.count() == len(model)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_scan_survives_writes_and_commits_while_iterating(engine: Engine, batch: int) -> None:
+    engine.scan_batch = batch  # type: ignore[attr-defined]
+    stable = {digest(i): b"s%d" % i for i in range(40)}
+    churn = [digest(i) for i in range(40, 60)]
+    for k, v in stable.items():
+        engine.put(k, v)
+    for k in churn:
+        engine.put(k, b"churn")
+    engine.commit()
+    out = []
+    for n, (k, v) in enumerate(engine.scan(b"", b"")):
+        out.append((k, v))
+        # writes ahead of and behind the cursor, deletes, and commits in the middle of the scan
+        engine.put(churn[n % len(churn)], b"again%d" % n)
+        engine.delete(churn[(n * 7) % len(churn)])
+        if n % 3 == 0:
+            engine.commit()
+    keys = [k for k, _ in out]
+    assert keys == sorted(set(keys)), "increasing order, each key at most once"
+    got = dict(out)
+    for k, v in stable.items():
+        assert got[k] == v, "a key unchanged during the scan is yielded exactly once"
+
+
+def test_count(engine: Engine) -> None:
+    assert engine.count() == 0
+    for i in range(10):
+        engine.put(digest(i), b"x")
+    engine.put(digest(0), b"y")  # overwrite: still 10
+    assert engine.count() == 10
+    engine.commit()
+    engine.delete(digest(3))
+    engine.delete(digest(3))
+    engine.delete(digest(99))  # absent
+    engine.meta_put("m", b"not an object")
+    assert engine.count() == 9
+    engine.commit()
+    assert engine.count() == 9
+
+
+def test_meta_namespace_is_separate(engine: Engine) -> None:
+    name = "incarnation"
+    engine.meta_put(name, b"meta")
+    engine.put(name.encode(), b"object")
+    assert engine.meta_get(name) == b"meta"
+    assert engine.get(name.encode()) == b"object"
+    engine.commit()
+    assert engine.meta_get(name) == b"meta"
+    assert engine.meta_get("other") is None
+    assert list(engine.scan(b"", b"")) == [(name.encode(), b"object")]
+    assert engine.count() == 1
+    engine.delete(name.encode())
+    engine.commit()
+    assert engine.meta_get(name) == b"meta"
+    engine.meta_put("ring-é", b"r2")
+    engine.meta_put(name, b"meta2")
+    engine.commit()
+    assert engine.meta_get(name) == b"meta2"
+    assert engine.meta_get("ring-é") == b"r2"
+    assert engine.count() == 0
+
+
+def test_key_validation(engine: Engine) -> None:
+    for bad in (b"", b"x" * 512):
+        with pytest.raises(ValueError):
+            engine.put(bad, b"v")
+        with pytest.raises(ValueError):
+            engine.get(bad)
+        with pytest.raises(ValueError):
+            engine.delete(bad)
+    with pytest.raises(ValueError):
+        engine.scan(b"", b"x" * 512)
+    with pytest.raises(ValueError):
+        engine.meta_put("", b"v")
+    with pytest.raises(ValueError):
+        engine.meta_get("x" * 512)
+    with pytest.raises(TypeError):
+        engine.put("text", b"v")  # type: ignore[arg-type]
+    assert engine.pending() == 0
+    engine.put(b"x" * 511, b"longest")
+    engine.put(b"\x00", b"shortest")
+    engine.commit()
+    assert engine.get(b"x" * 511) == b"longest"
+    assert engine.get(b"\x00") == b"shortest"
+
+
+def test_closed_engine_refuses_use(engine: Engine) -> None:
+    engine.put(digest(1), b"v")
+    engine.close()
+    engine.close()  # idempotent
+    with pytest.raises(InternalError):
+        engine.get(digest(1))
+    with pytest.raises(InternalError):
+        engine.put(digest(1), b"v")
+    with pytest.raises(InternalError):
+        list(engine.scan(b"", b""))
+
+
+def test_open_engine(tmp_path: Path) -> None:
+    mem = open_engine("memory", None)
+    assert isinstance(mem, MemoryEngine)
+    mem.close()
+    eng = open_engine("lmdb", str(tmp_path / "d"), "os")
+    assert isinstance(eng, LmdbEngine) and eng.durability == "os"
+    eng.close()
+    with pytest.raises(ValueError):
+        open_engine("rocksdb", str(tmp_path))
+    with pytest.raises(ValueError):
+        open_engine("lmdb", None)
+    with pytest.raises(ValueError):
+        open_engine("lmdb", str(tmp_path / "e"), "sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        LmdbEngine(tmp_path / "f", "sometimes")  # type: ignore[arg-type]
+
+
+# --- MemoryEngine.crash ------------------------------------------------------------------------
+
+
+def test_memory_crash_keeps_exactly_committed_writes() -> None:
+    eng = MemoryEngine()
+    for i in range(10):
+        eng.put(digest(i), b"c%d" % i)
+    eng.meta_put("incarnation", b"one")
+    eng.commit()
+    committed = dict(eng.scan(b"", b""))
+    # pending: new keys, overwrites, deletes (some twice, some of new keys), metadata
+    for i in range(10, 15):
+        eng.put(digest(i), b"p")
+    eng.put(digest(0), b"over")
+    eng.put(digest(0), b"over again")
+    eng.delete(digest(1))
+    eng.delete(digest(11))
+    eng.put(digest(1), b"back")
+    eng.delete(digest(2))
+    eng.meta_put("incarnation", b"two")
+    eng.meta_put("ring", b"new")
+    eng.crash()
+    assert eng.pending() == 0
+    assert dict(eng.scan(b"", b"")) == committed
+    assert list(eng.scan(b"", b"")) == sorted(committed.items())
+    assert eng.count() == 10
+    assert eng.meta_get("incarnation") == b"one"
+    assert eng.meta_get("ring") is None
+    # still usable after the crash, and a second crash loses nothing committed
+    eng.put(digest(20), b"after")
+    eng.commit()
+    eng.delete(digest(20))
+    eng.crash()
+    assert eng.get(digest(20)) == b"after"
+    eng.crash()
+    assert eng.count() == 11
+
+
+# --- LmdbEngine ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os", "none"])
+def test_lmdb_reopen_keeps_data(tmp_path: Path, durability: str) -> None:
+    path = tmp_path / "db"
+    eng = LmdbEngine(path, durability, map_size=SMALL_MAP)  # type: ignore[arg-type]
+    model = {digest(i): bytes([i % 256]) * (i % 50) for i in range(500)}
+    for k, v in model.items():
+        eng.put(k, v)
+    eng.commit()
+    eng.delete(digest(7))
+    del model[digest(7)]
+    eng.meta_put("incarnation", b"abc")
+    eng.close()  # commits whatever is pending
+    eng = LmdbEngine(path, durability, map_size=SMALL_MAP)  # type: ignore[arg-type]
+    try:
+        assert list(eng.scan(b"", b"")) == sorted(model.items())
+        assert eng.count() == len(model)
+        assert eng.meta_get("incarnation") == b"abc"
+    finally:
+        eng.close()
+
+
+def test_lmdb_none_commits_every_1000_writes_and_loses_nothing_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    eng = LmdbEngine(path, "none", map_size=SMALL_MAP)
+    for i in range(NONE_COMMIT_EVERY - 1):
+        eng.put(digest(i), b"v")
+        if i % 10 == 0:
+            eng.commit()
+    eng.commit()
+    assert eng.pending() == NONE_COMMIT_EVERY - 1  # not yet committed
+    eng.meta_put("m", b"1")
+    eng.commit()
+    assert eng.pending() == 0  # the 1000th write triggered a real commit
+    n = 2500
+    for i in range(NONE_COMMIT_EVERY - 1, n):
+        eng.put(digest(i), b"w")
+        if i % 10 == 0:
+            eng.commit()
+    assert 0 < eng.pending() < NONE_COMMIT_EVERY
+    eng.close()
+    eng = LmdbEngine(path, "none", map_size=SMALL_MAP)
+    try:
+        assert eng.count() == n
+        assert eng.meta_get("m") == b"1"
+        assert all(eng.get(digest(i)) is not None for i in range(n))
+    finally:
+        eng.close()
+
+
+def test_lmdb_os_and_fsync_commit_every_time(tmp_path: Path) -> None:
+    for durability in ("os", "fsync"):
+        eng = LmdbEngine(tmp_path / durability, durability, map_size=SMALL_MAP)
+        eng.put(digest(1), b"v")
+        eng.commit()
+        assert eng.pending() == 0
+        eng.commit()  # nothing pending: a no-op
+        eng.close()
+
+
+def test_lmdb_map_full_is_a_clear_internal_error(tmp_path: Path) -> None:
+    eng = LmdbEngine(tmp_path / "db", "os", map_size=1 << 20)
+    eng.put(digest(0), b"committed")
+    eng.commit()
+    value = b"x" * 1024
+    with pytest.raises(InternalError, match="map_size"):
+        for i in range(1, 5000):
+            eng.put(digest(i), value)
+            if i % 100 == 0:
+                eng.commit()
+    # the failed transaction was discarded; the engine still works
+    assert eng.pending() == 0
+    assert eng.get(digest(0)) == b"committed"
+    eng.put(digest(0), b"still writable")
+    eng.commit()
+    assert eng.get(digest(0)) == b"still writable"
+    eng.close()
+
+
+KILL_CHILD = textwrap.dedent(
+    """
+    import sys
+    from dynakv.storage.lmdb import LmdbEngine
+
+    path, durability, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    eng = LmdbEngine(path, durability, map_size=256 << 20)
+    for i in range(1_000_000):
+        for j in range(batch):
+            eng.put(b"%08d%08d" % (i, j), b"value-%d-%d" % (i, j))
+        eng.commit()
+        print(f"committed {i}", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+def test_lmdb_committed_batches_survive_sigkill(tmp_path: Path, durability: str) -> None:
+    path = tmp_path / "db"
+    batch, wanted = 50, 20
+    env = dict(os.environ)
+    src = str(Path(dynakv.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, str(path), durability, str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env=env,
+    )
+    out = b""
+    try:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + 30
+        while out.count(b"\n") < wanted:
+            left = deadline - time.monotonic()
+            assert left > 0, f"child too slow; stdout so far: {out!r}"
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    pytest.fail(f"child exited early: {proc.wait()} {proc.stderr.read()!r}")  # type: ignore[union-attr]
+                out += chunk
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        out += proc.stdout.read()  # lines printed before the kill landed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == -signal.SIGKILL
+    reported = [int(line.split()[1]) for line in out.decode().splitlines() if line]
+    assert reported == list(range(len(reported)))
+    last = reported[-1]
+
+    eng = LmdbEngine(path, "fsync", map_size=256 << 20)
+    try:
+        present = {}
+        for k, _ in eng.scan(b"", b""):
+            i = int(k[:8])
+            present[i] = present.get(i, 0) + 1
+        # every batch reported committed is there, and each batch is all-or-nothing
+        assert all(present.get(i) == batch for i in range(last + 1)), present
+        assert set(present.values()) == {batch}
+        assert sorted(present) == list(range(len(present)))
+        for i in (0, last):
+            assert eng.get(b"%08d%08d" % (i, batch - 1)) == b"value-%d-%d" % (i, batch - 1)
+    finally:
+        eng.close()
+
+
+# --- model-based: both engines against a dict -------------------------------------------------
+
+keys = st.lists(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]), min_size=1, max_size=3).map(bytes)
+bounds = st.one_of(st.just(b""), keys)
+values = st.binary(max_size=8)
+names = st.sampled_from(["incarnation", "ring", "x"])
+
+
+class Model:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.visible: dict[bytes, bytes] = {}
+        self.committed: dict[bytes, bytes] = {}
+        self.meta: dict[str, bytes] = {}
+        self.meta_committed: dict[str, bytes] = {}
+        self.pending = 0
+
+
+class EnginesVersusDict(RuleBasedStateMachine):
+    """MemoryEngine, LmdbEngine("os") and LmdbEngine("none") replay the same operations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="dynakv-storage-")
+        self.models = [
+            Model(MemoryEngine()),
+            Model(LmdbEngine(os.path.join(self.dir, "os"), "os", map_size=SMALL_MAP)),
+            Model(LmdbEngine(os.path.join(self.dir, "none"), "none", map_size=SMALL_MAP)),
+        ]
+        for m in self.models:
+            m.engine.scan_batch = 3  # type: ignore[attr-defined]
+
+    def teardown(self) -> None:
+        for m in self.models:
+            m.engine.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(key=keys, value=values)
+    def put(self, key: bytes, value: bytes) -> None:
+        for m in self.models:
+            m.engine.put(key, value)
+            m.visible[key] = value
+            m.pending += 1
+
+    @rule(key=keys)
+    def delete(self, key: bytes) -> None:
+        for m in self.models:
+            m.engine.delete(key)
+            m.visible.pop(key, None)
+            m.pending += 1
+
+    @rule(name=names, value=values)
+    def meta_put(self, name: str, value: bytes) -> None:
+        for m in self.models:
+            m.engine.meta_put(name, value)
+            m.meta[name] = value
+            m.pending += 1
+
+    @rule()
+    def commit(self) -> None:
+        for m in self.models:
+            m.engine.commit()
+            threshold = NONE_COMMIT_EVERY if getattr(m.engine, "durability", "") == "none" else 0
+            if m.pending >= threshold:
+                m.committed, m.meta_committed, m.pending = dict(m.visible), dict(m.meta), 0
+
+    @rule()
+    def crash_memory(self) -> None:
+        m = self.models[0]
+        assert isinstance(m.engine, MemoryEngine)
+        m.engine.crash()
+        m.visible, m.meta, m.pending = dict(m.committed), dict(m.meta_committed), 0
+
+    @rule()
+    def reopen_lmdb(self) -> None:
+        for m in self.models[1:]:
+            eng = m.engine
+            assert isinstance(eng, LmdbEngine)
+            eng.close()
+            m.engine = LmdbEngine(eng.path, eng.durability, map_size=SMALL_MAP)
+            m.engine.scan_batch = 2  # type: ignore[attr-defined]
+            m.committed, m.meta_committed, m.pending = dict(m.visible), dict(m.meta), 0
+
+    @rule(start=bounds, end=bounds)
+    def scan(self, start: bytes, end: bytes) -> None:
+        for m in self.models:
+            assert list(m.engine.scan(start, end)) == in_range(m.visible, start, end)
+
+    @rule(key=keys, name=names)
+    def get(self, key: bytes, name: str) -> None:
+        for m in self.models:
+            assert m.engine.get(key) == m.visible.get(key)
+            assert m.engine.meta_get(name) == m.meta.get(name)
+
+    @invariant()
+    def counts(self) -> None:
+        for m in self.models:
+            assert m.engine.count() == len(m.visible)
+            assert m.engine.pending() == m.pending
+
+
+EnginesVersusDict.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None
+)
+test_engines_versus_dict = EnginesVersusDict.TestCase
