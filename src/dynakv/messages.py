@@ -94,6 +94,7 @@ class ReplicaPut(Message, tag="rput"):
     bucket: str
     key: str
     state: bytes
+    overwrite: bool = False  # honoured only by a node built with the read_repair_overwrites bug
 
 
 class ReplicaPutReply(Message, tag="rput_ok"):

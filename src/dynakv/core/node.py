@@ -16,6 +16,7 @@ import msgspec
 
 from dynakv import versions
 from dynakv.config import NodeConfig, validate_location
+from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.events import (
     Effect,
     Event,
@@ -92,11 +93,19 @@ class PendingForward:
 class Node:
     """One dynakv node's whole logic. Only the runtime and the simulator call `handle`."""
 
-    def __init__(self, config: NodeConfig, engine: Engine, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        engine: Engine,
+        rng: random.Random,
+        bugs: InjectedBugs = NO_BUGS,
+    ) -> None:
         self.config = config
+        self.bugs = bugs
         self.name = config.name
         self.engine = engine
-        self.store = ReplicaStore(engine)
+        self.store = ReplicaStore(engine, drop_siblings=bugs.drop_sibling_on_merge)
+        self._deferred: list[tuple[str, str, Clock]] = []  # ack_before_store bug only
         self.rng = rng
         self.hlc = versions.HybridClock()
         self.down: set[str] = set()
@@ -108,7 +117,9 @@ class Node:
         self._next_rid = 1
         self._logs: list[Log] = []
         self.incarnation = self._load_incarnation()
-        self.actor = f"{self.name}@{self.incarnation}"
+        self.actor = (
+            self.name if bugs.reuse_dots_after_restart else f"{self.name}@{self.incarnation}"
+        )
         self.state = self._load_state()
         self._handlers: dict[type, Callable[[float, str, Message], list[Effect]]] = {
             ClientGet: self._client_get,
@@ -263,6 +274,7 @@ class Node:
     def _timer(self, now: float, name: str) -> list[Effect]:
         if name == "sweep":
             effects = self._expire(now)
+            effects.extend(self._store_deferred())
             if (
                 self.join_target is not None
                 and self.state.epoch == 0
@@ -307,6 +319,19 @@ class Node:
             error = Unavailable(f"coordinator {forward.target} did not answer", needed=1, got=0)
             effects.append(Send(forward.source, _error(forward.client_rid, error)))
             del self.forwards[rid]
+        return effects
+
+    def _store_deferred(self) -> list[Effect]:
+        """ack_before_store bug: the store and replication that should have come first."""
+        effects: list[Effect] = []
+        for bucket, key, clock in self._deferred:
+            local = self.store.get(bucket, key)
+            merged = clock if local is None else versions.sync(clock, local)
+            state = self.store.put(bucket, key, merged)
+            for node in self._placement(bucket, key):
+                if node != self.name:
+                    effects.append(Send(node, ReplicaPut(0, bucket, key, state)))
+        self._deferred.clear()
         return effects
 
     def _peer_down(self, name: str) -> list[Effect]:
@@ -393,7 +418,8 @@ class Node:
             if node == self.name:
                 self.store.merge(get.bucket, get.key, merged, get.quorum.lww)
             else:
-                effects.append(Send(node, ReplicaPut(0, get.bucket, get.key, state)))
+                overwrite = self.bugs.read_repair_overwrites
+                effects.append(Send(node, ReplicaPut(0, get.bucket, get.key, state, overwrite)))
         return effects
 
     def _client_put(self, now: float, source: str, msg: Message) -> list[Effect]:
@@ -427,10 +453,13 @@ class Node:
         clock = versions.update(versions.new(context, sibling), local, self.actor)
         if lww:
             clock = versions.lww(clock)
+        rid = self._rid()
+        if self.bugs.ack_before_store:
+            self._deferred.append((msg.bucket, msg.key, clock))
+            return [Send(source, PutResult(msg.rid, versions.encode_context(versions.join(clock))))]
         state = self.store.put(msg.bucket, msg.key, clock)
         quorum = PutQuorum(replicas, min(w, len(replicas)))
         quorum.ack(self.name)
-        rid = self._rid()
         effects: list[Effect] = []
         request = ReplicaPut(rid, msg.bucket, msg.key, state)
         for node in replicas:
@@ -510,7 +539,10 @@ class Node:
         for sibling in versions.values(incoming):
             self.hlc.observe(sibling.timestamp)
         lww = self.config.bucket(msg.bucket).policy == "lww"
-        self.store.merge(msg.bucket, msg.key, incoming, lww)
+        if msg.overwrite and self.bugs.read_repair_overwrites:
+            self.store.put(msg.bucket, msg.key, incoming)
+        else:
+            self.store.merge(msg.bucket, msg.key, incoming, lww)
         return [Send(source, ReplicaPutReply(msg.rid))] if msg.rid else []
 
     def _replica_put_reply(self, now: float, source: str, msg: Message) -> list[Effect]:

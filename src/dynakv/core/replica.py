@@ -21,8 +21,9 @@ _record_decoder = msgspec.msgpack.Decoder(tuple[str, str, bytes])
 class ReplicaStore:
     """Reads and writes causal states of keys through an Engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, drop_siblings: bool = False) -> None:
         self.engine = engine
+        self._drop_siblings = drop_siblings  # an injected bug (core.bugs), never in production
 
     def get_state(self, bucket: str, key: str) -> bytes | None:
         """The encoded clock as stored, without decoding it."""
@@ -54,6 +55,8 @@ class ReplicaStore:
         merged = incoming if local is None else versions.sync(incoming, local)
         if lww:
             merged = versions.lww(merged)
+        elif self._drop_siblings and len(versions.values(merged)) > 1:
+            merged = versions.lww(merged)  # the bug: concurrent values silently collapse to one
         if merged != local:
             self.put(bucket, key, merged)
         return merged
