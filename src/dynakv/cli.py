@@ -101,9 +101,13 @@ def dev_cluster(count: int, data_dir: str, host: str, base_port: int, base_http_
         nonlocal stopping
         stopping = True
 
+    # Handle SIGINT ourselves too: a shell that starts us in the background ignores it.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         for i in range(1, count + 1):
+            if stopping:
+                return
             node_addr = f"{host}:{base_port + i}"
             http_addr = f"{host}:{base_http_port + i}"
             args = [
