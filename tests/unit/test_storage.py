@@ -573,3 +573,31 @@ EnginesVersusDict.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None
 )
 test_engines_versus_dict = EnginesVersusDict.TestCase
+
+
+def test_hints_table_is_separate_from_objects(engine: Engine) -> None:
+    engine.put(digest(1), b"object")
+    engine.put(digest(1), b"hint", table="hints")
+    engine.put(digest(2), b"hint2", table="hints")
+    assert engine.get(digest(1)) == b"object"
+    assert engine.get(digest(1), table="hints") == b"hint"
+    assert engine.count() == 1
+    assert engine.count("hints") == 2
+    assert [k for k, _ in engine.scan(b"", b"")] == [digest(1)]
+    assert [k for k, _ in engine.scan(b"", b"", table="hints")] == sorted([digest(1), digest(2)])
+    engine.delete(digest(1), table="hints")
+    engine.commit()
+    assert engine.get(digest(1), table="hints") is None
+    assert engine.get(digest(1)) == b"object"
+    with pytest.raises(ValueError, match="unknown table"):
+        engine.get(digest(1), table="nope")  # type: ignore[arg-type]
+
+
+def test_memory_crash_rolls_back_hints_too() -> None:
+    engine = MemoryEngine()
+    engine.put(digest(1), b"kept", table="hints")
+    engine.commit()
+    engine.put(digest(2), b"lost", table="hints")
+    engine.delete(digest(1), table="hints")
+    engine.crash()
+    assert [v for _, v in engine.scan(b"", b"", table="hints")] == [b"kept"]

@@ -2,8 +2,10 @@
 
 Objects are stored under 16-byte digests (`dynakv.ring.key_digest`), so a ring partition
 — a contiguous digest range ``[start, end)`` — is a range scan. Values are opaque bytes; the
-caller encodes bucket, key and causal version into them. A second, separate namespace
-(`meta_get` / `meta_put`) holds small node metadata such as the incarnation and ring state.
+caller encodes bucket, key and causal version into them. Every data method takes a `table`:
+"objects" (the default: the node's replicas) or "hints" (hinted-handoff records, kept apart
+so partition scans never see them). A separate namespace (`meta_get` / `meta_put`) holds
+small node metadata such as the incarnation and ring state.
 
 Writes are buffered until `commit()`: the runtime issues every write of one event-loop turn,
 calls `commit()` once (group commit) and only then releases that turn's sends and replies,
@@ -30,6 +32,10 @@ from types import TracebackType
 from typing import Literal, get_args
 
 Durability = Literal["fsync", "os", "none"]
+Table = Literal["objects", "hints"]
+TABLES: tuple[str, ...] = get_args(Table)
+OBJECTS: Table = "objects"
+HINTS: Table = "hints"
 DURABILITIES: tuple[str, ...] = get_args(Durability)
 
 MAX_KEY_BYTES = 511  # LMDB's default maximum key size; every engine enforces it
@@ -73,6 +79,12 @@ def meta_key(name: str) -> bytes:
     return raw
 
 
+def check_table(table: str) -> Table:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    return table  # type: ignore[return-value]
+
+
 def check_durability(durability: str) -> Durability:
     if durability not in DURABILITIES:
         raise ValueError(f"unknown durability {durability!r}; expected one of {DURABILITIES}")
@@ -83,27 +95,29 @@ class Engine(abc.ABC):
     """A local ordered key-value store with buffered writes and group commit."""
 
     @abc.abstractmethod
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
         """The value stored under `key`, or None; sees this engine's own uncommitted writes."""
 
     @abc.abstractmethod
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes, table: Table = OBJECTS) -> None:
         """Store `value` under `key`; buffered until `commit()`."""
 
     @abc.abstractmethod
-    def delete(self, key: bytes) -> None:
+    def delete(self, key: bytes, table: Table = OBJECTS) -> None:
         """Remove `key` (no error if absent); buffered until `commit()`."""
 
     @abc.abstractmethod
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, table: Table = OBJECTS
+    ) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` sorted by key, ``start <= key < end``; ``end == b""``: unbounded.
 
         Sees uncommitted writes; safe to write and commit while iterating (see module doc).
         """
 
     @abc.abstractmethod
-    def count(self) -> int:
-        """Number of stored objects (including uncommitted writes; metadata not counted)."""
+    def count(self, table: Table = OBJECTS) -> int:
+        """Number of entries in the table (including uncommitted writes)."""
 
     @abc.abstractmethod
     def meta_get(self, name: str) -> bytes | None:

@@ -42,12 +42,16 @@ import lmdb
 
 from dynakv.errors import InternalError
 from dynakv.storage.engine import (
+    OBJECTS,
     SCAN_BATCH,
+    TABLES,
     Durability,
     Engine,
+    Table,
     check_bound,
     check_durability,
     check_key,
+    check_table,
     check_value,
     meta_key,
 )
@@ -75,7 +79,7 @@ class LmdbEngine(Engine):
                 self.path,
                 map_size=map_size,
                 subdir=True,
-                max_dbs=2,
+                max_dbs=3,
                 sync=fsync,
                 metasync=fsync,
                 writemap=False,
@@ -83,7 +87,7 @@ class LmdbEngine(Engine):
                 max_readers=126,
                 readahead=False,
             )
-            self._objects = self._env.open_db(b"objects")
+            self._tables = {name: self._env.open_db(name.encode()) for name in TABLES}
             self._meta = self._env.open_db(b"meta")
         except lmdb.Error as e:
             raise InternalError(f"cannot open LMDB environment at {self.path}: {e}") from e
@@ -132,42 +136,52 @@ class LmdbEngine(Engine):
 
     # --- Engine ----------------------------------------------------------------------------
 
-    def get(self, key: bytes) -> bytes | None:
+    def _db(self, table: str) -> object:
+        db = self._tables.get(table)
+        if db is None:
+            check_table(table)
+        return db
+
+    def get(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
         key = check_key(key)
         self._check_open()
-        return self._read(key, self._objects)
+        return self._read(key, self._db(table))
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes, table: Table = OBJECTS) -> None:
         key = check_key(key)
         value = check_value(value)
         self._check_open()
+        db = self._db(table)
         try:
-            self._write_txn().put(key, value, db=self._objects)
+            self._write_txn().put(key, value, db=db)
         except lmdb.Error as e:
-            raise self._failed(e, "putting an object") from e
+            raise self._failed(e, f"putting into {table}") from e
         self._pending += 1
 
-    def delete(self, key: bytes) -> None:
+    def delete(self, key: bytes, table: Table = OBJECTS) -> None:
         key = check_key(key)
         self._check_open()
+        db = self._db(table)
         try:
-            self._write_txn().delete(key, db=self._objects)
+            self._write_txn().delete(key, db=db)
         except lmdb.Error as e:
-            raise self._failed(e, "deleting an object") from e
+            raise self._failed(e, f"deleting from {table}") from e
         self._pending += 1
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, table: Table = OBJECTS
+    ) -> Iterator[tuple[bytes, bytes]]:
         start = check_bound(start, "start")
         end = check_bound(end, "end")
         self._check_open()
-        return self._scan(start, end)
+        return self._scan(start, end, self._db(table))
 
     def _batch(
-        self, txn: lmdb.Transaction, lo: bytes, after: bool, end: bytes
+        self, txn: lmdb.Transaction, lo: bytes, after: bool, end: bytes, db: object
     ) -> list[tuple[bytes, bytes]]:
         """Up to scan_batch pairs from `lo` (exclusive if `after`) to `end`, copied out."""
         out: list[tuple[bytes, bytes]] = []
-        with txn.cursor(db=self._objects) as cur:
+        with txn.cursor(db=db) as cur:
             found = cur.set_range(lo) if lo else cur.first()
             if found and after and cur.key() == lo:
                 found = cur.next()
@@ -179,26 +193,27 @@ class LmdbEngine(Engine):
                 found = cur.next()
         return out
 
-    def _scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def _scan(self, start: bytes, end: bytes, db: object) -> Iterator[tuple[bytes, bytes]]:
         lo, after = start, False
         while True:
             self._check_open()
             if self._txn is not None:
-                batch = self._batch(self._txn, lo, after, end)
+                batch = self._batch(self._txn, lo, after, end, db)
             else:
                 with self._env.begin() as txn:
-                    batch = self._batch(txn, lo, after, end)
+                    batch = self._batch(txn, lo, after, end, db)
             yield from batch
             if len(batch) < self.scan_batch:
                 return
             lo, after = batch[-1][0], True
 
-    def count(self) -> int:
+    def count(self, table: Table = OBJECTS) -> int:
         self._check_open()
+        db = self._db(table)
         if self._txn is not None:
-            return self._txn.stat(self._objects)["entries"]
+            return self._txn.stat(db)["entries"]
         with self._env.begin() as txn:
-            return txn.stat(self._objects)["entries"]
+            return txn.stat(db)["entries"]
 
     def meta_get(self, name: str) -> bytes | None:
         raw = meta_key(name)

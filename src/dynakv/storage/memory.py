@@ -19,10 +19,14 @@ from collections.abc import Iterator
 
 from dynakv.errors import InternalError
 from dynakv.storage.engine import (
+    OBJECTS,
     SCAN_BATCH,
+    TABLES,
     Engine,
+    Table,
     check_bound,
     check_key,
+    check_table,
     check_value,
     meta_key,
 )
@@ -30,13 +34,40 @@ from dynakv.storage.engine import (
 _ABSENT = None  # undo-log marker: the key had no committed value
 
 
+class _Table:
+    """One ordered table: visible state, sorted keys, and the undo log since the last commit."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.keys: list[bytes] = []  # sorted keys of data
+        self.undo: dict[bytes, bytes | None] = {}  # key -> committed value / _ABSENT
+
+    def set(self, key: bytes, value: bytes | None) -> None:
+        """Make `key` hold `value` (None: absent) in the visible state, keeping keys sorted."""
+        if value is None:
+            if self.data.pop(key, None) is not None:
+                del self.keys[bisect_left(self.keys, key)]
+        else:
+            if key not in self.data:
+                self.keys.insert(bisect_left(self.keys, key), key)
+            self.data[key] = value
+
+    def write(self, key: bytes, value: bytes | None) -> None:
+        if key not in self.undo:
+            self.undo[key] = self.data.get(key, _ABSENT)
+        self.set(key, value)
+
+    def rollback(self) -> None:
+        for key, value in self.undo.items():
+            self.set(key, value)
+        self.undo.clear()
+
+
 class MemoryEngine(Engine):
     """Ordered in-memory store; `commit()` is instantaneous, `crash()` drops pending writes."""
 
     def __init__(self) -> None:
-        self._data: dict[bytes, bytes] = {}
-        self._keys: list[bytes] = []  # sorted keys of _data
-        self._undo: dict[bytes, bytes | None] = {}  # key -> committed value / _ABSENT
+        self._tables = {name: _Table() for name in TABLES}
         self._meta: dict[bytes, bytes] = {}
         self._meta_undo: dict[bytes, bytes | None] = {}
         self._pending = 0
@@ -49,61 +80,55 @@ class MemoryEngine(Engine):
         if self._closed:
             raise InternalError("storage engine is closed")
 
-    def _set(self, key: bytes, value: bytes | None) -> None:
-        """Make `key` hold `value` (None: absent) in the visible state, keeping _keys sorted."""
-        if value is None:
-            if self._data.pop(key, None) is not None:
-                i = bisect_left(self._keys, key)
-                del self._keys[i]
-        else:
-            if key not in self._data:
-                self._keys.insert(bisect_left(self._keys, key), key)
-            self._data[key] = value
-
-    def _write(self, key: bytes, value: bytes | None) -> None:
-        if key not in self._undo:
-            self._undo[key] = self._data.get(key, _ABSENT)
-        self._set(key, value)
-        self._pending += 1
+    def _table(self, table: str) -> _Table:
+        found = self._tables.get(table)
+        if found is None:
+            check_table(table)
+        assert found is not None
+        return found
 
     # --- Engine ----------------------------------------------------------------------------
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
         self._check_open()
-        return self._data.get(check_key(key))
+        return self._table(table).data.get(check_key(key))
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes, table: Table = OBJECTS) -> None:
         self._check_open()
-        self._write(check_key(key), check_value(value))
+        self._table(table).write(check_key(key), check_value(value))
+        self._pending += 1
 
-    def delete(self, key: bytes) -> None:
+    def delete(self, key: bytes, table: Table = OBJECTS) -> None:
         self._check_open()
-        self._write(check_key(key), None)
+        self._table(table).write(check_key(key), None)
+        self._pending += 1
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, table: Table = OBJECTS
+    ) -> Iterator[tuple[bytes, bytes]]:
         start = check_bound(start, "start")
         end = check_bound(end, "end")
         self._check_open()
-        return self._scan(start, end)
+        return self._scan(start, end, self._table(table))
 
-    def _scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def _scan(self, start: bytes, end: bytes, table: _Table) -> Iterator[tuple[bytes, bytes]]:
         last: bytes | None = None
         while True:
             self._check_open()
-            keys = self._keys
+            keys = table.keys
             i = bisect_left(keys, start) if last is None else bisect_right(keys, last)
             batch = keys[i : i + self.scan_batch]
             if end:
                 batch = batch[: bisect_left(batch, end)]
             if not batch:
                 return
-            items = [(k, self._data[k]) for k in batch]
+            items = [(k, table.data[k]) for k in batch]
             yield from items
             last = batch[-1]
 
-    def count(self) -> int:
+    def count(self, table: Table = OBJECTS) -> int:
         self._check_open()
-        return len(self._data)
+        return len(self._table(table).data)
 
     def meta_get(self, name: str) -> bytes | None:
         self._check_open()
@@ -120,7 +145,8 @@ class MemoryEngine(Engine):
 
     def commit(self) -> None:
         self._check_open()
-        self._undo.clear()
+        for table in self._tables.values():
+            table.undo.clear()
         self._meta_undo.clear()
         self._pending = 0
 
@@ -129,14 +155,13 @@ class MemoryEngine(Engine):
 
     def crash(self) -> None:
         """Discard every write not yet committed, as a process crash would."""
-        for key, value in self._undo.items():
-            self._set(key, value)
+        for table in self._tables.values():
+            table.rollback()
         for raw, value in self._meta_undo.items():
             if value is None:
                 self._meta.pop(raw, None)
             else:
                 self._meta[raw] = value
-        self._undo.clear()
         self._meta_undo.clear()
         self._pending = 0
 
