@@ -53,6 +53,10 @@ class NodeConfig:
     engine: Literal["lmdb", "memory"] = "lmdb"
     gossip_interval: float = 1.0
     sweep_interval: float = 0.05  # how often pending requests are checked for their deadline
+    hint_window: float = 3 * 3600.0  # hints older than this are dropped (Cassandra's default)
+    hint_budget_bytes: int = 1 << 30  # hinted writes beyond this many bytes are refused
+    handoff_interval: float = 1.0  # how often hints are offered to their owners
+    handoff_batch: int = 64  # hints in flight per owner
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

@@ -95,6 +95,7 @@ class ReplicaPut(Message, tag="rput"):
     key: str
     state: bytes
     overwrite: bool = False  # honoured only by a node built with the read_repair_overwrites bug
+    hint: str = ""  # sloppy quorum: the primary this copy stands in for; kept as a hint
 
 
 class ReplicaPutReply(Message, tag="rput_ok"):

@@ -65,7 +65,7 @@ def get(cluster, node, bucket, key, **kw) -> Message:
 
 
 def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:
-    return next(iter(cluster.nodes.values()))._placement(bucket, key)
+    return next(iter(cluster.nodes.values()))._placement(bucket, key).primaries
 
 
 def test_join_gives_every_node_the_same_ring():
@@ -273,3 +273,74 @@ def test_rejoin_under_the_same_address_keeps_the_ring():
     assert isinstance(reply, JoinReply)
     assert reply.state.ring == before.ring
     assert reply.state.epoch == before.epoch + 1
+
+
+def _key_with_primaries(cluster: SimCluster, wanted_first: str) -> str:
+    return next(
+        f"key{i}"
+        for i in range(10_000)
+        if replicas_of(cluster, "b", f"key{i}")[0] == wanted_first
+    )
+
+
+def test_writes_succeed_with_two_of_three_primaries_down_and_hints_drain_on_return():
+    cluster = make_cluster(5)
+    key = _key_with_primaries(cluster, "n1")
+    primaries = replicas_of(cluster, "b", key)
+    down = primaries[1:]
+    for name in down:
+        cluster.crash(name)
+    contexts = []
+    for i in range(5):
+        reply = put(cluster, "n1", "b", key, f"v{i}".encode(), contexts[-1] if contexts else "")
+        assert isinstance(reply, PutResult), reply
+        contexts.append(reply.context)
+    assert get(cluster, "n1", "b", key).values == [b"v4"]
+    holders = [n for n in cluster.nodes if n not in primaries]
+    hinted = {p for n in holders for p in cluster.nodes[n].hints.per_primary}
+    assert hinted == set(down)
+    for name in down:
+        cluster.start(name)
+    assert cluster.run_until(
+        lambda: all(node.hints.pending() == 0 for node in cluster.nodes.values()), limit=30
+    )
+    for name in primaries:
+        state = cluster.nodes[name].replica("b", key)
+        assert state is not None
+        assert [s.value for s in versions.live_values(state)] == [b"v4"]
+
+
+def test_a_replica_found_down_mid_write_is_replaced_by_a_fallback():
+    cluster = make_cluster(5)
+    key = _key_with_primaries(cluster, "n1")
+    primaries = replicas_of(cluster, "b", key)
+    cluster.crash(primaries[1])
+    cluster.crash(primaries[2])
+    # n1 does not know yet: the PeerDowns arrive while the put is in flight.
+    assert not cluster.nodes["n1"].down
+    assert isinstance(put(cluster, "n1", "b", key, b"v", w=3), PutResult)
+
+
+def test_hints_older_than_the_window_are_dropped_and_counted():
+    cluster = make_cluster(5, hint_window=5.0)
+    key = _key_with_primaries(cluster, "n1")
+    primaries = replicas_of(cluster, "b", key)
+    cluster.crash(primaries[2])
+    assert isinstance(put(cluster, "n1", "b", key, b"v"), PutResult)
+    assert sum(node.hints.pending() for node in cluster.nodes.values()) == 1
+    cluster.run_for(70.0)
+    assert sum(node.hints.pending() for node in cluster.nodes.values()) == 0
+    assert sum(node.hints_dropped for node in cluster.nodes.values()) == 1
+    assert any(log.event == "hint_dropped" for _, _, log in cluster.logs)
+
+
+def test_a_fallback_over_its_hint_budget_refuses_the_write():
+    cluster = make_cluster(5, hint_budget_bytes=10)
+    key = _key_with_primaries(cluster, "n1")
+    primaries = replicas_of(cluster, "b", key)
+    cluster.crash(primaries[1])
+    cluster.crash(primaries[2])
+    reply = put(cluster, "n1", "b", key, b"a value larger than ten bytes")
+    assert isinstance(reply, ErrorReply)
+    assert reply.code == "unavailable"
+    assert sum(node.hints.pending() for node in cluster.nodes.values()) == 0

@@ -29,6 +29,7 @@ from dynakv.core.events import (
     Start,
     TimerFired,
 )
+from dynakv.core.handoff import Hint, HintStore
 from dynakv.core.quorum import GetQuorum, PutQuorum
 from dynakv.core.replica import ReplicaStore
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
@@ -69,6 +70,8 @@ class PendingGet:
     key: str
     deadline: float
     quorum: GetQuorum
+    primaries: list[str]
+    spare: list[str]  # healthy fallbacks not asked yet, to stand in for replicas found down
     replied: bool = False
 
 
@@ -79,6 +82,11 @@ class PendingPut:
     deadline: float
     quorum: PutQuorum
     context: str
+    bucket: str
+    key: str
+    state: bytes
+    hints: dict[str, str]  # fallback -> primary it stands in for
+    spare: list[str]
     replied: bool = False
 
 
@@ -88,6 +96,23 @@ class PendingForward:
     client_rid: int
     deadline: float
     target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one key's replicas go now: the N primaries, or fallbacks for those down."""
+
+    digest: bytes
+    primaries: list[str]
+    targets: list[str]  # the N nodes asked: healthy primaries, fallbacks for down ones
+    hints: dict[str, str]  # fallback -> the primary it stands in for (sloppy quorum)
+    spare: list[str]  # the healthy rest of the walk, for replicas that turn out to be down
+
+
+@dataclass
+class Delivery:
+    hint: Hint
+    deadline: float
 
 
 class Node:
@@ -106,6 +131,11 @@ class Node:
         self.engine = engine
         self.store = ReplicaStore(engine, drop_siblings=bugs.drop_sibling_on_merge)
         self._deferred: list[tuple[str, str, Clock]] = []  # ack_before_store bug only
+        self.hints = HintStore(engine, config.hint_budget_bytes)
+        self.hints_dropped = 0
+        self._deliveries: dict[int, Delivery] = {}
+        self._handoff_backoff: dict[str, tuple[float, int]] = {}  # primary -> (until, failures)
+        self._next_hint_expiry = 0.0
         self.rng = rng
         self.hlc = versions.HybridClock()
         self.down: set[str] = set()
@@ -229,7 +259,8 @@ class Node:
             "cluster": self.state.cluster,
             "epoch": self.state.epoch,
             "partitions_owned": len(self.state.ring.owned(self.name)),
-            "hints_pending": 0,
+            "hints_pending": self.hints.pending(),
+            "hints_dropped": self.hints_dropped,
             "transfers_pending": 0,
             "keys": self.engine.count(),
             "pending_requests": len(self.gets) + len(self.puts) + len(self.forwards),
@@ -252,6 +283,7 @@ class Node:
         effects: list[Effect] = [
             SetTimer("sweep", now + self.config.sweep_interval),
             SetTimer("gossip", now + self.config.gossip_interval),
+            SetTimer("handoff", now + self.config.handoff_interval),
         ]
         if self.state.epoch == 0 and join is None:
             self._adopt(msgspec.structs.replace(self.state, epoch=1))
@@ -283,6 +315,8 @@ class Node:
                 effects.extend(self._send_join(now))
             effects.append(SetTimer("sweep", now + self.config.sweep_interval))
             return effects
+        if name == "handoff":
+            return self._handoff(now)
         if name == "gossip":
             effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
             peers = [m.name for m in self.state.members if m.name != self.name]
@@ -319,6 +353,11 @@ class Node:
             error = Unavailable(f"coordinator {forward.target} did not answer", needed=1, got=0)
             effects.append(Send(forward.source, _error(forward.client_rid, error)))
             del self.forwards[rid]
+        for rid, delivery in list(self._deliveries.items()):
+            if delivery.deadline > now:
+                break
+            del self._deliveries[rid]
+            self._back_off(delivery.hint.primary, now)
         return effects
 
     def _store_deferred(self) -> list[Effect]:
@@ -328,25 +367,99 @@ class Node:
             local = self.store.get(bucket, key)
             merged = clock if local is None else versions.sync(clock, local)
             state = self.store.put(bucket, key, merged)
-            for node in self._placement(bucket, key):
+            for node in self._placement(bucket, key).primaries:
                 if node != self.name:
                     effects.append(Send(node, ReplicaPut(0, bucket, key, state)))
         self._deferred.clear()
         return effects
+
+    # --- hinted handoff -------------------------------------------------------------------
+    def _handoff(self, now: float) -> list[Effect]:
+        """Offer held hints to their primaries that are reachable, a bounded batch each."""
+        effects: list[Effect] = [SetTimer("handoff", now + self.config.handoff_interval)]
+        if now >= self._next_hint_expiry:
+            self._next_hint_expiry = now + 60.0
+            self._expire_hints(now)
+        in_flight: dict[str, set[bytes]] = {}
+        for delivery in self._deliveries.values():
+            in_flight.setdefault(delivery.hint.primary, set()).add(delivery.hint.record_key)
+        members = {m.name for m in self.state.members}
+        for primary in sorted(self.hints.per_primary):
+            if primary in self.down or primary not in members:
+                continue
+            if now < self._handoff_backoff.get(primary, (0.0, 0))[0]:
+                continue
+            busy = in_flight.get(primary, set())
+            room = self.config.handoff_batch - len(busy)
+            if room <= 0:
+                continue
+            for hint in self.hints.batch(primary, room, busy):
+                if now - hint.created > self.config.hint_window:
+                    self.hints.remove(hint)
+                    self._drop_hint_log(primary, hint.bucket, hint.key, "age")
+                    continue
+                state = self.store.get_state(hint.bucket, hint.key)
+                if state is None:
+                    self.hints.remove(hint)
+                    continue
+                rid = self._rid()
+                self._deliveries[rid] = Delivery(hint, now + self.config.request_timeout)
+                effects.append(Send(primary, ReplicaPut(rid, hint.bucket, hint.key, state)))
+        return effects
+
+    def _expire_hints(self, now: float) -> None:
+        for primary in sorted(self.hints.per_primary):
+            for hint in self.hints.batch(primary, 1 << 30, set()):
+                if now - hint.created > self.config.hint_window:
+                    self.hints.remove(hint)
+                    self._drop_hint_log(primary, hint.bucket, hint.key, "age")
+
+    def _back_off(self, primary: str, now: float) -> None:
+        failures = self._handoff_backoff.get(primary, (0.0, 0))[1] + 1
+        delay = min(30.0, self.config.handoff_interval * 2 ** min(failures, 5))
+        self._handoff_backoff[primary] = (now + delay, failures)
+
+    def _drop_hint_log(self, primary: str, bucket: str, key: str, reason: str) -> None:
+        self.hints_dropped += 1
+        self._logs.append(
+            Log(
+                "warning",
+                "hint_dropped",
+                {"primary": primary, "bucket": bucket, "key": key, "reason": reason},
+            )
+        )
 
     def _peer_down(self, name: str) -> list[Effect]:
         if name not in self.down and name != self.name:
             self.down.add(name)
             self._logs.append(Log("warning", "peer_down", {"peer": name}))
         effects: list[Effect] = []
+        # Sloppy quorum: a replica found down mid-request is replaced by the next healthy
+        # node of the walk; a write sent there carries a hint naming the primary.
         for rid, get in list(self.gets.items()):
             if get.quorum.waiting_on(name):
-                get.quorum.fail(name)
-                effects.extend(self._progress_get(rid, get))
+                fallback = self._take_spare(get.spare)
+                if fallback is None:
+                    get.quorum.fail(name)
+                    effects.extend(self._progress_get(rid, get))
+                else:
+                    get.quorum.replace(name, fallback)
+                    effects.append(Send(fallback, ReplicaGet(rid, get.bucket, get.key)))
         for rid, put in list(self.puts.items()):
             if put.quorum.waiting_on(name):
-                put.quorum.fail(name)
-                effects.extend(self._progress_put(rid, put))
+                fallback = self._take_spare(put.spare)
+                if fallback is None:
+                    put.quorum.fail(name)
+                    effects.extend(self._progress_put(rid, put))
+                else:
+                    put.quorum.replace(name, fallback)
+                    primary = put.hints.pop(name, name)
+                    put.hints[fallback] = primary
+                    request = ReplicaPut(rid, put.bucket, put.key, put.state, hint=primary)
+                    effects.append(Send(fallback, request))
+        for rid, delivery in list(self._deliveries.items()):
+            if delivery.hint.primary == name:
+                del self._deliveries[rid]
         for rid, forward in list(self.forwards.items()):
             if forward.target == name:
                 error = Unavailable(f"coordinator {name} is unreachable", needed=1, got=0)
@@ -354,20 +467,45 @@ class Node:
                 del self.forwards[rid]
         return effects
 
+    def _take_spare(self, spare: list[str]) -> str | None:
+        while spare:
+            node = spare.pop(0)
+            if node not in self.down:
+                return node
+        return None
+
     # --- client requests -------------------------------------------------------------------
-    def _placement(self, bucket: str, key: str) -> list[str]:
+    def _placement(self, bucket: str, key: str) -> Placement:
+        """The key's N primaries and, for each one down, the next healthy node of the walk."""
         if self.state.epoch == 0:
             raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
         ring = self.state.ring
-        partition = partition_of_digest(key_digest(bucket, key), ring.size)
-        return ring.preference_list(partition, self.config.bucket(bucket).n)
+        digest = key_digest(bucket, key)
+        walk = ring.walk(partition_of_digest(digest, ring.size))
+        n = self.config.bucket(bucket).n
+        primaries = walk[:n]
+        down = self.down
+        spare = [node for node in walk[n:] if node not in down]
+        if not down or not any(node in down for node in primaries):
+            return Placement(digest, primaries, list(primaries), {}, spare)
+        targets: list[str] = []
+        hints: dict[str, str] = {}
+        for node in primaries:
+            if node not in down or not spare:
+                targets.append(node)  # a down primary with no fallback left counts as failed
+            else:
+                fallback = spare.pop(0)
+                targets.append(fallback)
+                hints[fallback] = node
+        return Placement(digest, primaries, targets, hints, spare)
 
     def _client_get(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ClientGet)
         validate_location(msg.bucket, msg.key)
         props = self.config.bucket(msg.bucket)
         r = _quorum_param("r", msg.r, props.r, props.n)
-        replicas = self._placement(msg.bucket, msg.key)
+        placement = self._placement(msg.bucket, msg.key)
+        replicas = placement.targets
         quorum = GetQuorum(replicas, min(r, len(replicas)), lww=props.policy == "lww")
         rid = self._rid()
         effects: list[Effect] = []
@@ -384,7 +522,14 @@ class Node:
             else:
                 effects.append(Send(node, request))
         pending = PendingGet(
-            source, msg.rid, msg.bucket, msg.key, now + self.config.request_timeout, quorum
+            source,
+            msg.rid,
+            msg.bucket,
+            msg.key,
+            now + self.config.request_timeout,
+            quorum,
+            placement.primaries,
+            placement.spare,
         )
         self.gets[rid] = pending
         effects.extend(self._progress_get(rid, pending))
@@ -407,7 +552,8 @@ class Node:
         return effects
 
     def _read_repair(self, get: PendingGet) -> list[Effect]:
-        stale = get.quorum.stale()
+        # Only primaries are repaired: a fallback's copy is a hint's, delivered by handoff.
+        stale = [node for node in get.quorum.stale() if node in get.primaries]
         if not stale:
             return []
         merged = get.quorum.merged()
@@ -432,7 +578,8 @@ class Node:
         props = self.config.bucket(msg.bucket)
         w = _quorum_param("w", msg.w, props.w, props.n)
         context = versions.decode_context(msg.context)
-        replicas = self._placement(msg.bucket, msg.key)
+        placement = self._placement(msg.bucket, msg.key)
+        replicas = placement.targets
         if self.name not in replicas and msg.hops == 0:
             return self._forward(now, source, msg, replicas)
         lww = props.policy == "lww"
@@ -457,18 +604,26 @@ class Node:
         if self.bugs.ack_before_store:
             self._deferred.append((msg.bucket, msg.key, clock))
             return [Send(source, PutResult(msg.rid, versions.encode_context(versions.join(clock))))]
-        state = self.store.put(msg.bucket, msg.key, clock)
+        state = versions.encode(clock)
         quorum = PutQuorum(replicas, min(w, len(replicas)))
-        quorum.ack(self.name)
+        stands_in_for = placement.hints.get(self.name)
+        if stands_in_for is None or self.hints.record(
+            stands_in_for, placement.digest, msg.bucket, msg.key, now, len(state)
+        ):
+            self.store.put(msg.bucket, msg.key, clock)
+            quorum.ack(self.name)
+        else:
+            quorum.fail(self.name)
+            self._drop_hint_log(stands_in_for, msg.bucket, msg.key, "budget")
         effects: list[Effect] = []
-        request = ReplicaPut(rid, msg.bucket, msg.key, state)
         for node in replicas:
             if node == self.name:
                 continue
             if node in self.down:
                 quorum.fail(node)
             else:
-                effects.append(Send(node, request))
+                hint = placement.hints.get(node, "")
+                effects.append(Send(node, ReplicaPut(rid, msg.bucket, msg.key, state, hint=hint)))
         # The new state's context would also cover siblings the client never saw (a blind
         # write beside them); handing it out would let the next put drop them silently.
         # Then the client keeps its own context, and its next read shows the siblings.
@@ -477,7 +632,16 @@ class Node:
         else:
             context_out = msg.context
         pending = PendingPut(
-            source, msg.rid, now + self.config.request_timeout, quorum, context_out
+            source,
+            msg.rid,
+            now + self.config.request_timeout,
+            quorum,
+            context_out,
+            msg.bucket,
+            msg.key,
+            state,
+            dict(placement.hints),
+            placement.spare,
         )
         self.puts[rid] = pending
         effects.extend(self._progress_put(rid, pending))
@@ -539,6 +703,12 @@ class Node:
         for sibling in versions.values(incoming):
             self.hlc.observe(sibling.timestamp)
         lww = self.config.bucket(msg.bucket).policy == "lww"
+        if msg.hint and msg.hint != self.name:
+            digest = key_digest(msg.bucket, msg.key)
+            if not self.hints.record(msg.hint, digest, msg.bucket, msg.key, now, len(msg.state)):
+                self._drop_hint_log(msg.hint, msg.bucket, msg.key, "budget")
+                error = Unavailable("this fallback's hint budget is spent", needed=1, got=0)
+                return [Send(source, _error(msg.rid, error))] if msg.rid else []
         if msg.overwrite and self.bugs.read_repair_overwrites:
             self.store.put(msg.bucket, msg.key, incoming)
         else:
@@ -547,6 +717,11 @@ class Node:
 
     def _replica_put_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReplicaPutReply)
+        delivery = self._deliveries.pop(msg.rid, None)
+        if delivery is not None:
+            self.hints.remove(delivery.hint)
+            self._handoff_backoff.pop(delivery.hint.primary, None)
+            return []
         put = self.puts.get(msg.rid)
         if put is None:
             return []
@@ -564,6 +739,10 @@ class Node:
         assert isinstance(msg, ErrorReply)
         if msg.rid in self.forwards:
             return self._forward_reply_error(msg)
+        delivery = self._deliveries.pop(msg.rid, None)
+        if delivery is not None:
+            self._back_off(delivery.hint.primary, now)
+            return []
         get = self.gets.get(msg.rid)
         if get is not None:
             get.quorum.fail(source)

@@ -35,6 +35,11 @@ class GetQuorum:
     def waiting_on(self, node: str) -> bool:
         return node in self.replicas and node not in self.replies and node not in self.failed
 
+    def replace(self, node: str, substitute: str) -> None:
+        """Ask `substitute` instead of `node`, which is down (sloppy quorum)."""
+        if self.waiting_on(node) and substitute not in self.replicas:
+            self.replicas[self.replicas.index(node)] = substitute
+
     def enough(self) -> bool:
         """R answers arrived, or so many replicas failed that R never can."""
         got = len(self.replies)
@@ -86,6 +91,11 @@ class PutQuorum:
 
     def waiting_on(self, node: str) -> bool:
         return node in self.replicas and node not in self.acked and node not in self.failed
+
+    def replace(self, node: str, substitute: str) -> None:
+        """Write to `substitute` instead of `node`, which is down (sloppy quorum)."""
+        if self.waiting_on(node) and substitute not in self.replicas:
+            self.replicas[self.replicas.index(node)] = substitute
 
     def enough(self) -> bool:
         got = len(self.acked)
