@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -30,6 +32,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        """A value read from the node each time /metrics is scraped."""
+        Gauge(name, doc, registry=self.registry).set_function(read)
 
     def observe(self, op: str, seconds: float, error_code: str | None) -> None:
         self.requests.labels(op).inc()

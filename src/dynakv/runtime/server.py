@@ -61,6 +61,15 @@ class Server:
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
         self.metrics = Metrics()
+        node = self.node
+        self.metrics.gauge("dynakv_hints_pending", "Hints held for other nodes", node.hints.pending)
+        self.metrics.gauge(
+            "dynakv_hints_dropped", "Hints dropped (age window or byte budget)",
+            lambda: node.hints_dropped,
+        )  # fmt: skip
+        self.metrics.gauge(
+            "dynakv_hint_bytes", "Bytes of hinted objects held", lambda: node.hints.bytes
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
         self._effects_pending: list[Send] = []
