@@ -57,6 +57,11 @@ class NodeConfig:
     hint_budget_bytes: int = 1 << 30  # hinted writes beyond this many bytes are refused
     handoff_interval: float = 1.0  # how often hints are offered to their owners
     handoff_batch: int = 64  # hints in flight per owner
+    heartbeat_interval: float = 1.0  # each node heartbeats every other member this often
+    phi_threshold: float = 8.0  # phi-accrual failure detector (Akka's defaults)
+    phi_window: int = 1000
+    phi_min_std_deviation: float = 0.1
+    phi_acceptable_pause: float = 3.0
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

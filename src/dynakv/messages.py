@@ -130,6 +130,10 @@ class JoinReply(Message, tag="join_ok"):
     state: ClusterState
 
 
+class Heartbeat(Message, tag="hb"):
+    """Sent to every member each heartbeat_interval; feeds the phi-accrual detector."""
+
+
 class Gossip(Message, tag="gossip"):
     state: ClusterState
 
@@ -150,6 +154,7 @@ AnyMessage = (
     | JoinRequest
     | JoinReply
     | Gossip
+    | Heartbeat
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -344,3 +344,27 @@ def test_a_fallback_over_its_hint_budget_refuses_the_write():
     assert isinstance(reply, ErrorReply)
     assert reply.code == "unavailable"
     assert sum(node.hints.pending() for node in cluster.nodes.values()) == 0
+
+
+def test_phi_accrual_suspects_a_silent_primary_and_writes_go_to_a_fallback():
+    cluster = make_cluster(5)
+    key = _key_with_primaries(cluster, "n1")
+    silent = replicas_of(cluster, "b", key)[2]
+    cluster.cut("n1", silent)  # no PeerDown: only missing heartbeats tell
+    cluster.run_for(10.0)
+    assert silent in cluster.nodes["n1"].suspected
+    assert any(
+        log.event == "peer_suspected" and log.fields["peer"] == silent
+        for _, name, log in cluster.logs
+        if name == "n1"
+    )
+    assert isinstance(put(cluster, "n1", "b", key, b"v", w=3), PutResult)
+    assert sum(node.hints.per_primary.get(silent, 0) for node in cluster.nodes.values()) == 1
+    cluster.heal()
+    cluster.run_for(5.0)
+    assert silent not in cluster.nodes["n1"].down
+    assert cluster.run_until(
+        lambda: all(node.hints.pending() == 0 for node in cluster.nodes.values()), limit=30
+    )
+    state = cluster.nodes[silent].replica("b", key)
+    assert state is not None and [s.value for s in versions.live_values(state)] == [b"v"]

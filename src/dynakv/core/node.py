@@ -28,7 +28,9 @@ from dynakv.core.events import (
     SetTimer,
     Start,
     TimerFired,
+    is_client,
 )
+from dynakv.core.failure import DetectorSettings, FailureDetector
 from dynakv.core.handoff import Hint, HintStore
 from dynakv.core.quorum import GetQuorum, PutQuorum
 from dynakv.core.replica import ReplicaStore
@@ -42,6 +44,7 @@ from dynakv.messages import (
     ErrorReply,
     GetResult,
     Gossip,
+    Heartbeat,
     JoinReply,
     JoinRequest,
     Member,
@@ -138,7 +141,20 @@ class Node:
         self._next_hint_expiry = 0.0
         self.rng = rng
         self.hlc = versions.HybridClock()
+        # Peers treated as down: the runtime could not reach them, or phi-accrual suspects
+        # them. It only steers sloppy quorum and waits; it never changes ownership.
+        self.unreachable: set[str] = set()
+        self.suspected: set[str] = set()
         self.down: set[str] = set()
+        self.detector = FailureDetector(
+            DetectorSettings(
+                threshold=config.phi_threshold,
+                window=config.phi_window,
+                min_std_deviation=config.phi_min_std_deviation,
+                acceptable_pause=config.phi_acceptable_pause,
+                first_heartbeat_estimate=config.heartbeat_interval,
+            )
+        )
         self.gets: dict[int, PendingGet] = {}
         self.puts: dict[int, PendingPut] = {}
         self.forwards: dict[int, PendingForward] = {}
@@ -165,6 +181,7 @@ class Node:
             JoinRequest: self._join_request,
             JoinReply: self._join_reply,
             Gossip: self._gossip,
+            Heartbeat: self._heartbeat,
         }
 
     # --- start-up state --------------------------------------------------------------------
@@ -232,7 +249,7 @@ class Node:
         elif type(event) is PeerDown:
             effects = self._peer_down(event.name)
         elif type(event) is PeerUp:
-            self.down.discard(event.name)
+            self._reachable(event.name)
             effects = []
         elif type(event) is Start:
             effects = self._start(now, event.join)
@@ -284,6 +301,7 @@ class Node:
             SetTimer("sweep", now + self.config.sweep_interval),
             SetTimer("gossip", now + self.config.gossip_interval),
             SetTimer("handoff", now + self.config.handoff_interval),
+            SetTimer("heartbeat", now),
         ]
         if self.state.epoch == 0 and join is None:
             self._adopt(msgspec.structs.replace(self.state, epoch=1))
@@ -317,6 +335,8 @@ class Node:
             return effects
         if name == "handoff":
             return self._handoff(now)
+        if name == "heartbeat":
+            return self._heartbeats(now)
         if name == "gossip":
             effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
             peers = [m.name for m in self.state.members if m.name != self.name]
@@ -430,9 +450,10 @@ class Node:
         )
 
     def _peer_down(self, name: str) -> list[Effect]:
-        if name not in self.down and name != self.name:
-            self.down.add(name)
-            self._logs.append(Log("warning", "peer_down", {"peer": name}))
+        if name not in self.unreachable and name != self.name:
+            self.unreachable.add(name)
+            self._logs.append(Log("warning", "peer_unreachable", {"peer": name}))
+            self._refresh_down()
         effects: list[Effect] = []
         # Sloppy quorum: a replica found down mid-request is replaced by the next healthy
         # node of the walk; a write sent there carries a hint naming the primary.
@@ -466,6 +487,49 @@ class Node:
                 effects.append(Send(forward.source, _error(forward.client_rid, error)))
                 del self.forwards[rid]
         return effects
+
+    # --- failure detection ----------------------------------------------------------------
+    def _heartbeats(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer("heartbeat", now + self.config.heartbeat_interval)]
+        beat = Heartbeat()
+        for member in self.state.members:
+            if member.name != self.name:
+                self.detector.watch(member.name, now)
+                effects.append(Send(member.name, beat))
+        suspected = {
+            peer for peer in self.detector.peers() if not self.detector.is_available(peer, now)
+        }
+        for peer in sorted(suspected - self.suspected):
+            self._logs.append(
+                Log(
+                    "warning", "peer_suspected", {"peer": peer, "phi": self.detector.phi(peer, now)}
+                )
+            )
+        for peer in sorted(self.suspected - suspected):
+            self._logs.append(Log("info", "peer_recovered", {"peer": peer}))
+        if suspected != self.suspected:
+            self.suspected = suspected
+            self._refresh_down()
+        return effects
+
+    def _heartbeat(self, now: float, source: str, msg: Message) -> list[Effect]:
+        if is_client(source):
+            return []
+        self.detector.heartbeat(source, now)
+        self._reachable(source)
+        if source in self.suspected and self.detector.is_available(source, now):
+            self.suspected.discard(source)
+            self._logs.append(Log("info", "peer_recovered", {"peer": source}))
+            self._refresh_down()
+        return []
+
+    def _reachable(self, name: str) -> None:
+        if name in self.unreachable:
+            self.unreachable.discard(name)
+            self._refresh_down()
+
+    def _refresh_down(self) -> None:
+        self.down = (self.unreachable | self.suspected) - {self.name}
 
     def _take_spare(self, spare: list[str]) -> str | None:
         while spare:
@@ -794,7 +858,7 @@ class Node:
         self._logs.append(
             Log("info", "member_joined", {"name": joiner.name, "addr": joiner.node_addr})
         )
-        self.down.discard(joiner.name)
+        self._reachable(joiner.name)
         effects: list[Effect] = [
             Send(m.name, Gossip(state))
             for m in state.members
@@ -817,7 +881,7 @@ class Node:
                 Log("warning", "foreign_gossip", {"from": source, "cluster": msg.state.cluster})
             )
             return []
-        self.down.discard(source)
+        self._reachable(source)
         if self._newer(msg.state):
             self._adopt(msg.state)
             return []
