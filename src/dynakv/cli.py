@@ -274,5 +274,134 @@ def cluster_ring(node: str) -> None:
         click.echo(f"{index:5d} {owner}")
 
 
+@main.command()
+@click.option(
+    "--nodes",
+    default=DEFAULT_NODE,
+    show_default=True,
+    help="Comma-separated node ports HOST:PORT of an existing cluster.",
+)
+@click.option(
+    "--local",
+    "local",
+    type=click.IntRange(1, 16),
+    help="Start a local cluster of this many nodes, and stop it at the end.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Data directory of the local cluster (default: a temporary one, removed).",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["fsync", "os", "none"]),
+    default="fsync",
+    show_default=True,
+    help="Durability of the local cluster.",
+)
+@click.option("--n", "n", type=int, help="N of the local cluster (default min(3, nodes)).")
+@click.option("--r", "r", type=int, help="R: local cluster default and per-request override.")
+@click.option("--w", "w", type=int, help="W: local cluster default and per-request override.")
+@click.option(
+    "--workload",
+    type=click.Choice(["a", "b", "c", "f", "w"], case_sensitive=False),
+    default="a",
+    show_default=True,
+    help="A 50/50 read/update, B 95/5, C read, F read-modify-write, W write.",
+)
+@click.option(
+    "--distribution",
+    type=click.Choice(["zipfian", "uniform"]),
+    default="zipfian",
+    show_default=True,
+)
+@click.option(
+    "--records",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Records inserted by the load phase; keys are user0..user<records-1>.",
+)
+@click.option("--operations", type=click.IntRange(1), help="Operations in the run phase.")
+@click.option(
+    "--duration", type=float, help="Seconds of run phase (default 10 unless --operations is given)."
+)
+@click.option(
+    "--concurrency",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests in flight.",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(1),
+    help="Connections per generator process (default about one per 8-16 in flight).",
+)
+@click.option("--value-size", default=1024, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--rate",
+    type=float,
+    help="Target ops/s (open loop, latency from the scheduled time); default: max.",
+)
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Generator processes; their histograms are merged.",
+)
+@click.option("--bucket", default="bench", show_default=True)
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--no-load", is_flag=True, help="Skip the load phase (records already there).")
+@click.option(
+    "--blind-writes", is_flag=True, help="Updates without the context last seen (siblings pile up)."
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Per-request timeout, seconds.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False),
+    help="Also write the figures to this JSON file.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def bench(
+    nodes: str, local: int | None, data_dir: str | None, durability: str, n: int | None,
+    r: int | None, w: int | None, workload: str, distribution: str, records: int,
+    operations: int | None, duration: float | None, concurrency: int, connections: int | None,
+    value_size: int, rate: float | None, processes: int, bucket: str, seed: int, no_load: bool,
+    blind_writes: bool, timeout: float, json_file: str | None, no_progress: bool,
+) -> None:  # fmt: skip
+    """YCSB-style load: a load phase, then a run phase; latency percentiles per operation."""
+    from dynakv import bench as bench_mod
+
+    if duration is None and operations is None:
+        duration = 10.0
+    try:
+        spec = bench_mod.BenchSpec(
+            nodes=tuple(a.strip() for a in nodes.split(",") if a.strip()),
+            workload=workload.lower(), distribution=distribution, records=records,
+            operations=operations, duration=duration, concurrency=concurrency,
+            connections=connections, value_size=value_size, rate=rate, r=r, w=w,
+            processes=processes, seed=seed, bucket=bucket, load=not no_load,
+            blind_writes=blind_writes, timeout=timeout,
+        )  # fmt: skip
+        local_cluster = None
+        if local is not None:
+            local_cluster = bench_mod.LocalCluster(local, data_dir, durability, n, r, w)
+        elif n is not None or data_dir is not None:
+            raise ValueError("--n and --data-dir apply to a --local cluster only")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        report = bench_mod.bench(spec, local_cluster, console, show_progress=not no_progress)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    bench_mod.render(report, console)
+    if json_file:
+        Path(json_file).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"figures written to {json_file}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
