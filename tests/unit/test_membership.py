@@ -16,7 +16,11 @@ from dynakv.core.membership import (
     claimant,
     decode,
     encode,
+    finish_transfer,
     install_ring,
+    mark_transferred,
+    pending_moves,
+    start_transfer,
     mark_removed,
     member,
     merge,
@@ -269,8 +273,8 @@ def test_decoding_rejects_malformed_states():
 # --- the CRDT laws, over reachable states ---------------------------------------------------------
 
 POOL = [f"n{i}" for i in range(1, 7)]
-KINDS = ("gossip", "join", "install", "leave", "remove")
-WEIGHTS = (2, 4, 3, 1, 1)
+KINDS = ("gossip", "join", "install", "transfer", "leave", "remove")
+WEIGHTS = (2, 4, 2, 3, 1, 1)
 
 
 def apply(rng: random.Random, replicas: list[Membership]) -> None:
@@ -288,6 +292,16 @@ def apply(rng: random.Random, replicas: list[Membership]) -> None:
                 ring = plan_ring(m)
                 if ring is not None:
                     replicas[at] = install_ring(m, ring, claimant(m))
+            case "transfer":
+                ring = plan_ring(m)
+                if ring is not None:
+                    replicas[at] = start_transfer(m, ring, claimant(m))
+                else:
+                    moves = pending_moves(m, 3)
+                    if moves:
+                        replicas[at] = mark_transferred(m, *rng.choice(moves))
+                    elif m.ring.next is not None:
+                        replicas[at] = finish_transfer(m, claimant(m))
             case "leave":
                 replicas[at] = request_leave(m, name)
             case "remove":
@@ -352,3 +366,23 @@ def test_merge_keeps_the_greater_record_of_every_member(states):
             assert member(merged, rec.name).version >= rec.version
         assert merged.ring.epoch >= state.ring.epoch
     assert decode(encode(merged)) == merged
+
+
+def test_a_transfer_serves_from_the_old_ring_until_every_move_is_recorded():
+    m = cluster_of("n1", "n2", "n3")
+    m = request_join(m, record("n4"))
+    target = plan_ring(m)
+    assert target is not None
+    m = start_transfer(m, target, claimant(m))
+    assert m.ring.next == target
+    assert statuses(m)["n4"] == "joining"
+    assert plan_ring(m) is None  # one transfer at a time
+    moves = pending_moves(m, 3)
+    assert moves and all(node == "n4" for _, node in moves)
+    for partition, node in moves:
+        m = mark_transferred(m, partition, node)
+    assert pending_moves(m, 3) == []
+    m = finish_transfer(m, claimant(m))
+    assert m.ring.ring == target and m.ring.next is None
+    assert statuses(m)["n4"] == "up"
+    assert m.transferred == ()  # installing the ring drops the finished epoch's entries

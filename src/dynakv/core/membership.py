@@ -54,15 +54,20 @@ __all__ = [
     "claimant",
     "decode",
     "encode",
+    "finish_transfer",
     "install_ring",
     "mark_removed",
+    "mark_transferred",
     "member",
     "merge",
     "names",
     "new_cluster",
+    "pending_moves",
     "plan_ring",
+    "replica_moves",
     "request_join",
     "request_leave",
+    "start_transfer",
 ]
 
 STATUSES = ("joining", "up", "leaving", "removed")  # in merge order of precedence, low first
@@ -90,11 +95,17 @@ class MemberRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 class RingRecord(msgspec.Struct, frozen=True, array_like=True):
-    """The installed ring; the claimant that installs a new one raises the epoch."""
+    """The installed ring, and the ring being moved towards while data is transferred.
+
+    The claimant that changes either raises the epoch. While `next` is set, each key
+    partition is served by `ring` until every node that `next` makes its replica has pulled
+    it (see `Membership.transferred`), and by `next` after that.
+    """
 
     epoch: int
     ring: Ring
     claimant: str
+    next: Ring | None = None
 
 
 class Membership(msgspec.Struct, frozen=True, array_like=True):
@@ -107,6 +118,9 @@ class Membership(msgspec.Struct, frozen=True, array_like=True):
     cluster: str
     members: tuple[MemberRecord, ...]
     ring: RingRecord
+    # (epoch of ring.next, key partition, node): transfers finished towards ring.next; a
+    # grow-only set, pruned of entries for other epochs (they describe an abandoned plan).
+    transferred: tuple[tuple[int, int, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.cluster:
@@ -206,11 +220,20 @@ def merge(a: Membership, b: Membership) -> Membership:
         raise ValueError(f"cannot merge the state of cluster {b.cluster!r} into {a.cluster!r}")
     ring = _greater_ring(a.ring, b.ring)
     members = _merge_members(a.members, b.members)
-    if members is a.members and ring is a.ring:
+    transferred = _merge_transferred(a.transferred, b.transferred, ring.epoch)
+    if members is a.members and ring is a.ring and transferred == a.transferred:
         return a
-    if members is b.members and ring is b.ring:
+    if members is b.members and ring is b.ring and transferred == b.transferred:
         return b
-    return Membership(a.cluster, members, ring)
+    return Membership(a.cluster, members, ring, transferred)
+
+
+def _merge_transferred(
+    a: tuple[tuple[int, int, str], ...], b: tuple[tuple[int, int, str], ...], epoch: int
+) -> tuple[tuple[int, int, str], ...]:
+    if a == b and all(entry[0] == epoch for entry in a):
+        return a
+    return tuple(sorted(entry for entry in set(a) | set(b) if entry[0] == epoch))
 
 
 # --- queries ---------------------------------------------------------------------------------
@@ -258,6 +281,10 @@ def plan_ring(m: Membership) -> Ring | None:
     up = names(m, ("up",))
     joining = names(m, ("joining",))
     if not up and not joining:
+        return None
+    # A transfer under way is kept unless its target gives partitions to a member that has
+    # since left or been removed (then plan afresh from the installed ring).
+    if m.ring.next is not None and set(m.ring.next.owners) <= set(up + joining):
         return None
     ring = claim((up + joining)[: current.size], current.size, previous=current)
     if ring == current and set(joining).isdisjoint(ring.owners):
@@ -362,6 +389,51 @@ def install_ring(m: Membership, ring: Ring, by: str) -> Membership:
     return Membership(m.cluster, members, RingRecord(m.ring.epoch + 1, ring, by))
 
 
+def start_transfer(m: Membership, target: Ring, by: str) -> Membership:
+    """Begin moving towards `target`: the installed ring keeps serving until data has moved."""
+    if target.size != m.ring.ring.size:
+        raise ValueError(
+            f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {target.size}"
+        )
+    record = RingRecord(m.ring.epoch + 1, m.ring.ring, by, target)
+    return Membership(m.cluster, m.members, record)
+
+
+def replica_moves(old: Ring, new: Ring, n: int) -> list[tuple[int, str]]:
+    """(key partition, node) for every node that `new` makes a replica of that partition."""
+    moves: list[tuple[int, str]] = []
+    for partition in range(old.size):
+        before = set(old.preference_list(partition, n))
+        for node in new.preference_list(partition, n):
+            if node not in before:
+                moves.append((partition, node))
+    return moves
+
+
+def pending_moves(m: Membership, n: int) -> list[tuple[int, str]]:
+    """The moves towards ring.next that have not finished yet ([] when nothing moves)."""
+    target = m.ring.next
+    if target is None:
+        return []
+    done = {(partition, node) for epoch, partition, node in m.transferred if epoch == m.ring.epoch}
+    return [move for move in replica_moves(m.ring.ring, target, n) if move not in done]
+
+
+def mark_transferred(m: Membership, partition: int, node: str) -> Membership:
+    """Record that `node` holds key partition `partition` for the transfer under way."""
+    entry = (m.ring.epoch, partition, node)
+    if m.ring.next is None or entry in m.transferred:
+        return m
+    transferred = tuple(sorted({*m.transferred, entry}))
+    return Membership(m.cluster, m.members, m.ring, transferred)
+
+
+def finish_transfer(m: Membership, by: str) -> Membership:
+    """Install ring.next as the ring (every move done): joiners that own partitions are up."""
+    assert m.ring.next is not None
+    return install_ring(m, m.ring.next, by)
+
+
 # --- persistence -----------------------------------------------------------------------------
 
 
@@ -394,7 +466,7 @@ def _with(m: Membership, record: MemberRecord) -> Membership:
     i = bisect_left(members, record.name, key=_name)
     replaced = i < len(members) and members[i].name == record.name
     updated = (*members[:i], record, *members[i + replaced :])
-    return Membership(m.cluster, updated, m.ring)
+    return Membership(m.cluster, updated, m.ring, m.transferred)
 
 
 def _present(m: Membership, name: str, verb: str) -> MemberRecord:
