@@ -18,17 +18,17 @@ from dynakv.core.membership import (
     encode,
     finish_transfer,
     install_ring,
-    mark_transferred,
-    pending_moves,
-    start_transfer,
     mark_removed,
+    mark_transferred,
     member,
     merge,
     names,
     new_cluster,
+    pending_moves,
     plan_ring,
     request_join,
     request_leave,
+    start_transfer,
 )
 from dynakv.errors import ClusterError
 from dynakv.ring import claim
