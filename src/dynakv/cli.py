@@ -247,22 +247,84 @@ def _cluster_json(node: str) -> dict:
         return json.load(response)
 
 
+_STATUS_COLOURS = {"up": "green", "joining": "yellow", "leaving": "yellow", "removed": "dim"}
+
+
+def _member_status(http_addr: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://{http_addr}/v1/status", timeout=3) as response:
+            return json.load(response)
+    except OSError:
+        return None
+
+
 @cluster.command("status")
 @click.option("--node", default=DEFAULT_NODE, show_default=True)
 def cluster_status(node: str) -> None:
-    """A table of members: status, addresses and partitions owned."""
+    """Members (status, addresses, ownership share) and transfers in progress."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
     view = _cluster_json(node)
     size = view["ring"]["size"]
-    table = Table(title=f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)")
-    for column in ("name", "status", "node", "http", "partitions", "share"):
+    title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
+    table = Table(title=title)
+    for column in ("name", "status", "node", "http", "partitions", "share", "hints"):
         table.add_column(column)
+    transfers: list[tuple[str, dict]] = []
     for m in view["members"]:
-        colour = "green" if m["status"] == "up" else "red"
+        status = _member_status(m["http_addr"]) if m["status"] != "removed" else None
+        if status is not None:
+            transfers.extend((m["name"], t) for t in status.get("transfers", []))
+        colour = _STATUS_COLOURS.get(m["status"], "red")
         table.add_row(
             m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"], m["http_addr"],
             str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
+            "-" if status is None else str(status.get("hints_pending", 0)),
         )  # fmt: skip
     console.print(table)
+    pending = view.get("transfers_pending", 0)
+    if not pending:
+        console.print("no transfers in progress")
+        return
+    console.print(f"{pending} partition transfers pending towards the next ring")
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[moved]}"),
+        console=console, auto_refresh=False,
+    )  # fmt: skip
+    for name, t in transfers:
+        moved = f"{t['keys']} keys, {t['bytes'] / 1e6:.1f} MB; source {t['from']} has "
+        moved += f"{t['source_total_keys']} keys, {t['source_total_bytes'] / 1e6:.1f} MB"
+        description = f"partition {t['partition']} -> {name}"
+        progress.add_task(description, total=1.0, completed=t["fraction"], moved=moved)
+    progress.refresh()
+    console.print(progress)
+
+
+def _change(node: str, op: str, name: str) -> None:
+    try:
+        with _client(node) as client:
+            state = client.cluster_change(op, name)
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    record = next((m for m in state.members if m.name == name), None)
+    click.echo(f"{name}: {record.status if record else 'unknown'}")
+
+
+@cluster.command("leave")
+@click.argument("name")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+def cluster_leave(name: str, node: str) -> None:
+    """Hand every partition of NAME to its new owner; then NAME stops."""
+    _change(node, "leave", name)
+
+
+@cluster.command("remove")
+@click.argument("name")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+def cluster_remove(name: str, node: str) -> None:
+    """Take dead member NAME out; new owners rebuild its partitions from the other replicas."""
+    _change(node, "remove", name)
 
 
 @cluster.command("ring")

@@ -17,6 +17,7 @@ import msgspec
 from dynakv import messages
 from dynakv.errors import DynakvError, InvalidRequest, SiblingsError, Unavailable, from_code
 from dynakv.messages import (
+    ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
     ClientPut,
@@ -142,6 +143,12 @@ class Client:
 
     def cluster(self) -> ClusterState:
         reply = _check(self._call(ClientClusterInfo(next(self._rids))))
+        assert isinstance(reply, ClusterInfo)
+        return reply.state
+
+    def cluster_change(self, op: str, name: str) -> ClusterState:
+        """An operator's "leave" or "remove" of member `name`; the new cluster state."""
+        reply = _check(self._call(ClientClusterChange(next(self._rids), op, name)))
         assert isinstance(reply, ClusterInfo)
         return reply.state
 

@@ -57,6 +57,10 @@ class NodeConfig:
     hint_budget_bytes: int = 1 << 30  # hinted writes beyond this many bytes are refused
     handoff_interval: float = 1.0  # how often hints are offered to their owners
     handoff_batch: int = 64  # hints in flight per owner
+    transfer_concurrency: int = 2  # key partitions pulled at once (Riak's handoff_concurrency)
+    transfer_interval: float = 0.2  # how often transfers are started and retried
+    transfer_batch: int = 256  # objects per transfer batch
+    transfer_batch_bytes: int = 4 << 20  # and at most about this many bytes
     heartbeat_interval: float = 1.0  # each node heartbeats every other member this often
     phi_threshold: float = 8.0  # phi-accrual failure detector (Akka's defaults)
     phi_window: int = 1000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from dynakv.ring import Ring
+from dynakv.core.membership import MemberRecord, Membership
 
 MAX_FRAME_BYTES = 64 << 20
 
@@ -57,7 +57,7 @@ class PutResult(Message, tag="put_ok"):
 
 class ClusterInfo(Message, tag="cluster_ok"):
     rid: int
-    state: ClusterState
+    state: Membership
 
 
 class ErrorReply(Message, tag="error"):
@@ -102,32 +102,47 @@ class ReplicaPutReply(Message, tag="rput_ok"):
     rid: int
 
 
-class Member(msgspec.Struct, array_like=True, frozen=True):
+# Membership and ring travel as the CRDT of core.membership; the old names stay as aliases.
+Member = MemberRecord
+ClusterState = Membership
+
+
+class ClientClusterChange(Message, tag="cluster_change"):
+    """An operator's membership change: op is "leave" or "remove"."""
+
+    rid: int
+    op: str
     name: str
-    node_addr: str
-    http_addr: str
-    incarnation: str
-    status: str = "up"  # up | joining | leaving (a runtime view adds down)
 
 
-class ClusterState(msgspec.Struct, array_like=True, frozen=True):
-    """Membership and ring: what gossip spreads. The higher epoch wins."""
+class TransferRequest(Message, tag="xfer"):
+    """Ownership transfer: send me up to `limit` objects of key partition, after `after`."""
 
-    cluster: str
-    epoch: int
-    members: tuple[Member, ...]
-    ring: Ring
+    rid: int
+    partition: int
+    after: bytes
+    limit: int
+
+
+class TransferBatch(Message, tag="xfer_ok"):
+    rid: int
+    partition: int
+    records: list[bytes]  # stored records: msgpack [bucket, key, encoded clock]
+    last: bytes  # the last key sent (the next request's `after`)
+    done: bool
+    total_keys: int = 0  # of the whole partition on the sender, with the first batch only
+    total_bytes: int = 0
 
 
 class JoinRequest(Message, tag="join"):
     rid: int
-    member: Member
+    member: MemberRecord
     cluster: str
 
 
 class JoinReply(Message, tag="join_ok"):
     rid: int
-    state: ClusterState
+    state: Membership
 
 
 class Heartbeat(Message, tag="hb"):
@@ -135,7 +150,7 @@ class Heartbeat(Message, tag="hb"):
 
 
 class Gossip(Message, tag="gossip"):
-    state: ClusterState
+    state: Membership
 
 
 AnyMessage = (
@@ -155,6 +170,9 @@ AnyMessage = (
     | JoinReply
     | Gossip
     | Heartbeat
+    | ClientClusterChange
+    | TransferRequest
+    | TransferBatch
 )
 
 _encoder = msgspec.msgpack.Encoder()

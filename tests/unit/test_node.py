@@ -14,6 +14,7 @@ import pytest
 from dynakv import versions
 from dynakv.config import BucketProps
 from dynakv.core.events import Received
+from dynakv.core.membership import MemberRecord
 from dynakv.messages import (
     ClientGet,
     ClientPut,
@@ -22,7 +23,6 @@ from dynakv.messages import (
     Gossip,
     JoinReply,
     JoinRequest,
-    Member,
     Message,
     PutResult,
 )
@@ -36,10 +36,13 @@ def make_cluster(n: int = 3, seed: int = 1, **config: object) -> SimCluster:
         return dataclasses.replace(default_config(name), **config)
 
     cluster = SimCluster([f"n{i}" for i in range(1, n + 1)], seed=seed, config=configure)
-    assert cluster.run_until(
-        lambda: all(len(node.state.members) == n for node in cluster.nodes.values())
-    )
+    assert cluster.run_until(lambda: all(_settled(node, n) for node in cluster.nodes.values()))
     return cluster
+
+
+def _settled(node, n: int) -> bool:
+    """The node's installed ring has all n members and no transfer is under way."""
+    return len(node.ring.members()) == n and node.state.ring.next is None
 
 
 def call(cluster: SimCluster, node: str, message: Message, client: str = "#client") -> Message:
@@ -74,7 +77,7 @@ def test_join_gives_every_node_the_same_ring():
     assert len(states) == 1
     state = states.pop()
     assert sorted(m.name for m in state.members) == ["n1", "n2", "n3"]
-    assert sorted(state.ring.ownership().values()) == [21, 21, 22]
+    assert sorted(state.ring.ring.ownership().values()) == [21, 21, 22]
 
 
 def test_write_through_one_node_read_through_another():
@@ -198,7 +201,7 @@ def test_lww_bucket_keeps_one_value():
         return dataclasses.replace(default_config(name), buckets={"reg": BucketProps(policy="lww")})
 
     cluster = SimCluster(["n1", "n2", "n3"], seed=3, config=config)
-    cluster.run_until(lambda: len(cluster.nodes["n1"].state.members) == 3)
+    cluster.run_until(lambda: all(_settled(node, 3) for node in cluster.nodes.values()))
     put(cluster, "n1", "reg", "x", b"first")
     cluster.run_for(0.01)
     put(cluster, "n2", "reg", "x", b"second")
@@ -239,7 +242,7 @@ def test_a_value_of_exactly_the_limit_is_accepted():
 def test_join_from_another_cluster_is_refused_and_the_ring_is_unchanged():
     cluster = make_cluster(3)
     before = cluster.nodes["n1"].state
-    stranger = Member("x", "x:7000", "x:8000", "0000")
+    stranger = MemberRecord("x", "x:7000", "x:8000", "0000", "joining", 0)
     reply = call(cluster, "n1", JoinRequest(77, stranger, "other"))
     assert isinstance(reply, ErrorReply)
     assert reply.code == "cluster_error"
@@ -249,7 +252,7 @@ def test_join_from_another_cluster_is_refused_and_the_ring_is_unchanged():
 def test_join_with_a_name_in_use_by_a_live_member_is_refused():
     cluster = make_cluster(3)
     before = cluster.nodes["n1"].state
-    impostor = Member("n2", "elsewhere:7000", "elsewhere:8000", "0000")
+    impostor = MemberRecord("n2", "elsewhere:7000", "elsewhere:8000", "0000", "joining", 0)
     reply = call(cluster, "n1", JoinRequest(78, impostor, "dynakv"))
     assert isinstance(reply, ErrorReply)
     assert reply.code == "cluster_error"
@@ -259,7 +262,7 @@ def test_join_with_a_name_in_use_by_a_live_member_is_refused():
 def test_gossip_from_another_cluster_is_ignored():
     cluster = make_cluster(3)
     before = cluster.nodes["n1"].state
-    foreign = msgspec.structs.replace(before, cluster="other", epoch=before.epoch + 10)
+    foreign = msgspec.structs.replace(before, cluster="other")
     cluster.deliver("n1", Received("x", Gossip(foreign)))
     cluster.run_for(0.1)
     assert cluster.nodes["n1"].state == before
@@ -268,11 +271,12 @@ def test_gossip_from_another_cluster_is_ignored():
 def test_rejoin_under_the_same_address_keeps_the_ring():
     cluster = make_cluster(3)
     before = cluster.nodes["n1"].state
-    again = Member("n3", "n3:7000", "n3:8000", "feedbeef")
+    again = MemberRecord("n3", "n3:7000", "n3:8000", "feedbeef", "joining", 0)
     reply = call(cluster, "n1", JoinRequest(79, again, "dynakv"))
     assert isinstance(reply, JoinReply)
-    assert reply.state.ring == before.ring
-    assert reply.state.epoch == before.epoch + 1
+    assert reply.state.ring.ring == before.ring.ring
+    record = next(m for m in reply.state.members if m.name == "n3")
+    assert (record.incarnation, record.status) == ("feedbeef", "up")
 
 
 def _key_with_primaries(cluster: SimCluster, wanted_first: str) -> str:

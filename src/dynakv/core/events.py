@@ -67,7 +67,14 @@ class Log:
     fields: dict[str, object]
 
 
-Effect = Send | SetTimer | Log
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The node has left the cluster: the runtime shuts the process down."""
+
+    reason: str
+
+
+Effect = Send | SetTimer | Log | Stop
 
 
 def is_client(source: str) -> bool:

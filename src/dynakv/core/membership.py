@@ -64,6 +64,7 @@ __all__ = [
     "new_cluster",
     "pending_moves",
     "plan_ring",
+    "refresh_self",
     "replica_moves",
     "request_join",
     "request_leave",
@@ -341,6 +342,22 @@ def request_join(m: Membership, joiner: MemberRecord) -> Membership:
     owns = joiner.name in set(m.ring.ring.owners)
     status = "up" if existing.status == "up" and owns else "joining"
     return _with(m, _record(joiner, status, existing.version + 1))
+
+
+def refresh_self(m: Membership, me: MemberRecord) -> Membership:
+    """A member re-asserts its own addresses and incarnation (after a restart), keeping its
+    status; a newer version so stale gossip cannot undo it."""
+    existing = member(m, me.name)
+    if existing is None:
+        return m
+    if (existing.node_addr, existing.http_addr, existing.incarnation) == (
+        me.node_addr,
+        me.http_addr,
+        me.incarnation,
+    ):
+        return m
+    record = _record(me, existing.status, existing.version + 1)
+    return _with(m, record)
 
 
 def request_leave(m: Membership, name: str) -> Membership:

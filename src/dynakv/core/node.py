@@ -16,6 +16,7 @@ import msgspec
 
 from dynakv import versions
 from dynakv.config import NodeConfig, validate_location
+from dynakv.core import membership as ms
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.events import (
     Effect,
@@ -27,40 +28,41 @@ from dynakv.core.events import (
     Send,
     SetTimer,
     Start,
+    Stop,
     TimerFired,
     is_client,
 )
 from dynakv.core.failure import DetectorSettings, FailureDetector
 from dynakv.core.handoff import Hint, HintStore
+from dynakv.core.membership import MemberRecord, Membership
 from dynakv.core.quorum import GetQuorum, PutQuorum
 from dynakv.core.replica import ReplicaStore
+from dynakv.core.transfer import Pull
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
 from dynakv.messages import (
+    ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
     ClientPut,
     ClusterInfo,
-    ClusterState,
     ErrorReply,
     GetResult,
     Gossip,
     Heartbeat,
     JoinReply,
     JoinRequest,
-    Member,
     Message,
     PutResult,
     ReplicaGet,
     ReplicaGetReply,
     ReplicaPut,
     ReplicaPutReply,
+    TransferBatch,
+    TransferRequest,
 )
-from dynakv.ring import Ring, claim, key_digest, partition_of_digest
+from dynakv.ring import Ring, claim, key_digest, partition_of_digest, partition_range
 from dynakv.storage.engine import Engine
 from dynakv.versions import Clock, Sibling
-
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(ClusterState)
 
 JOIN_RETRY = 2.0
 
@@ -110,6 +112,7 @@ class Placement:
     targets: list[str]  # the N nodes asked: healthy primaries, fallbacks for down ones
     hints: dict[str, str]  # fallback -> the primary it stands in for (sloppy quorum)
     spare: list[str]  # the healthy rest of the walk, for replicas that turn out to be down
+    incoming: list[str]  # replicas-to-be of a partition in transfer: copied on every write
 
 
 @dataclass
@@ -166,7 +169,13 @@ class Node:
         self.actor = (
             self.name if bugs.reuse_dots_after_restart else f"{self.name}@{self.incarnation}"
         )
+        self.replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
+        self._pending_moves: dict[int, set[str]] = {}
+        self.pulls: dict[int, Pull] = {}
+        self.stopping = False
+        self._now = 0.0
         self.state = self._load_state()
+        self._refresh_moves()
         self._handlers: dict[type, Callable[[float, str, Message], list[Effect]]] = {
             ClientGet: self._client_get,
             ClientPut: self._client_put,
@@ -182,6 +191,9 @@ class Node:
             JoinReply: self._join_reply,
             Gossip: self._gossip,
             Heartbeat: self._heartbeat,
+            ClientClusterChange: self._cluster_change,
+            TransferRequest: self._transfer_request,
+            TransferBatch: self._transfer_batch,
         }
 
     # --- start-up state --------------------------------------------------------------------
@@ -204,37 +216,35 @@ class Node:
         self.engine.meta_put("running", b"1")
         return stored.decode()
 
-    def _me(self) -> Member:
-        return Member(
-            name=self.name,
-            node_addr=self.config.node_addr,
-            http_addr=self.config.http_addr,
-            incarnation=self.incarnation,
+    def _me(self) -> MemberRecord:
+        return MemberRecord(
+            self.name, self.config.node_addr, self.config.http_addr, self.incarnation, "joining", 0
         )
 
-    def _load_state(self) -> ClusterState:
-        raw = self.engine.meta_get("cluster_state")
+    def _load_state(self) -> Membership:
+        raw = self.engine.meta_get("membership")
         if raw is not None:
-            state = _state_decoder.decode(raw)
-            mine = next((m for m in state.members if m.name == self.name), None)
-            if mine is not None and mine != self._me():
-                members = tuple(self._me() if m.name == self.name else m for m in state.members)
-                state = msgspec.structs.replace(state, epoch=state.epoch + 1, members=members)
-                self._persist_state(state)
+            state = ms.refresh_self(ms.decode(raw), self._me())
+            self._persist_state(state)
             return state
-        state = ClusterState(
-            cluster=self.config.cluster,
-            epoch=0,
-            members=(self._me(),),
-            ring=claim([self.name], self.config.ring_size),
+        # Not a member of anything yet: epoch 0 until a cluster is founded or joined.
+        me = self._me()
+        return Membership(
+            self.config.cluster,
+            (me,),
+            ms.RingRecord(0, claim([self.name], self.config.ring_size), self.name),
         )
-        return state
 
-    def _persist_state(self, state: ClusterState) -> None:
-        self.engine.meta_put("cluster_state", _state_encoder.encode(state))
+    def _persist_state(self, state: Membership) -> None:
+        self.engine.meta_put("membership", ms.encode(state))
+
+    @property
+    def epoch(self) -> int:
+        return self.state.ring.epoch
 
     # --- the one entry point ---------------------------------------------------------------
     def handle(self, now: float, event: Event) -> list[Effect]:
+        self._now = now
         if type(event) is Received:
             handler = self._handlers.get(type(event.message))
             if handler is None:
@@ -274,26 +284,29 @@ class Node:
             "name": self.name,
             "node_id": self.actor,
             "cluster": self.state.cluster,
-            "epoch": self.state.epoch,
-            "partitions_owned": len(self.state.ring.owned(self.name)),
+            "epoch": self.epoch,
+            "partitions_owned": len(self.ring.owned(self.name)),
             "hints_pending": self.hints.pending(),
             "hints_dropped": self.hints_dropped,
-            "transfers_pending": 0,
+            "transfers_pending": len(self._my_moves()),
+            "transfers": [pull.progress() for pull in self.pulls.values()],
             "keys": self.engine.count(),
             "pending_requests": len(self.gets) + len(self.puts) + len(self.forwards),
             "down_peers": sorted(self.down),
         }
 
-    def member_status(self, member: Member) -> str:
-        if member.name != self.name and member.name in self.down:
+    def member_status(self, member: MemberRecord) -> str:
+        if member.status in ("up", "joining") and member.name in self.down:
             return "down"
         return member.status
 
     def address_of(self, name: str) -> str | None:
-        for member in self.state.members:
-            if member.name == name:
-                return member.node_addr
-        return None
+        record = ms.member(self.state, name)
+        return None if record is None else record.node_addr
+
+    def _peers(self) -> list[str]:
+        """Members other than this node that are still part of the cluster."""
+        return [m.name for m in self.state.members if m.name != self.name and m.status != "removed"]
 
     # --- lifecycle and timers --------------------------------------------------------------
     def _start(self, now: float, join: str | None) -> list[Effect]:
@@ -303,16 +316,15 @@ class Node:
             SetTimer("handoff", now + self.config.handoff_interval),
             SetTimer("heartbeat", now),
         ]
-        if self.state.epoch == 0 and join is None:
-            self._adopt(msgspec.structs.replace(self.state, epoch=1))
+        effects.append(SetTimer("transfer", now + self.config.transfer_interval))
+        if self.epoch == 0 and join is None:
+            self._adopt(ms.new_cluster(self.config.cluster, self._me(), self.config.ring_size))
             self._logs.append(Log("info", "cluster_created", {"cluster": self.state.cluster}))
-        if join is not None and self.state.epoch == 0:
+        if join is not None and self.epoch == 0:
             self.join_target = "@" + join
             effects.extend(self._send_join(now))
         # Tell every member we are (back) up, so they stop treating us as down.
-        effects.extend(
-            Send(m.name, Gossip(self.state)) for m in self.state.members if m.name != self.name
-        )
+        effects.extend(Send(peer, Gossip(self.state)) for peer in self._peers())
         return effects
 
     def _send_join(self, now: float) -> list[Effect]:
@@ -327,7 +339,7 @@ class Node:
             effects.extend(self._store_deferred())
             if (
                 self.join_target is not None
-                and self.state.epoch == 0
+                and self.epoch == 0
                 and now - self._join_sent_at >= JOIN_RETRY
             ):
                 effects.extend(self._send_join(now))
@@ -339,10 +351,16 @@ class Node:
             return self._heartbeats(now)
         if name == "gossip":
             effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
-            peers = [m.name for m in self.state.members if m.name != self.name]
+            effects.extend(self._claim())
+            effects.extend(self._leave_when_done())
+            peers = self._peers()
             if peers:
                 effects.append(Send(self.rng.choice(peers), Gossip(self.state)))
             return effects
+        if name == "transfer":
+            return self._transfer_tick(now)
+        if name == "stop":
+            return [Stop("left the cluster")]
         return []
 
     def _expire(self, now: float) -> list[Effect]:
@@ -403,7 +421,7 @@ class Node:
         in_flight: dict[str, set[bytes]] = {}
         for delivery in self._deliveries.values():
             in_flight.setdefault(delivery.hint.primary, set()).add(delivery.hint.record_key)
-        members = {m.name for m in self.state.members}
+        members = set(self._peers())
         for primary in sorted(self.hints.per_primary):
             if primary in self.down or primary not in members:
                 continue
@@ -492,10 +510,9 @@ class Node:
     def _heartbeats(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer("heartbeat", now + self.config.heartbeat_interval)]
         beat = Heartbeat()
-        for member in self.state.members:
-            if member.name != self.name:
-                self.detector.watch(member.name, now)
-                effects.append(Send(member.name, beat))
+        for peer in self._peers():
+            self.detector.watch(peer, now)
+            effects.append(Send(peer, beat))
         suspected = {
             peer for peer in self.detector.peers() if not self.detector.is_available(peer, now)
         }
@@ -541,17 +558,28 @@ class Node:
     # --- client requests -------------------------------------------------------------------
     def _placement(self, bucket: str, key: str) -> Placement:
         """The key's N primaries and, for each one down, the next healthy node of the walk."""
-        if self.state.epoch == 0:
+        if self.epoch == 0:
             raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
-        ring = self.state.ring
+        record = self.state.ring
+        ring = record.ring
         digest = key_digest(bucket, key)
-        walk = ring.walk(partition_of_digest(digest, ring.size))
+        partition = partition_of_digest(digest, ring.size)
         n = self.config.bucket(bucket).n
+        incoming: list[str] = []
+        if record.next is not None:
+            if partition in self._pending_moves:
+                # Data still moving: the installed ring serves, and the new replicas get
+                # every write too, so nothing written during the transfer is missed.
+                before = ring.preference_list(partition, n)
+                incoming = [x for x in record.next.preference_list(partition, n) if x not in before]
+            else:
+                ring = record.next
+        walk = ring.walk(partition)
         primaries = walk[:n]
         down = self.down
         spare = [node for node in walk[n:] if node not in down]
         if not down or not any(node in down for node in primaries):
-            return Placement(digest, primaries, list(primaries), {}, spare)
+            return Placement(digest, primaries, list(primaries), {}, spare, incoming)
         targets: list[str] = []
         hints: dict[str, str] = {}
         for node in primaries:
@@ -561,7 +589,7 @@ class Node:
                 fallback = spare.pop(0)
                 targets.append(fallback)
                 hints[fallback] = node
-        return Placement(digest, primaries, targets, hints, spare)
+        return Placement(digest, primaries, targets, hints, spare, incoming)
 
     def _client_get(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ClientGet)
@@ -688,6 +716,9 @@ class Node:
             else:
                 hint = placement.hints.get(node, "")
                 effects.append(Send(node, ReplicaPut(rid, msg.bucket, msg.key, state, hint=hint)))
+        for node in placement.incoming:
+            if node not in self.down and node not in replicas:
+                effects.append(Send(node, ReplicaPut(0, msg.bucket, msg.key, state)))
         # The new state's context would also cover siblings the client never saw (a blind
         # write beside them); handing it out would let the next put drop them silently.
         # Then the client keeps its own context, and its next read shows the siblings.
@@ -837,41 +868,37 @@ class Node:
                 f"node {joiner.name} belongs to cluster {msg.cluster!r}; "
                 f"this is cluster {self.state.cluster!r}"
             )
-        existing = next((m for m in self.state.members if m.name == joiner.name), None)
+        existing = ms.member(self.state, joiner.name)
         if (
             existing is not None
+            and existing.status in ("up", "joining")
             and existing.node_addr != joiner.node_addr
             and (existing.name == self.name or existing.name not in self.down)
         ):
             raise ClusterError(
                 f"name {joiner.name!r} is in use by a member up at {existing.node_addr}"
             )
-        if existing is None:
-            names = [m.name for m in self.state.members] + [joiner.name]
-            ring = claim(names, self.state.ring.size, previous=self.state.ring)
-            members = (*self.state.members, joiner)
-        else:
-            ring = self.state.ring
-            members = tuple(joiner if m.name == joiner.name else m for m in self.state.members)
-        state = ClusterState(self.state.cluster, self.state.epoch + 1, members, ring)
+        if existing is not None and existing.node_addr != joiner.node_addr:
+            # The old holder of the name is down: the name moves to the new address.
+            self.state = ms.mark_removed(self.state, joiner.name)
+        state = ms.request_join(self.state, joiner)
         self._adopt(state)
         self._logs.append(
-            Log("info", "member_joined", {"name": joiner.name, "addr": joiner.node_addr})
+            Log("info", "member_joining", {"name": joiner.name, "addr": joiner.node_addr})
         )
         self._reachable(joiner.name)
-        effects: list[Effect] = [
-            Send(m.name, Gossip(state))
-            for m in state.members
-            if m.name not in (self.name, joiner.name)
-        ]
-        effects.append(Send(source, JoinReply(msg.rid, state)))
+        effects = self._claim()
+        effects.extend(Send(peer, Gossip(self.state)) for peer in self._peers())
+        effects.append(Send(source, JoinReply(msg.rid, self.state)))
         return effects
 
     def _join_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, JoinReply)
-        if self._newer(msg.state):
-            self._adopt(msg.state)
-            self._logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
+        if msg.state.cluster == self.state.cluster:
+            merged = ms.merge(self.state, msg.state)
+            if merged is not self.state:
+                self._adopt(merged)
+                self._logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
         return []
 
     def _gossip(self, now: float, source: str, msg: Message) -> list[Effect]:
@@ -882,22 +909,210 @@ class Node:
             )
             return []
         self._reachable(source)
-        if self._newer(msg.state):
-            self._adopt(msg.state)
+        merged = ms.merge(self.state, msg.state)
+        effects: list[Effect] = []
+        if merged is not self.state:
+            self._adopt(merged)
+            effects.extend(self._claim())
+        if merged != msg.state:
+            effects.append(Send(source, Gossip(self.state)))
+        return effects
+
+    def _cluster_change(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """An operator's leave or remove, through any member."""
+        assert isinstance(msg, ClientClusterChange)
+        if msg.op == "leave":
+            state = ms.request_leave(self.state, msg.name)
+        elif msg.op == "remove":
+            target = ms.member(self.state, msg.name)
+            if (
+                target is not None
+                and target.status != "removed"
+                and (msg.name == self.name or msg.name not in self.down)
+            ):
+                raise ClusterError(
+                    f"{msg.name} is up: remove takes out a dead node; use leave to hand off "
+                    f"a live node's partitions"
+                )
+            state = ms.mark_removed(self.state, msg.name)
+        else:
+            raise InvalidRequest(f"unknown cluster change {msg.op!r}; use leave or remove")
+        self._adopt(state)
+        self._logs.append(Log("info", f"member_{msg.op}", {"name": msg.name}))
+        effects = self._claim()
+        effects.extend(Send(peer, Gossip(self.state)) for peer in self._peers())
+        effects.append(Send(source, ClusterInfo(msg.rid, self.state)))
+        return effects
+
+    def _claim(self) -> list[Effect]:
+        """The claimant's duty: plan rings, start transfers, install the ring when data moved."""
+        state = self.state
+        if state.ring.epoch == 0 or ms.claimant(state) != self.name:
             return []
-        if msg.state != self.state:
-            return [Send(source, Gossip(self.state))]
-        return []
+        plan = ms.plan_ring(state)
+        if plan is not None:
+            if plan.owners == state.ring.ring.owners:
+                new = ms.install_ring(state, plan, self.name)
+            else:
+                new = ms.start_transfer(state, plan, self.name)
+                moves = len(ms.pending_moves(new, self.replication))
+                self._logs.append(Log("info", "transfer_planned", {"moves": moves}))
+        elif state.ring.next is not None and not self._pending_moves:
+            new = ms.finish_transfer(state, self.name)
+            self._logs.append(Log("info", "ring_installed", {"epoch": new.ring.epoch}))
+        else:
+            return []
+        self._adopt(new)
+        return [Send(peer, Gossip(self.state)) for peer in self._peers()]
 
-    def _newer(self, state: ClusterState) -> bool:
-        """Higher epoch wins; equal epochs are settled by their encoding, the same everywhere."""
-        if state.epoch != self.state.epoch:
-            return state.epoch > self.state.epoch
-        return _state_encoder.encode(state) > _state_encoder.encode(self.state)
+    def _leave_when_done(self) -> list[Effect]:
+        """A leaving member whose partitions have all moved marks itself removed and stops."""
+        me = ms.member(self.state, self.name)
+        if me is None or self.stopping:
+            return []
+        if me.status == "leaving" and self.state.ring.next is None:
+            if self.name in self.state.ring.ring.owners:
+                return []
+            self._adopt(ms.mark_removed(self.state, self.name))
+        elif me.status != "removed":
+            return []
+        self.stopping = True
+        self._logs.append(Log("info", "left_cluster", {"name": self.name}))
+        # Gossip the removal to everyone, then stop once it has had time to leave.
+        effects: list[Effect] = [Send(peer, Gossip(self.state)) for peer in self._peers()]
+        effects.append(SetTimer("stop", self._now + 2 * self.config.gossip_interval))
+        return effects
 
-    def _adopt(self, state: ClusterState) -> None:
+    def _adopt(self, state: Membership) -> None:
         self.state = state
         self._persist_state(state)
+        self._refresh_moves()
+
+    def _refresh_moves(self) -> None:
+        moves: dict[int, set[str]] = {}
+        for partition, node in ms.pending_moves(self.state, self.replication):
+            moves.setdefault(partition, set()).add(node)
+        self._pending_moves = moves
+
+    def _my_moves(self) -> list[int]:
+        return sorted(p for p, nodes in self._pending_moves.items() if self.name in nodes)
+
+    # --- ownership transfer (receiving side pulls) ---------------------------------------
+    def _transfer_tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer("transfer", now + self.config.transfer_interval)]
+        effects.extend(self._start_pulls(now))
+        for pull in self.pulls.values():
+            if pull.in_flight and now < pull.deadline:
+                continue
+            effects.extend(self._request_batch(pull, now))
+        return effects
+
+    def _start_pulls(self, now: float) -> list[Effect]:
+        """Begin pulling the partitions this node still needs, up to the concurrency limit."""
+        effects: list[Effect] = []
+        record = self.state.ring
+        mine = set(self._my_moves()) if record.next is not None else set()
+        for partition in [
+            p for p, pull in self.pulls.items() if p not in mine or pull.epoch != record.epoch
+        ]:
+            del self.pulls[partition]
+        for partition in sorted(mine):
+            if len(self.pulls) >= self.config.transfer_concurrency:
+                break
+            if partition not in self.pulls:
+                sources = [
+                    x
+                    for x in record.ring.preference_list(partition, self.replication)
+                    if x != self.name
+                ]
+                pull = Pull(record.epoch, partition, sources)
+                pull.restore(self.engine.meta_get(pull.meta_name))
+                self.pulls[partition] = pull
+                self._logs.append(
+                    Log("info", "transfer_started", {"partition": partition, "sources": sources})
+                )
+                effects.extend(self._request_batch(pull, now))
+        return effects
+
+    def _request_batch(self, pull: Pull, now: float) -> list[Effect]:
+        while (
+            pull.source_index < len(pull.sources) and pull.sources[pull.source_index] in self.down
+        ):
+            # A source that is down is skipped: the other replicas hold its keys too.
+            pull.skipped.append(pull.sources[pull.source_index])
+            pull.source_index += 1
+            pull.cursor = b""
+            pull.keys_from_source = 0
+        if pull.source_index >= len(pull.sources):
+            return self._pull_finished(pull)
+        rid = self._rid()
+        pull.in_flight = rid
+        pull.deadline = now + self.config.request_timeout
+        source = pull.sources[pull.source_index]
+        limit = self.config.transfer_batch
+        return [Send(source, TransferRequest(rid, pull.partition, pull.cursor, limit))]
+
+    def _transfer_batch(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, TransferBatch)
+        pull = self.pulls.get(msg.partition)
+        if pull is None or pull.in_flight != msg.rid:
+            return []
+        pull.in_flight = 0
+        for raw in msg.records:
+            size = self.store.merge_record(raw, self._is_lww)
+            pull.keys += 1
+            pull.keys_from_source += 1
+            pull.bytes += size
+        if msg.total_keys:
+            pull.total_keys, pull.total_bytes = msg.total_keys, msg.total_bytes
+        pull.cursor = msg.last
+        if msg.done:
+            pull.source_index += 1
+            pull.cursor = b""
+            pull.keys_from_source = 0
+            pull.total_keys = pull.total_bytes = 0
+        self.engine.meta_put(pull.meta_name, pull.encode_cursor())
+        return self._request_batch(pull, now)
+
+    def _pull_finished(self, pull: Pull) -> list[Effect]:
+        del self.pulls[pull.partition]
+        self._logs.append(
+            Log(
+                "info",
+                "transfer_finished",
+                {"partition": pull.partition, "keys": pull.keys, "bytes": pull.bytes},
+            )
+        )
+        self._adopt(ms.mark_transferred(self.state, pull.partition, self.name))
+        effects = self._claim()
+        effects.extend(self._start_pulls(self._now))
+        claimant = ms.claimant(self.state)
+        if claimant != self.name:
+            effects.append(Send(claimant, Gossip(self.state)))
+        return effects
+
+    def _transfer_request(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """Serve one batch of a key partition to the node pulling it."""
+        assert isinstance(msg, TransferRequest)
+        size = self.state.ring.ring.size
+        if not 0 <= msg.partition < size or not 1 <= msg.limit <= 10_000:
+            raise InvalidRequest(f"bad transfer request for partition {msg.partition}")
+        start, end = partition_range(msg.partition, size)
+        records, last, done = self.store.scan_records(
+            start, end, msg.after, msg.limit, self.config.transfer_batch_bytes
+        )
+        total_keys = total_bytes = 0
+        if not msg.after:
+            total_keys, total_bytes = self.store.measure(start, end)
+        return [
+            Send(
+                source,
+                TransferBatch(msg.rid, msg.partition, records, last, done, total_keys, total_bytes),
+            )
+        ]
+
+    def _is_lww(self, bucket: str) -> bool:
+        return self.config.bucket(bucket).policy == "lww"
 
     # --- helpers ---------------------------------------------------------------------------
     def _rid(self) -> int:
@@ -912,7 +1127,8 @@ class Node:
 
     @property
     def ring(self) -> Ring:
-        return self.state.ring
+        """The installed ring (during a transfer, partitions already moved follow ring.next)."""
+        return self.state.ring.ring
 
 
 def _quorum_param(name: str, given: int | None, default: int, n: int) -> int:

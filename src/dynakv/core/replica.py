@@ -6,6 +6,8 @@ partition is one contiguous key range. Synchronous and engine-agnostic; no netwo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from dynakv import versions
@@ -60,3 +62,37 @@ class ReplicaStore:
         if merged != local:
             self.put(bucket, key, merged)
         return merged
+
+    def merge_record(self, raw: bytes, is_lww: Callable[[str], bool]) -> int:
+        """Merge one stored record from another node (ownership transfer); returns its size."""
+        try:
+            bucket, key, state = _record_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise InternalError(f"corrupt record in a transfer: {exc}") from exc
+        self.merge(bucket, key, versions.decode(state), is_lww(bucket))
+        return len(raw)
+
+    def scan_records(
+        self, start: bytes, end: bytes, after: bytes, limit: int, max_bytes: int
+    ) -> tuple[list[bytes], bytes, bool]:
+        """Stored records of [start, end) after key `after`: (records, last key, done)."""
+        records: list[bytes] = []
+        size = 0
+        last = after
+        for digest, raw in self.engine.scan(after or start, end):
+            if digest == after:
+                continue
+            records.append(raw)
+            size += len(raw)
+            last = digest
+            if len(records) >= limit or size >= max_bytes:
+                return records, last, False
+        return records, last, True
+
+    def measure(self, start: bytes, end: bytes) -> tuple[int, int]:
+        """(objects, bytes) stored in [start, end)."""
+        count = size = 0
+        for _, raw in self.engine.scan(start, end):
+            count += 1
+            size += len(raw)
+        return count, size

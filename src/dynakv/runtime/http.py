@@ -16,6 +16,7 @@ from aiohttp import web
 
 from dynakv import versions
 from dynakv.config import validate_location
+from dynakv.core import membership as ms
 from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, PutResult
 from dynakv.runtime.dashboard import DASHBOARD_HTML
@@ -187,7 +188,8 @@ class Api:
     async def cluster(self, request: web.Request) -> web.StreamResponse:
         node = self.server.node
         state = node.state
-        ownership = state.ring.ownership()
+        ring = state.ring.ring
+        ownership = ring.ownership()
         members = [
             {
                 "name": m.name,
@@ -199,11 +201,15 @@ class Api:
             }
             for m in state.members
         ]
+        target = state.ring.next
         body = {
             "cluster": state.cluster,
-            "epoch": state.epoch,
+            "epoch": state.ring.epoch,
+            "claimant": state.ring.claimant,
             "members": members,
-            "ring": {"size": state.ring.size, "owners": list(state.ring.owners)},
+            "ring": {"size": ring.size, "owners": list(ring.owners)},
+            "next_ring": None if target is None else {"owners": list(target.owners)},
+            "transfers_pending": len(ms.pending_moves(state, node.replication)),
         }
         return web.json_response(body)
 

@@ -29,6 +29,7 @@ from dynakv.core.events import (
     Send,
     SetTimer,
     Start,
+    Stop,
     TimerFired,
     is_client,
 )
@@ -87,6 +88,7 @@ class Server:
         self._tcp_server: asyncio.AbstractServer | None = None
         self._http_runner: Any = None
         self.stopped = asyncio.Event()
+        self.stop_requested = asyncio.Event()  # the node left the cluster
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -144,6 +146,9 @@ class Server:
                 self._set_timer(effect)  # type: ignore[arg-type]
             elif kind is Log:
                 _log_effect(effect)  # type: ignore[arg-type]
+            elif kind is Stop:
+                log.info("stopping reason=%s", effect.reason)  # type: ignore[union-attr]
+                self.stop_requested.set()
 
     def _hold(self, send: Send) -> None:
         self._effects_pending.append(send)
@@ -360,7 +365,7 @@ async def serve(config: NodeConfig, join: str | None = None) -> None:
     server = Server(config, join)
     await server.start()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = server.stop_requested
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
