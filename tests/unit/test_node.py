@@ -372,3 +372,39 @@ def test_phi_accrual_suspects_a_silent_primary_and_writes_go_to_a_fallback():
     )
     state = cluster.nodes[silent].replica("b", key)
     assert state is not None and [s.value for s in versions.live_values(state)] == [b"v"]
+
+
+def _corrupt(cluster: SimCluster, name: str, bucket: str, key: str) -> None:
+    from dynakv.ring import key_digest
+
+    engine = cluster.engines[name]
+    digest = key_digest(bucket, key)
+    raw = bytearray(engine.get(digest))
+    raw[len(raw) // 2] ^= 0xFF
+    engine.put(digest, bytes(raw))
+    engine.commit()
+
+
+def test_a_corrupt_copy_is_reported_read_as_missing_and_repaired():
+    cluster = make_cluster(3)
+    put(cluster, "n1", "b", "k", b"precious")
+    _corrupt(cluster, "n2", "b", "k")
+    assert cluster.nodes["n2"].replica("b", "k") is None  # corrupt reads as missing
+    cluster.run_for(1.0)
+    assert get(cluster, "n3", "b", "k").values == [b"precious"]
+    cluster.run_for(1.0)
+    repaired = cluster.nodes["n2"].replica("b", "k")
+    assert repaired is not None
+    assert [s.value for s in versions.live_values(repaired)] == [b"precious"]
+    assert cluster.nodes["n2"].store.corrupt_total >= 1
+    assert any(log.event == "corrupt_record" for _, name, log in cluster.logs if name == "n2")
+
+
+def test_a_coordinator_with_a_corrupt_copy_hands_the_put_to_another_replica():
+    cluster = make_cluster(3)
+    first = put(cluster, "n1", "b", "k", b"v1")
+    _corrupt(cluster, "n1", "b", "k")
+    reply = put(cluster, "n1", "b", "k", b"v2", first.context)
+    assert isinstance(reply, PutResult)
+    cluster.run_for(1.0)
+    assert get(cluster, "n2", "b", "k", r=3).values == [b"v2"]

@@ -36,7 +36,7 @@ from dynakv.core.failure import DetectorSettings, FailureDetector
 from dynakv.core.handoff import Hint, HintStore
 from dynakv.core.membership import MemberRecord, Membership
 from dynakv.core.quorum import GetQuorum, PutQuorum
-from dynakv.core.replica import ReplicaStore
+from dynakv.core.replica import CorruptRecord, ReplicaStore
 from dynakv.core.transfer import Pull
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
 from dynakv.messages import (
@@ -265,9 +265,26 @@ class Node:
             effects = self._start(now, event.join)
         else:
             raise TypeError(f"unknown event {event!r}")
+        if self.store.found_corrupt:
+            effects.extend(self._repair_corrupt(now))
         if self._logs:
             effects.extend(self._logs)
             self._logs = []
+        return effects
+
+    def _repair_corrupt(self, now: float) -> list[Effect]:
+        """Report each corrupt record found and read its key from every replica: the read
+        repair that follows writes the merged state over the corrupt copy."""
+        found, self.store.found_corrupt = self.store.found_corrupt, []
+        effects: list[Effect] = []
+        for bucket, key, why in found:
+            self._logs.append(
+                Log("error", "corrupt_record", {"bucket": bucket, "key": key, "why": why})
+            )
+            if bucket == "?" or self.epoch == 0:
+                continue  # only the digest is known (a transfer scan); anti-entropy finds it
+            props = self.config.bucket(bucket)
+            effects.extend(self._client_get(now, "", ClientGet(0, bucket, key, props.n)))
         return effects
 
     def shutdown(self) -> None:
@@ -288,6 +305,7 @@ class Node:
             "partitions_owned": len(self.ring.owned(self.name)),
             "hints_pending": self.hints.pending(),
             "hints_dropped": self.hints_dropped,
+            "corrupt_records_found": self.store.corrupt_total,
             "transfers_pending": len(self._my_moves()),
             "transfers": [pull.progress() for pull in self.pulls.values()],
             "keys": self.engine.count(),
@@ -369,7 +387,7 @@ class Node:
         for rid, get in list(self.gets.items()):
             if get.deadline > now:
                 break
-            if not get.replied:
+            if not get.replied and get.source:
                 got = len(get.quorum.replies)
                 effects.append(
                     Send(
@@ -632,12 +650,13 @@ class Node:
         quorum = get.quorum
         if not get.replied and quorum.enough():
             get.replied = True
-            try:
-                merged = quorum.outcome()
-            except Unavailable as exc:
-                effects.append(Send(get.source, _error(get.client_rid, exc)))
-            else:
-                effects.append(Send(get.source, _get_result(get.client_rid, merged)))
+            if get.source:  # empty for an internal read (repair of a corrupt copy)
+                try:
+                    merged = quorum.outcome()
+                except Unavailable as exc:
+                    effects.append(Send(get.source, _error(get.client_rid, exc)))
+                else:
+                    effects.append(Send(get.source, _get_result(get.client_rid, merged)))
         if quorum.complete():
             effects.extend(self._read_repair(get))
             del self.gets[rid]
@@ -675,7 +694,15 @@ class Node:
         if self.name not in replicas and msg.hops == 0:
             return self._forward(now, source, msg, replicas)
         lww = props.policy == "lww"
-        local = self.store.get(msg.bucket, msg.key)
+        try:
+            local = self.store.get(msg.bucket, msg.key, strict=True)
+        except CorruptRecord:
+            # Minting a dot without this node's history could reuse one: let another
+            # replica coordinate while read repair mends this copy.
+            others = [node for node in replicas if node != self.name]
+            if msg.hops == 0 and others:
+                return self._forward(now, source, msg, others)
+            raise
         if local is not None and (lww or (msg.delete and not msg.context)):
             # lww: a write replaces what this coordinator holds, and its timestamp must exceed
             # theirs, so merge order never changes the winner. A delete without a context
@@ -1059,7 +1086,11 @@ class Node:
             return []
         pull.in_flight = 0
         for raw in msg.records:
-            size = self.store.merge_record(raw, self._is_lww)
+            try:
+                size = self.store.merge_record(raw, self._is_lww)
+            except (CorruptRecord, InvalidRequest) as exc:
+                self._logs.append(Log("error", "corrupt_transfer_record", {"error": str(exc)}))
+                continue
             pull.keys += 1
             pull.keys_from_source += 1
             pull.bytes += size

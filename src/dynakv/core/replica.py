@@ -1,23 +1,52 @@
 """This node's own copy of each key: a DVVSet per (bucket, key) in the storage engine.
 
-The stored value is msgpack [bucket, key, encoded clock], under the key's MD5 digest, so a
-partition is one contiguous key range. Synchronous and engine-agnostic; no network here.
+The stored value is msgpack [bucket, key, encoded clock] followed by a CRC-32 of those
+bytes, under the key's MD5 digest, so a partition is one contiguous key range. A record
+whose checksum or structure is wrong is corrupt: reads treat it as missing (so quorum reads
+and read repair replace it from the other replicas) and note it in `found_corrupt` for the
+node to report and repair. Synchronous and engine-agnostic; no network here.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import msgspec
 
 from dynakv import versions
-from dynakv.errors import InternalError
+from dynakv.errors import InternalError, InvalidRequest
 from dynakv.ring import key_digest
 from dynakv.storage.engine import Engine
 from dynakv.versions import Clock
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(tuple[str, str, bytes])
+CHECKSUM_BYTES = 4
+
+
+class CorruptRecord(InternalError):
+    """A stored record failed its checksum or could not be decoded."""
+
+
+def seal(bucket: str, key: str, state: bytes) -> bytes:
+    """The stored form of a record: payload plus CRC-32 of the payload."""
+    payload = _record_encoder.encode((bucket, key, state))
+    return payload + zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big")
+
+
+def unseal(raw: bytes) -> tuple[str, str, bytes]:
+    """(bucket, key, state) of a stored record; CorruptRecord when it fails its checksum."""
+    payload, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
+    if (
+        len(raw) <= CHECKSUM_BYTES
+        or zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != checksum
+    ):
+        raise CorruptRecord("checksum mismatch")
+    try:
+        return _record_decoder.decode(payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise CorruptRecord(f"undecodable record: {exc}") from exc
 
 
 class ReplicaStore:
@@ -26,29 +55,48 @@ class ReplicaStore:
     def __init__(self, engine: Engine, drop_siblings: bool = False) -> None:
         self.engine = engine
         self._drop_siblings = drop_siblings  # an injected bug (core.bugs), never in production
+        self.found_corrupt: list[tuple[str, str, str]] = []  # (bucket, key, why), for the node
+        self.corrupt_total = 0
 
-    def get_state(self, bucket: str, key: str) -> bytes | None:
-        """The encoded clock as stored, without decoding it."""
+    def get_state(self, bucket: str, key: str, strict: bool = False) -> bytes | None:
+        """The encoded clock as stored, without decoding it.
+
+        A corrupt record reads as missing (noted in found_corrupt), or raises CorruptRecord
+        when `strict` — for a coordinator, which must never mint dots without its history.
+        """
         raw = self.engine.get(key_digest(bucket, key))
         if raw is None:
             return None
         try:
-            stored_bucket, stored_key, state = _record_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise InternalError(f"corrupt record for {bucket}/{key}: {exc}") from exc
-        if stored_bucket != bucket or stored_key != key:
-            # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
-            raise InternalError(f"digest collision between {bucket}/{key} and the stored key")
+            stored_bucket, stored_key, state = unseal(raw)
+            if stored_bucket != bucket or stored_key != key:
+                # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
+                raise CorruptRecord(f"the stored key is {stored_bucket}/{stored_key}")
+            if strict:
+                versions.decode(state)
+        except (CorruptRecord, InvalidRequest) as exc:
+            self.corrupt_total += 1
+            self.found_corrupt.append((bucket, key, str(exc)))
+            if strict:
+                raise CorruptRecord(f"the local copy of {bucket}/{key} is corrupt") from exc
+            return None
         return state
 
-    def get(self, bucket: str, key: str) -> Clock | None:
-        state = self.get_state(bucket, key)
-        return None if state is None else versions.decode(state)
+    def get(self, bucket: str, key: str, strict: bool = False) -> Clock | None:
+        state = self.get_state(bucket, key, strict)
+        if state is None:
+            return None
+        try:
+            return versions.decode(state)
+        except InvalidRequest:
+            self.corrupt_total += 1
+            self.found_corrupt.append((bucket, key, "undecodable clock"))
+            return None
 
     def put(self, bucket: str, key: str, clock: Clock) -> bytes:
         """Store the clock; returns its encoding (to send on to other replicas)."""
         state = versions.encode(clock)
-        self.engine.put(key_digest(bucket, key), _record_encoder.encode((bucket, key, state)))
+        self.engine.put(key_digest(bucket, key), seal(bucket, key, state))
         return state
 
     def merge(self, bucket: str, key: str, incoming: Clock, lww: bool) -> Clock:
@@ -65,10 +113,7 @@ class ReplicaStore:
 
     def merge_record(self, raw: bytes, is_lww: Callable[[str], bool]) -> int:
         """Merge one stored record from another node (ownership transfer); returns its size."""
-        try:
-            bucket, key, state = _record_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise InternalError(f"corrupt record in a transfer: {exc}") from exc
+        bucket, key, state = unseal(raw)
         self.merge(bucket, key, versions.decode(state), is_lww(bucket))
         return len(raw)
 
@@ -82,9 +127,15 @@ class ReplicaStore:
         for digest, raw in self.engine.scan(after or start, end):
             if digest == after:
                 continue
+            last = digest
+            try:
+                unseal(raw)
+            except CorruptRecord as exc:
+                self.corrupt_total += 1
+                self.found_corrupt.append(("?", digest.hex(), str(exc)))
+                continue  # never hand on a corrupt copy; the other replicas have the key
             records.append(raw)
             size += len(raw)
-            last = digest
             if len(records) >= limit or size >= max_bytes:
                 return records, last, False
         return records, last, True
