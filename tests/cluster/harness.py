@@ -78,6 +78,8 @@ class NodeProcess:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    # the command before `serve`; it must exec (not fork) so proc.pid is the node itself
+    launcher: list[str] = field(default_factory=lambda: [sys.executable, "-m", "dynakv"])
 
     @property
     def url(self) -> str:
@@ -85,7 +87,7 @@ class NodeProcess:
 
     def start(self, join: str | None = None) -> None:
         args = [
-            sys.executable, "-m", "dynakv", "serve",
+            *self.launcher, "serve",
             "--name", self.name,
             "--data-dir", str(self.data_dir),
             "--listen", self.node_addr,
