@@ -1,24 +1,48 @@
-"""Many real core.Nodes in one process on a virtual clock, wired by an in-memory network.
+"""Many real core.Nodes in one process on a virtual clock, wired by a seeded simulated network.
 
-Deterministic: one seed fixes every choice. Messages are delivered in order of their delivery
-time (ties by send order); a node that is down loses its uncommitted writes and every
-message sent to it. The storage engine commits after each handled event, before the effects
-of that event leave the node, as the runtime's group commit does.
+Deterministic: one seed fixes every choice (each concern draws from its own `random.Random`
+seeded from it), and nothing iterates a set or a str-keyed hash order where order matters.
+Events are delivered in order of their time, ties by the order they were scheduled. The
+storage engine commits after each handled event, before the effects of that event leave the
+node, as the runtime's group commit does; so a crash (`MemoryEngine.crash()`) loses only
+in-memory state. A node's clock is virtual time plus its skew.
+
+Failure detection: when a node stops, every up node gets `PeerDown` for it (its connections
+broke), and a message sent to a stopped node answers its sender with `PeerDown`; a restarted
+node is announced with `PeerUp`. Partitions drop messages silently: requests then time out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from dynakv.config import NodeConfig
-from dynakv.core.events import Event, Log, PeerDown, Received, Send, SetTimer, Start, TimerFired
+from dynakv.core.bugs import NO_BUGS, InjectedBugs
+from dynakv.core.events import (
+    Event,
+    Log,
+    PeerDown,
+    PeerUp,
+    Received,
+    Send,
+    SetTimer,
+    Start,
+    Stop,
+    TimerFired,
+)
 from dynakv.core.node import Node
-from dynakv.messages import Message
+from dynakv.messages import ErrorReply, Message
+from dynakv.sim.network import Link, Network
+from dynakv.sim.options import SimOptions
 from dynakv.storage.memory import MemoryEngine
+
+REFUSED = "refused"  # error code the simulator answers a client with when its node is down
 
 
 def default_config(name: str) -> NodeConfig:
@@ -27,47 +51,91 @@ def default_config(name: str) -> NodeConfig:
     )
 
 
-@dataclass(order=True)
-class _Scheduled:
-    at: float
-    seq: int
-    target: str = field(compare=False)
-    event: Event = field(compare=False)
+# A queue entry: (at, seq, target, event). seq is unique, so tuples never compare further;
+# target "" marks harness code (a callable) rather than an event for a node.
+_Scheduled = tuple[float, int, str, "Event | Callable[[], None]"]
 
 
 class SimCluster:
-    """A cluster of nodes plus client endpoints; `run_until` advances virtual time."""
+    """A cluster of nodes plus client endpoints; `run_until` / `run_for` advance virtual time.
+
+    Client endpoints are names starting with '#'. Replies to one are passed to the handler
+    given to `attach_client`, or else collected in `inbox[name]`.
+    """
 
     def __init__(
         self,
         names: list[str],
         seed: int = 0,
         config: Callable[[str], NodeConfig] | None = None,
-        latency: Callable[[random.Random], float] = lambda rng: rng.uniform(0.0005, 0.002),
+        options: SimOptions | None = None,
+        bugs: InjectedBugs = NO_BUGS,
+        trace: Callable[[str], None] | None = None,
     ) -> None:
-        self.rng = random.Random(seed)
+        self.options = options or SimOptions()
+        self.seed = seed
+        self.bugs = bugs
+        self.trace = trace
+        self._node_rng = random.Random(f"nodes-{seed}")
+        self._clock_rng = random.Random(f"clocks-{seed}")
+        self.network = Network(self.options, random.Random(f"network-{seed}"))
         self.now = 0.0
-        self.latency = latency
         self._queue: list[_Scheduled] = []
         self._seq = itertools.count()
         self._make_config = config or default_config
+        self.names = list(names)
         self.engines: dict[str, MemoryEngine] = {}
         self.nodes: dict[str, Node] = {}
+        self.skew: dict[str, float] = {}
         self.up: set[str] = set()
-        self.inbox: dict[str, list[Message]] = {}  # client endpoints ("#...") -> replies
+        self.inbox: dict[str, list[Message]] = {}  # client endpoints without a handler
+        self.clients: dict[str, Callable[[float, Message], None]] = {}
         self.logs: list[tuple[float, str, Log]] = []
         self.timers: dict[tuple[str, str], float] = {}
-        self.cut_links: set[tuple[str, str]] = set()  # (from, to): messages silently dropped
+        self.node_rngs: dict[str, random.Random] = {}  # the Random each node was given
+        self.wipes = 0
+        self.delivered = 0
         for name in names:
             self.engines[name] = MemoryEngine()
             self.start(name, join=None if name == names[0] else names[0])
 
+    def reseed(
+        self, seed: int, options: SimOptions, trace: Callable[[str], None] | None = None
+    ) -> None:
+        """Go on as run `seed` of a copy of this cluster: fresh random streams (the network's,
+        the clocks', each node's own Random), these fault options, new clock skews."""
+        self.seed = seed
+        self.options = options
+        self.trace = trace
+        self._node_rng = random.Random(f"nodes-{seed}")
+        self._clock_rng = random.Random(f"clocks-{seed}")
+        self.network = Network(options, random.Random(f"network-{seed}"))
+        for name in sorted(self.node_rngs):
+            self.node_rngs[name].seed(f"node-{name}-{seed}")
+        for name in sorted(self.skew):
+            self.skew[name] = self._clock_rng.uniform(0.0, options.clock_skew_max)
+        self.logs.clear()
+        self.wipes = self.delivered = 0
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            self.note(f"run {name} actor={node.actor} skew={self.skew[name]:.3f}")
+
     # --- node lifecycle --------------------------------------------------------------------
     def start(self, name: str, join: str | None = None) -> None:
-        node = Node(self._make_config(name), self.engines[name], random.Random(self.rng.random()))
+        """Start (or restart) a node on its engine; `join` names a member to join through."""
+        if self.options.clock_skew_max:
+            self.skew[name] = self._clock_rng.uniform(0.0, self.options.clock_skew_max)
+        else:
+            self.skew[name] = 0.0
+        rng = random.Random(self._node_rng.random())
+        self.node_rngs[name] = rng
+        node = Node(self._make_config(name), self.engines[name], rng, bugs=self.bugs)
         self.engines[name].commit()
         self.nodes[name] = node
         self.up.add(name)
+        self.note(f"start {name} actor={node.actor} skew={self.skew[name]:.3f}")
+        for other in sorted(self.up - {name}):
+            self.deliver(other, PeerUp(name))
         join_addr = self.nodes[join].config.node_addr if join else None
         self._handle(name, Start(join=join_addr))
 
@@ -76,79 +144,188 @@ class SimCluster:
         self.up.discard(name)
         self.engines[name].crash()
         self.timers = {k: v for k, v in self.timers.items() if k[0] != name}
-        for other in self.up:
+        self.note(f"crash {name}")
+        for other in sorted(self.up):
             self.deliver(other, PeerDown(name))
+
+    def restart(self, name: str, wipe: bool = False) -> None:
+        """Start a stopped node again; with `wipe`, on a new empty disk (a new incarnation).
+
+        Like a service's command line, a restart always names a member to join through (an
+        up one if any): a node that has not joined yet (its disk is new, or it stopped
+        before the join completed) joins, instead of founding a cluster of its own.
+        """
+        if wipe:
+            self.engines[name] = MemoryEngine()
+            self.wipes += 1
+            self.note(f"wipe {name}")
+        others = sorted(self.up - {name}) or sorted(set(self.names) - {name})
+        self.start(name, join=others[0] if others else None)
 
     def cut(self, a: str, b: str, both_ways: bool = True) -> None:
         """Drop every message from a to b (and b to a) without telling anyone."""
-        self.cut_links.add((a, b))
-        if both_ways:
-            self.cut_links.add((b, a))
+        links = {(a, b), (b, a)} if both_ways else {(a, b)}
+        self.partition(self.network.cut | links, f"cut {a}{'-' if both_ways else '->'}{b}")
+
+    def partition(self, cut: set[Link], description: str = "partition") -> None:
+        self.network.partition(cut)
+        self.note(description)
 
     def heal(self) -> None:
-        self.cut_links.clear()
+        self.network.heal()
+        self.note("heal")
+
+    def node_now(self, name: str) -> float:
+        """The node's own clock: virtual time plus its skew."""
+        return self.now + self.skew[name]
+
+    def members_agree(self) -> bool:
+        """Every up node has installed the same ring, owned by every node, and moves nothing."""
+        names = sorted(self.names)
+        rings = [self.nodes[name].ring for name in sorted(self.up)]
+        return (
+            bool(rings)
+            and all(ring == rings[0] and ring.members() == names for ring in rings)
+            and all(not self.nodes[name].status().get("transfers_pending") for name in self.up)
+        )
 
     # --- time and delivery -----------------------------------------------------------------
     def deliver(self, target: str, event: Event, delay: float = 0.0) -> None:
-        heapq.heappush(self._queue, _Scheduled(self.now + delay, next(self._seq), target, event))
+        heapq.heappush(self._queue, (self.now + delay, next(self._seq), target, event))
+
+    def call_at(self, at: float, action: Callable[[], None]) -> None:
+        """Run `action` (harness code: a client, the nemesis) at virtual time `at`."""
+        heapq.heappush(self._queue, (max(at, self.now), next(self._seq), "", action))
+
+    def attach_client(self, client: str, handler: Callable[[float, Message], None]) -> None:
+        self.clients[client] = handler
 
     def request(self, node: str, client: str, message: Message) -> None:
         """A client endpoint (name starting with '#') sends a message to a node."""
-        self.inbox.setdefault(client, [])
-        self.deliver(node, Received(client, message), self.latency(self.rng))
+        if client not in self.clients:
+            self.inbox.setdefault(client, [])
+        self._transmit(client, node, message)
 
     def run_until(self, predicate: Callable[[], bool], limit: float = 60.0) -> bool:
         deadline = self.now + limit
         while not predicate():
-            if not self._queue or self._queue[0].at > deadline:
+            if not self._queue or self._queue[0][0] > deadline:
                 return False
             self.step()
         return True
 
     def run_for(self, seconds: float) -> None:
         deadline = self.now + seconds
-        while self._queue and self._queue[0].at <= deadline:
+        while self._queue and self._queue[0][0] <= deadline:
             self.step()
         self.now = deadline
 
     def step(self) -> None:
-        item = heapq.heappop(self._queue)
-        self.now = max(self.now, item.at)
-        if item.target.startswith("#"):
-            assert isinstance(item.event, Received)
-            self.inbox.setdefault(item.target, []).append(item.event.message)
+        at, _, target, event = heapq.heappop(self._queue)
+        self.now = max(self.now, at)
+        if not target:
+            assert callable(event)
+            event()
             return
-        if item.target not in self.up:
+        assert not callable(event)
+        if target.startswith("#"):
+            assert isinstance(event, Received)
+            self._trace_delivery(event.source, target, event.message)
+            handler = self.clients.get(target)
+            if handler is None:
+                self.inbox.setdefault(target, []).append(event.message)
+            else:
+                handler(self.now, event.message)
             return
-        if isinstance(item.event, TimerFired):
-            key = (item.target, item.event.name)
-            if self.timers.get(key) != item.at:
+        if target not in self.up:
+            if isinstance(event, Received) and event.source.startswith("#"):
+                rid = getattr(event.message, "rid", 0)
+                refused = ErrorReply(rid, REFUSED, f"connection to {target} refused")
+                self._transmit(target, event.source, refused)
+            return
+        if isinstance(event, TimerFired):
+            key = (target, event.name)
+            if self.timers.get(key) != at:
                 return  # replaced or cancelled
             del self.timers[key]
-        self._handle(item.target, item.event)
+        elif isinstance(event, Received):
+            self._trace_delivery(event.source, target, event.message)
+        self._handle(target, event)
 
     def _handle(self, name: str, event: Event) -> None:
-        effects = self.nodes[name].handle(self.now, event)
+        skew = self.skew[name]
+        effects = self.nodes[name].handle(self.now + skew, event)
         self.engines[name].commit()
         for effect in effects:
             if isinstance(effect, Send):
                 self._send(name, effect)
             elif isinstance(effect, SetTimer):
-                self.timers[(name, effect.name)] = effect.at
-                heapq.heappush(
-                    self._queue,
-                    _Scheduled(effect.at, next(self._seq), name, TimerFired(effect.name)),
-                )
+                at = effect.at - skew
+                self.timers[(name, effect.name)] = at
+                heapq.heappush(self._queue, (at, next(self._seq), name, TimerFired(effect.name)))
             elif isinstance(effect, Log):
                 self.logs.append((self.now, name, effect))
+                if self.trace is not None:
+                    fields = " ".join(f"{k}={v}" for k, v in sorted(effect.fields.items()))
+                    self.note(f"log {name} {effect.level} {effect.event} {fields}")
+            elif isinstance(effect, Stop):
+                self.up.discard(name)  # the node left the cluster and shut itself down
 
     def _send(self, sender: str, send: Send) -> None:
         to = send.to
         if to.startswith("@"):
             to = next(n for n, node in self.nodes.items() if node.config.node_addr == to[1:])
-        if (sender, to) in self.cut_links:
+        if (sender, to) in self.network.cut:
+            self._trace_loss(sender, to, send.message, "cut")
             return
         if not to.startswith("#") and to not in self.up:
-            self.deliver(sender, PeerDown(to), self.latency(self.rng))
+            self.deliver(sender, PeerDown(to), self.network.delay())
             return
-        self.deliver(to, Received(sender, send.message), self.latency(self.rng))
+        self._transmit(sender, to, send.message)
+
+    def _transmit(self, sender: str, to: str, message: Message) -> None:
+        fates = self.network.fates(sender, to)
+        if not fates:
+            self._trace_loss(sender, to, message, "lost")
+        for delay in fates:
+            self.deliver(to, Received(sender, message), delay)
+
+    # --- trace -------------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"{self.now:11.6f} * {text}")
+
+    def _trace_delivery(self, source: str, target: str, message: Message) -> None:
+        self.delivered += 1
+        if self.trace is not None:
+            self.trace(f"{self.now:11.6f} {source} -> {target} {describe(message)}")
+
+    def _trace_loss(self, source: str, target: str, message: Message, why: str) -> None:
+        if self.trace is not None:
+            self.trace(f"{self.now:11.6f} {source} -x {target} {why} {describe(message)}")
+
+
+def describe(message: Message) -> str:
+    """A message on one line for the trace: its type and fields, long bytes as a digest."""
+    parts = [type(message).__name__]
+    for name in message.__struct_fields__:
+        value = getattr(message, name)
+        if isinstance(value, bytes):
+            shown = _short_bytes(value)
+        elif isinstance(value, list) and all(isinstance(v, bytes) for v in value):
+            shown = "[" + ",".join(_short_bytes(v) for v in value) + "]"
+        elif isinstance(value, msgspec.Struct):  # e.g. membership state: its type and digest
+            digest = hashlib.md5(msgspec.msgpack.encode(value)).hexdigest()[:8]
+            shown = f"{type(value).__name__}:{digest}"
+        else:
+            shown = repr(value)
+            if len(shown) > 40:
+                shown = shown[:24] + "~" + hashlib.md5(shown.encode()).hexdigest()[:8]
+        parts.append(f"{name}={shown}")
+    return " ".join(parts)
+
+
+def _short_bytes(value: bytes) -> str:
+    if len(value) <= 48:
+        return repr(value)
+    return f"<{len(value)}B:{hashlib.md5(value).hexdigest()[:8]}>"

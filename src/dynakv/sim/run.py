@@ -1,0 +1,204 @@
+"""One simulated run from a seed: form a cluster, run a workload under faults, heal, check.
+
+The phases: the nodes join (on a calm network with true clocks, once per process; each run
+starts from a copy of that cluster and the seed draws everything after, clock skews
+included); clients run for `duration` while the nemesis injects faults; the faults stop
+(partitions heal, stopped nodes restart, the network calms), clients finish and hinted
+handoff drains; then, since nodes have no anti-entropy yet, convergence comes from read
+repair: the harness reads every key through a coordinator with R=N, repeatedly, until every
+primary replica holds the same state (or a bound is reached); last, it reads each primary's
+own copy directly (`Node.replica`) and hands the history and those reads to the checker.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+
+from dynakv import versions
+from dynakv.config import BucketProps, NodeConfig
+from dynakv.core.bugs import NO_BUGS, InjectedBugs
+from dynakv.messages import ClientGet, GetResult, Message
+from dynakv.sim.checker import (
+    Op,
+    Read,
+    ReplicaRead,
+    Report,
+    check_cart,
+    check_lww,
+    check_register,
+)
+from dynakv.sim.cluster import SimCluster, default_config
+from dynakv.sim.nemesis import Nemesis
+from dynakv.sim.options import SimOptions
+from dynakv.sim.workload import Workload, WorkloadName, WorkloadOptions
+
+CHECKERS = {"cart": check_cart, "register": check_register, "lww": check_lww}
+BUGS = tuple(f.name for f in dataclasses.fields(InjectedBugs))
+REPAIR_ROUNDS = 8  # R=N reads per key, at most, to bring its replicas together
+HANDOFF_LIMIT = 60.0  # virtual seconds to wait, after the faults, for hints to drain
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run: the workload, cluster size, faults, and an injected bug (tests only)."""
+
+    workload: WorkloadName = "cart"
+    nodes: int = 5
+    options: SimOptions = field(default_factory=SimOptions)
+    load: WorkloadOptions = field(default_factory=WorkloadOptions)
+    bug: str | None = None
+    request_timeout: float = 1.0  # the nodes' coordinator timeout (virtual seconds)
+    settle: float = 5.0  # after the faults stop, before the final repair reads
+
+    def __post_init__(self) -> None:
+        if self.nodes < 3:
+            raise ValueError("the simulator needs at least 3 nodes (N=3)")
+        if self.bug is not None and self.bug not in BUGS:
+            raise ValueError(f"unknown bug {self.bug!r}; choose from {', '.join(BUGS)}")
+
+
+@dataclass
+class RunResult:
+    seed: int
+    report: Report
+    history: list[Op]
+    replicas: list[ReplicaRead]
+    virtual_time: float
+    messages: int
+    partitions: int
+    crashes: int
+    wipes: int
+
+
+def node_config(name: str, request_timeout: float) -> NodeConfig:
+    return dataclasses.replace(
+        default_config(name),
+        request_timeout=request_timeout,
+        buckets={"lww": BucketProps(policy="lww")},
+    )
+
+
+def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None = None) -> RunResult:
+    """Run one seed to the checker's verdict; `trace` gets every line of the run's trace."""
+    cluster = copy.deepcopy(formed_cluster(config.nodes, config.bug, config.request_timeout))
+    cluster.reseed(seed, config.options, trace)
+    end = cluster.now + config.load.duration
+    workload = Workload(
+        config.workload, cluster, random.Random(f"workload-{seed}"), config.load, end
+    )
+    nemesis = Nemesis(cluster, config.options, random.Random(f"nemesis-{seed}"), end)
+    cluster.run_for(config.load.duration)
+    nemesis.stop()
+    cluster.run_until(workload.idle, limit=config.load.client_timeout + 1.0)
+    workload.finish()
+    cluster.run_for(config.settle)
+    cluster.run_until(lambda: _hints_pending(cluster) == 0, limit=HANDOFF_LIMIT)
+    final_reads = _repair(cluster, workload.bucket, workload.keys, config)
+    replicas = _replica_reads(cluster, workload.bucket, workload.keys)
+    history = workload.history + final_reads
+    report = CHECKERS[config.workload](history, replicas)
+    return RunResult(
+        seed,
+        report,
+        history,
+        replicas,
+        cluster.now,
+        cluster.delivered,
+        nemesis.partitions,
+        nemesis.crashes,
+        cluster.wipes,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def formed_cluster(nodes: int, bug: str | None, request_timeout: float) -> SimCluster:
+    """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
+    network with true clocks. Seed-independent, so it is formed once per process."""
+    bugs = InjectedBugs(**{bug: True}) if bug else NO_BUGS
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    config = functools.partial(node_config, request_timeout=request_timeout)
+    cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
+    if not cluster.run_until(cluster.members_agree, limit=60.0):
+        raise RuntimeError(f"{nodes} nodes did not form a cluster")
+    return cluster
+
+
+def run_seeds(seeds: list[int], config: RunConfig, jobs: int = 1) -> Iterator[RunResult]:
+    """Run each seed (in `jobs` forked processes when > 1); results come in seed order."""
+    if jobs <= 1 or len(seeds) < 2:
+        for seed in seeds:
+            yield run_seed(seed, config)
+        return
+    with get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_run_job, [(seed, config) for seed in seeds], chunksize=2)
+
+
+def _run_job(job: tuple[int, RunConfig]) -> RunResult:
+    return run_seed(*job)
+
+
+def _hints_pending(cluster: SimCluster) -> int:
+    return sum(int(cluster.nodes[name].status().get("hints_pending", 0)) for name in cluster.names)
+
+
+def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:
+    ring = cluster.nodes[cluster.names[0]].ring
+    n = cluster.nodes[cluster.names[0]].config.bucket(bucket).n
+    return ring.preference_list(ring.partition(bucket, key), n)
+
+
+def _repair(cluster: SimCluster, bucket: str, keys: list[str], config: RunConfig) -> list[Read]:
+    """Read each key with R=N until its replicas agree: read repair does the converging."""
+    client = "#final"
+    replies: list[Message] = []
+    cluster.attach_client(client, lambda now, message: replies.append(message))
+    reads: list[Read] = []
+    names = sorted(cluster.names)
+    rid = 0
+    for key in keys:
+        replicas = replicas_of(cluster, bucket, key)
+        n = len(replicas)
+        for attempt in range(REPAIR_ROUNDS):
+            rid += 1
+            coordinator = names[(rid - 1) % len(names)]
+            invoke = cluster.now
+            cluster.request(coordinator, client, ClientGet(rid, bucket, key, r=n))
+            this = rid
+            answered = cluster.run_until(
+                lambda this=this: any(getattr(m, "rid", None) == this for m in replies),
+                limit=config.request_timeout * 2 + 1.0,
+            )
+            reply = next((m for m in replies if getattr(m, "rid", None) == this), None)
+            ok = answered and isinstance(reply, GetResult)
+            values = tuple(reply.values) if isinstance(reply, GetResult) else ()
+            reads.append(
+                Read("final", bucket, key, invoke, cluster.now, "ok" if ok else "failed", values)
+            )
+            cluster.run_for(0.2)  # let the read repair land
+            states = [cluster.nodes[name].replica(bucket, key) for name in replicas]
+            if ok and all(state == states[0] for state in states):
+                break
+            if not ok:
+                cluster.run_for(1.0 + attempt)  # a replica still seen as down: gossip on
+    return reads
+
+
+def _replica_reads(cluster: SimCluster, bucket: str, keys: list[str]) -> list[ReplicaRead]:
+    out: list[ReplicaRead] = []
+    for key in keys:
+        for name in replicas_of(cluster, bucket, key):
+            clock = cluster.nodes[name].replica(bucket, key)
+            if clock is None:
+                out.append(ReplicaRead(name, bucket, key, (), 0, ""))
+                continue
+            every = versions.values(clock)
+            live = sorted(s.value for s in every if not s.deleted)
+            context = versions.encode_context(versions.join(clock))
+            out.append(ReplicaRead(name, bucket, key, tuple(live), len(every) - len(live), context))
+    return out

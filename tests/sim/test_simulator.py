@@ -1,0 +1,131 @@
+"""The simulator itself: one seed fixes the whole run, and each fault does what it says."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from dynakv.core.events import Received
+from dynakv.messages import ClientGet, GetResult
+from dynakv.sim.cluster import REFUSED, SimCluster
+from dynakv.sim.network import Network, partition_links
+from dynakv.sim.options import SimOptions, parse_faults
+from dynakv.sim.run import RunConfig, run_seed
+
+NAMES = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def traced(seed: int, workload: str = "cart") -> list[str]:
+    lines: list[str] = []
+    config = RunConfig(workload, options=SimOptions().with_faults("all"))
+    run_seed(seed, config, trace=lines.append)
+    return lines
+
+
+def test_the_same_seed_gives_the_same_trace():
+    first = traced(3)
+    assert first == traced(3)
+    assert first != traced(4)
+    assert any(" crash " in line or " wipe " in line for line in first)
+
+
+def test_the_trace_does_not_depend_on_the_hash_seed():
+    command = [
+        sys.executable, "-m", "dynakv.sim", "--seed", "2", "--trace",
+        "--workload", "register", "--faults", "all", "--duration", "4",
+    ]  # fmt: skip
+    outputs = []
+    for hash_seed in ("0", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        done = subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b"\n") > 1000
+
+
+@pytest.mark.parametrize(
+    ("mode", "check"),
+    [
+        ("isolate", lambda cut: len(cut) == 8),  # one node, both ways, to each of 4 others
+        ("halves", lambda cut: len(cut) == 12),  # 2 x 3 pairs, both ways
+        ("bridge", lambda cut: len(cut) == 8),  # 2 x 2 pairs, both ways; the bridge sees all
+        ("one_way", lambda cut: all((b, a) not in cut for a, b in cut)),
+        ("links", lambda cut: cut and all((b, a) in cut for a, b in cut)),
+    ],
+)
+def test_partition_modes_cut_the_links_they_describe(mode, check):
+    for seed in range(20):
+        description, cut = partition_links(mode, NAMES, random.Random(seed))
+        assert check(cut), (description, sorted(cut))
+        assert all(a != b and {a, b} <= set(NAMES) for a, b in cut)
+
+
+def test_a_bridge_node_keeps_both_sides_in_reach():
+    description, cut = partition_links("bridge", NAMES, random.Random(1))
+    touched = {a for a, _ in cut}
+    bridge = next(name for name in NAMES if name not in touched)
+    assert f"| {bridge} |" in description
+
+
+def test_a_lossy_network_drops_duplicates_and_delays_but_a_calm_one_only_delays():
+    options = SimOptions(drop_probability=0.2, duplicate_probability=0.2)
+    network = Network(options, random.Random(1))
+    fates = [network.fates("n1", "n2") for _ in range(2000)]
+    assert 300 < sum(1 for f in fates if not f) < 500
+    assert 250 < sum(1 for f in fates if len(f) == 2) < 450
+    assert all(network.fates("#c", "n1") for _ in range(100))  # clients only get delays
+    network.calm = True
+    assert all(len(network.fates("n1", "n2")) == 1 for _ in range(100))
+
+
+def test_a_wiped_node_comes_back_empty_with_a_new_incarnation_and_rejoins():
+    cluster = SimCluster(NAMES[:3], seed=1)
+    assert cluster.run_until(cluster.members_agree)
+    old = cluster.nodes["n2"].actor
+    cluster.crash("n2")
+    cluster.restart("n2", wipe=True)
+    assert cluster.nodes["n2"].engine.count() == 0
+    assert cluster.nodes["n2"].actor != old
+    assert cluster.run_until(cluster.members_agree, limit=30.0)
+
+
+def test_a_restart_without_wipe_keeps_the_actor():
+    cluster = SimCluster(NAMES[:3], seed=1)
+    assert cluster.run_until(cluster.members_agree)
+    old = cluster.nodes["n3"].actor
+    cluster.crash("n3")
+    cluster.restart("n3")
+    assert cluster.nodes["n3"].actor == old
+
+
+def test_clock_skew_moves_a_node_clock_ahead_of_virtual_time():
+    cluster = SimCluster(NAMES[:3], seed=2, options=SimOptions(clock_skew_max=5.0))
+    skews = [cluster.node_now(name) - cluster.now for name in NAMES[:3]]
+    assert all(0.0 <= skew <= 5.0 for skew in skews)
+    assert len(set(skews)) == 3
+    assert cluster.run_until(cluster.members_agree)  # timers follow each node's own clock
+
+
+def test_a_request_to_a_stopped_node_is_refused():
+    cluster = SimCluster(NAMES[:3], seed=1)
+    assert cluster.run_until(cluster.members_agree)
+    cluster.crash("n1")
+    cluster.request("n1", "#c", ClientGet(7, "b", "k"))
+    assert cluster.run_until(lambda: bool(cluster.inbox["#c"]))
+    reply = cluster.inbox["#c"][0]
+    assert getattr(reply, "code", None) == REFUSED
+    cluster.deliver("n2", Received("#c", ClientGet(8, "b", "k")))
+    assert cluster.run_until(lambda: any(isinstance(m, GetResult) for m in cluster.inbox["#c"]))
+
+
+def test_fault_names_parse_and_unknown_ones_are_refused():
+    assert parse_faults("all") == frozenset({"partition", "crash", "wipe", "loss", "skew"})
+    assert parse_faults("none") == frozenset()
+    assert parse_faults("crash, loss") == frozenset({"crash", "loss"})
+    with pytest.raises(ValueError, match="unknown faults"):
+        parse_faults("crash,meteor")
