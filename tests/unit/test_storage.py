@@ -25,6 +25,7 @@ import dynakv
 from dynakv.errors import InternalError
 from dynakv.storage import Engine, LmdbEngine, MemoryEngine, open_engine
 from dynakv.storage.lmdb import NONE_COMMIT_EVERY
+from dynakv.storage.pipelined import PipelinedEngine
 
 SMALL_MAP = 64 << 20
 
@@ -36,10 +37,12 @@ def digest(i: int) -> bytes:
 def make_engine(kind: str, path: Path) -> Engine:
     if kind == "memory":
         return MemoryEngine()
+    if kind == "pipelined":
+        return PipelinedEngine(LmdbEngine(path / "db", "fsync", map_size=SMALL_MAP))
     return LmdbEngine(path / "db", kind.removeprefix("lmdb-"), map_size=SMALL_MAP)
 
 
-@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os"])
+@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os", "pipelined"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(request.param, tmp_path)
     yield eng
@@ -601,3 +604,28 @@ def test_memory_crash_rolls_back_hints_too() -> None:
     engine.delete(digest(1), table="hints")
     engine.crash()
     assert [v for _, v in engine.scan(b"", b"", table="hints")] == [b"kept"]
+
+
+def test_pipelined_commits_report_in_order_and_reads_see_every_stage(tmp_path: Path) -> None:
+    import queue as queue_module
+
+    engine = PipelinedEngine(LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP))
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)  # stands in for loop.call_soon_threadsafe
+    done: list[int] = []
+    try:
+        engine.put(digest(1), b"one")
+        engine.commit_async(lambda error: done.append(1))
+        engine.put(digest(2), b"two")
+        engine.commit_async(lambda error: done.append(2))
+        engine.commit_async(lambda error: done.append(3))  # nothing new: waits for the others
+        assert engine.get(digest(1)) == b"one" and engine.get(digest(2)) == b"two"
+        assert done == []
+        while len(done) < 3:
+            posted.get(timeout=10)()
+        assert done == [1, 2, 3]
+        engine.commit_async(lambda error: done.append(4))  # nothing in flight: at once
+        assert done == [1, 2, 3, 4]
+        assert engine.inner.get_committed(digest(2)) == b"two"
+    finally:
+        engine.close()

@@ -161,6 +161,9 @@ class Node:
         self.gets: dict[int, PendingGet] = {}
         self.puts: dict[int, PendingPut] = {}
         self.forwards: dict[int, PendingForward] = {}
+        # Forwarded puts coordinated lately, (forwarder, its rid) -> until when to remember:
+        # a put delivered twice must not be written twice (a second dot for an old context).
+        self._forwarded: dict[tuple[str, int], float] = {}
         self.join_target: str | None = None
         self._join_sent_at = float("-inf")
         self._next_rid = 1
@@ -200,12 +203,13 @@ class Node:
     def _load_incarnation(self) -> str:
         """A random id born with the data directory, so a wiped node never reuses a dot.
 
-        Without fsync, a crash can lose writes whose dots already reached peers; a new
-        incarnation after an unclean stop keeps those dots from being minted twice (KV679).
+        Renewed after every unclean stop: a coordinator sends a write to its replicas while
+        its own commit is still under way, so a crash can lose a local write whose dot the
+        peers already hold; a new incarnation keeps that dot from being minted twice (KV679).
         """
         stored = self.engine.meta_get("incarnation")
         unclean = self.engine.meta_get("running") == b"1"
-        if stored is None or (unclean and self.config.durability != "fsync"):
+        if stored is None or unclean:
             fresh = f"{self.rng.getrandbits(32):08x}"
             if stored is not None:
                 self._logs.append(
@@ -414,6 +418,10 @@ class Node:
                 break
             del self._deliveries[rid]
             self._back_off(delivery.hint.primary, now)
+        for seen, until in list(self._forwarded.items()):
+            if until > now:
+                break
+            del self._forwarded[seen]
         return effects
 
     def _store_deferred(self) -> list[Effect]:
@@ -681,6 +689,10 @@ class Node:
 
     def _client_put(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ClientPut)
+        if msg.hops:
+            if (source, msg.rid) in self._forwarded:
+                return []  # a duplicate of a forwarded put already coordinated
+            self._forwarded[(source, msg.rid)] = now + 2 * self.config.request_timeout
         validate_location(msg.bucket, msg.key)
         if len(msg.value) > self.config.max_value_bytes:
             raise ValueTooLarge(

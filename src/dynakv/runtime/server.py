@@ -35,10 +35,23 @@ from dynakv.core.events import (
 )
 from dynakv.core.node import Node
 from dynakv.errors import ClusterError, InvalidRequest, Timeout
-from dynakv.messages import ClientGet, ClientPut, ErrorReply, Hello, Message
+from dynakv.messages import (
+    ClientGet,
+    ClientPut,
+    ErrorReply,
+    Heartbeat,
+    Hello,
+    Message,
+    ReplicaGet,
+    ReplicaGetReply,
+    ReplicaPut,
+    TransferRequest,
+)
 from dynakv.runtime.metrics import Metrics
 from dynakv.runtime.transport import FrameConnection
 from dynakv.storage import open_engine
+from dynakv.storage.lmdb import LmdbEngine
+from dynakv.storage.pipelined import PipelinedEngine
 
 log = logging.getLogger("dynakv")
 RECONNECT_BACKOFF = 0.5
@@ -58,7 +71,10 @@ class Server:
         self.config = config
         self.join = join
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-        self.engine = open_engine(config.engine, config.data_dir, config.durability)
+        engine = open_engine(config.engine, config.data_dir, config.durability)
+        if isinstance(engine, LmdbEngine) and config.durability == "fsync":
+            engine = PipelinedEngine(engine)  # fsync on a writer thread, never in the loop
+        self.engine = engine
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
         self.metrics = Metrics()
@@ -96,6 +112,8 @@ class Server:
         from dynakv.runtime.http import start_http
 
         self.loop = asyncio.get_running_loop()
+        if isinstance(self.engine, PipelinedEngine):
+            self.engine.bind(self.loop.call_soon_threadsafe)
         host, port = split_addr(self.config.node_addr)
         self._tcp_server = await self.loop.create_server(
             lambda: FrameConnection(self), host, port, reuse_address=True
@@ -112,6 +130,8 @@ class Server:
 
     async def stop(self) -> None:
         self._flush()
+        self.engine.commit()
+        await asyncio.sleep(0.05)  # let the last commits' replies go out
         self._stopping = True
         for handle in self._timers.values():
             handle.cancel()
@@ -151,6 +171,16 @@ class Server:
                 self.stop_requested.set()
 
     def _hold(self, send: Send) -> None:
+        if type(send.message) in UNGATED and not is_client(send.to):
+            # Requests to peers and read replies acknowledge nothing: they leave at the end
+            # of this turn without waiting for its commit, so a put's local fsync and its
+            # replicas' fsyncs overlap instead of following one another.
+            self._deliver(send)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                assert self.loop is not None
+                self.loop.call_soon(self._flush)
+            return
         self._effects_pending.append(send)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -158,31 +188,35 @@ class Server:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Commit this turn's writes, then release its sends: acknowledgements follow durability."""
+        """End of a loop turn: commit its writes; its sends leave once they are durable.
+
+        With the pipelined engine the commit (and its fsync) runs on the writer thread while
+        the loop goes on; `_release` runs when it is done. Frames that need no durability
+        (hellos, error frames for bad input) were queued directly and go out now.
+        """
         self._flush_scheduled = False
-        try:
-            self.engine.commit()
-        except Exception:
-            log.exception("commit_failed")
-            self._fail_pending_sends()
-            return
         pending, self._effects_pending = self._effects_pending, []
-        for send in pending:
-            self._deliver(send)
+        self._flush_connections()
+        self.engine.commit_async(lambda error: self._release(pending, error))
+
+    def _release(self, pending: list[Send], error: BaseException | None) -> None:
+        if error is None:
+            for send in pending:
+                self._deliver(send)
+        else:
+            # A failed commit must not be acknowledged: client replies become errors.
+            log.error("commit_failed error=%s", error)
+            for send in pending:
+                if is_client(send.to):
+                    rid = getattr(send.message, "rid", 0)
+                    failure = ErrorReply(rid, "internal", "storage commit failed")
+                    self._deliver(Send(send.to, failure))
+        self._flush_connections()
+
+    def _flush_connections(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
             conn.flush()
-
-    def _fail_pending_sends(self) -> None:
-        """A failed commit must not be acknowledged: turn client replies into errors."""
-        pending, self._effects_pending = self._effects_pending, []
-        for send in pending:
-            if is_client(send.to):
-                rid = getattr(send.message, "rid", 0)
-                self._deliver(Send(send.to, ErrorReply(rid, "internal", "storage commit failed")))
-        for conn in self._dirty:
-            conn.flush()
-        self._dirty.clear()
 
     def mark_dirty(self, conn: FrameConnection) -> None:
         self._dirty.add(conn)
@@ -241,8 +275,13 @@ class Server:
         assert self.loop is not None
         try:
             host, port = split_addr(addr)
+            # Leave from our own listen address, so per-address firewall rules (partition
+            # tests on one loopback) can tell the nodes apart.
+            local_host = split_addr(self.config.node_addr)[0]
             _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: FrameConnection(self, to), host, port),
+                self.loop.create_connection(
+                    lambda: FrameConnection(self, to), host, port, local_addr=(local_host, 0)
+                ),
                 timeout=2.0,
             )
         except (OSError, TimeoutError, ValueError) as exc:
@@ -352,6 +391,14 @@ class Server:
 
 
 _OPS: dict[type, str] = {ClientGet: "get", ClientPut: "put"}
+
+# Messages that may leave before the commit of the turn that produced them. Everything else
+# (client replies, replica acks, forwarded results, gossip, transfers served) waits for it:
+# it acknowledges or announces durable state. A replica that receives a write before its
+# coordinator has committed it is why an unclean restart renews the incarnation.
+UNGATED: frozenset[type] = frozenset(
+    {ReplicaPut, ReplicaGet, ReplicaGetReply, Heartbeat, TransferRequest}
+)
 
 
 def _log_effect(effect: Log) -> None:

@@ -27,7 +27,7 @@ when it was read; a key written behind the last batch read is not seen).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Literal, get_args
 
@@ -130,6 +130,21 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def commit(self) -> None:
         """Group commit: make every write since the last commit durable per the durability mode."""
+
+    def commit_async(self, done: Callable[[BaseException | None], None]) -> None:
+        """Commit, then call `done(error)` once the writes are durable.
+
+        Engines that commit synchronously call `done` before returning; a pipelined engine
+        calls it later, on the thread its `notify` runs callbacks on. Callbacks run in the
+        order of their commits, and a commit with nothing new waits for the ones before it,
+        so whatever a caller releases from `done` never depends on a write not yet durable.
+        """
+        try:
+            self.commit()
+        except BaseException as exc:
+            done(exc)
+            return
+        done(None)
 
     @abc.abstractmethod
     def pending(self) -> int:

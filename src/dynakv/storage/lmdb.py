@@ -215,6 +215,15 @@ class LmdbEngine(Engine):
         with self._env.begin() as txn:
             return txn.stat(db)["entries"]
 
+    def get_committed(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
+        """A read that never uses the open write transaction (safe from another thread)."""
+        with self._env.begin(db=self._db(table)) as txn:
+            return txn.get(key)
+
+    def meta_get_committed(self, name: str) -> bytes | None:
+        with self._env.begin(db=self._meta) as txn:
+            return txn.get(meta_key(name))
+
     def meta_get(self, name: str) -> bytes | None:
         raw = meta_key(name)
         self._check_open()

@@ -1,0 +1,222 @@
+"""Pipelined group commit: LMDB commits (and their fsync) on a writer thread.
+
+The event loop never waits for the disk. Writes of a loop turn go into an in-memory overlay;
+`commit_async` hands the overlay to the writer thread as one batch and starts a new one, so
+the loop goes on handling events while the previous batch is being fsynced. The writer takes
+every batch queued by then into one transaction (batches grow when the disk is slow), commits
+it, and reports back through `notify` (the runtime passes `loop.call_soon_threadsafe`), in
+commit order. Reads look in the overlay, then in batches not yet reported, then in LMDB.
+
+Scans and counts first wait for every batch to be committed (rare: handoff, transfers,
+status), then read LMDB directly. Without `notify` (tests, start-up), `commit()` waits.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from dynakv.errors import InternalError
+from dynakv.storage.engine import (
+    OBJECTS,
+    Engine,
+    Table,
+    check_bound,
+    check_key,
+    check_table,
+    check_value,
+    meta_key,
+)
+from dynakv.storage.lmdb import LmdbEngine
+
+Done = Callable[[BaseException | None], None]
+_META = "meta"
+
+
+@dataclass
+class _Batch:
+    writes: dict[tuple[str, bytes], bytes | None]  # (table, key) -> value, None: delete
+    meta: dict[str, bytes]
+    callbacks: list[Done] = field(default_factory=list)
+    committed: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class PipelinedEngine(Engine):
+    """Wraps an LmdbEngine; only the writer thread ever opens its write transactions."""
+
+    def __init__(self, inner: LmdbEngine) -> None:
+        self.inner = inner
+        self.scan_batch = inner.scan_batch
+        self._writes: dict[tuple[str, bytes], bytes | None] = {}
+        self._meta: dict[str, bytes] = {}
+        self._inflight: deque[_Batch] = deque()  # handed to the writer, not yet reported
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._notify: Callable[[Callable[[], None]], object] | None = None
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="dynakv-commit", daemon=True)
+        self._writer.start()
+
+    def bind(self, notify: Callable[[Callable[[], None]], object]) -> None:
+        """Report commits through `notify(fn)`, which must run fn on the caller's thread."""
+        self._notify = notify
+
+    # --- reads -----------------------------------------------------------------------------
+    def get(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
+        self._check_open()
+        slot = (check_table(table), check_key(key))
+        if slot in self._writes:
+            return self._writes[slot]
+        for batch in reversed(self._inflight):
+            if slot in batch.writes:
+                return batch.writes[slot]
+        return self.inner.get_committed(key, table)
+
+    def meta_get(self, name: str) -> bytes | None:
+        self._check_open()
+        meta_key(name)  # validates the name
+        if name in self._meta:
+            return self._meta[name]
+        for batch in reversed(self._inflight):
+            if name in batch.meta:
+                return batch.meta[name]
+        return self.inner.meta_get_committed(name)
+
+    def scan(
+        self, start: bytes, end: bytes, table: Table = OBJECTS
+    ) -> Iterator[tuple[bytes, bytes]]:
+        check_bound(start, "start")
+        check_bound(end, "end")
+        check_table(table)
+        self.commit()
+        return self._scan(start, end, table)
+
+    def _scan(self, start: bytes, end: bytes, table: Table) -> Iterator[tuple[bytes, bytes]]:
+        # The caller may write while iterating: each batch of the scan first drains them.
+        for item in self.inner.scan(start, end, table):
+            yield item
+            if self._writes or self._meta:
+                self.commit()
+
+    def count(self, table: Table = OBJECTS) -> int:
+        check_table(table)
+        self.commit()
+        return self.inner.count(table)
+
+    # --- writes ----------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes, table: Table = OBJECTS) -> None:
+        self._check_open()
+        self._writes[(check_table(table), check_key(key))] = check_value(value)
+
+    def delete(self, key: bytes, table: Table = OBJECTS) -> None:
+        self._check_open()
+        self._writes[(check_table(table), check_key(key))] = None
+
+    def meta_put(self, name: str, value: bytes) -> None:
+        self._check_open()
+        meta_key(name)  # validates the name
+        self._meta[name] = check_value(value)
+
+    def pending(self) -> int:
+        return (
+            len(self._writes)
+            + len(self._meta)
+            + sum(len(b.writes) + len(b.meta) for b in self._inflight)
+        )
+
+    # --- commits ---------------------------------------------------------------------------
+    def commit_async(self, done: Done) -> None:
+        self._check_open()
+        if not self._writes and not self._meta:
+            if self._inflight:
+                self._inflight[-1].callbacks.append(done)  # after the commits before it
+            else:
+                done(None)
+            return
+        batch = _Batch(self._writes, self._meta, [done])
+        self._writes, self._meta = {}, {}
+        self._inflight.append(batch)
+        self._queue.put(batch)
+
+    def commit(self) -> None:
+        """Hand over pending writes and wait until everything handed over is durable."""
+        self._check_open()
+        if self._writes or self._meta:
+            batch = _Batch(self._writes, self._meta)
+            self._writes, self._meta = {}, {}
+            self._inflight.append(batch)
+            self._queue.put(batch)
+        for batch in list(self._inflight):
+            batch.committed.wait()
+            if batch.error is not None:
+                raise InternalError(f"commit failed: {batch.error}")
+        if self._notify is None:
+            self._report()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batches = [first]
+            while True:  # everything queued meanwhile goes into the same transaction
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batches.append(more)
+            error: BaseException | None = None
+            try:
+                for batch in batches:
+                    for (table, key), value in batch.writes.items():
+                        if value is None:
+                            self.inner.delete(key, table)  # type: ignore[arg-type]
+                        else:
+                            self.inner.put(key, value, table)  # type: ignore[arg-type]
+                    for name, value in batch.meta.items():
+                        self.inner.meta_put(name, value)
+                self.inner.commit()
+            except BaseException as exc:
+                error = exc
+            for batch in batches:
+                batch.error = error
+                batch.committed.set()
+            notify = self._notify
+            if notify is not None:
+                notify(self._report)
+
+    def _report(self) -> None:
+        """On the owner's thread: run the callbacks of every committed batch, in order."""
+        while self._inflight and self._inflight[0].committed.is_set():
+            batch = self._inflight.popleft()
+            for callback in batch.callbacks:
+                callback(batch.error)
+
+    # --- life ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InternalError("storage engine is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.commit()
+        finally:
+            self._closed = True
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+            self._report_all()
+            self.inner.close()
+
+    def _report_all(self) -> None:
+        while self._inflight:
+            batch = self._inflight.popleft()
+            for callback in batch.callbacks:
+                callback(batch.error)
