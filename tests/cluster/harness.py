@@ -172,6 +172,8 @@ class ProcessCluster:
             views = [http("GET", f"{n.url}/v1/cluster").json() for n in self.nodes if n.proc]
             if (
                 all(len(v["members"]) == count for v in views)
+                and all(m["status"] == "up" for v in views for m in v["members"])
+                and all(v["next_ring"] is None for v in views)
                 and len({json.dumps(v["ring"]) for v in views}) == 1
             ):
                 return
