@@ -94,15 +94,6 @@ def test_a_wiped_node_comes_back_empty_with_a_new_incarnation_and_rejoins():
     assert cluster.run_until(cluster.members_agree, limit=30.0)
 
 
-def test_a_restart_without_wipe_keeps_the_actor():
-    cluster = SimCluster(NAMES[:3], seed=1)
-    assert cluster.run_until(cluster.members_agree)
-    old = cluster.nodes["n3"].actor
-    cluster.crash("n3")
-    cluster.restart("n3")
-    assert cluster.nodes["n3"].actor == old
-
-
 def test_clock_skew_moves_a_node_clock_ahead_of_virtual_time():
     cluster = SimCluster(NAMES[:3], seed=2, options=SimOptions(clock_skew_max=5.0))
     skews = [cluster.node_now(name) - cluster.now for name in NAMES[:3]]
