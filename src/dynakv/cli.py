@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -298,6 +299,27 @@ def cluster_status(node: str) -> None:
         progress.add_task(description, total=1.0, completed=t["fraction"], moved=moved)
     progress.refresh()
     console.print(progress)
+
+
+@cluster.command("repair")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@click.option("--partition", type=int, default=-1, help="One partition (default: all of them).")
+def cluster_repair(node: str, partition: int) -> None:
+    """Run anti-entropy now between NODE and the other replicas of its partitions."""
+    view = _cluster_json(node)
+    me = next((m for m in view["members"] if m["node_addr"] == node), view["members"][0])
+    url = f"http://{me['http_addr']}/v1/repair?partition={partition}"
+    request = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            result = json.load(response)
+    except urllib.error.HTTPError as exc:
+        body = json.load(exc)
+        raise click.ClickException(f"{body['error']}: {body['message']}") from exc
+    click.echo(
+        f"{result['exchanges']} exchanges; {result['keys_pushed']} keys pushed to other "
+        f"replicas, {result['keys_pulled']} pulled from them"
+    )
 
 
 def _change(node: str, op: str, name: str) -> None:

@@ -61,6 +61,11 @@ class NodeConfig:
     transfer_interval: float = 0.2  # how often transfers are started and retried
     transfer_batch: int = 256  # objects per transfer batch
     transfer_batch_bytes: int = 4 << 20  # and at most about this many bytes
+    read_repair: bool = True  # tests switch it off to prove anti-entropy alone converges
+    aae_interval: float = 2.0  # seconds between starts of anti-entropy exchanges
+    aae_concurrency: int = 2  # exchanges (one partition, one peer each) in flight at once
+    aae_segments: int = 16384  # Merkle tree leaves per partition (benchmarks/merkle_cost.py)
+    aae_branching: int = 16
     heartbeat_interval: float = 1.0  # each node heartbeats every other member this often
     phi_threshold: float = 8.0  # phi-accrual failure detector (Akka's defaults)
     phi_window: int = 1000

@@ -153,6 +153,60 @@ class Gossip(Message, tag="gossip"):
     state: Membership
 
 
+class AaeHashes(Message, tag="aae_h"):
+    """Anti-entropy: the hashes of nodes `indices` of `level` of your tree of `partition`."""
+
+    rid: int
+    partition: int
+    shape: tuple[int, int]  # (segments, branching): trees of another shape are not compared
+    level: int
+    indices: list[int]
+
+
+class AaeHashesReply(Message, tag="aae_h_ok"):
+    rid: int
+    hashes: list[bytes] | None  # None: no tree built yet, or another shape
+
+
+class AaeKeys(Message, tag="aae_k"):
+    """Anti-entropy: your {digest: version hash} for these segments of `partition`."""
+
+    rid: int
+    partition: int
+    segments: list[int]
+
+
+class AaeKeysReply(Message, tag="aae_k_ok"):
+    rid: int
+    keys: dict[bytes, bytes] | None
+
+
+class AaeFetch(Message, tag="aae_f"):
+    """Anti-entropy: your stored records of these digests."""
+
+    rid: int
+    digests: list[bytes]
+
+
+class AaeFetchReply(Message, tag="aae_f_ok"):
+    rid: int
+    records: list[bytes]
+
+
+class ClientRepair(Message, tag="repair"):
+    """An operator's `cluster repair`: run anti-entropy now (partition -1: all of them)."""
+
+    rid: int
+    partition: int = -1
+
+
+class RepairResult(Message, tag="repair_ok"):
+    rid: int
+    exchanges: int
+    keys_pushed: int
+    keys_pulled: int
+
+
 AnyMessage = (
     ClientGet
     | ClientPut
@@ -173,6 +227,14 @@ AnyMessage = (
     | ClientClusterChange
     | TransferRequest
     | TransferBatch
+    | AaeHashes
+    | AaeHashesReply
+    | AaeKeys
+    | AaeKeysReply
+    | AaeFetch
+    | AaeFetchReply
+    | ClientRepair
+    | RepairResult
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -17,6 +17,7 @@ import msgspec
 from dynakv import versions
 from dynakv.config import NodeConfig, validate_location
 from dynakv.core import membership as ms
+from dynakv.core.antientropy import KEYS_PER_REQUEST, AntiEntropy, ExchangeRound
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.events import (
     Effect,
@@ -35,15 +36,23 @@ from dynakv.core.events import (
 from dynakv.core.failure import DetectorSettings, FailureDetector
 from dynakv.core.handoff import Hint, HintStore
 from dynakv.core.membership import MemberRecord, Membership
+from dynakv.core.merkle import Exchange, HashRequest, SegmentDiff
 from dynakv.core.quorum import GetQuorum, PutQuorum
-from dynakv.core.replica import CorruptRecord, ReplicaStore
+from dynakv.core.replica import CorruptRecord, ReplicaStore, unseal
 from dynakv.core.transfer import Pull
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
 from dynakv.messages import (
+    AaeFetch,
+    AaeFetchReply,
+    AaeHashes,
+    AaeHashesReply,
+    AaeKeys,
+    AaeKeysReply,
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
     ClientPut,
+    ClientRepair,
     ClusterInfo,
     ErrorReply,
     GetResult,
@@ -53,6 +62,7 @@ from dynakv.messages import (
     JoinRequest,
     Message,
     PutResult,
+    RepairResult,
     ReplicaGet,
     ReplicaGetReply,
     ReplicaPut,
@@ -65,6 +75,7 @@ from dynakv.storage.engine import Engine
 from dynakv.versions import Clock, Sibling
 
 JOIN_RETRY = 2.0
+AAE_BUILD_PACE = 0.25  # seconds between two tree builds while trees are missing
 
 
 @dataclass
@@ -138,6 +149,15 @@ class Node:
         self.store = ReplicaStore(engine, drop_siblings=bugs.drop_sibling_on_merge)
         self._deferred: list[tuple[str, str, Clock]] = []  # ack_before_store bug only
         self.hints = HintStore(engine, config.hint_budget_bytes)
+        self.aae = AntiEntropy(
+            self.store, config.ring_size, config.aae_segments, config.aae_branching
+        )
+        self.store.on_write = self.aae.on_write
+        self.rounds: dict[int, ExchangeRound] = {}
+        self._aae_cursor = 0
+        self._next_exchange = 0.0
+        # operator repairs: (source, rid) -> [rounds left, pushed, pulled, rounds]
+        self._repairs: dict[tuple[str, int], list[int]] = {}
         self.hints_dropped = 0
         self._deliveries: dict[int, Delivery] = {}
         self._handoff_backoff: dict[str, tuple[float, int]] = {}  # primary -> (until, failures)
@@ -197,6 +217,13 @@ class Node:
             ClientClusterChange: self._cluster_change,
             TransferRequest: self._transfer_request,
             TransferBatch: self._transfer_batch,
+            AaeHashes: self._aae_hashes,
+            AaeHashesReply: self._aae_hashes_reply,
+            AaeKeys: self._aae_keys,
+            AaeKeysReply: self._aae_keys_reply,
+            AaeFetch: self._aae_fetch,
+            AaeFetchReply: self._aae_fetch_reply,
+            ClientRepair: self._client_repair,
         }
 
     # --- start-up state --------------------------------------------------------------------
@@ -310,6 +337,7 @@ class Node:
             "hints_pending": self.hints.pending(),
             "hints_dropped": self.hints_dropped,
             "corrupt_records_found": self.store.corrupt_total,
+            "anti_entropy": self.aae.status(len(self._aae_partitions())),
             "transfers_pending": len(self._my_moves()),
             "transfers": [pull.progress() for pull in self.pulls.values()],
             "keys": self.engine.count(),
@@ -339,6 +367,7 @@ class Node:
             SetTimer("heartbeat", now),
         ]
         effects.append(SetTimer("transfer", now + self.config.transfer_interval))
+        effects.append(SetTimer("aae", now + min(1.0, self.config.aae_interval)))
         if self.epoch == 0 and join is None:
             self._adopt(ms.new_cluster(self.config.cluster, self._me(), self.config.ring_size))
             self._logs.append(Log("info", "cluster_created", {"cluster": self.state.cluster}))
@@ -381,6 +410,8 @@ class Node:
             return effects
         if name == "transfer":
             return self._transfer_tick(now)
+        if name == "aae":
+            return self._aae_tick(now)
         if name == "stop":
             return [Stop("left the cluster")]
         return []
@@ -422,6 +453,9 @@ class Node:
             if until > now:
                 break
             del self._forwarded[seen]
+        for rid, round_ in list(self.rounds.items()):
+            if round_.deadline <= now:
+                effects.extend(self._end_round(rid, round_, "timed out"))
         return effects
 
     def _store_deferred(self) -> list[Effect]:
@@ -435,6 +469,210 @@ class Node:
                 if node != self.name:
                     effects.append(Send(node, ReplicaPut(0, bucket, key, state)))
         self._deferred.clear()
+        return effects
+
+    # --- active anti-entropy ---------------------------------------------------------------
+    def _aae_partitions(self) -> list[int]:
+        """Partitions this node is a primary replica of, not moving right now."""
+        record = self.state.ring
+        if record.ring.size != self.aae.ring_size or self.epoch == 0:
+            return []
+        mine = []
+        for partition in range(record.ring.size):
+            if record.next is not None and partition in self._pending_moves:
+                continue
+            if self.name in self._replicas(partition):
+                mine.append(partition)
+        return mine
+
+    def _replicas(self, partition: int) -> list[str]:
+        record = self.state.ring
+        ring = record.ring if record.next is None else record.next
+        return ring.preference_list(partition, self.replication)
+
+    def _aae_tick(self, now: float) -> list[Effect]:
+        """Build one missing tree per tick (a few per second, so the loop never stalls
+        long), and every aae_interval start an exchange of one (partition, peer) pair."""
+        wanted = self._aae_partitions()
+        self.aae.forget(set(wanted))
+        built = self.aae.build_next(wanted)
+        if built is not None:
+            self._logs.append(Log("info", "aae_tree_built", {"partition": built}))
+        pace = AAE_BUILD_PACE if built is not None else self.config.aae_interval
+        effects: list[Effect] = [SetTimer("aae", now + min(pace, self.config.aae_interval))]
+        if len(self.rounds) >= self.config.aae_concurrency or now < self._next_exchange:
+            return effects
+        self._next_exchange = now + self.config.aae_interval
+        pairs = [
+            (partition, peer)
+            for partition in wanted
+            if partition in self.aae.trees
+            for peer in self._replicas(partition)
+            if peer != self.name and peer not in self.down
+        ]
+        busy = {(r.partition, r.peer) for r in self.rounds.values()}
+        for _ in range(min(len(pairs), self.config.aae_concurrency - len(self.rounds))):
+            partition, peer = pairs[self._aae_cursor % len(pairs)]
+            self._aae_cursor += 1
+            if (partition, peer) not in busy:
+                effects.extend(self._start_round(now, partition, peer, None))
+        return effects
+
+    def _start_round(
+        self, now: float, partition: int, peer: str, requester: tuple[str, int] | None
+    ) -> list[Effect]:
+        tree = self.aae.trees.get(partition) or self.aae.build(partition)
+        exchange = Exchange(tree)
+        round_ = ExchangeRound(partition, peer, exchange, now + 4 * self.config.request_timeout)
+        round_.requester = requester
+        rid = self._rid()
+        self.rounds[rid] = round_
+        return [self._ask_hashes(rid, round_, exchange.start())]
+
+    def _ask_hashes(self, rid: int, round_: ExchangeRound, request: HashRequest) -> Send:
+        tree = round_.exchange.tree
+        shape = (tree.shape.segments, tree.shape.branching)
+        message = AaeHashes(rid, round_.partition, shape, request.level, list(request.indices))
+        return Send(round_.peer, message)
+
+    def _aae_hashes(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, AaeHashes)
+        if msg.partition not in self.aae.trees and msg.partition in self._aae_partitions():
+            self.aae.build(msg.partition)  # a peer asks first: build now rather than stall it
+        hashes = self.aae.hashes(msg.partition, tuple(msg.shape), msg.level, msg.indices)
+        return [Send(source, AaeHashesReply(msg.rid, hashes))]
+
+    def _aae_hashes_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, AaeHashesReply)
+        round_ = self.rounds.get(msg.rid)
+        if round_ is None or source != round_.peer or round_.waiting != "hashes":
+            return []
+        if msg.hashes is None:
+            return self._end_round(msg.rid, round_, "peer has no tree yet")
+        pending = round_.exchange.pending
+        if pending is None:
+            return []
+        try:
+            step = round_.exchange.on_hashes(pending.level, pending.indices, msg.hashes)
+        except ValueError:
+            return self._end_round(msg.rid, round_, "malformed hashes")
+        if step is None:
+            return []
+        if isinstance(step, HashRequest):
+            return [self._ask_hashes(msg.rid, round_, step)]
+        assert isinstance(step, SegmentDiff)
+        if not step.segments:
+            self.aae.exchanges_in_sync += 1
+            return self._end_round(msg.rid, round_, None)
+        round_.segments = list(step.segments)
+        return self._ask_keys(msg.rid, round_)
+
+    def _ask_keys(self, rid: int, round_: ExchangeRound) -> list[Effect]:
+        round_.waiting = "keys"
+        segments = round_.segments[:KEYS_PER_REQUEST]
+        return [Send(round_.peer, AaeKeys(rid, round_.partition, segments))]
+
+    def _aae_keys(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, AaeKeys)
+        if len(msg.segments) > KEYS_PER_REQUEST:
+            raise InvalidRequest(f"at most {KEYS_PER_REQUEST} segments per request")
+        return [Send(source, AaeKeysReply(msg.rid, self.aae.key_map(msg.partition, msg.segments)))]
+
+    def _aae_keys_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, AaeKeysReply)
+        round_ = self.rounds.get(msg.rid)
+        if round_ is None or source != round_.peer or round_.waiting != "keys":
+            return []
+        if msg.keys is None:
+            return self._end_round(msg.rid, round_, "peer has no tree yet")
+        push, pull = self.aae.compare_segments(round_, msg.keys)
+        del round_.segments[:KEYS_PER_REQUEST]
+        effects: list[Effect] = []
+        for raw in self.aae.records(push):
+            bucket, key, state = unseal(raw)
+            effects.append(Send(round_.peer, ReplicaPut(0, bucket, key, state)))
+            round_.pushed += 1
+        round_.fetching.extend(pull)
+        effects.extend(self._next_fetch(msg.rid, round_))
+        return effects
+
+    def _next_fetch(self, rid: int, round_: ExchangeRound) -> list[Effect]:
+        if round_.fetching:
+            round_.waiting = "fetch"
+            batch = round_.fetching[:KEYS_PER_REQUEST]
+            del round_.fetching[:KEYS_PER_REQUEST]
+            return [Send(round_.peer, AaeFetch(rid, batch))]
+        if round_.segments:
+            return self._ask_keys(rid, round_)
+        return self._end_round(rid, round_, None)
+
+    def _aae_fetch(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, AaeFetch)
+        if len(msg.digests) > KEYS_PER_REQUEST:
+            raise InvalidRequest(f"at most {KEYS_PER_REQUEST} digests per request")
+        return [Send(source, AaeFetchReply(msg.rid, self.aae.records(msg.digests)))]
+
+    def _aae_fetch_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, AaeFetchReply)
+        round_ = self.rounds.get(msg.rid)
+        if round_ is None or source != round_.peer or round_.waiting != "fetch":
+            return []
+        for raw in msg.records:
+            try:
+                self.store.merge_record(raw, self._is_lww)
+            except (CorruptRecord, InvalidRequest):
+                continue
+            round_.pulled += 1
+        return self._next_fetch(msg.rid, round_)
+
+    def _end_round(self, rid: int, round_: ExchangeRound, problem: str | None) -> list[Effect]:
+        del self.rounds[rid]
+        self.aae.exchanges += 1
+        self.aae.keys_repaired += round_.pushed + round_.pulled
+        if round_.pushed or round_.pulled or problem:
+            fields: dict[str, object] = {
+                "partition": round_.partition,
+                "peer": round_.peer,
+                "pushed": round_.pushed,
+                "pulled": round_.pulled,
+            }
+            if problem:
+                fields["problem"] = problem
+            self._logs.append(Log("info", "aae_exchange", fields))
+        if round_.requester is None:
+            return []
+        source, client_rid = round_.requester
+        tally = self._repairs[round_.requester]
+        tally[0] -= 1
+        tally[1] += round_.pushed
+        tally[2] += round_.pulled
+        if tally[0] > 0:
+            return []
+        del self._repairs[round_.requester]
+        result = RepairResult(client_rid, tally[3], tally[1], tally[2])
+        return [Send(source, result)]
+
+    def _client_repair(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """`dynakv cluster repair`: exchange now with every other replica of the partitions."""
+        assert isinstance(msg, ClientRepair)
+        mine = self._aae_partitions()
+        if msg.partition >= 0:
+            if msg.partition not in mine:
+                raise InvalidRequest(
+                    f"this node is not a replica of partition {msg.partition}; "
+                    f"it holds {len(mine)} partitions"
+                )
+            mine = [msg.partition]
+        pairs = [
+            (p, peer) for p in mine for peer in self._replicas(p)
+            if peer != self.name and peer not in self.down
+        ]  # fmt: skip
+        if not pairs:
+            return [Send(source, RepairResult(msg.rid, 0, 0, 0))]
+        self._repairs[(source, msg.rid)] = [len(pairs), 0, 0, len(pairs)]
+        effects: list[Effect] = []
+        for partition, peer in pairs:
+            effects.extend(self._start_round(now, partition, peer, (source, msg.rid)))
         return effects
 
     # --- hinted handoff -------------------------------------------------------------------
@@ -671,6 +909,8 @@ class Node:
         return effects
 
     def _read_repair(self, get: PendingGet) -> list[Effect]:
+        if not self.config.read_repair:
+            return []
         # Only primaries are repaired: a fallback's copy is a hint's, delivered by handoff.
         stale = [node for node in get.quorum.stale() if node in get.primaries]
         if not stale:
@@ -741,7 +981,7 @@ class Node:
         if stands_in_for is None or self.hints.record(
             stands_in_for, placement.digest, msg.bucket, msg.key, now, len(state)
         ):
-            self.store.put(msg.bucket, msg.key, clock)
+            self.store.put(msg.bucket, msg.key, clock, local)
             quorum.ack(self.name)
         else:
             quorum.fail(self.name)

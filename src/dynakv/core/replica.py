@@ -25,6 +25,13 @@ _record_decoder = msgspec.msgpack.Decoder(tuple[str, str, bytes])
 CHECKSUM_BYTES = 4
 
 
+class _Unknown:
+    """Marks an old state the caller did not read."""
+
+
+UNKNOWN = _Unknown()
+
+
 class CorruptRecord(InternalError):
     """A stored record failed its checksum or could not be decoded."""
 
@@ -57,6 +64,8 @@ class ReplicaStore:
         self._drop_siblings = drop_siblings  # an injected bug (core.bugs), never in production
         self.found_corrupt: list[tuple[str, str, str]] = []  # (bucket, key, why), for the node
         self.corrupt_total = 0
+        # Told of every write with the key's old and new state (anti-entropy's trees).
+        self.on_write: Callable[[bytes, Clock | None, Clock | None], None] | None = None
 
     def get_state(self, bucket: str, key: str, strict: bool = False) -> bytes | None:
         """The encoded clock as stored, without decoding it.
@@ -93,10 +102,17 @@ class ReplicaStore:
             self.found_corrupt.append((bucket, key, "undecodable clock"))
             return None
 
-    def put(self, bucket: str, key: str, clock: Clock) -> bytes:
-        """Store the clock; returns its encoding (to send on to other replicas)."""
+    def put(
+        self, bucket: str, key: str, clock: Clock, old: Clock | None | _Unknown = UNKNOWN
+    ) -> bytes:
+        """Store the clock (`old`: what was stored before, if the caller read it); returns
+        its encoding (to send on to other replicas)."""
+        digest = key_digest(bucket, key)
+        if self.on_write is not None:
+            previous = self.get(bucket, key) if isinstance(old, _Unknown) else old
+            self.on_write(digest, previous, clock)
         state = versions.encode(clock)
-        self.engine.put(key_digest(bucket, key), seal(bucket, key, state))
+        self.engine.put(digest, seal(bucket, key, state))
         return state
 
     def merge(self, bucket: str, key: str, incoming: Clock, lww: bool) -> Clock:
@@ -108,7 +124,7 @@ class ReplicaStore:
         elif self._drop_siblings and len(versions.values(merged)) > 1:
             merged = versions.lww(merged)  # the bug: concurrent values silently collapse to one
         if merged != local:
-            self.put(bucket, key, merged)
+            self.put(bucket, key, merged, local)
         return merged
 
     def merge_record(self, raw: bytes, is_lww: Callable[[str], bool]) -> int:

@@ -18,7 +18,15 @@ from dynakv import versions
 from dynakv.config import validate_location
 from dynakv.core import membership as ms
 from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
-from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, PutResult
+from dynakv.messages import (
+    ClientGet,
+    ClientPut,
+    ClientRepair,
+    ErrorReply,
+    GetResult,
+    PutResult,
+    RepairResult,
+)
 from dynakv.runtime.dashboard import DASHBOARD_HTML
 
 if TYPE_CHECKING:
@@ -213,6 +221,27 @@ class Api:
         }
         return web.json_response(body)
 
+    async def repair(self, request: web.Request) -> web.StreamResponse:
+        """`dynakv cluster repair`: an anti-entropy round now, with every other replica."""
+        unknown = set(request.query) - {"partition"}
+        if unknown:
+            raise InvalidRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}")
+        text = request.query.get("partition", "-1")
+        try:
+            partition = int(text)
+        except ValueError as exc:
+            raise InvalidRequest(f"partition must be an integer, got {text!r}") from exc
+        timeout = 8 * self.server.config.request_timeout
+        reply = await self.server.call(ClientRepair(0, partition), timeout=timeout)
+        _raise_reply_error(reply)
+        assert isinstance(reply, RepairResult)
+        body = {
+            "exchanges": reply.exchanges,
+            "keys_pushed": reply.keys_pushed,
+            "keys_pulled": reply.keys_pulled,
+        }
+        return web.json_response(body)
+
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.server.metrics.render(), content_type="text/plain")
 
@@ -249,6 +278,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_get("/v1/replica/{bucket}/{key:.+}", api.replica)
     app.router.add_get("/v1/status", api.status)
     app.router.add_get("/v1/cluster", api.cluster)
+    app.router.add_post("/v1/repair", api.repair)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/", api.dashboard)
     return app

@@ -366,7 +366,7 @@ class Server:
         self.dispatch(PeerUp(hello.name))
 
     # --- requests from the HTTP API --------------------------------------------------------
-    async def call(self, message: Message) -> Message:
+    async def call(self, message: Message, timeout: float | None = None) -> Message:
         """Run one client request through the node and wait for its reply."""
         assert self.loop is not None
         token = f"#h{next(self._tokens)}"
@@ -374,7 +374,8 @@ class Server:
         self._waiters[token] = waiter
         self.dispatch(Received(token, message))
         try:
-            return await asyncio.wait_for(waiter, self.config.request_timeout + 2.0)
+            limit = self.config.request_timeout + 2.0 if timeout is None else timeout
+            return await asyncio.wait_for(waiter, limit)
         except TimeoutError as exc:
             raise Timeout("the node did not answer in time") from exc
         finally:

@@ -37,17 +37,35 @@ from dynakv.core.events import (
     TimerFired,
 )
 from dynakv.core.node import Node
-from dynakv.messages import ErrorReply, Message
+from dynakv.messages import (
+    ErrorReply,
+    Heartbeat,
+    Message,
+    ReplicaGet,
+    ReplicaGetReply,
+    ReplicaPut,
+    TransferRequest,
+)
 from dynakv.sim.network import Link, Network
 from dynakv.sim.options import SimOptions
 from dynakv.storage.memory import MemoryEngine
 
+# What the runtime sends to peers without waiting for the commit (runtime.server.UNGATED).
+UNGATED: frozenset[type] = frozenset(
+    {ReplicaPut, ReplicaGet, ReplicaGetReply, Heartbeat, TransferRequest}
+)
 REFUSED = "refused"  # error code the simulator answers a client with when its node is down
 
 
 def default_config(name: str) -> NodeConfig:
+    # Small anti-entropy trees: a simulated node holds little data, and many runs build them.
     return NodeConfig(
-        name=name, engine="memory", node_addr=f"{name}:7000", http_addr=f"{name}:8000"
+        name=name,
+        engine="memory",
+        node_addr=f"{name}:7000",
+        http_addr=f"{name}:8000",
+        aae_segments=256,
+        aae_branching=16,
     )
 
 
