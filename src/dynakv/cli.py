@@ -34,6 +34,7 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where LMDB keeps data.")
 @click.option("--listen", "node_addr", help="HOST:PORT for the binary protocol (default :7000).")
 @click.option("--http", "http_addr", help="HOST:PORT for the HTTP API (default :8000).")
+@click.option("--resp", "resp_addr", help="HOST:PORT for the Redis protocol (RESP2); off if unset.")
 @click.option("--join", help="Join the cluster through this member's HOST:PORT.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--cluster", help="Cluster name; nodes of another cluster are refused.")
@@ -44,6 +45,7 @@ def serve(
     data_dir: str | None,
     node_addr: str | None,
     http_addr: str | None,
+    resp_addr: str | None,
     join: str | None,
     config_file: str | None,
     cluster: str | None,
@@ -60,6 +62,7 @@ def serve(
             data_dir=data_dir,
             node_addr=node_addr,
             http_addr=http_addr,
+            resp_addr=resp_addr,
             cluster=cluster,
             durability=durability,
             ring_size=ring_size,
@@ -92,7 +95,11 @@ def _members_of(addr: str) -> int:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--base-port", default=7000, show_default=True, help="Node i listens on base+i.")
 @click.option("--base-http-port", default=8000, show_default=True, help="HTTP on base+i.")
-def dev_cluster(count: int, data_dir: str, host: str, base_port: int, base_http_port: int) -> None:
+@click.option("--resp-base-port", type=int, help="Redis protocol (RESP2) on base+i; off if unset.")
+def dev_cluster(
+    count: int, data_dir: str, host: str, base_port: int, base_http_port: int,
+    resp_base_port: int | None,
+) -> None:  # fmt: skip
     """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all."""
     procs: list[subprocess.Popen[bytes]] = []
     root = Path(data_dir)
@@ -120,10 +127,14 @@ def dev_cluster(count: int, data_dir: str, host: str, base_port: int, base_http_
             ]  # fmt: skip
             if i > 1:
                 args += ["--join", f"{host}:{base_port + 1}"]
+            resp = "" if resp_base_port is None else f"{host}:{resp_base_port + i}"
+            if resp:
+                args += ["--resp", resp]
             procs.append(subprocess.Popen(args, start_new_session=True))
             if not _wait_http(http_addr, 30):
                 raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
-            console.print(f"node{i}: node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]")
+            line = f"node{i}: node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
+            console.print(line + (f"  resp [bold]{resp}[/]" if resp else ""))
         first_http = f"{host}:{base_http_port + 1}"
         deadline = time.monotonic() + 30
         while _members_of(first_http) < count and time.monotonic() < deadline:

@@ -44,6 +44,8 @@ class NodeConfig:
     data_dir: str = "./data/node1"
     node_addr: str = "127.0.0.1:7000"  # binary protocol: clients and peers
     http_addr: str = "127.0.0.1:8000"
+    resp_addr: str | None = None  # HOST:PORT for the Redis protocol (RESP2); None: off
+    resp_bucket: str = "default"  # the bucket Redis commands read and write
     ring_size: int = 64  # Q, power of two, fixed when the cluster is created
     defaults: BucketProps = field(default_factory=BucketProps)
     buckets: dict[str, BucketProps] = field(default_factory=dict)
@@ -66,6 +68,7 @@ class NodeConfig:
     aae_concurrency: int = 2  # exchanges (one partition, one peer each) in flight at once
     aae_segments: int = 16384  # Merkle tree leaves per partition (benchmarks/merkle_cost.py)
     aae_branching: int = 16
+    background_p99_threshold: float = 0.05  # s: foreground p99 above it slows background work
     heartbeat_interval: float = 1.0  # each node heartbeats every other member this often
     phi_threshold: float = 8.0  # phi-accrual failure detector (Akka's defaults)
     phi_window: int = 1000
@@ -108,7 +111,25 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
         raw["buckets"] = {name: BucketProps(**props) for name, props in raw["buckets"].items()}
     config = NodeConfig(**raw)
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return replace(config, **changes) if changes else config
+    if changes:
+        config = replace(config, **changes)
+    return with_resp_bucket(config)
+
+
+def with_resp_bucket(config: NodeConfig) -> NodeConfig:
+    """The RESP bucket is `lww` (with the default N, R, W) unless `[buckets.NAME]` says more.
+
+    Added whether or not this node listens for RESP, so that every node of a cluster, which
+    all merge that bucket's replicas, agrees on its policy.
+    """
+    try:
+        validate_location(config.resp_bucket, "k")
+    except InvalidRequest as exc:
+        raise ValueError(f"resp_bucket: {exc.message}") from exc
+    if config.resp_bucket in config.buckets:
+        return config
+    props = replace(config.defaults, policy="lww")
+    return replace(config, buckets={**config.buckets, config.resp_bucket: props})
 
 
 def validate_location(bucket: str, key: str) -> None:

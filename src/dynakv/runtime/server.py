@@ -103,6 +103,7 @@ class Server:
         self._inflight: dict[tuple[str, int], tuple[str, float]] = {}
         self._tcp_server: asyncio.AbstractServer | None = None
         self._http_runner: Any = None
+        self._resp: Any = None  # runtime.resp.RespListener when config.resp_addr is set
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()  # the node left the cluster
         self._stopping = False
@@ -119,6 +120,9 @@ class Server:
             lambda: FrameConnection(self), host, port, reuse_address=True
         )
         self._http_runner = await start_http(self)
+        from dynakv.runtime.resp import start_resp
+
+        self._resp = await start_resp(self)
         log.info(
             "node_started name=%s node_addr=%s http_addr=%s node_id=%s",
             self.config.name,
@@ -137,6 +141,8 @@ class Server:
             handle.cancel()
         if self._tcp_server is not None:
             self._tcp_server.close()
+        if self._resp is not None:
+            self._resp.close()
         for conn in list(self._connections):
             conn.abort()
         if self._http_runner is not None:
