@@ -42,7 +42,14 @@ class PeerDown:
     name: str
 
 
-Event = Start | Received | TimerFired | PeerUp | PeerDown
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """The runtime's measure of foreground latency, for admission control of background work."""
+
+    p99: float  # seconds, over the last report interval
+
+
+Event = Start | Received | TimerFired | PeerUp | PeerDown | LoadReport
 
 
 # --- effects --------------------------------------------------------------------------------

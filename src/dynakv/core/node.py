@@ -17,11 +17,13 @@ import msgspec
 from dynakv import versions
 from dynakv.config import NodeConfig, validate_location
 from dynakv.core import membership as ms
+from dynakv.core.admission import BackgroundBudget
 from dynakv.core.antientropy import KEYS_PER_REQUEST, AntiEntropy, ExchangeRound
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.events import (
     Effect,
     Event,
+    LoadReport,
     Log,
     PeerDown,
     PeerUp,
@@ -149,6 +151,7 @@ class Node:
         self.store = ReplicaStore(engine, drop_siblings=bugs.drop_sibling_on_merge)
         self._deferred: list[tuple[str, str, Clock]] = []  # ack_before_store bug only
         self.hints = HintStore(engine, config.hint_budget_bytes)
+        self.budget = BackgroundBudget(config.background_p99_threshold)
         self.aae = AntiEntropy(
             self.store, config.ring_size, config.aae_segments, config.aae_branching
         )
@@ -294,6 +297,9 @@ class Node:
             effects = []
         elif type(event) is Start:
             effects = self._start(now, event.join)
+        elif type(event) is LoadReport:
+            self.budget.report(event.p99)
+            effects = []
         else:
             raise TypeError(f"unknown event {event!r}")
         if self.store.found_corrupt:
@@ -338,6 +344,7 @@ class Node:
             "hints_dropped": self.hints_dropped,
             "corrupt_records_found": self.store.corrupt_total,
             "anti_entropy": self.aae.status(len(self._aae_partitions())),
+            "background": self.budget.status(),
             "transfers_pending": len(self._my_moves()),
             "transfers": [pull.progress() for pull in self.pulls.values()],
             "keys": self.engine.count(),
@@ -498,11 +505,13 @@ class Node:
         built = self.aae.build_next(wanted)
         if built is not None:
             self._logs.append(Log("info", "aae_tree_built", {"partition": built}))
-        pace = AAE_BUILD_PACE if built is not None else self.config.aae_interval
-        effects: list[Effect] = [SetTimer("aae", now + min(pace, self.config.aae_interval))]
-        if len(self.rounds) >= self.config.aae_concurrency or now < self._next_exchange:
+        interval = self.budget.stretch(self.config.aae_interval)
+        pace = self.budget.stretch(AAE_BUILD_PACE) if built is not None else interval
+        effects: list[Effect] = [SetTimer("aae", now + min(pace, interval))]
+        concurrency = self.budget.scale(self.config.aae_concurrency)
+        if len(self.rounds) >= concurrency or now < self._next_exchange:
             return effects
-        self._next_exchange = now + self.config.aae_interval
+        self._next_exchange = now + interval
         pairs = [
             (partition, peer)
             for partition in wanted
@@ -511,7 +520,7 @@ class Node:
             if peer != self.name and peer not in self.down
         ]
         busy = {(r.partition, r.peer) for r in self.rounds.values()}
-        for _ in range(min(len(pairs), self.config.aae_concurrency - len(self.rounds))):
+        for _ in range(min(len(pairs), concurrency - len(self.rounds))):
             partition, peer = pairs[self._aae_cursor % len(pairs)]
             self._aae_cursor += 1
             if (partition, peer) not in busy:
@@ -692,7 +701,7 @@ class Node:
             if now < self._handoff_backoff.get(primary, (0.0, 0))[0]:
                 continue
             busy = in_flight.get(primary, set())
-            room = self.config.handoff_batch - len(busy)
+            room = self.budget.scale(self.config.handoff_batch) - len(busy)
             if room <= 0:
                 continue
             for hint in self.hints.batch(primary, room, busy):
@@ -1296,7 +1305,7 @@ class Node:
         ]:
             del self.pulls[partition]
         for partition in sorted(mine):
-            if len(self.pulls) >= self.config.transfer_concurrency:
+            if len(self.pulls) >= self.budget.scale(self.config.transfer_concurrency):
                 break
             if partition not in self.pulls:
                 sources = [

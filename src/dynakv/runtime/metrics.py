@@ -16,6 +16,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.recent: list[float] = []
         self.requests = Counter(
             "dynakv_requests", "Client requests served", ["op"], registry=self.registry
         )
@@ -37,7 +38,14 @@ class Metrics:
         """A value read from the node each time /metrics is scraped."""
         Gauge(name, doc, registry=self.registry).set_function(read)
 
+    def take_recent(self) -> list[float]:
+        """The latencies observed since the last call (for admission control)."""
+        recent, self.recent = self.recent, []
+        return recent
+
     def observe(self, op: str, seconds: float, error_code: str | None) -> None:
+        if len(self.recent) < 100_000:
+            self.recent.append(seconds)
         self.requests.labels(op).inc()
         self.latency.labels(op).observe(seconds)
         if error_code is not None:

@@ -22,6 +22,7 @@ from dynakv import messages
 from dynakv.config import NodeConfig
 from dynakv.core.events import (
     Event,
+    LoadReport,
     Log,
     PeerDown,
     PeerUp,
@@ -55,6 +56,7 @@ from dynakv.storage.pipelined import PipelinedEngine
 
 log = logging.getLogger("dynakv")
 RECONNECT_BACKOFF = 0.5
+LOAD_REPORT_INTERVAL = 1.0
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -131,6 +133,7 @@ class Server:
             self.node.actor,
         )
         self.dispatch(Start(join=self.join))
+        self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
 
     async def stop(self) -> None:
         self._flush()
@@ -249,6 +252,18 @@ class Server:
             conn.send(send.message)
             return
         self._connect_and_send(to, send.message)
+
+    def _report_load(self) -> None:
+        """Every second, tell the node the foreground p99 (admission control)."""
+        if self._stopping or self.loop is None:
+            return
+        recent = self.metrics.take_recent()
+        p99 = 0.0
+        if recent:
+            recent.sort()
+            p99 = recent[min(len(recent) - 1, int(len(recent) * 0.99))]
+        self.dispatch(LoadReport(p99))
+        self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
 
     # --- timers ----------------------------------------------------------------------------
     def _set_timer(self, timer: SetTimer) -> None:
