@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean bench
+.PHONY: run test lint venv clean bench sim-long
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ test: $(STAMP)
 # The table in benchmarks/README.md: several minutes; not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 200).
+# Hours on 2 cores; not part of `make test`. Fails if any seed breaks an invariant.
+SIM_LONG_SEEDS ?= 1-10000
+SIM_JOBS ?= 2
+sim-long: $(STAMP)
+	status=0; for workload in cart register lww; do \
+		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_SEEDS) --nodes 5 --faults all \
+			--workload $$workload --jobs $(SIM_JOBS) || status=1; \
+	done; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from dynakv.core.events import Received
-from dynakv.messages import ClientGet, GetResult
-from dynakv.sim.cluster import REFUSED, SimCluster
+from dynakv.messages import ClientGet, ClientPut, GetResult, PutResult
+from dynakv.ring import key_digest
+from dynakv.sim.cluster import REFUSED, UNGATED, SimCluster
 from dynakv.sim.network import Network, partition_links
 from dynakv.sim.options import SimOptions, parse_faults
 from dynakv.sim.run import RunConfig, run_seed
@@ -92,6 +93,24 @@ def test_a_wiped_node_comes_back_empty_with_a_new_incarnation_and_rejoins():
     assert cluster.nodes["n2"].engine.count() == 0
     assert cluster.nodes["n2"].actor != old
     assert cluster.run_until(cluster.members_agree, limit=30.0)
+
+
+def test_with_a_commit_delay_a_crash_before_the_commit_loses_the_write_and_its_ack():
+    cluster = SimCluster(NAMES[:3], seed=1)
+    assert cluster.run_until(cluster.members_agree)
+    cluster.reseed(1, SimOptions(commit_delay=0.01))
+    cluster.request("n1", "#c", ClientPut(5, "b", "k", b"v", hops=1))
+    assert cluster.run_until(lambda: cluster.engines["n1"].pending() > 0)
+    cluster.crash("n1")
+    cluster.run_for(1.0)
+    assert not any(isinstance(m, PutResult) for m in cluster.inbox["#c"])
+    assert cluster.engines["n1"].get(key_digest("b", "k")) is None
+
+
+def test_the_sends_that_skip_the_commit_are_the_runtimes():
+    from dynakv.runtime.server import UNGATED as RUNTIME_UNGATED
+
+    assert UNGATED == RUNTIME_UNGATED
 
 
 def test_clock_skew_moves_a_node_clock_ahead_of_virtual_time():

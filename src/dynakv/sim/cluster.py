@@ -2,10 +2,16 @@
 
 Deterministic: one seed fixes every choice (each concern draws from its own `random.Random`
 seeded from it), and nothing iterates a set or a str-keyed hash order where order matters.
-Events are delivered in order of their time, ties by the order they were scheduled. The
-storage engine commits after each handled event, before the effects of that event leave the
-node, as the runtime's group commit does; so a crash (`MemoryEngine.crash()`) loses only
-in-memory state. A node's clock is virtual time plus its skew.
+Events are delivered in order of their time, ties by the order they were scheduled. A
+node's clock is virtual time plus its skew.
+
+Durability follows the runtime's group commit. With `commit_delay` 0 the engine commits
+after each handled event, before any of its effects leave, so a crash
+(`MemoryEngine.crash()`) loses only in-memory state. With `commit_delay` > 0 it models the
+pipelined commit (runtime.server since d365f8d): requests to peers and read replies
+(`UNGATED`) leave at once, every other send (acknowledgements, replies to clients) waits
+for a commit that lands `commit_delay` later and covers every write made until then; a
+crash before it loses those writes and the held sends.
 
 Failure detection: when a node stops, every up node gets `PeerDown` for it (its connections
 broke), and a message sent to a stopped node answers its sender with `PeerDown`; a restarted
@@ -111,6 +117,8 @@ class SimCluster:
         self.logs: list[tuple[float, str, Log]] = []
         self.timers: dict[tuple[str, str], float] = {}
         self.node_rngs: dict[str, random.Random] = {}  # the Random each node was given
+        self._held: dict[str, list[Send]] = {}  # sends waiting for the node's next commit
+        self._commit_token: dict[str, int] = {}  # a scheduled commit counts if it matches
         self.wipes = 0
         self.delivered = 0
         for name in names:
@@ -161,6 +169,8 @@ class SimCluster:
         """Stop the node abruptly: uncommitted writes and in-flight state are gone."""
         self.up.discard(name)
         self.engines[name].crash()
+        self._held.pop(name, None)
+        self._commit_token[name] = self._commit_token.get(name, 0) + 1
         self.timers = {k: v for k, v in self.timers.items() if k[0] != name}
         self.note(f"crash {name}")
         for other in sorted(self.up):
@@ -273,10 +283,17 @@ class SimCluster:
     def _handle(self, name: str, event: Event) -> None:
         skew = self.skew[name]
         effects = self.nodes[name].handle(self.now + skew, event)
-        self.engines[name].commit()
+        pipelined = self.options.commit_delay > 0
+        if not pipelined:
+            self.engines[name].commit()
         for effect in effects:
             if isinstance(effect, Send):
-                self._send(name, effect)
+                if not pipelined or (
+                    type(effect.message) in UNGATED and not effect.to.startswith("#")
+                ):
+                    self._send(name, effect)
+                else:
+                    self._hold(name, effect)
             elif isinstance(effect, SetTimer):
                 at = effect.at - skew
                 self.timers[(name, effect.name)] = at
@@ -288,6 +305,21 @@ class SimCluster:
                     self.note(f"log {name} {effect.level} {effect.event} {fields}")
             elif isinstance(effect, Stop):
                 self.up.discard(name)  # the node left the cluster and shut itself down
+
+    def _hold(self, name: str, send: Send) -> None:
+        """Keep a send until the node's next commit (scheduled if none is)."""
+        held = self._held.setdefault(name, [])
+        if not held:
+            token = self._commit_token.setdefault(name, 0)
+            self.call_at(self.now + self.options.commit_delay, lambda: self._commit(name, token))
+        held.append(send)
+
+    def _commit(self, name: str, token: int) -> None:
+        if name not in self.up or self._commit_token.get(name) != token:
+            return  # the node crashed first: its writes and held sends are gone
+        self.engines[name].commit()
+        for send in self._held.pop(name, []):
+            self._send(name, send)
 
     def _send(self, sender: str, send: Send) -> None:
         to = send.to

@@ -56,6 +56,11 @@ class SimOptions:
     # acknowledged write is on W >= 2 replicas, so at most one of its copies can be wiped.
     wipe_probability: float = 0.0
     victim_crash_share: float = 0.0  # share of crashes aimed at the wipe victim
+    # --- durability ---------------------------------------------------------------------------
+    # 0: commit after every handled event, before its effects leave. > 0: the runtime's
+    # pipelined group commit: peer requests leave at once, acknowledgements and replies to
+    # clients wait for a commit this much later; a crash in between loses the writes.
+    commit_delay: float = 0.0
     # --- clocks -------------------------------------------------------------------------------
     # Each node's clock runs ahead of virtual time by a skew drawn from [0, clock_skew_max]
     # at start and at every restart (so a restart can move a clock backwards).
@@ -83,8 +88,10 @@ class SimOptions:
         unknown = set(self.partition_modes) - set(PARTITION_MODES)
         if unknown:
             raise ValueError(f"unknown partition modes {sorted(unknown)}")
-        if self.max_crashed < 0 or self.clock_skew_max < 0 or self.nemesis_interval <= 0:
-            raise ValueError("max_crashed, clock_skew_max must be >= 0, nemesis_interval > 0")
+        if min(self.max_crashed, self.clock_skew_max, self.commit_delay) < 0:
+            raise ValueError("max_crashed, clock_skew_max and commit_delay must be >= 0")
+        if self.nemesis_interval <= 0:
+            raise ValueError("nemesis_interval must be > 0")
 
     def with_faults(self, faults: str | set[str] | frozenset[str] | tuple[str, ...]) -> SimOptions:
         """These options with the named fault groups switched on (see `FAULTS`; "all")."""
@@ -102,7 +109,7 @@ class SimOptions:
         if "partition" in names:
             changes.update(partition_probability=0.15)
         if "crash" in names or "wipe" in names:
-            changes.update(crash_probability=0.1, max_crashed=2)
+            changes.update(crash_probability=0.1, max_crashed=2, commit_delay=0.003)
         if "wipe" in names:
             changes.update(wipe_probability=0.5, victim_crash_share=0.5)
         if "skew" in names:
