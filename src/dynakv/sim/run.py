@@ -4,10 +4,11 @@ The phases: the nodes join (on a calm network with true clocks, once per process
 starts from a copy of that cluster and the seed draws everything after, clock skews
 included); clients run for `duration` while the nemesis injects faults; the faults stop
 (partitions heal, stopped nodes restart, the network calms), clients finish and hinted
-handoff drains; then, since nodes have no anti-entropy yet, convergence comes from read
-repair: the harness reads every key through a coordinator with R=N, repeatedly, until every
-primary replica holds the same state (or a bound is reached); last, it reads each primary's
-own copy directly (`Node.replica`) and hands the history and those reads to the checker.
+handoff drains; then the harness drives convergence by read repair rather than wait for
+anti-entropy's schedule: it reads every key through a coordinator with R=N, repeatedly,
+until every primary replica holds the same state (or a bound is reached); last, it reads
+each primary's own copy directly (`Node.replica`) and hands the history and those reads to
+the checker.
 """
 
 from __future__ import annotations
