@@ -38,7 +38,9 @@ Invariants, each reported separately (`Report.counts`):
 - `never_written`: a read or a replica returned bytes that no write of that key wrote (or
   that its write had not even been invoked by the time the read completed).
 - `merged` (siblings silently merged): of two acknowledged writes that had not seen each
-  other, one is lost while the other survives; each such lost write is also `lost`.
+  other, one is lost while the other survives (in a final value's causal past, and in no
+  delete's: causality through a tombstone is not in `seen`, so only then does "neither is
+  in the other's past" prove them concurrent); each such lost write is also `lost`.
 - `came_back`: a live final value is in the causal past of an acknowledged write or delete:
   the write superseded it or the delete removed it, and it came back. (A cart item that a
   client removed may legitimately return through a concurrent sibling that still holds it:
