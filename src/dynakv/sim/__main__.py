@@ -116,4 +116,8 @@ def _one(seed: int, config: RunConfig, trace: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the reader went away (`... --trace | head`): stop quietly
+        sys.stderr.close()
+        sys.exit(1)
