@@ -284,6 +284,7 @@ class BenchSpec:
     load: bool = True
     blind_writes: bool = False
     timeout: float = 10.0
+    route: bool = True  # clients send each request to a replica of its key
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -389,10 +390,13 @@ class Generator:
         nodes = list(self.spec.nodes)
         count = self.spec.connections or default_connections(self.in_flight, len(nodes))
         count = max(1, min(count, self.in_flight))
+        if self.spec.route:  # a routing client keeps a connection to every node
+            count = math.ceil(count / len(nodes))
         clients = []
         for j in range(count):
             first = (self.index * count + j) % len(nodes)
-            clients.append(AsyncClient(nodes[first:] + nodes[:first], timeout=self.spec.timeout))
+            order = nodes[first:] + nodes[:first]
+            clients.append(AsyncClient(order, timeout=self.spec.timeout, route=self.spec.route))
         return clients
 
     async def _ticker(self) -> None:

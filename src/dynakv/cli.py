@@ -454,6 +454,9 @@ def cluster_ring(node: str) -> None:
 )
 @click.option("--timeout", default=10.0, show_default=True, help="Per-request timeout, seconds.")
 @click.option(
+    "--no-route", is_flag=True, help="Send requests to the given nodes in turn, not to a replica."
+)
+@click.option(
     "--json",
     "json_file",
     type=click.Path(dir_okay=False),
@@ -465,7 +468,8 @@ def bench(
     r: int | None, w: int | None, workload: str, distribution: str, records: int,
     operations: int | None, duration: float | None, concurrency: int, connections: int | None,
     value_size: int, rate: float | None, processes: int, bucket: str, seed: int, no_load: bool,
-    blind_writes: bool, timeout: float, json_file: str | None, no_progress: bool,
+    blind_writes: bool, timeout: float, no_route: bool, json_file: str | None,
+    no_progress: bool,
 ) -> None:  # fmt: skip
     """YCSB-style load: a load phase, then a run phase; latency percentiles per operation."""
     from dynakv import bench as bench_mod
@@ -479,7 +483,7 @@ def bench(
             operations=operations, duration=duration, concurrency=concurrency,
             connections=connections, value_size=value_size, rate=rate, r=r, w=w,
             processes=processes, seed=seed, bucket=bucket, load=not no_load,
-            blind_writes=blind_writes, timeout=timeout,
+            blind_writes=blind_writes, timeout=timeout, route=not no_route,
         )  # fmt: skip
         local_cluster = None
         if local is not None:

@@ -1,21 +1,45 @@
 """Python clients over the binary protocol: `Client` (blocking) and `AsyncClient` (asyncio).
 
-Both send each request to one node of the list (any node coordinates or forwards), fail over
-to the next node when a connection cannot be made, and turn error frames into exceptions.
+Client-driven coordination (Dynamo section 6.4): a client fetches the cluster's membership
+(`ClientClusterInfo`) from any reachable node on first use, every `REFRESH_INTERVAL` seconds
+and soon after an error that suggests a stale view, and sends each request straight to the
+first owner of the key's partition in the installed ring -- a replica of the key whatever
+the bucket's N -- then, if that node cannot be reached, to the next nodes of the partition's
+walk (the next replicas, then the rest of the ring), then to the given nodes. A node that is
+not a replica of the key forwards a put to one (one extra hop), so a stale view costs time,
+never correctness. Members marked removed are never chosen. With `route=False` the given
+nodes are used in order, as before routing existed.
+
+Connections are kept per node address: the blocking client keeps one socket per node, the
+asyncio client one multiplexed connection per node with many requests in flight, matched by
+request id. A node whose connection fails is tried last for a while (a back-off doubling
+from 1 s to 16 s). A get whose connection is lost after it was sent is retried on the next
+node (reads are idempotent); a put or delete is not, since it may have been applied: it
+raises `Unavailable`, as a connection lost after sending always did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import select
 import socket
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from dynakv import messages
-from dynakv.errors import DynakvError, InvalidRequest, SiblingsError, Unavailable, from_code
+from dynakv.core.membership import Membership
+from dynakv.errors import (
+    DynakvError,
+    InvalidRequest,
+    SiblingsError,
+    Timeout,
+    Unavailable,
+    from_code,
+)
 from dynakv.messages import (
     ClientClusterChange,
     ClientClusterInfo,
@@ -28,9 +52,14 @@ from dynakv.messages import (
     Message,
     PutResult,
 )
-from dynakv.runtime.transport import LENGTH, frame
+from dynakv.ring import key_digest, partition_of_digest
+from dynakv.runtime.transport import LENGTH, FrameConnection, frame
 
 Resolver = Callable[[list[bytes]], bytes]
+
+REFRESH_INTERVAL = 10.0  # seconds between membership fetches
+STALE_REFRESH_GAP = 1.0  # an error asks for a fetch no sooner than this after the last one
+DOWN_BACKOFF = (1.0, 16.0)  # a failed node is tried last for this long, doubling to the max
 
 
 @dataclass(frozen=True)
@@ -58,17 +87,23 @@ class ReadResult:
         return self.values[0]
 
 
-def _nodes(nodes: str | Sequence[str]) -> list[tuple[str, int]]:
+def _parse(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidRequest(f"node address must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _nodes(nodes: str | Sequence[str]) -> list[str]:
+    """The given node addresses, checked, as "host:port" strings without repeats."""
     items = [nodes] if isinstance(nodes, str) else list(nodes)
     if not items:
         raise InvalidRequest("give at least one node address HOST:PORT")
     parsed = []
     for item in items:
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise InvalidRequest(f"node address must be HOST:PORT, got {item!r}")
-        parsed.append((host, int(port)))
-    return parsed
+        host, port = _parse(item)
+        parsed.append(f"{host}:{port}")
+    return list(dict.fromkeys(parsed))
 
 
 def _check(reply: Message) -> Message:
@@ -92,21 +127,203 @@ def _put_context(reply: Message) -> str:
     return reply.context
 
 
-class Client:
-    """Blocking client. Not thread-safe: use one per thread."""
+# --- routing: pure --------------------------------------------------------------------------
 
-    def __init__(self, nodes: str | Sequence[str] = "127.0.0.1:7001", timeout: float = 10.0):
-        self._nodes = _nodes(nodes)
+
+class Routes:
+    """Where requests go, computed from one membership state and the given nodes; no I/O.
+
+    `for_key` is the order in which to try nodes for a key: the owners of the key's partition
+    and of the partitions after it in the installed ring (`Ring.walk`, the order a node
+    builds preference lists in, so the first is a replica for any N and the first N are the
+    N replicas), then members that own nothing yet, then the given nodes. `everyone` is the
+    order for requests about no key: the given nodes, then the members. Members marked
+    removed are left out. Without a state (or before the cluster has a ring) both are the
+    given nodes.
+    """
+
+    __slots__ = ("_addrs", "_cache", "_ring", "_shift", "_tail", "epoch", "everyone", "seeds")
+
+    def __init__(self, state: Membership | None, seeds: Sequence[str]) -> None:
+        self.seeds = tuple(dict.fromkeys(seeds))
+        if state is None or state.ring.epoch == 0:
+            self.epoch = 0
+            self._ring = None
+            self._shift = 0
+            self._addrs: dict[str, str] = {}
+            self._tail = self.seeds
+            self._cache: list[tuple[str, ...] | None] = []
+            self.everyone = self.seeds
+            return
+        self.epoch = state.ring.epoch
+        ring = self._ring = state.ring.ring
+        # partition_of_digest without its checks: the top log2(Q) bits of the 128-bit digest
+        self._shift = 128 - partition_of_digest(b"\xff" * 16, ring.size).bit_length()
+        self._addrs = {m.name: m.node_addr for m in state.members if m.status != "removed"}
+        owners = set(ring.owners)
+        idle = [addr for name, addr in self._addrs.items() if name not in owners]
+        self._tail = tuple(dict.fromkeys([*idle, *self.seeds]))
+        self._cache = [None] * ring.size
+        self.everyone = tuple(dict.fromkeys([*self.seeds, *self._addrs.values()]))
+
+    def for_key(self, bucket: str, key: str) -> tuple[str, ...]:
+        ring = self._ring
+        if ring is None:
+            return self.seeds
+        try:
+            partition = int.from_bytes(key_digest(bucket, key), "big") >> self._shift
+        except (AttributeError, UnicodeError):  # not a str: the node answers invalid_request
+            return self.everyone
+        route = self._cache[partition]
+        if route is None:
+            route = self._cache[partition] = self.for_partition(partition)
+        return route
+
+    def for_partition(self, partition: int) -> tuple[str, ...]:
+        assert self._ring is not None
+        addrs = self._addrs
+        walk = [addrs[name] for name in self._ring.walk(partition) if name in addrs]
+        return tuple(dict.fromkeys([*walk, *self._tail]))
+
+
+class _Router:
+    """A client's view (Routes), when to refresh it, and which nodes failed lately."""
+
+    __slots__ = ("down", "down_until", "fetched_at", "refresh_at", "route", "routes", "seeds")
+
+    def __init__(self, nodes: str | Sequence[str], route: bool) -> None:
+        self.seeds = _nodes(nodes)
+        self.route = route
+        self.routes = Routes(None, self.seeds)
+        self.refresh_at = 0.0 if route else float("inf")  # monotonic time a fetch is due
+        self.fetched_at = float("-inf")
+        self.down: dict[str, tuple[float, float]] = {}  # address -> (until, back-off)
+        self.down_until = 0.0  # the latest `until` of `down`: past it, no node is shunned
+
+    def install(self, state: Membership, now: float) -> None:
+        self.routes = Routes(state, self.seeds)
+        self.fetched_at = now
+        self.refresh_at = now + REFRESH_INTERVAL
+
+    def fetch_failed(self, now: float) -> None:
+        self.fetched_at = now
+        self.refresh_at = now + STALE_REFRESH_GAP
+
+    def fetch_order(self, connected: Container[str]) -> list[str]:
+        """Where to fetch the membership: a node already connected first (no new connection)."""
+        nodes = self.for_any()
+        return [a for a in nodes if a in connected] + [a for a in nodes if a not in connected]
+
+    def fetched(self, reply: Message | DynakvError) -> None:
+        """Install what a membership fetch answered; an error or odd reply: try again soon."""
+        if isinstance(reply, ClusterInfo):
+            self.install(reply.state, time.monotonic())
+        else:
+            self.fetch_failed(time.monotonic())
+
+    def stale(self) -> None:
+        """Something suggests the view is out of date: fetch again soon, not in a storm."""
+        if self.route:
+            self.refresh_at = min(self.refresh_at, self.fetched_at + STALE_REFRESH_GAP)
+
+    def failed(self, address: str) -> None:
+        backoff = self.down.get(address, (0.0, DOWN_BACKOFF[0] / 2))[1] * 2
+        backoff = min(max(backoff, DOWN_BACKOFF[0]), DOWN_BACKOFF[1])
+        until = time.monotonic() + backoff
+        self.down[address] = (until, backoff)
+        self.down_until = max(self.down_until, until)
+        self.stale()
+
+    def reached(self, address: str) -> None:
+        if self.down:
+            self.down.pop(address, None)
+
+    def order(self, route: tuple[str, ...]) -> Sequence[str]:
+        """route with the nodes that failed lately moved to the end (tried as a last resort)."""
+        down = self.down
+        if not down:
+            return route
+        now = time.monotonic()
+        if now >= self.down_until:  # back-offs over (the marks stay, to double next time)
+            return route
+        healthy: list[str] = []
+        later: list[str] = []
+        for address in route:
+            mark = down.get(address)
+            (later if mark is not None and mark[0] > now else healthy).append(address)
+        return healthy + later
+
+    def for_key(self, bucket: str, key: str) -> Sequence[str]:
+        return self.order(self.routes.for_key(bucket, key) if self.route else self.seeds)
+
+    def for_any(self) -> Sequence[str]:
+        return self.order(self.routes.everyone if self.route else self.seeds)
+
+
+class _Lost(Unavailable):
+    """The connection closed or failed after the request was sent: it may have been applied."""
+
+
+# --- blocking client --------------------------------------------------------------------------
+
+
+class _Socket:
+    __slots__ = ("buffer", "poll", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.poll = select.poll()
+        self.poll.register(sock, select.POLLIN)
+
+    def idle_and_open(self) -> bool:
+        """Between requests nothing is due from the node; readable means it closed (or sent
+        a late reply, which is read and skipped)."""
+        try:
+            return not self.poll.poll(0) or self.sock.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
+
+    def read_frame(self) -> Message:
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= LENGTH:
+                length = int.from_bytes(buffer[:LENGTH], "big")
+                if len(buffer) >= LENGTH + length:
+                    payload = bytes(buffer[LENGTH : LENGTH + length])
+                    del buffer[: LENGTH + length]
+                    return messages.decode(payload)
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise EOFError("node closed the connection")
+            buffer += chunk
+
+
+class Client:
+    """Blocking client. Not thread-safe: use one per thread.
+
+    `route=True` (the default) sends each request to a replica of its key (see the module
+    docstring); `route=False` uses the given nodes in order. `last_node` is the address of the
+    node that answered the last request.
+    """
+
+    def __init__(
+        self,
+        nodes: str | Sequence[str] = "127.0.0.1:7001",
+        timeout: float = 10.0,
+        *,
+        route: bool = True,
+    ):
+        self._router = _Router(nodes, route)
         self._timeout = timeout
-        self._next = 0
-        self._sock: socket.socket | None = None
-        self._buffer = bytearray()
+        self._socks: dict[str, _Socket] = {}
         self._rids = itertools.count(1)
+        self.last_node: str | None = None
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        for conn in self._socks.values():
+            conn.sock.close()
+        self._socks.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -117,8 +334,8 @@ class Client:
     def get(
         self, bucket: str, key: str, *, r: int | None = None, resolve: Resolver | None = None
     ) -> ReadResult:
-        reply = self._call(ClientGet(next(self._rids), bucket, key, r))
-        return _read_result(reply, resolve)
+        message = ClientGet(next(self._rids), bucket, key, r)
+        return _read_result(self._call(message, self._for_key(bucket, key), True), resolve)
 
     def put(
         self,
@@ -133,93 +350,195 @@ class Client:
         message = ClientPut(
             next(self._rids), bucket, key, bytes(value), context or "", w, content_type
         )
-        return _put_context(self._call(message))
+        return _put_context(self._call(message, self._for_key(bucket, key), False))
 
     def delete(
         self, bucket: str, key: str, *, context: str | None = None, w: int | None = None
     ) -> str:
         message = ClientPut(next(self._rids), bucket, key, b"", context or "", w, delete=True)
-        return _put_context(self._call(message))
+        return _put_context(self._call(message, self._for_key(bucket, key), False))
 
     def cluster(self) -> ClusterState:
-        reply = _check(self._call(ClientClusterInfo(next(self._rids))))
+        message = ClientClusterInfo(next(self._rids))
+        reply = _check(self._call(message, self._router.for_any(), True))
         assert isinstance(reply, ClusterInfo)
+        if self._router.route:
+            self._router.install(reply.state, time.monotonic())
         return reply.state
 
     def cluster_change(self, op: str, name: str) -> ClusterState:
         """An operator's "leave" or "remove" of member `name`; the new cluster state."""
-        reply = _check(self._call(ClientClusterChange(next(self._rids), op, name)))
+        message = ClientClusterChange(next(self._rids), op, name)
+        reply = _check(self._call(message, self._router.for_any(), False))
         assert isinstance(reply, ClusterInfo)
+        self._router.stale()
         return reply.state
 
+    # --- routing -------------------------------------------------------------------------
+    def _for_key(self, bucket: str, key: str) -> Sequence[str]:
+        router = self._router
+        if router.refresh_at <= time.monotonic():
+            self._refresh()
+        return router.for_key(bucket, key)
+
+    def _refresh(self) -> None:
+        nodes = self._router.fetch_order(self._socks)
+        try:
+            reply: Message | DynakvError = self._call(
+                ClientClusterInfo(next(self._rids)), nodes, True
+            )
+        except DynakvError as exc:
+            reply = exc
+        self._router.fetched(reply)
+
     # --- wire ------------------------------------------------------------------------------
-    def _connect(self) -> socket.socket:
-        last: OSError | None = None
-        for _ in range(len(self._nodes)):
-            host, port = self._nodes[self._next % len(self._nodes)]
+    def _connect(self, address: str) -> _Socket:
+        sock = socket.create_connection(_parse(address), timeout=self._timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = self._socks[address] = _Socket(sock)
+        return conn
+
+    def _drop(self, address: str) -> None:
+        conn = self._socks.pop(address, None)
+        if conn is not None:
+            conn.sock.close()
+
+    def _call(self, message: Message, nodes: Sequence[str], idempotent: bool) -> Message:
+        rid = message.rid  # type: ignore[attr-defined]
+        data = frame(message)
+        router = self._router
+        last: BaseException | None = None
+        for address in nodes:
+            conn = self._socks.get(address)
+            if conn is not None and not conn.idle_and_open():
+                self._drop(address)
+                conn = None
+            if conn is None:
+                try:
+                    conn = self._connect(address)
+                except (OSError, InvalidRequest) as exc:
+                    last = exc
+                    router.failed(address)
+                    continue
+                router.reached(address)
             try:
-                sock = socket.create_connection((host, port), timeout=self._timeout)
-            except OSError as exc:
-                last = exc
-                self._next += 1
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._buffer.clear()
-            return sock
+                conn.sock.sendall(data)
+                while True:
+                    reply = conn.read_frame()
+                    if getattr(reply, "rid", None) == rid:
+                        break
+                    if isinstance(reply, ErrorReply) and reply.rid == 0:
+                        raise from_code(reply.code, reply.message)
+            except (OSError, EOFError) as exc:
+                self._drop(address)
+                timed_out = isinstance(exc, TimeoutError)
+                if not timed_out:
+                    router.failed(address)
+                if idempotent and not timed_out:
+                    last = exc
+                    continue
+                raise Unavailable(
+                    f"connection to node {address} failed: {exc}", needed=1, got=0
+                ) from exc
+            self.last_node = address
+            if isinstance(reply, ErrorReply) and reply.code == Unavailable.code:
+                router.stale()
+            return reply
         raise Unavailable(f"no node reachable: {last}", needed=1, got=0)
 
-    def _call(self, message: Message) -> Message:
-        if self._sock is None:
-            self._sock = self._connect()
-        rid = message.rid  # type: ignore[attr-defined]
-        try:
-            self._sock.sendall(frame(message))
-            while True:
-                reply = self._read_frame()
-                if getattr(reply, "rid", None) == rid:
-                    return reply
-                if isinstance(reply, ErrorReply) and reply.rid == 0:
-                    raise from_code(reply.code, reply.message)
-        except (OSError, EOFError) as exc:
-            self.close()
-            self._next += 1
-            raise Unavailable(f"connection to node failed: {exc}", needed=1, got=0) from exc
 
-    def _read_frame(self) -> Message:
-        assert self._sock is not None
-        while True:
-            if len(self._buffer) >= LENGTH:
-                length = int.from_bytes(self._buffer[:LENGTH], "big")
-                if len(self._buffer) >= LENGTH + length:
-                    payload = bytes(self._buffer[LENGTH : LENGTH + length])
-                    del self._buffer[: LENGTH + length]
-                    return messages.decode(payload)
-            chunk = self._sock.recv(1 << 16)
-            if not chunk:
-                raise EOFError("node closed the connection")
-            self._buffer += chunk
+# --- asyncio client ---------------------------------------------------------------------------
+
+
+def _expire(waiter: asyncio.Future[Message]) -> None:
+    if not waiter.done():
+        waiter.set_exception(Timeout("no answer from the node in time"))
+
+
+class _Node:
+    """The client's side of one connection to a node (the runtime's `FrameConnection` frames
+    it): replies matched to waiters by rid, frames of one loop turn written together."""
+
+    def __init__(self, address: str, pool: dict[str, _Node]) -> None:
+        self.address = address
+        self.pool = pool  # the client's connections, which this one leaves when it closes
+        self.waiters: dict[int, asyncio.Future[Message]] = {}
+        self.conn = FrameConnection(self)
+        self.closed = False
+        self._flushing = False
+
+    def send(self, message: Message) -> None:
+        self.conn.send(message)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.conn.transport is not None:
+            self.conn.transport.close()
+
+    # --- FrameHandler ----------------------------------------------------------------------
+    def on_open(self, conn: FrameConnection) -> None:
+        pass
+
+    def on_frame(self, conn: FrameConnection, payload: bytes) -> None:
+        try:
+            reply = messages.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            return
+        waiter = self.waiters.pop(getattr(reply, "rid", 0), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+
+    def on_bad_length(self, conn: FrameConnection, length: int) -> None:
+        conn.abort()
+
+    def on_close(self, conn: FrameConnection) -> None:
+        self.closed = True
+        if self.pool.get(self.address) is self:
+            del self.pool[self.address]
+        error = _Lost(f"connection to node {self.address} closed", needed=1, got=0)
+        for waiter in self.waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self.waiters.clear()
+
+    def mark_dirty(self, conn: FrameConnection) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        self.conn.flush()
 
 
 class AsyncClient:
-    """asyncio client: many requests in flight on one connection, matched by request id."""
+    """asyncio client: many requests in flight per connection, matched by request id.
 
-    def __init__(self, nodes: str | Sequence[str] = "127.0.0.1:7001", timeout: float = 10.0):
-        self._nodes = _nodes(nodes)
+    Same routing as `Client` (`route=`, `last_node`), one connection per node address.
+    """
+
+    def __init__(
+        self,
+        nodes: str | Sequence[str] = "127.0.0.1:7001",
+        timeout: float = 10.0,
+        *,
+        route: bool = True,
+    ):
+        self._router = _Router(nodes, route)
         self._timeout = timeout
-        self._next = 0
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._waiters: dict[int, asyncio.Future[Message]] = {}
+        self._conns: dict[str, _Node] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._refreshing: asyncio.Task[None] | None = None
         self._rids = itertools.count(1)
-        self._lock = asyncio.Lock()
+        self.last_node: str | None = None
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            self._reader_task = None
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            self._refreshing = None
+        for conn in list(self._conns.values()):
+            conn.close()
+        self._conns.clear()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -230,8 +549,9 @@ class AsyncClient:
     async def get(
         self, bucket: str, key: str, *, r: int | None = None, resolve: Resolver | None = None
     ) -> ReadResult:
-        reply = await self._call(ClientGet(next(self._rids), bucket, key, r))
-        return _read_result(reply, resolve)
+        message = ClientGet(next(self._rids), bucket, key, r)
+        nodes = await self._for_key(bucket, key)
+        return _read_result(await self._call(message, nodes, True), resolve)
 
     async def put(
         self,
@@ -246,73 +566,106 @@ class AsyncClient:
         message = ClientPut(
             next(self._rids), bucket, key, bytes(value), context or "", w, content_type
         )
-        return _put_context(await self._call(message))
+        nodes = await self._for_key(bucket, key)
+        return _put_context(await self._call(message, nodes, False))
 
     async def delete(
         self, bucket: str, key: str, *, context: str | None = None, w: int | None = None
     ) -> str:
         message = ClientPut(next(self._rids), bucket, key, b"", context or "", w, delete=True)
-        return _put_context(await self._call(message))
+        nodes = await self._for_key(bucket, key)
+        return _put_context(await self._call(message, nodes, False))
 
     async def cluster(self) -> ClusterState:
-        reply = _check(await self._call(ClientClusterInfo(next(self._rids))))
+        message = ClientClusterInfo(next(self._rids))
+        reply = _check(await self._call(message, self._router.for_any(), True))
         assert isinstance(reply, ClusterInfo)
+        if self._router.route:
+            self._router.install(reply.state, time.monotonic())
         return reply.state
 
-    async def _ensure(self) -> asyncio.StreamWriter:
-        async with self._lock:
-            if self._writer is not None:
-                return self._writer
-            last: OSError | None = None
-            for _ in range(len(self._nodes)):
-                host, port = self._nodes[self._next % len(self._nodes)]
-                try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port), self._timeout
-                    )
-                except (OSError, TimeoutError) as exc:
-                    last = exc if isinstance(exc, OSError) else OSError(str(exc))
-                    self._next += 1
-                    continue
-                self._writer = writer
-                self._reader_task = asyncio.create_task(self._read_loop(reader))
-                return writer
-            raise Unavailable(f"no node reachable: {last}", needed=1, got=0)
+    # --- routing -------------------------------------------------------------------------
+    async def _for_key(self, bucket: str, key: str) -> Sequence[str]:
+        router = self._router
+        if router.refresh_at <= time.monotonic():
+            await self._fresh()
+        return router.for_key(bucket, key)
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        error: DynakvError = Unavailable("connection to node closed", needed=1, got=0)
+    async def _fresh(self) -> None:
+        """Fetch the membership when due: waited for on first use, in the background later."""
+        router = self._router
+        if router.refresh_at > time.monotonic():
+            return
+        task = self._refreshing
+        if task is None or task.done():
+            task = self._refreshing = asyncio.create_task(self._refresh())
+        if router.routes.epoch == 0:
+            await asyncio.shield(task)
+
+    async def _refresh(self) -> None:
+        nodes = self._router.fetch_order(self._conns)
         try:
-            while True:
-                header = await reader.readexactly(LENGTH)
-                payload = await reader.readexactly(int.from_bytes(header, "big"))
-                try:
-                    reply = messages.decode(payload)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                waiter = self._waiters.pop(getattr(reply, "rid", 0), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(reply)
-        except (asyncio.IncompleteReadError, OSError):
-            pass
-        finally:
-            self._writer = None
-            self._next += 1
-            for waiter in self._waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(error)
-            self._waiters.clear()
+            reply: Message | DynakvError = await self._call(
+                ClientClusterInfo(next(self._rids)), nodes, True
+            )
+        except DynakvError as exc:
+            reply = exc
+        self._router.fetched(reply)
 
-    async def _call(self, message: Message) -> Message:
-        writer = await self._ensure()
+    # --- wire ------------------------------------------------------------------------------
+    async def _connect(self, address: str) -> _Node:
+        lock = self._connecting.get(address)
+        if lock is None:
+            lock = self._connecting[address] = asyncio.Lock()
+        async with lock:
+            conn = self._conns.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            host, port = _parse(address)
+            loop = asyncio.get_running_loop()
+            conn = _Node(address, self._conns)
+            await asyncio.wait_for(
+                loop.create_connection(lambda: conn.conn, host, port), self._timeout
+            )
+            self._conns[address] = conn
+            return conn
+
+    async def _call(self, message: Message, nodes: Sequence[str], idempotent: bool) -> Message:
         rid = message.rid  # type: ignore[attr-defined]
-        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._waiters[rid] = waiter
-        writer.write(frame(message))
-        try:
-            return await asyncio.wait_for(waiter, self._timeout)
-        except TimeoutError as exc:
-            from dynakv.errors import Timeout
-
-            raise Timeout("no answer from the node in time") from exc
-        finally:
-            self._waiters.pop(rid, None)
+        router = self._router
+        loop = asyncio.get_running_loop()
+        last: BaseException | None = None
+        for address in nodes:
+            conn = self._conns.get(address)
+            if conn is None or conn.closed:
+                try:
+                    conn = await self._connect(address)
+                except (OSError, TimeoutError, InvalidRequest) as exc:
+                    last = exc
+                    router.failed(address)
+                    continue
+                router.reached(address)
+            if conn.closed:  # lost while this request waited for the connection
+                last = _Lost(f"connection to node {address} closed", needed=1, got=0)
+                router.failed(address)
+                continue
+            waiter: asyncio.Future[Message] = loop.create_future()
+            conn.waiters[rid] = waiter
+            conn.send(message)
+            timer = loop.call_later(self._timeout, _expire, waiter)
+            try:
+                reply = await waiter
+            except _Lost as exc:
+                router.failed(address)
+                if idempotent:
+                    last = exc
+                    continue
+                raise
+            finally:
+                timer.cancel()
+                conn.waiters.pop(rid, None)
+            self.last_node = address
+            if isinstance(reply, ErrorReply) and reply.code == Unavailable.code:
+                router.stale()
+            return reply
+        raise Unavailable(f"no node reachable: {last}", needed=1, got=0)

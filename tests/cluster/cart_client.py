@@ -117,7 +117,8 @@ def run_client(
     nodes = nodes[index % len(nodes) :] + nodes[: index % len(nodes)]
     rng = random.Random(f"{args.seed}-{index}")
     period = 1.0 / args.rate
-    client = Client(nodes, timeout=args.timeout)
+    # route=False: the home node coordinates or forwards (routing would bypass forwarding)
+    client = Client(nodes, timeout=args.timeout, route=False)
     try:
         for n in range(args.max_adds):
             if stop.is_set():
@@ -133,7 +134,7 @@ def run_client(
                 history.flush()
             if records[-1]["outcome"] != OK:
                 client.close()
-                client = Client(nodes, timeout=args.timeout)
+                client = Client(nodes, timeout=args.timeout, route=False)
             stop.wait(max(0.0, period - (time.time() - started)) * rng.uniform(0.5, 1.5))
     finally:
         client.close()
@@ -218,7 +219,7 @@ def final(args: argparse.Namespace) -> int:
         for cart, entry in report.items():
             for node in nodes:  # every node coordinates a read: read repair from each
                 try:
-                    with Client(node, timeout=args.timeout) as client:
+                    with Client(node, timeout=args.timeout, route=False) as client:
                         entry["read"] = sorted(union(client.get(BUCKET, cart, r=3).values))
                 except DynakvError as exc:
                     entry["read_errors"].append(f"round {rounds} via {node}: {exc.code}")
