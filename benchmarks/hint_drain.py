@@ -2,8 +2,9 @@
 `dynakv serve` processes on loopback.
 
 A 5-node cluster (N=3, R=2, W=2, durability fsync) takes a steady load of puts of unique
-keys with 1 KiB values (AsyncClient, `--in-flight` at once, spread over `--clients`
-connections to the nodes other than the victim) for the whole run. After `--warmup`
+keys with 1 KiB values (AsyncClient, `--in-flight` at once, over `--clients` clients seeded
+with the nodes other than the victim; an AsyncClient that routes each request to a replica
+of its key reaches the victim as well) for the whole run. After `--warmup`
 seconds the victim is SIGKILLed; the load goes on for `--outage` seconds, during which the
 writes meant for it go to fallbacks with hints (sloppy quorum); then it is restarted on the
 same data directory and the load still goes on. The figure is the time from its restart
