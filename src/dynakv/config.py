@@ -68,7 +68,7 @@ class NodeConfig:
     aae_concurrency: int = 2  # exchanges (one partition, one peer each) in flight at once
     aae_segments: int = 16384  # Merkle tree leaves per partition (benchmarks/merkle_cost.py)
     aae_branching: int = 16
-    background_p99_threshold: float = 0.05  # s: foreground p99 above it slows background work
+    background_p99_threshold: float = 0.2  # s: foreground p99 above it slows background work
     heartbeat_interval: float = 1.0  # each node heartbeats every other member this often
     phi_threshold: float = 8.0  # phi-accrual failure detector (Akka's defaults)
     phi_window: int = 1000

@@ -29,10 +29,10 @@ def test_a_node_under_foreground_pressure_slows_its_background_work():
     for _ in range(5):
         cluster.deliver("n1", LoadReport(p99=0.5))
     cluster.run_for(0.1)
-    assert node.budget.share < 0.1
+    assert node.budget.share == node.budget.floor
     assert node.budget.scale(node.config.handoff_batch) < 64
-    assert node.budget.stretch(node.config.aae_interval) > 10
-    assert node.status()["background"]["reductions"] == 5
+    assert node.budget.stretch(node.config.aae_interval) >= 10
+    assert node.status()["background"]["reductions"] == 4
     for _ in range(10):
         cluster.deliver("n1", LoadReport(p99=0.001))
     cluster.run_for(0.1)

@@ -16,7 +16,7 @@ class BackgroundBudget:
     """The share (floor..1) of its normal pace that background work may use now."""
 
     threshold: float  # seconds of foreground p99 above which background work backs off
-    floor: float = 0.05  # never stop entirely: repairs and transfers must finish eventually
+    floor: float = 0.1  # never stop entirely: repairs and transfers must finish eventually
     step: float = 0.1  # recovery per report below the threshold
     share: float = 1.0
     last_p99: float = 0.0

@@ -691,31 +691,36 @@ class Node:
         if now >= self._next_hint_expiry:
             self._next_hint_expiry = now + 60.0
             self._expire_hints(now)
-        in_flight: dict[str, set[bytes]] = {}
-        for delivery in self._deliveries.values():
-            in_flight.setdefault(delivery.hint.primary, set()).add(delivery.hint.record_key)
         members = set(self._peers())
         for primary in sorted(self.hints.per_primary):
-            if primary in self.down or primary not in members:
+            if primary in members:
+                effects.extend(self._offer_hints(primary, now))
+        return effects
+
+    def _offer_hints(self, primary: str, now: float) -> list[Effect]:
+        """Top up the hints in flight to `primary` to the (budgeted) batch size.
+
+        Called every handoff tick and whenever an acknowledgement has halved the batch in
+        flight, so delivery runs at the pace of the acknowledgements, not of the tick."""
+        if primary in self.down or now < self._handoff_backoff.get(primary, (0.0, 0))[0]:
+            return []
+        busy = {d.hint.record_key for d in self._deliveries.values() if d.hint.primary == primary}
+        room = self.budget.scale(self.config.handoff_batch) - len(busy)
+        if room <= 0:
+            return []
+        effects: list[Effect] = []
+        for hint in self.hints.batch(primary, room, busy):
+            if now - hint.created > self.config.hint_window:
+                self.hints.remove(hint)
+                self._drop_hint_log(primary, hint.bucket, hint.key, "age")
                 continue
-            if now < self._handoff_backoff.get(primary, (0.0, 0))[0]:
+            state = self.store.get_state(hint.bucket, hint.key)
+            if state is None:
+                self.hints.remove(hint)
                 continue
-            busy = in_flight.get(primary, set())
-            room = self.budget.scale(self.config.handoff_batch) - len(busy)
-            if room <= 0:
-                continue
-            for hint in self.hints.batch(primary, room, busy):
-                if now - hint.created > self.config.hint_window:
-                    self.hints.remove(hint)
-                    self._drop_hint_log(primary, hint.bucket, hint.key, "age")
-                    continue
-                state = self.store.get_state(hint.bucket, hint.key)
-                if state is None:
-                    self.hints.remove(hint)
-                    continue
-                rid = self._rid()
-                self._deliveries[rid] = Delivery(hint, now + self.config.request_timeout)
-                effects.append(Send(primary, ReplicaPut(rid, hint.bucket, hint.key, state)))
+            rid = self._rid()
+            self._deliveries[rid] = Delivery(hint, now + self.config.request_timeout)
+            effects.append(Send(primary, ReplicaPut(rid, hint.bucket, hint.key, state)))
         return effects
 
     def _expire_hints(self, now: float) -> None:
@@ -1102,8 +1107,12 @@ class Node:
         assert isinstance(msg, ReplicaPutReply)
         delivery = self._deliveries.pop(msg.rid, None)
         if delivery is not None:
+            primary = delivery.hint.primary
             self.hints.remove(delivery.hint)
-            self._handoff_backoff.pop(delivery.hint.primary, None)
+            self._handoff_backoff.pop(primary, None)
+            left = sum(1 for d in self._deliveries.values() if d.hint.primary == primary)
+            if left <= self.budget.scale(self.config.handoff_batch) // 2:
+                return self._offer_hints(primary, now)
             return []
         put = self.puts.get(msg.rid)
         if put is None:
