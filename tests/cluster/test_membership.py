@@ -142,3 +142,22 @@ def test_join_leave_and_remove_under_write_load_lose_nothing(tmp_path):
             writers.stop()
         joiner.stop()
         cluster.stop()
+
+
+def test_a_whole_cluster_restart_keeps_ring_and_data(fresh_cluster):
+    written = {f"r{i}": f"value {i}".encode() for i in range(50)}
+    with Client(fresh_cluster[0].node_addr) as client:
+        for key, value in written.items():
+            client.put("restart", key, value)
+    ring = _view(fresh_cluster[0])["ring"]
+    for node in fresh_cluster.nodes:
+        node.kill(signal.SIGKILL)
+    for node in fresh_cluster.nodes:
+        node.start()
+    for node in fresh_cluster.nodes:
+        node.wait_ready()
+    fresh_cluster.wait_members(3)
+    assert all(_view(node)["ring"] == ring for node in fresh_cluster.nodes)
+    with Client([n.node_addr for n in fresh_cluster.nodes]) as client:
+        for key, value in written.items():
+            assert client.get("restart", key).value == value

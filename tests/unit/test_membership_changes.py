@@ -143,3 +143,23 @@ def test_a_whole_cluster_restart_keeps_ring_and_data():
     for name in ["n1", "n2", "n3"]:
         assert cluster.nodes[name].ring == ring
     assert_all_readable(cluster, written, "n3")
+
+
+def test_a_transfer_resumes_after_the_receiver_restarts():
+    cluster = make_cluster(3, transfer_batch=2, transfer_concurrency=1)
+    written = write_keys(cluster, 120)
+    add_node(cluster, "n4")
+    assert cluster.run_until(
+        lambda: any(p.keys >= 4 for p in cluster.nodes["n4"].pulls.values()), limit=60
+    )
+    before = {p.partition: (p.keys, p.cursor) for p in cluster.nodes["n4"].pulls.values()}
+    cluster.crash("n4")
+    cluster.start("n4")
+    resumed = cluster.nodes["n4"]
+    assert cluster.run_until(lambda: bool(resumed.pulls), limit=5)
+    partition, pull = next(iter(resumed.pulls.items()))
+    assert partition in before
+    keys, cursor = before[partition]
+    assert pull.keys >= keys and pull.cursor >= cursor  # the cursor came back from disk
+    settle(cluster, ["n1", "n2", "n3", "n4"])
+    assert_replicas_hold(cluster, written)
