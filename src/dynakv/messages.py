@@ -237,6 +237,14 @@ AnyMessage = (
     | RepairResult
 )
 
+# Messages a node may send before the commit of the turn that produced them: requests to
+# peers and read replies acknowledge nothing. Everything else (client replies, replica acks,
+# forwarded results, gossip, transfers served) waits for the commit. The runtime and the
+# simulator both follow this list.
+UNGATED: frozenset[type] = frozenset(
+    {ReplicaPut, ReplicaGet, ReplicaGetReply, Heartbeat, TransferRequest}
+)
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)
 _loose_decoder = msgspec.msgpack.Decoder()

@@ -37,16 +37,12 @@ from dynakv.core.events import (
 from dynakv.core.node import Node
 from dynakv.errors import ClusterError, InvalidRequest, Timeout
 from dynakv.messages import (
+    UNGATED,
     ClientGet,
     ClientPut,
     ErrorReply,
-    Heartbeat,
     Hello,
     Message,
-    ReplicaGet,
-    ReplicaGetReply,
-    ReplicaPut,
-    TransferRequest,
 )
 from dynakv.runtime.metrics import Metrics
 from dynakv.runtime.transport import FrameConnection
@@ -413,14 +409,6 @@ class Server:
 
 
 _OPS: dict[type, str] = {ClientGet: "get", ClientPut: "put"}
-
-# Messages that may leave before the commit of the turn that produced them. Everything else
-# (client replies, replica acks, forwarded results, gossip, transfers served) waits for it:
-# it acknowledges or announces durable state. A replica that receives a write before its
-# coordinator has committed it is why an unclean restart renews the incarnation.
-UNGATED: frozenset[type] = frozenset(
-    {ReplicaPut, ReplicaGet, ReplicaGetReply, Heartbeat, TransferRequest}
-)
 
 
 def _log_effect(effect: Log) -> None:

@@ -9,7 +9,7 @@ Durability follows the runtime's group commit. With `commit_delay` 0 the engine 
 after each handled event, before any of its effects leave, so a crash
 (`MemoryEngine.crash()`) loses only in-memory state. With `commit_delay` > 0 it models the
 pipelined commit (runtime.server since d365f8d): requests to peers and read replies
-(`UNGATED`) leave at once, every other send (acknowledgements, replies to clients) waits
+(`messages.UNGATED`) leave at once, every other send (acknowledgements, replies to clients) waits
 for a commit that lands `commit_delay` later and covers every write made until then; a
 crash before it loses those writes and the held sends.
 
@@ -43,23 +43,11 @@ from dynakv.core.events import (
     TimerFired,
 )
 from dynakv.core.node import Node
-from dynakv.messages import (
-    ErrorReply,
-    Heartbeat,
-    Message,
-    ReplicaGet,
-    ReplicaGetReply,
-    ReplicaPut,
-    TransferRequest,
-)
+from dynakv.messages import UNGATED, ErrorReply, Message
 from dynakv.sim.network import Link, Network
 from dynakv.sim.options import SimOptions
 from dynakv.storage.memory import MemoryEngine
 
-# What the runtime sends to peers without waiting for the commit (runtime.server.UNGATED).
-UNGATED: frozenset[type] = frozenset(
-    {ReplicaPut, ReplicaGet, ReplicaGetReply, Heartbeat, TransferRequest}
-)
 REFUSED = "refused"  # error code the simulator answers a client with when its node is down
 
 
