@@ -1336,7 +1336,6 @@ class Node:
             pull.source_index < len(pull.sources) and pull.sources[pull.source_index] in self.down
         ):
             # A source that is down is skipped: the other replicas hold its keys too.
-            pull.skipped.append(pull.sources[pull.source_index])
             pull.source_index += 1
             pull.cursor = b""
             pull.keys_from_source = 0

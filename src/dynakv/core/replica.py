@@ -68,7 +68,7 @@ class ReplicaStore:
         self.on_write: Callable[[bytes, Clock | None, Clock | None], None] | None = None
 
     def get_state(self, bucket: str, key: str, strict: bool = False) -> bytes | None:
-        """The encoded clock as stored, without decoding it.
+        """The encoded clock as stored, after its checksum, without decoding it.
 
         A corrupt record reads as missing (noted in found_corrupt), or raises CorruptRecord
         when `strict` — for a coordinator, which must never mint dots without its history.
@@ -81,14 +81,8 @@ class ReplicaStore:
             if stored_bucket != bucket or stored_key != key:
                 # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
                 raise CorruptRecord(f"the stored key is {stored_bucket}/{stored_key}")
-            if strict:
-                versions.decode(state)
-        except (CorruptRecord, InvalidRequest) as exc:
-            self.corrupt_total += 1
-            self.found_corrupt.append((bucket, key, str(exc)))
-            if strict:
-                raise CorruptRecord(f"the local copy of {bucket}/{key} is corrupt") from exc
-            return None
+        except CorruptRecord as exc:
+            return self._corrupt(bucket, key, str(exc), strict)
         return state
 
     def get(self, bucket: str, key: str, strict: bool = False) -> Clock | None:
@@ -98,9 +92,13 @@ class ReplicaStore:
         try:
             return versions.decode(state)
         except InvalidRequest:
-            self.corrupt_total += 1
-            self.found_corrupt.append((bucket, key, "undecodable clock"))
-            return None
+            return self._corrupt(bucket, key, "undecodable clock", strict)
+
+    def _corrupt(self, bucket: str, key: str, why: str, strict: bool) -> None:
+        self.corrupt_total += 1
+        self.found_corrupt.append((bucket, key, why))
+        if strict:
+            raise CorruptRecord(f"the local copy of {bucket}/{key} is corrupt: {why}")
 
     def put(
         self, bucket: str, key: str, clock: Clock, old: Clock | None | _Unknown = UNKNOWN

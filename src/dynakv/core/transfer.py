@@ -10,7 +10,7 @@ the merged objects. Pure bookkeeping; the node sends the messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -34,7 +34,6 @@ class Pull:
     keys_from_source: int = 0
     in_flight: int = 0  # rid of the outstanding request, 0 when none
     deadline: float = 0.0
-    skipped: list[str] = field(default_factory=list)  # sources that were down when due
 
     @property
     def meta_name(self) -> str:
