@@ -68,6 +68,9 @@ class NodeConfig:
     aae_concurrency: int = 2  # exchanges (one partition, one peer each) in flight at once
     aae_segments: int = 16384  # Merkle tree leaves per partition (benchmarks/merkle_cost.py)
     aae_branching: int = 16
+    tombstone_grace: float = 3600.0  # s after a delete before its tombstone may be reaped
+    reap_interval: float = 1.0  # s between two steps of the tombstone sweep
+    reap_scan: int = 512  # stored records the sweep reads per step
     background_p99_threshold: float = 0.2  # s: foreground p99 above it slows background work
     heartbeat_interval: float = 1.0  # each node heartbeats every other member this often
     phi_threshold: float = 8.0  # phi-accrual failure detector (Akka's defaults)
@@ -84,6 +87,10 @@ class NodeConfig:
             raise ValueError("ring_size must be a power of two")
         if self.durability not in ("fsync", "os", "none"):
             raise ValueError(f"unknown durability mode {self.durability!r}")
+        if self.tombstone_grace <= 0:
+            raise ValueError("tombstone_grace must be positive (seconds)")
+        if self.reap_interval <= 0 or self.reap_scan < 1:
+            raise ValueError("reap_interval and reap_scan must be positive")
         if self.max_value_bytes < 1:
             raise ValueError("max_value_bytes must be positive")
 

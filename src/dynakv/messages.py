@@ -207,6 +207,26 @@ class RepairResult(Message, tag="repair_ok"):
     keys_pulled: int
 
 
+class ReapCheck(Message, tag="reap"):
+    """Tombstone reaping: may these tombstone states be removed everywhere? (core.reaper)"""
+
+    rid: int
+    epoch: int
+    items: list[tuple[str, str, bytes]]  # (bucket, key, encoded tombstone state)
+
+
+class ReapCheckReply(Message, tag="reap_ok"):
+    rid: int
+    ok: list[bool]  # per item
+
+
+class ReapCommit(Message, tag="reap_do"):
+    """Every member agreed: delete your copy of each key if the tombstone state covers it."""
+
+    epoch: int
+    items: list[tuple[str, str, bytes]]
+
+
 AnyMessage = (
     ClientGet
     | ClientPut
@@ -235,6 +255,9 @@ AnyMessage = (
     | AaeFetchReply
     | ClientRepair
     | RepairResult
+    | ReapCheck
+    | ReapCheckReply
+    | ReapCommit
 )
 
 # Messages a node may send before the commit of the turn that produced them: requests to

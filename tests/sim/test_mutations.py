@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from dynakv.sim.checker import LOST, MERGED
+from dynakv.sim.checker import CAME_BACK, LOST, MERGED
 from dynakv.sim.options import SimOptions
 from dynakv.sim.run import BUGS, RunConfig, run_seed
 from dynakv.sim.workload import WorkloadOptions
@@ -30,6 +30,11 @@ MANY_KEYS = WorkloadOptions(keys=20, blind_probability=0.3)
 # to the read and the repair: one hot key makes that race common (with 3 keys, anti-entropy
 # heals most of them and 3 seeds in 10 catch it; with one, 10 in 10).
 HOT_KEY = WorkloadOptions(keys=1)
+# A zombie needs a replica that missed a delete to stay down past the grace period, and the
+# deleted key to stay untouched afterwards (a later write would supersede the old value
+# again): long crashes, many keys, many deletes.
+LONG_CRASHES = dataclasses.replace(SimOptions().with_faults("crash"), crash_min=5.0, crash_max=10.0)
+MANY_DELETES = WorkloadOptions(keys=200, delete_probability=0.6)
 
 CASES = {
     # the coordinator answers before it stores: a crash, or a second put it coordinates
@@ -41,6 +46,12 @@ CASES = {
     "read_repair_overwrites": (RunConfig("register", options=ALL_FAULTS, load=HOT_KEY), LOST),
     # a wiped node mints dots its old incarnation already used (Riak's KV679)
     "reuse_dots_after_restart": (RunConfig("cart", options=WIPES, load=MANY_KEYS), LOST),
+    # tombstones reaped without asking the members: a replica that missed the delete
+    # brings the value back
+    "reap_unchecked": (
+        RunConfig("register", options=LONG_CRASHES, load=MANY_DELETES),
+        CAME_BACK,
+    ),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from dynakv.sim.options import SimOptions
 from dynakv.sim.run import RunConfig, run_seeds
-from dynakv.sim.workload import WORKLOADS
+from dynakv.sim.workload import WORKLOADS, WorkloadOptions
 
 SEEDS = list(range(1, 201))
 JOBS = 2
@@ -33,4 +33,25 @@ def test_every_invariant_holds_for_200_seeds_with_all_faults(workload):
     assert acked > 100 * runs  # the runs did real work
     if workload == "lww":
         print(f"lww: {lww_lost} of {acked} acknowledged writes lost to last-writer-wins")
+    assert not failures, "\n".join(failures)
+
+
+TOMBSTONE_SEEDS = list(range(1, 51))
+
+
+@pytest.mark.timeout(900)
+def test_reaping_tombstones_under_all_faults_brings_nothing_back():
+    """Registers on many keys with many deletes, so that tombstones outlive the grace period
+    (4 virtual seconds here) while partitions, crashes and wiped disks come and go."""
+    load = WorkloadOptions(keys=200, delete_probability=0.6)
+    config = RunConfig("register", nodes=5, options=SimOptions().with_faults("all"), load=load)
+    failures = []
+    reaped = 0
+    for result in run_seeds(TOMBSTONE_SEEDS, config, jobs=JOBS):
+        reaped += result.reaped
+        if not result.report.ok:
+            shown = "; ".join(str(v) for v in result.report.violations[:3])
+            failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
+    print(f"{reaped} tombstones reaped in {len(TOMBSTONE_SEEDS)} runs")
+    assert reaped > 10 * len(TOMBSTONE_SEEDS)  # the runs did reap
     assert not failures, "\n".join(failures)

@@ -20,6 +20,9 @@ class InjectedBugs:
     # The actor id leaves out the incarnation, so a node that lost its disk reuses dots.
     reuse_dots_after_restart: bool = False
 
+    # Tombstones are reaped once the grace period passes, without asking the other members.
+    reap_unchecked: bool = False
+
     def any(self) -> bool:
         return any(vars(self).values())
 

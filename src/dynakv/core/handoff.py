@@ -92,6 +92,15 @@ class HintStore:
         raw = self.engine.get(rkey, table=HINTS)
         return None if raw is None else _decode(rkey, raw)
 
+    def holding(self, digest: bytes) -> list[Hint]:
+        """The hints this node holds for the key with this digest, whatever the primary."""
+        out = []
+        for primary in self.per_primary:
+            hint = self.get(record_key(primary, digest))
+            if hint is not None:
+                out.append(hint)
+        return out
+
     def remove(self, hint: Hint) -> None:
         """Forget the hint, unless a newer write re-recorded it since `hint` was read."""
         current = self.get(hint.record_key)

@@ -40,6 +40,7 @@ from dynakv.core.handoff import Hint, HintStore
 from dynakv.core.membership import MemberRecord, Membership
 from dynakv.core.merkle import Exchange, HashRequest, SegmentDiff
 from dynakv.core.quorum import GetQuorum, PutQuorum
+from dynakv.core.reaper import ROUND_ITEMS, Reaper, ReapRound, covers, tombstone_age
 from dynakv.core.replica import CorruptRecord, ReplicaStore, unseal
 from dynakv.core.transfer import Pull
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
@@ -64,6 +65,9 @@ from dynakv.messages import (
     JoinRequest,
     Message,
     PutResult,
+    ReapCheck,
+    ReapCheckReply,
+    ReapCommit,
     RepairResult,
     ReplicaGet,
     ReplicaGetReply,
@@ -78,6 +82,7 @@ from dynakv.versions import Clock, Sibling
 
 JOIN_RETRY = 2.0
 AAE_BUILD_PACE = 0.25  # seconds between two tree builds while trees are missing
+MINT_LEASE = 4096  # minting actor ids reserved per metadata write
 
 
 @dataclass
@@ -162,6 +167,8 @@ class Node:
         # operator repairs: (source, rid) -> [rounds left, pushed, pulled, rounds]
         self._repairs: dict[tuple[str, int], list[int]] = {}
         self.hints_dropped = 0
+        self.reaper = Reaper()
+        self.reap_rounds: dict[int, ReapRound] = {}
         self._deliveries: dict[int, Delivery] = {}
         self._handoff_backoff: dict[str, tuple[float, int]] = {}  # primary -> (until, failures)
         self._next_hint_expiry = 0.0
@@ -195,6 +202,9 @@ class Node:
         self.actor = (
             self.name if bugs.reuse_dots_after_restart else f"{self.name}@{self.incarnation}"
         )
+        # Minting actors are `actor.N`, N from a counter leased in metadata (_mint_actor).
+        self._mint_next = int(self.engine.meta_get("mint_lease") or b"0")
+        self._mint_ceiling = self._mint_next
         self.replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
         self._pending_moves: dict[int, set[str]] = {}
         self.pulls: dict[int, Pull] = {}
@@ -227,6 +237,9 @@ class Node:
             AaeFetch: self._aae_fetch,
             AaeFetchReply: self._aae_fetch_reply,
             ClientRepair: self._client_repair,
+            ReapCheck: self._reap_check,
+            ReapCheckReply: self._reap_check_reply,
+            ReapCommit: self._reap_commit,
         }
 
     # --- start-up state --------------------------------------------------------------------
@@ -344,6 +357,7 @@ class Node:
             "hints_dropped": self.hints_dropped,
             "corrupt_records_found": self.store.corrupt_total,
             "anti_entropy": self.aae.status(len(self._aae_partitions())),
+            "tombstone_reaping": self.reaper.status(),
             "background": self.budget.status(),
             "transfers_pending": len(self._my_moves()),
             "transfers": [pull.progress() for pull in self.pulls.values()],
@@ -375,6 +389,7 @@ class Node:
         ]
         effects.append(SetTimer("transfer", now + self.config.transfer_interval))
         effects.append(SetTimer("aae", now + min(1.0, self.config.aae_interval)))
+        effects.append(SetTimer("reap", now + self.config.reap_interval))
         if self.epoch == 0 and join is None:
             self._adopt(ms.new_cluster(self.config.cluster, self._me(), self.config.ring_size))
             self._logs.append(Log("info", "cluster_created", {"cluster": self.state.cluster}))
@@ -419,6 +434,8 @@ class Node:
             return self._transfer_tick(now)
         if name == "aae":
             return self._aae_tick(now)
+        if name == "reap":
+            return self._reap_tick(now)
         if name == "stop":
             return [Stop("left the cluster")]
         return []
@@ -463,6 +480,10 @@ class Node:
         for rid, round_ in list(self.rounds.items()):
             if round_.deadline <= now:
                 effects.extend(self._end_round(rid, round_, "timed out"))
+        for rid, reap in list(self.reap_rounds.items()):
+            if reap.deadline <= now:
+                del self.reap_rounds[rid]
+                self.reaper.refused += len(reap.items)
         return effects
 
     def _store_deferred(self) -> list[Effect]:
@@ -683,6 +704,173 @@ class Node:
         for partition, peer in pairs:
             effects.extend(self._start_round(now, partition, peer, (source, msg.rid)))
         return effects
+
+    # --- tombstone reaping (core/reaper.py) ------------------------------------------------
+    def _reap_tick(self, now: float) -> list[Effect]:
+        """Scan a bounded batch of this node's driven partitions for tombstones past their
+        grace period, and ask every other member whether they may go."""
+        effects: list[Effect] = [
+            SetTimer("reap", now + self.budget.stretch(self.config.reap_interval))
+        ]
+        blocked = self._reap_blocked()
+        self.reaper.blocked = blocked
+        if blocked or self.reap_rounds:
+            return effects
+        items = self._reap_candidates(now)
+        if not items:
+            return effects
+        peers = self._peers()
+        if self.bugs.reap_unchecked or not peers:
+            return effects + self._reap_everywhere(items)
+        rid = self._rid()
+        self.reap_rounds[rid] = ReapRound(
+            self.epoch, items, set(peers), now + self.config.request_timeout, [True] * len(items)
+        )
+        self.reaper.rounds += 1
+        check = ReapCheck(rid, self.epoch, items)
+        effects.extend(Send(peer, check) for peer in peers)
+        return effects
+
+    def _reap_blocked(self) -> str:
+        """Why no tombstone may be reaped now ("" when the sweep may run)."""
+        if self.epoch == 0:
+            return "not joined"
+        if self.stopping:
+            return "stopping"
+        if self.state.ring.next is not None:
+            return "ownership transfer under way"
+        if self.bugs.reap_unchecked:
+            return ""
+        down = [peer for peer in self._peers() if peer in self.down]
+        if down:
+            return f"members down: {', '.join(down)}"
+        return ""
+
+    def _reap_candidates(self, now: float) -> list[tuple[str, str, bytes]]:
+        """Tombstone-only states older than the grace period, from the next stretch of the
+        partitions this node drives (those it is the first replica of)."""
+        ring = self.state.ring.ring
+        driven = [p for p in range(ring.size) if self._replicas(p)[0] == self.name]
+        if not driven:
+            return []
+        sweep = self.reaper
+        grace = self.config.tombstone_grace
+        budget = self.config.reap_scan
+        items: list[tuple[str, str, bytes]] = []
+        for _ in range(len(driven) + 1):
+            if sweep.partition_index >= len(driven):
+                sweep.partition_index = 0
+                sweep.after = b""
+            start, end = partition_range(driven[sweep.partition_index], ring.size)
+            finished = True
+            for digest, raw in self.engine.scan(sweep.after or start, end):
+                if digest == sweep.after:
+                    continue
+                sweep.after = digest
+                sweep.scanned += 1
+                budget -= 1
+                try:
+                    bucket, key, state = unseal(raw)
+                    age = tombstone_age(versions.decode(state), now)
+                except (CorruptRecord, InvalidRequest):
+                    age = None  # anti-entropy and read repair mend it
+                if age is not None and age >= grace:
+                    items.append((bucket, key, state))
+                if budget <= 0 or len(items) >= ROUND_ITEMS:
+                    finished = False
+                    break
+            if not finished:
+                break
+            sweep.partition_index += 1
+            sweep.after = b""
+        return items
+
+    def _reap_check(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReapCheck)
+        agreed = msg.epoch == self.epoch and self.state.ring.next is None
+        ok = [agreed and self._may_reap(bucket, key, state) for bucket, key, state in msg.items]
+        return [Send(source, ReapCheckReply(msg.rid, ok))]
+
+    def _may_reap(self, bucket: str, key: str, state: bytes) -> bool:
+        """This node's part of the check: a primary holds exactly the tombstone state; any
+        other node holds no hint for the key and no copy the tombstone does not cover."""
+        try:
+            validate_location(bucket, key)
+            tombstone = versions.decode(state)
+            local = self.store.get(bucket, key, strict=True)
+        except (InvalidRequest, CorruptRecord):
+            return False
+        if tombstone_age(tombstone, self._now) is None:
+            return False
+        if self.hints.holding(key_digest(bucket, key)):
+            return False
+        ring = self.state.ring.ring
+        primaries = ring.preference_list(ring.partition(bucket, key), self.config.bucket(bucket).n)
+        if self.name in primaries:
+            return local == tombstone
+        return local is None or covers(tombstone, local)
+
+    def _reap_check_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReapCheckReply)
+        round_ = self.reap_rounds.get(msg.rid)
+        if round_ is None or not round_.answer(source, msg.ok):
+            return []
+        del self.reap_rounds[msg.rid]
+        agreed = [item for item, ok in zip(round_.items, round_.ok, strict=True) if ok]
+        if round_.epoch != self.epoch or self._reap_blocked():
+            agreed = []
+        agreed = [item for item in agreed if self._may_reap(*item)]  # unchanged here too
+        self.reaper.refused += len(round_.items) - len(agreed)
+        return self._reap_everywhere(agreed) if agreed else []
+
+    def _reap_everywhere(self, items: list[tuple[str, str, bytes]]) -> list[Effect]:
+        self._reap_locally(items)
+        self._logs.append(Log("info", "tombstones_reaped", {"keys": len(items)}))
+        commit = ReapCommit(self.epoch, items)
+        return [Send(peer, commit) for peer in self._peers()]
+
+    def _reap_commit(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReapCommit)
+        if msg.epoch == self.epoch:
+            self._reap_locally(msg.items)
+        return []
+
+    def _reap_locally(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Delete each key's copy if the tombstone state covers it (compare-and-delete)."""
+        for bucket, key, state in items:
+            try:
+                validate_location(bucket, key)
+                tombstone = versions.decode(state)
+                local = self.store.get(bucket, key, strict=True)
+            except (InvalidRequest, CorruptRecord):
+                continue
+            if local is None or not covers(tombstone, local):
+                continue
+            self.store.delete(bucket, key, local)
+            for hint in self.hints.holding(key_digest(bucket, key)):
+                self.hints.remove(hint)
+            self.reaper.reaped += 1
+
+    def _mint_actor(self, local: Clock | None) -> str:
+        """The actor id that dots this node's next write of a key whose state is `local`.
+
+        It continues an id of this incarnation already in the local state; otherwise it is
+        a fresh one. A node that never held the key, or whose copy was reaped, cannot know
+        which counters it used for the key before: a fresh id cannot reuse a dot, whatever
+        old contexts clients still hold (Riak's KV679).
+        """
+        if self.bugs.reuse_dots_after_restart:
+            return self.actor
+        if local is not None:
+            prefix = self.actor + "."
+            for entry in local.entries:
+                if entry.actor.startswith(prefix):
+                    return entry.actor
+        if self._mint_next >= self._mint_ceiling:
+            self._mint_ceiling = self._mint_next + MINT_LEASE
+            self.engine.meta_put("mint_lease", str(self._mint_ceiling).encode())
+        self._mint_next += 1
+        return f"{self.actor}.{self._mint_next - 1:x}"
 
     # --- hinted handoff -------------------------------------------------------------------
     def _handoff(self, now: float) -> list[Effect]:
@@ -982,7 +1170,7 @@ class Node:
             content_type=msg.content_type,
             timestamp=self.hlc.now(now),
         )
-        clock = versions.update(versions.new(context, sibling), local, self.actor)
+        clock = versions.update(versions.new(context, sibling), local, self._mint_actor(local))
         if lww:
             clock = versions.lww(clock)
         rid = self._rid()

@@ -113,6 +113,13 @@ class ReplicaStore:
         self.engine.put(digest, seal(bucket, key, state))
         return state
 
+    def delete(self, bucket: str, key: str, old: Clock) -> None:
+        """Remove the key's record (`old`: what is stored, as the caller just read it)."""
+        digest = key_digest(bucket, key)
+        if self.on_write is not None:
+            self.on_write(digest, old, None)
+        self.engine.delete(digest)
+
     def merge(self, bucket: str, key: str, incoming: Clock, lww: bool) -> Clock:
         """Merge a state from another replica into ours; writes only when something changed."""
         local = self.get(bucket, key)

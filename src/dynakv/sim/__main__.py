@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
+        "--delete-probability",
+        type=float,
+        default=WorkloadOptions.delete_probability,
+        help="register: share of writes that delete",
+    )
+    parser.add_argument(
         "--duration", type=float, default=WorkloadOptions.duration, help="virtual seconds"
     )
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
@@ -57,7 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> RunConfig:
-    load = replace(WorkloadOptions(), clients=args.clients, keys=args.keys, duration=args.duration)
+    load = replace(
+        WorkloadOptions(),
+        clients=args.clients,
+        keys=args.keys,
+        duration=args.duration,
+        delete_probability=args.delete_probability,
+    )
     options = SimOptions().with_faults(parse_faults(args.faults))
     return RunConfig(args.workload, args.nodes, options, load, args.bug)
 
@@ -74,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     started = time.monotonic()
     runs = violations = failing = 0
-    lww_lost = lww_acked = 0
+    lww_lost = lww_acked = reaped = 0
     for result in run_seeds(seeds, config, args.jobs):
         runs += 1
         report = result.report
         lww_lost += report.lww_lost
         lww_acked += report.lww_acked
+        reaped += result.reaped
         if not report.ok:
             failing += 1
             violations += len(report.violations)
@@ -97,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workload == "lww" and lww_acked:
         share = 100.0 * lww_lost / lww_acked
         print(f"lww lost updates: {lww_lost} of {lww_acked} acknowledged writes ({share:.1f}%)")
+    if reaped:
+        print(f"tombstones reaped: {reaped}")
     print(f"{runs} runs, {violations} violations")
     return 0 if violations == 0 else 1
 
@@ -107,7 +122,7 @@ def _one(seed: int, config: RunConfig, trace: bool) -> int:
     print(
         f"seed {seed}: {report.summary()} | {result.messages} messages, "
         f"{result.partitions} partitions, {result.crashes} crashes, {result.wipes} wipes, "
-        f"{result.virtual_time:.3f} virtual seconds"
+        f"{result.reaped} tombstones reaped, {result.virtual_time:.3f} virtual seconds"
     )
     for violation in report.violations:
         print(f"  {violation}")

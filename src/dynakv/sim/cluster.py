@@ -222,6 +222,14 @@ class SimCluster:
             self.inbox.setdefault(client, [])
         self._transmit(client, node, message)
 
+    def in_flight(self, *types: type) -> int:
+        """Messages of the given types sent and not yet delivered."""
+        return sum(
+            1
+            for _, _, target, event in self._queue
+            if target and type(event) is Received and isinstance(event.message, types)
+        )
+
     def run_until(self, predicate: Callable[[], bool], limit: float = 60.0) -> bool:
         deadline = self.now + limit
         while not predicate():

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from dynakv import versions
 from dynakv.config import BucketProps, NodeConfig
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
-from dynakv.messages import ClientGet, GetResult, Message
+from dynakv.messages import ClientGet, GetResult, Message, ReapCheck, ReapCheckReply, ReapCommit
 from dynakv.sim.checker import (
     Op,
     Read,
@@ -75,6 +75,10 @@ class RunResult:
     partitions: int
     crashes: int
     wipes: int
+    reaped: int  # tombstones the nodes deleted (counted since each one's last start)
+
+
+TOMBSTONE_GRACE = 4.0  # virtual seconds: deletes early in a run are reaped during its faults
 
 
 def node_config(name: str, request_timeout: float) -> NodeConfig:
@@ -82,6 +86,8 @@ def node_config(name: str, request_timeout: float) -> NodeConfig:
         default_config(name),
         request_timeout=request_timeout,
         buckets={"lww": BucketProps(policy="lww")},
+        tombstone_grace=TOMBSTONE_GRACE,
+        reap_interval=0.5,
     )
 
 
@@ -101,6 +107,8 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
     cluster.run_for(config.settle)
     cluster.run_until(lambda: _hints_pending(cluster) == 0, limit=HANDOFF_LIMIT)
     final_reads = _repair(cluster, workload.bucket, workload.keys, config)
+    # Read the replicas between reaping rounds, not while one is deleting a tombstone.
+    cluster.run_until(lambda: _reaping_quiet(cluster), limit=10.0)
     replicas = _replica_reads(cluster, workload.bucket, workload.keys)
     history = workload.history + final_reads
     report = CHECKERS[config.workload](history, replicas)
@@ -114,6 +122,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         nemesis.partitions,
         nemesis.crashes,
         cluster.wipes,
+        sum(cluster.nodes[name].reaper.reaped for name in cluster.up),
     )
 
 
@@ -146,6 +155,12 @@ def _run_job(job: tuple[int, RunConfig]) -> RunResult:
 
 def _hints_pending(cluster: SimCluster) -> int:
     return sum(int(cluster.nodes[name].status().get("hints_pending", 0)) for name in cluster.names)
+
+
+def _reaping_quiet(cluster: SimCluster) -> bool:
+    if any(cluster.nodes[name].reap_rounds for name in cluster.up):
+        return False
+    return not cluster.in_flight(ReapCheck, ReapCheckReply, ReapCommit)
 
 
 def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:

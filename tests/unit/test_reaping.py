@@ -1,0 +1,169 @@
+"""Tombstone reaping (core/reaper.py) on real Nodes in the simulator: never before the grace
+period or while any member could still hand the old value back, and a reaped key stays
+deleted — the zombie path. With the reap_unchecked bug the same scenario brings it back,
+so these tests can fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from dynakv import versions
+from dynakv.core.bugs import NO_BUGS, InjectedBugs
+from dynakv.core.reaper import covers, tombstone_age
+from dynakv.messages import ClientGet, ClientPut, GetResult, Message, PutResult
+from dynakv.sim.cluster import SimCluster, default_config
+from dynakv.versions import Entry, Sibling
+
+GRACE = 5.0
+_rids = itertools.count(1)
+
+
+def make_cluster(n: int = 3, bugs: InjectedBugs = NO_BUGS, **config: object) -> SimCluster:
+    def configure(name: str):
+        settings = {"tombstone_grace": GRACE, "reap_interval": 0.5, **config}
+        return dataclasses.replace(default_config(name), **settings)
+
+    names = [f"n{i}" for i in range(1, n + 1)]
+    cluster = SimCluster(names, seed=7, config=configure, bugs=bugs)
+    assert cluster.run_until(cluster.members_agree)
+    return cluster
+
+
+def call(cluster: SimCluster, node: str, message: Message) -> Message:
+    cluster.request(node, "#c", message)
+    rid = message.rid  # type: ignore[attr-defined]
+
+    def answered() -> bool:
+        return any(getattr(m, "rid", None) == rid for m in cluster.inbox.get("#c", []))
+
+    assert cluster.run_until(answered), f"no reply to {message!r}"
+    reply = next(m for m in cluster.inbox["#c"] if getattr(m, "rid", None) == rid)
+    cluster.inbox["#c"].remove(reply)
+    return reply
+
+
+def put(cluster, node, key, value, context="", delete=False) -> Message:
+    message = ClientPut(next(_rids), "b", key, value, context, delete=delete)
+    return call(cluster, node, message)
+
+
+def get(cluster, node, key) -> GetResult:
+    reply = call(cluster, node, ClientGet(next(_rids), "b", key))
+    assert isinstance(reply, GetResult), reply
+    return reply
+
+
+def states(cluster: SimCluster, key: str) -> dict[str, object]:
+    return {name: cluster.nodes[name].replica("b", key) for name in sorted(cluster.up)}
+
+
+def is_tombstone(clock) -> bool:
+    return clock is not None and not versions.live_values(clock)
+
+
+def delete_while_a_replica_is_down(bugs: InjectedBugs = NO_BUGS) -> SimCluster:
+    """v1 on all three replicas; n3 stops; v1 is deleted through n1 with its context."""
+    cluster = make_cluster(3, bugs)
+    put(cluster, "n1", "k", b"v1")
+    cluster.run_for(1.0)
+    assert all(s is not None for s in states(cluster, "k").values())
+    cluster.crash("n3")
+    context = get(cluster, "n1", "k").context
+    assert isinstance(put(cluster, "n1", "k", b"", context, delete=True), PutResult)
+    return cluster
+
+
+def test_a_tombstone_is_kept_past_the_grace_while_a_replica_is_down():
+    cluster = delete_while_a_replica_is_down()
+    cluster.run_for(3 * GRACE)
+    assert all(is_tombstone(s) for s in states(cluster, "k").values())
+    status = cluster.nodes["n1"].status()["tombstone_reaping"]
+    blocked = [cluster.nodes[n].status()["tombstone_reaping"]["blocked"] for n in ("n1", "n2")]
+    assert any("n3" in why for why in blocked), (blocked, status)
+
+
+def test_a_replica_that_missed_the_delete_does_not_bring_the_key_back():
+    cluster = delete_while_a_replica_is_down()
+    cluster.run_for(3 * GRACE)
+    cluster.restart("n3")  # still holding v1
+    assert cluster.nodes["n3"].replica("b", "k") is not None
+    # The tombstone reaches n3 (read repair, anti-entropy), then the members reap it.
+    assert cluster.run_until(
+        lambda: all(s is None for s in states(cluster, "k").values()), limit=60.0
+    ), states(cluster, "k")
+    assert sum(cluster.nodes[n].reaper.reaped for n in cluster.names) >= 3
+    for name in cluster.names:
+        assert get(cluster, name, "k").values == []
+    cluster.run_for(20.0)  # anti-entropy rounds: nothing comes back
+    assert all(s is None for s in states(cluster, "k").values())
+    assert get(cluster, "n3", "k").values == []
+
+
+def test_unchecked_reaping_brings_the_key_back():
+    """The same scenario with the injected bug: the test above would catch it."""
+    cluster = delete_while_a_replica_is_down(InjectedBugs(reap_unchecked=True))
+    cluster.run_for(3 * GRACE)
+    assert cluster.nodes["n1"].replica("b", "k") is None  # reaped with n3 down
+    cluster.restart("n3")
+    cluster.run_for(5.0)
+    assert get(cluster, "n1", "k").values == [b"v1"]  # the zombie
+
+
+def test_nothing_is_reaped_before_the_grace_period():
+    cluster = make_cluster(3)
+    first = put(cluster, "n1", "k", b"v1")
+    put(cluster, "n2", "k", b"", first.context, delete=True)
+    cluster.run_for(GRACE - 1.0)
+    assert all(is_tombstone(s) for s in states(cluster, "k").values())
+    assert cluster.run_until(lambda: all(s is None for s in states(cluster, "k").values()))
+
+
+def test_a_held_hint_blocks_reaping_until_it_is_delivered():
+    cluster = make_cluster(4)
+    key = "k"
+    primaries = cluster.nodes["n1"]._placement("b", key).primaries
+    down = primaries[-1]
+    coordinator = primaries[0]
+    first = put(cluster, coordinator, key, b"v1")
+    cluster.run_for(1.0)
+    cluster.crash(down)
+    cluster.run_for(1.0)
+    # The delete goes to a fallback with a hint for `down`, which holds v1.
+    put(cluster, coordinator, key, b"", first.context, delete=True)
+    fallback = next(n for n in cluster.names if n not in primaries)
+    assert cluster.nodes[fallback].hints.pending() == 1
+    cluster.restart(down)
+    cluster.run_for(0.2)
+    assert cluster.run_until(
+        lambda: all(s is None for s in states(cluster, key).values()), limit=60.0
+    )
+    assert cluster.nodes[fallback].hints.pending() == 0
+    assert get(cluster, down, key).values == []
+
+
+def test_a_write_after_reaping_mints_a_fresh_dot_so_an_old_context_covers_nothing_new():
+    """KV679 after a reap: a client still holding a context from before the delete must not
+    silently overwrite a value written after the reap by the same coordinator."""
+    cluster = make_cluster(3)
+    coordinator = cluster.nodes["n1"]._placement("b", "k").primaries[0]
+    old = put(cluster, coordinator, "k", b"v1")
+    put(cluster, coordinator, "k", b"", old.context, delete=True)
+    assert cluster.run_until(lambda: all(s is None for s in states(cluster, "k").values()))
+    put(cluster, coordinator, "k", b"v2")  # blind: written after the reap
+    put(cluster, coordinator, "k", b"v3", old.context)  # stale context from before the delete
+    assert sorted(get(cluster, "n2", "k").values) == [b"v2", b"v3"]
+
+
+def test_tombstone_age_and_cover():
+    dead = Sibling(b"", deleted=True, timestamp=(10_000 << 16) + 5)
+    live = Sibling(b"x", timestamp=9_000 << 16)
+    tombstone = versions.Clock((Entry("a", 2, (dead,)),))
+    assert tombstone_age(tombstone, 12.0) == 2.0
+    assert tombstone_age(versions.Clock((Entry("a", 2, (dead, live)),)), 12.0) is None
+    assert tombstone_age(versions.Clock(), 12.0) is None
+    older = versions.Clock((Entry("a", 1, (live,)),))
+    newer = versions.Clock((Entry("a", 3, (live,)),))
+    assert covers(tombstone, older)
+    assert covers(tombstone, tombstone)
+    assert not covers(tombstone, newer)
