@@ -620,6 +620,25 @@ class LocalNode:
         return 0.0
 
 
+def check_settings(settings: dict[str, str]) -> dict[str, str]:
+    """Node settings for a local cluster: NodeConfig fields with TOML values, e.g.
+    {"anti_entropy": "false"}; ValueError naming what is wrong."""
+    import tomllib
+    from dataclasses import fields
+
+    from dynakv.config import NodeConfig
+
+    known = {f.name for f in fields(NodeConfig)} - {"name", "data_dir", "node_addr", "http_addr"}
+    for key, value in settings.items():
+        if key not in known:
+            raise ValueError(f"unknown node setting {key!r}")
+        try:
+            tomllib.loads(f"{key} = {value}")
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"node setting {key}={value}: not a TOML value ({exc})") from exc
+    return settings
+
+
 class LocalCluster:
     """`count` `dynakv serve` processes on free loopback ports, stopped by PID."""
 
@@ -631,9 +650,11 @@ class LocalCluster:
         n: int | None = None,
         r: int | None = None,
         w: int | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("a local cluster needs at least one node")
+        self.settings = check_settings(settings or {})
         self.count = count
         self.n = n if n is not None else min(3, count)
         self.r = r if r is not None else self.n // 2 + 1
@@ -659,13 +680,15 @@ class LocalCluster:
             "r": self.r,
             "w": self.w,
             "data_dir": None if self._own_dir else str(self.root),
+            "settings": dict(self.settings),
         }
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "bench.toml"
+        extra = "".join(f"{key} = {value}\n" for key, value in self.settings.items())
         config.write_text(
-            f'cluster = "bench"\ndurability = "{self.durability}"\n'
+            f'cluster = "bench"\ndurability = "{self.durability}"\n{extra}'
             f"[defaults]\nn = {self.n}\nr = {self.r}\nw = {self.w}\n"
         )
         for i in range(1, self.count + 1):

@@ -395,6 +395,13 @@ def cluster_ring(node: str) -> None:
     help="Durability of the local cluster.",
 )
 @click.option("--n", "n", type=int, help="N of the local cluster (default min(3, nodes)).")
+@click.option(
+    "--node-setting",
+    "node_settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A node config setting of the local cluster (TOML value), e.g. anti_entropy=false.",
+)
 @click.option("--r", "r", type=int, help="R: local cluster default and per-request override.")
 @click.option("--w", "w", type=int, help="W: local cluster default and per-request override.")
 @click.option(
@@ -465,8 +472,9 @@ def cluster_ring(node: str) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def bench(
     nodes: str, local: int | None, data_dir: str | None, durability: str, n: int | None,
-    r: int | None, w: int | None, workload: str, distribution: str, records: int,
-    operations: int | None, duration: float | None, concurrency: int, connections: int | None,
+    node_settings: tuple[str, ...], r: int | None, w: int | None, workload: str,
+    distribution: str, records: int, operations: int | None, duration: float | None,
+    concurrency: int, connections: int | None,
     value_size: int, rate: float | None, processes: int, bucket: str, seed: int, no_load: bool,
     blind_writes: bool, timeout: float, no_route: bool, json_file: str | None,
     no_progress: bool,
@@ -487,9 +495,15 @@ def bench(
         )  # fmt: skip
         local_cluster = None
         if local is not None:
-            local_cluster = bench_mod.LocalCluster(local, data_dir, durability, n, r, w)
-        elif n is not None or data_dir is not None:
-            raise ValueError("--n and --data-dir apply to a --local cluster only")
+            settings = {}
+            for item in node_settings:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--node-setting {item!r}: expected KEY=VALUE")
+                settings[key.strip()] = value.strip()
+            local_cluster = bench_mod.LocalCluster(local, data_dir, durability, n, r, w, settings)
+        elif n is not None or data_dir is not None or node_settings:
+            raise ValueError("--n, --data-dir and --node-setting apply to a --local cluster only")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:

@@ -64,6 +64,7 @@ class NodeConfig:
     transfer_batch: int = 256  # objects per transfer batch
     transfer_batch_bytes: int = 4 << 20  # and at most about this many bytes
     read_repair: bool = True  # tests switch it off to prove anti-entropy alone converges
+    anti_entropy: bool = True  # false: no Merkle trees, no exchanges (benchmarks compare)
     aae_interval: float = 2.0  # seconds between starts of anti-entropy exchanges
     aae_concurrency: int = 2  # exchanges (one partition, one peer each) in flight at once
     aae_segments: int = 16384  # Merkle tree leaves per partition (benchmarks/merkle_cost.py)

@@ -67,3 +67,13 @@ def test_an_operator_repair_runs_now_and_reports_what_it_mended():
     assert missing == []
     bad = call(cluster, "n1", ClientRepair(next(_rids), partition=9999))
     assert isinstance(bad, ErrorReply)
+
+
+def test_anti_entropy_switched_off_builds_no_trees_and_refuses_repair():
+    cluster = make_cluster(3, anti_entropy=False)
+    put(cluster, "n1", "b", "k", b"v")
+    cluster.run_for(10.0)
+    assert all(not node.aae.trees for node in cluster.nodes.values())
+    reply = call(cluster, "n1", ClientRepair(next(_rids)))
+    assert isinstance(reply, ErrorReply)
+    assert "anti-entropy is switched off" in reply.message

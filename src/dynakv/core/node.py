@@ -388,7 +388,8 @@ class Node:
             SetTimer("heartbeat", now),
         ]
         effects.append(SetTimer("transfer", now + self.config.transfer_interval))
-        effects.append(SetTimer("aae", now + min(1.0, self.config.aae_interval)))
+        if self.config.anti_entropy:
+            effects.append(SetTimer("aae", now + min(1.0, self.config.aae_interval)))
         effects.append(SetTimer("reap", now + self.config.reap_interval))
         if self.epoch == 0 and join is None:
             self._adopt(ms.new_cluster(self.config.cluster, self._me(), self.config.ring_size))
@@ -567,7 +568,11 @@ class Node:
 
     def _aae_hashes(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, AaeHashes)
-        if msg.partition not in self.aae.trees and msg.partition in self._aae_partitions():
+        if (
+            self.config.anti_entropy
+            and msg.partition not in self.aae.trees
+            and msg.partition in self._aae_partitions()
+        ):
             self.aae.build(msg.partition)  # a peer asks first: build now rather than stall it
         hashes = self.aae.hashes(msg.partition, tuple(msg.shape), msg.level, msg.indices)
         return [Send(source, AaeHashesReply(msg.rid, hashes))]
@@ -685,6 +690,8 @@ class Node:
     def _client_repair(self, now: float, source: str, msg: Message) -> list[Effect]:
         """`dynakv cluster repair`: exchange now with every other replica of the partitions."""
         assert isinstance(msg, ClientRepair)
+        if not self.config.anti_entropy:
+            raise InvalidRequest("anti-entropy is switched off on this node (anti_entropy)")
         mine = self._aae_partitions()
         if msg.partition >= 0:
             if msg.partition not in mine:
