@@ -270,6 +270,13 @@ def _member_status(http_addr: str) -> dict | None:
         return None
 
 
+def _reaped(status: dict) -> str:
+    """Tombstones this node reaped, and why its sweep waits if it does."""
+    reaping = status.get("tombstone_reaping", {})
+    text = str(reaping.get("reaped", 0))
+    return f"{text} (waiting: {reaping['blocked']})" if reaping.get("blocked") else text
+
+
 @cluster.command("status")
 @click.option("--node", default=DEFAULT_NODE, show_default=True)
 def cluster_status(node: str) -> None:
@@ -280,7 +287,7 @@ def cluster_status(node: str) -> None:
     size = view["ring"]["size"]
     title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
     table = Table(title=title)
-    for column in ("name", "status", "node", "http", "partitions", "share", "hints"):
+    for column in ("name", "status", "node", "http", "partitions", "share", "hints", "reaped"):
         table.add_column(column)
     transfers: list[tuple[str, dict]] = []
     for m in view["members"]:
@@ -292,6 +299,7 @@ def cluster_status(node: str) -> None:
             m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"], m["http_addr"],
             str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
             "-" if status is None else str(status.get("hints_pending", 0)),
+            "-" if status is None else _reaped(status),
         )  # fmt: skip
     console.print(table)
     pending = view.get("transfers_pending", 0)

@@ -86,6 +86,7 @@ def test_status_cluster_and_metrics_endpoints(cluster: ProcessCluster):
         "partitions_owned",
         "hints_pending",
         "transfers_pending",
+        "tombstone_reaping",
         "keys",
     ):
         assert field in status
@@ -119,6 +120,7 @@ def test_cli_put_get_delete_and_cluster_status(cluster: ProcessCluster):
     for name in ("node1", "node2", "node3"):
         assert name in status.stdout
     assert "up" in status.stdout
+    assert "reaped" in status.stdout
 
 
 def _wide_env() -> dict[str, str]:
