@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -17,6 +18,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.recent: list[float] = []
+        self._children: dict[str, tuple[Any, Any]] = {}  # op -> (requests, latency) children
         self.requests = Counter(
             "dynakv_requests", "Client requests served", ["op"], registry=self.registry
         )
@@ -46,8 +48,11 @@ class Metrics:
     def observe(self, op: str, seconds: float, error_code: str | None) -> None:
         if len(self.recent) < 100_000:
             self.recent.append(seconds)
-        self.requests.labels(op).inc()
-        self.latency.labels(op).observe(seconds)
+        children = self._children.get(op)
+        if children is None:  # labels() looks the child up by hashing: once per op name
+            children = self._children[op] = (self.requests.labels(op), self.latency.labels(op))
+        children[0].inc()
+        children[1].observe(seconds)
         if error_code is not None:
             self.errors.labels(op, error_code).inc()
 
