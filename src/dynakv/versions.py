@@ -353,6 +353,11 @@ class HybridClock:
         self.last = physical if physical > last else last
         return self.last
 
+    @staticmethod
+    def seconds(timestamp: int) -> float:
+        """The wall time a timestamp stands for, in seconds (its logical part dropped)."""
+        return (timestamp >> 16) / 1000.0
+
     def observe(self, timestamp: int) -> None:
         """Note a timestamp seen from elsewhere so later ones exceed it."""
         if timestamp > self.last:

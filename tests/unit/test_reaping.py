@@ -11,7 +11,7 @@ import itertools
 from dynakv import versions
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.reaper import covers, tombstone_age
-from dynakv.messages import ClientGet, ClientPut, GetResult, Message, PutResult
+from dynakv.messages import ClientGet, ClientPut, GetResult, Message, PutResult, ReapCommit
 from dynakv.sim.cluster import SimCluster, default_config
 from dynakv.versions import Entry, Sibling
 
@@ -167,3 +167,58 @@ def test_tombstone_age_and_cover():
     assert covers(tombstone, older)
     assert covers(tombstone, tombstone)
     assert not covers(tombstone, newer)
+
+
+def test_a_lost_reap_commit_leaves_no_old_fallback_copy_to_serve():
+    """A fallback that stood in for a primary keeps its copy of v1 after handing it over;
+    it must not survive the reap even if the ReapCommit never reaches it (regression)."""
+    cluster = make_cluster(4)
+    primaries = cluster.nodes["n1"]._placement("b", "k").primaries
+    first, last = primaries[0], primaries[2]
+    cluster.crash(last)
+    cluster.run_for(1.0)
+    put(cluster, first, "k", b"v1")
+    fallback = next(
+        n for n in cluster.nodes[first]._placement("b", "k").targets if n not in primaries
+    )
+    cluster.restart(last)
+    cluster.run_for(5.0)
+    assert cluster.nodes[fallback].hints.pending() == 0
+    assert cluster.nodes[fallback].replica("b", "k") is not None  # the old copy, kept
+    put(cluster, first, "k", b"", get(cluster, first, "k").context, delete=True)
+    transmit = cluster._transmit
+
+    def drop_commits_to_the_fallback(sender, to, message):
+        if not (isinstance(message, ReapCommit) and to == fallback):
+            transmit(sender, to, message)
+
+    cluster._transmit = drop_commits_to_the_fallback  # type: ignore[method-assign]
+    assert cluster.run_until(
+        lambda: all(cluster.nodes[n].replica("b", "k") is None for n in primaries), limit=60.0
+    )
+    cluster._transmit = transmit  # type: ignore[method-assign]
+    assert cluster.nodes[fallback].replica("b", "k") is None
+    cluster.crash(last)  # the fallback is read in its place now
+    cluster.run_for(2.0)
+    assert get(cluster, first, "k").values == []
+
+
+def test_an_old_context_that_brings_an_actor_back_after_a_reap_does_not_reuse_its_dots():
+    """After a reap, a write with a pre-delete context puts the coordinator's old actor
+    (with no values) back into the state; the coordinator must not continue that actor
+    from the old counter, or a value written then is lost to a client holding a context
+    that names the old dot (regression)."""
+    cluster = make_cluster(3)
+    primaries = cluster.nodes["n1"]._placement("b", "k").primaries
+    a, b = primaries[0], primaries[1]
+    r1 = put(cluster, a, "k", b"v1")
+    r2 = put(cluster, a, "k", b"v2", r1.context)
+    put(cluster, a, "k", b"", r2.context, delete=True)
+    assert cluster.run_until(lambda: all(s is None for s in states(cluster, "k").values()))
+    put(cluster, b, "k", b"y", r1.context)  # names a's old actor at counter 1
+    cluster.run_for(1.0)
+    put(cluster, a, "k", b"w", get(cluster, a, "k").context)
+    cluster.run_for(1.0)
+    put(cluster, b, "k", b"z", r2.context)  # saw v2 (a's old dot 2), never w
+    cluster.run_for(1.0)
+    assert sorted(get(cluster, primaries[2], "k").values) == [b"w", b"z"]

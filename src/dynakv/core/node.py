@@ -160,7 +160,10 @@ class Node:
         self.aae = AntiEntropy(
             self.store, config.ring_size, config.aae_segments, config.aae_branching
         )
-        self.store.on_write = self.aae.on_write
+        self.store.on_write = self._on_write
+        # When each key last changed here, for the last `_settle` seconds (oldest first).
+        self._changed: dict[bytes, float] = {}
+        self._settle = 2 * config.request_timeout
         self.rounds: dict[int, ExchangeRound] = {}
         self._aae_cursor = 0
         self._next_exchange = 0.0
@@ -169,6 +172,7 @@ class Node:
         self.hints_dropped = 0
         self.reaper = Reaper()
         self.reap_rounds: dict[int, ReapRound] = {}
+        self._reap_driven: tuple[object, list[int]] = (None, [])  # (ring, partitions I drive)
         self._deliveries: dict[int, Delivery] = {}
         self._handoff_backoff: dict[str, tuple[float, int]] = {}  # primary -> (until, failures)
         self._next_hint_expiry = 0.0
@@ -196,7 +200,9 @@ class Node:
         self._forwarded: dict[tuple[str, int], float] = {}
         self.join_target: str | None = None
         self._join_sent_at = float("-inf")
-        self._next_rid = 1
+        # Random start: a late reply to a request of this node's previous life must not
+        # match a new request (rids restart with the process).
+        self._next_rid = 1 + rng.getrandbits(30)
         self._logs: list[Log] = []
         self.incarnation = self._load_incarnation()
         self.actor = (
@@ -484,7 +490,7 @@ class Node:
         for rid, reap in list(self.reap_rounds.items()):
             if reap.deadline <= now:
                 del self.reap_rounds[rid]
-                self.reaper.refused += len(reap.items)
+                self.reaper.timed_out += 1
         return effects
 
     def _store_deferred(self) -> list[Effect]:
@@ -712,6 +718,21 @@ class Node:
             effects.extend(self._start_round(now, partition, peer, (source, msg.rid)))
         return effects
 
+    def _on_write(self, digest: bytes, old: Clock | None, new: Clock | None) -> None:
+        self.aae.on_write(digest, old, new)
+        changed = self._changed
+        changed.pop(digest, None)  # re-inserted last: the dict stays ordered by time
+        changed[digest] = self._now
+
+    def _forget_settled(self, now: float) -> None:
+        changed = self._changed
+        horizon = now - self._settle
+        while changed:
+            digest = next(iter(changed))
+            if changed[digest] > horizon:
+                break
+            del changed[digest]
+
     # --- tombstone reaping (core/reaper.py) ------------------------------------------------
     def _reap_tick(self, now: float) -> list[Effect]:
         """Scan a bounded batch of this node's driven partitions for tombstones past their
@@ -719,6 +740,7 @@ class Node:
         effects: list[Effect] = [
             SetTimer("reap", now + self.budget.stretch(self.config.reap_interval))
         ]
+        self._forget_settled(now)
         blocked = self._reap_blocked()
         self.reaper.blocked = blocked
         if blocked or self.reap_rounds:
@@ -731,7 +753,7 @@ class Node:
             return effects + self._reap_everywhere(items)
         rid = self._rid()
         self.reap_rounds[rid] = ReapRound(
-            self.epoch, items, set(peers), now + self.config.request_timeout, [True] * len(items)
+            self.epoch, items, set(peers), now + self.config.request_timeout
         )
         self.reaper.rounds += 1
         check = ReapCheck(rid, self.epoch, items)
@@ -757,7 +779,10 @@ class Node:
         """Tombstone-only states older than the grace period, from the next stretch of the
         partitions this node drives (those it is the first replica of)."""
         ring = self.state.ring.ring
-        driven = [p for p in range(ring.size) if self._replicas(p)[0] == self.name]
+        if self._reap_driven[0] is not ring:  # computed again only when the ring changes
+            driven = [p for p in range(ring.size) if self._replicas(p)[0] == self.name]
+            self._reap_driven = (ring, driven)
+        driven = self._reap_driven[1]
         if not driven:
             return []
         sweep = self.reaper
@@ -795,27 +820,44 @@ class Node:
     def _reap_check(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReapCheck)
         agreed = msg.epoch == self.epoch and self.state.ring.next is None
-        ok = [agreed and self._may_reap(bucket, key, state) for bucket, key, state in msg.items]
+        ok = [
+            agreed and self._may_reap(now, bucket, key, state, clean=True)
+            for bucket, key, state in msg.items
+        ]
         return [Send(source, ReapCheckReply(msg.rid, ok))]
 
-    def _may_reap(self, bucket: str, key: str, state: bytes) -> bool:
-        """This node's part of the check: a primary holds exactly the tombstone state; any
-        other node holds no hint for the key and no copy the tombstone does not cover."""
+    def _may_reap(self, now: float, bucket: str, key: str, state: bytes, clean: bool) -> bool:
+        """This node's part of the check: no hint held for the key; a primary holds exactly
+        the tombstone state, unchanged for a while; any other node holds nothing the
+        tombstone does not cover. With `clean`, such a node deletes its covered copy at once
+        (the asking primary holds the tombstone), so that a lost ReapCommit can never leave
+        an old fallback copy behind to serve once the primaries have reaped."""
         try:
             validate_location(bucket, key)
             tombstone = versions.decode(state)
             local = self.store.get(bucket, key, strict=True)
         except (InvalidRequest, CorruptRecord):
             return False
-        if tombstone_age(tombstone, self._now) is None:
+        if tombstone_age(tombstone, now) is None:
             return False
-        if self.hints.holding(key_digest(bucket, key)):
+        digest = key_digest(bucket, key)
+        if self.hints.holding(digest):
             return False
         ring = self.state.ring.ring
         primaries = ring.preference_list(ring.partition(bucket, key), self.config.bucket(bucket).n)
         if self.name in primaries:
-            return local == tombstone
-        return local is None or covers(tombstone, local)
+            # Settled: a copy that changed lately may have been pushed on from a replica
+            # that still held the old value a moment ago; let such messages land first.
+            changed = self._changed.get(digest)
+            settled = changed is None or now - changed >= self._settle
+            return settled and local == tombstone
+        if local is None:
+            return True
+        if not covers(tombstone, local):
+            return False
+        if clean:
+            self.store.delete(bucket, key, local)
+        return True
 
     def _reap_check_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReapCheckReply)
@@ -826,7 +868,7 @@ class Node:
         agreed = [item for item, ok in zip(round_.items, round_.ok, strict=True) if ok]
         if round_.epoch != self.epoch or self._reap_blocked():
             agreed = []
-        agreed = [item for item in agreed if self._may_reap(*item)]  # unchanged here too
+        agreed = [item for item in agreed if self._may_reap(now, *item, clean=False)]
         self.reaper.refused += len(round_.items) - len(agreed)
         return self._reap_everywhere(agreed) if agreed else []
 
@@ -838,8 +880,7 @@ class Node:
 
     def _reap_commit(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReapCommit)
-        if msg.epoch == self.epoch:
-            self._reap_locally(msg.items)
+        self._reap_locally(msg.items)  # compare-and-delete: safe whatever the epoch by now
         return []
 
     def _reap_locally(self, items: list[tuple[str, str, bytes]]) -> None:
@@ -858,21 +899,25 @@ class Node:
                 self.hints.remove(hint)
             self.reaper.reaped += 1
 
-    def _mint_actor(self, local: Clock | None) -> str:
+    def _mint_actor(self, local: Clock | None, minted: tuple[str, int]) -> str:
         """The actor id that dots this node's next write of a key whose state is `local`.
 
-        It continues an id of this incarnation already in the local state; otherwise it is
-        a fresh one. A node that never held the key, or whose copy was reaped, cannot know
-        which counters it used for the key before: a fresh id cannot reuse a dot, whatever
-        old contexts clients still hold (Riak's KV679).
+        It continues the actor this node last minted with for the key (`minted`, kept in
+        the local record) while the state's counter for it is still the one minted last;
+        otherwise it takes a fresh id. A node whose copy of the key was reaped, lost or
+        rebuilt cannot know which counters it used for the key before, and old contexts
+        that clients still hold, or states they brought back, may name them: a fresh id
+        cannot reuse a dot (Riak's KV679).
         """
         if self.bugs.reuse_dots_after_restart:
             return self.actor
-        if local is not None:
-            prefix = self.actor + "."
+        actor, counter = minted
+        if local is not None and actor.startswith(self.actor + "."):
             for entry in local.entries:
-                if entry.actor.startswith(prefix):
-                    return entry.actor
+                if entry.actor == actor:
+                    if entry.counter == counter:
+                        return actor
+                    break
         if self._mint_next >= self._mint_ceiling:
             self._mint_ceiling = self._mint_next + MINT_LEASE
             self.engine.meta_put("mint_lease", str(self._mint_ceiling).encode())
@@ -1156,7 +1201,7 @@ class Node:
             return self._forward(now, source, msg, replicas)
         lww = props.policy == "lww"
         try:
-            local = self.store.get(msg.bucket, msg.key, strict=True)
+            local, minted = self.store.read(msg.bucket, msg.key, strict=True)
         except CorruptRecord:
             # Minting a dot without this node's history could reuse one: let another
             # replica coordinate while read repair mends this copy.
@@ -1177,7 +1222,8 @@ class Node:
             content_type=msg.content_type,
             timestamp=self.hlc.now(now),
         )
-        clock = versions.update(versions.new(context, sibling), local, self._mint_actor(local))
+        actor = self._mint_actor(local, minted)
+        clock = versions.update(versions.new(context, sibling), local, actor)
         if lww:
             clock = versions.lww(clock)
         rid = self._rid()
@@ -1190,7 +1236,7 @@ class Node:
         if stands_in_for is None or self.hints.record(
             stands_in_for, placement.digest, msg.bucket, msg.key, now, len(state)
         ):
-            self.store.put(msg.bucket, msg.key, clock, local)
+            self.store.put(msg.bucket, msg.key, clock, local, (actor, _counter(clock, actor)))
             quorum.ack(self.name)
         else:
             quorum.fail(self.name)
@@ -1624,6 +1670,10 @@ class Node:
     def ring(self) -> Ring:
         """The installed ring (during a transfer, partitions already moved follow ring.next)."""
         return self.state.ring.ring
+
+
+def _counter(clock: Clock, actor: str) -> int:
+    return next(entry.counter for entry in clock.entries if entry.actor == actor)
 
 
 def _quorum_param(name: str, given: int | None, default: int, n: int) -> int:

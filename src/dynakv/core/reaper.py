@@ -7,14 +7,17 @@ when all of these hold:
 
 - the grace period has passed since the newest tombstone of S was written (its hybrid
   clock timestamp), so no message from before the delete can still be on its way;
-- every member of the cluster is up and answers a check for S: a primary replica holds
-  exactly S; any other member holds no hint for the key and no copy that S does not cover
-  (fallback copies and copies left behind by ownership transfer are covered or block);
+- every member of the cluster is up and answers a check for S: no member holds a hint for
+  the key; a primary replica holds exactly S, unchanged for two request timeouts (so a
+  push from a replica that held the old value a moment ago has landed); any other member
+  holds no copy that S does not cover, and deletes a covered one (an old fallback copy, or
+  one left behind by ownership transfer) right there, while the asking primary holds S;
 - no ownership transfer is under way and the members agree on the ring epoch.
 
 Then every member deletes its copy if S covers it (compare-and-delete: a write that came
-in after the check is never removed). A member that misses the commit keeps S, which
-anti-entropy spreads back and a later round reaps again: harmless. One primary per
+in after the check is never removed). A primary that misses the commit keeps S, which
+anti-entropy spreads back and a later round reaps again: harmless; the other members
+already hold nothing that could bring the value back. One primary per
 partition (the first of its preference list) drives the sweep, a bounded batch of stored
 records per tick, so the scan of a large store is spread out and costs little.
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dynakv import versions
-from dynakv.versions import Clock
+from dynakv.versions import Clock, HybridClock
 
 ROUND_ITEMS = 256  # tombstones checked in one round
 
@@ -44,7 +47,7 @@ def tombstone_age(clock: Clock, now: float) -> float | None:
                 newest = sibling.timestamp
     if newest < 0:
         return None  # no values at all: nothing a tombstone would record
-    return now - (newest >> 16) / 1000.0
+    return now - HybridClock.seconds(newest)
 
 
 def covers(tombstone: Clock, local: Clock) -> bool:
@@ -61,6 +64,9 @@ class ReapRound:
     waiting: set[str]
     deadline: float
     ok: list[bool] = field(default_factory=list)  # per item: every answer so far said yes
+
+    def __post_init__(self) -> None:
+        self.ok = [True] * len(self.items)
 
     def answer(self, member: str, oks: list[bool]) -> bool:
         """Record one member's answers; True when every member has answered."""
@@ -83,6 +89,7 @@ class Reaper:
     reaped: int = 0  # tombstones this node deleted (as driver or member)
     rounds: int = 0
     refused: int = 0  # tombstones a round found not yet safe to reap
+    timed_out: int = 0  # rounds a member did not answer in time
     blocked: str = ""  # why the last tick did not sweep, for the operator
 
     def status(self) -> dict[str, object]:
@@ -91,5 +98,6 @@ class Reaper:
             "reaped": self.reaped,
             "rounds": self.rounds,
             "refused": self.refused,
+            "timed_out": self.timed_out,
             "blocked": self.blocked,
         }

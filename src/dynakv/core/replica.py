@@ -1,7 +1,11 @@
 """This node's own copy of each key: a DVVSet per (bucket, key) in the storage engine.
 
-The stored value is msgpack [bucket, key, encoded clock] followed by a CRC-32 of those
-bytes, under the key's MD5 digest, so a partition is one contiguous key range. A record
+The stored value is msgpack [bucket, key, encoded clock, minted actor, its counter]
+followed by a CRC-32 of those bytes, under the key's MD5 digest, so a partition is one
+contiguous key range. "Minted" records which of this node's actors last dotted a write of
+the key here, and at which counter: the node continues that actor only while the record
+still holds exactly that (Node._mint_actor). Transfers and anti-entropy hand records on
+whole, and the receiver keeps only the bucket, key and clock. A record
 whose checksum or structure is wrong is corrupt: reads treat it as missing (so quorum reads
 and read repair replace it from the other replicas) and note it in `found_corrupt` for the
 node to report and repair. Synchronous and engine-agnostic; no network here.
@@ -20,9 +24,21 @@ from dynakv.ring import key_digest
 from dynakv.storage.engine import Engine
 from dynakv.versions import Clock
 
-_record_encoder = msgspec.msgpack.Encoder()
-_record_decoder = msgspec.msgpack.Decoder(tuple[str, str, bytes])
 CHECKSUM_BYTES = 4
+Minted = tuple[str, int]  # (actor, counter) of this node's last dot for the key; ("", 0): none
+NOT_MINTED: Minted = ("", 0)
+
+
+class Record(msgspec.Struct, array_like=True, frozen=True):
+    bucket: str
+    key: str
+    state: bytes
+    minted_actor: str = ""
+    minted_counter: int = 0
+
+
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(Record)
 
 
 class _Unknown:
@@ -36,14 +52,23 @@ class CorruptRecord(InternalError):
     """A stored record failed its checksum or could not be decoded."""
 
 
-def seal(bucket: str, key: str, state: bytes) -> bytes:
+def seal(bucket: str, key: str, state: bytes, minted: Minted = NOT_MINTED) -> bytes:
     """The stored form of a record: payload plus CRC-32 of the payload."""
-    payload = _record_encoder.encode((bucket, key, state))
+    if minted[0]:
+        payload = _record_encoder.encode((bucket, key, state, minted[0], minted[1]))
+    else:
+        payload = _record_encoder.encode((bucket, key, state))
     return payload + zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big")
 
 
 def unseal(raw: bytes) -> tuple[str, str, bytes]:
     """(bucket, key, state) of a stored record; CorruptRecord when it fails its checksum."""
+    record = unseal_record(raw)
+    return record.bucket, record.key, record.state
+
+
+def unseal_record(raw: bytes) -> Record:
+    """The whole stored record; CorruptRecord when it fails its checksum."""
     payload, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
     if (
         len(raw) <= CHECKSUM_BYTES
@@ -67,32 +92,41 @@ class ReplicaStore:
         # Told of every write with the key's old and new state (anti-entropy's trees).
         self.on_write: Callable[[bytes, Clock | None, Clock | None], None] | None = None
 
+    def _record(self, bucket: str, key: str, strict: bool) -> Record | None:
+        raw = self.engine.get(key_digest(bucket, key))
+        if raw is None:
+            return None
+        try:
+            record = unseal_record(raw)
+            if record.bucket != bucket or record.key != key:
+                # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
+                raise CorruptRecord(f"the stored key is {record.bucket}/{record.key}")
+        except CorruptRecord as exc:
+            return self._corrupt(bucket, key, str(exc), strict)
+        return record
+
     def get_state(self, bucket: str, key: str, strict: bool = False) -> bytes | None:
         """The encoded clock as stored, after its checksum, without decoding it.
 
         A corrupt record reads as missing (noted in found_corrupt), or raises CorruptRecord
         when `strict` — for a coordinator, which must never mint dots without its history.
         """
-        raw = self.engine.get(key_digest(bucket, key))
-        if raw is None:
-            return None
-        try:
-            stored_bucket, stored_key, state = unseal(raw)
-            if stored_bucket != bucket or stored_key != key:
-                # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
-                raise CorruptRecord(f"the stored key is {stored_bucket}/{stored_key}")
-        except CorruptRecord as exc:
-            return self._corrupt(bucket, key, str(exc), strict)
-        return state
+        record = self._record(bucket, key, strict)
+        return None if record is None else record.state
 
     def get(self, bucket: str, key: str, strict: bool = False) -> Clock | None:
-        state = self.get_state(bucket, key, strict)
-        if state is None:
-            return None
+        return self.read(bucket, key, strict)[0]
+
+    def read(self, bucket: str, key: str, strict: bool = False) -> tuple[Clock | None, Minted]:
+        """The key's clock (None if absent or corrupt) and this node's last mint for it."""
+        record = self._record(bucket, key, strict)
+        if record is None:
+            return None, NOT_MINTED
         try:
-            return versions.decode(state)
+            clock = versions.decode(record.state)
         except InvalidRequest:
-            return self._corrupt(bucket, key, "undecodable clock", strict)
+            return self._corrupt(bucket, key, "undecodable clock", strict), NOT_MINTED
+        return clock, (record.minted_actor, record.minted_counter)
 
     def _corrupt(self, bucket: str, key: str, why: str, strict: bool) -> None:
         self.corrupt_total += 1
@@ -101,16 +135,27 @@ class ReplicaStore:
             raise CorruptRecord(f"the local copy of {bucket}/{key} is corrupt: {why}")
 
     def put(
-        self, bucket: str, key: str, clock: Clock, old: Clock | None | _Unknown = UNKNOWN
+        self,
+        bucket: str,
+        key: str,
+        clock: Clock,
+        old: Clock | None | _Unknown = UNKNOWN,
+        minted: Minted | None = None,
     ) -> bytes:
-        """Store the clock (`old`: what was stored before, if the caller read it); returns
-        its encoding (to send on to other replicas)."""
+        """Store the clock (`old`: what was stored before, if the caller read it; `minted`:
+        this node's last mint for the key, None to keep the stored one); returns its
+        encoding (to send on to other replicas)."""
         digest = key_digest(bucket, key)
+        if isinstance(old, _Unknown) or minted is None:
+            previous, stored_mint = self.read(bucket, key)
+            if isinstance(old, _Unknown):
+                old = previous
+            if minted is None:
+                minted = stored_mint
         if self.on_write is not None:
-            previous = self.get(bucket, key) if isinstance(old, _Unknown) else old
-            self.on_write(digest, previous, clock)
+            self.on_write(digest, old, clock)
         state = versions.encode(clock)
-        self.engine.put(digest, seal(bucket, key, state))
+        self.engine.put(digest, seal(bucket, key, state, minted))
         return state
 
     def delete(self, bucket: str, key: str, old: Clock) -> None:
@@ -122,14 +167,14 @@ class ReplicaStore:
 
     def merge(self, bucket: str, key: str, incoming: Clock, lww: bool) -> Clock:
         """Merge a state from another replica into ours; writes only when something changed."""
-        local = self.get(bucket, key)
+        local, minted = self.read(bucket, key)
         merged = incoming if local is None else versions.sync(incoming, local)
         if lww:
             merged = versions.lww(merged)
         elif self._drop_siblings and len(versions.values(merged)) > 1:
             merged = versions.lww(merged)  # the bug: concurrent values silently collapse to one
         if merged != local:
-            self.put(bucket, key, merged, local)
+            self.put(bucket, key, merged, local, minted)
         return merged
 
     def merge_record(self, raw: bytes, is_lww: Callable[[str], bool]) -> int:

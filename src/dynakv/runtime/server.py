@@ -104,6 +104,10 @@ class Server:
         self._resp: Any = None  # runtime.resp.RespListener when config.resp_addr is set
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()  # the node left the cluster
+        # A commit failed: requests sent before it (ungated) may carry dots that are not on
+        # disk here. The node stops without marking a clean stop, so it starts again with a
+        # new incarnation rather than mint those dots a second time.
+        self.storage_failed = False
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -132,9 +136,11 @@ class Server:
         self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
 
     async def stop(self) -> None:
-        self._flush()
-        self.engine.commit()
-        await asyncio.sleep(0.05)  # let the last commits' replies go out
+        failed = self.storage_failed
+        if not failed:
+            self._flush()
+            self.engine.commit()
+            await asyncio.sleep(0.05)  # let the last commits' replies go out
         self._stopping = True
         for handle in self._timers.values():
             handle.cancel()
@@ -146,9 +152,15 @@ class Server:
             conn.abort()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        self.node.shutdown()
-        self.engine.close()
-        log.info("node_stopped name=%s", self.config.name)
+        if not failed:
+            self.node.shutdown()
+        try:
+            self.engine.close()
+        except Exception:
+            if not failed:
+                raise
+            log.exception("engine_close_failed")
+        log.info("node_stopped name=%s%s", self.config.name, " (storage failed)" if failed else "")
         self.stopped.set()
 
     # --- the event pump --------------------------------------------------------------------
@@ -210,7 +222,9 @@ class Server:
                 self._deliver(send)
         else:
             # A failed commit must not be acknowledged: client replies become errors.
-            log.error("commit_failed error=%s", error)
+            log.error("commit_failed error=%s; stopping the node", error)
+            self.storage_failed = True
+            self.stop_requested.set()
             for send in pending:
                 if is_client(send.to):
                     rid = getattr(send.message, "rid", 0)
