@@ -23,6 +23,7 @@ GRACE = 4.0
 CONFIG = f"""\
 tombstone_grace = {GRACE}
 reap_interval = 0.5
+request_timeout = 2.0  # primaries wait two timeouts after a change before a reap
 aae_interval = 0.25
 aae_concurrency = 4
 
