@@ -11,7 +11,16 @@ import itertools
 from dynakv import versions
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.reaper import covers, tombstone_age
-from dynakv.messages import ClientGet, ClientPut, GetResult, Message, PutResult, ReapCommit
+from dynakv.messages import (
+    ClientClusterChange,
+    ClientGet,
+    ClientPut,
+    ClusterInfo,
+    GetResult,
+    Message,
+    PutResult,
+    ReapCommit,
+)
 from dynakv.sim.cluster import SimCluster, default_config
 from dynakv.versions import Entry, Sibling
 
@@ -222,3 +231,34 @@ def test_an_old_context_that_brings_an_actor_back_after_a_reap_does_not_reuse_it
     put(cluster, b, "k", b"z", r2.context)  # saw v2 (a's old dot 2), never w
     cluster.run_for(1.0)
     assert sorted(get(cluster, primaries[2], "k").values) == [b"w", b"z"]
+
+
+def test_a_removed_node_that_comes_back_with_old_hints_does_not_bring_a_reaped_key_back():
+    """A fallback holding an undelivered hint of v1 dies and is removed; the key is deleted
+    and reaped without it. When the old node starts again on its old disk, its hint of v1
+    must not reach the primaries (regression: hint_window outlasts the grace period)."""
+    cluster = make_cluster(5)
+    primaries = cluster.nodes["n1"]._placement("b", "k").primaries
+    down = primaries[2]
+    cluster.crash(down)
+    cluster.run_for(2.0)
+    put(cluster, primaries[0], "k", b"v1")
+    placement = cluster.nodes[primaries[0]]._placement("b", "k")
+    fallback = next(n for n in placement.targets if n not in primaries)
+    assert cluster.nodes[fallback].hints.pending() == 1
+    cluster.crash(fallback)  # dies before it could hand v1 over
+    cluster.restart(down)
+    cluster.run_for(2.0)
+    reply = call(cluster, primaries[0], ClientClusterChange(next(_rids), "remove", fallback))
+    assert isinstance(reply, ClusterInfo)
+    assert cluster.run_until(cluster.members_agree, limit=120.0)
+    context = get(cluster, primaries[0], "k").context
+    put(cluster, primaries[0], "k", b"", context, delete=True)
+    assert cluster.run_until(
+        lambda: all(s is None for s in states(cluster, "k").values()), limit=60.0
+    )
+    cluster.start(fallback)  # its old disk: membership says up, one hint of v1
+    cluster.run_for(10.0)
+    for name in primaries:
+        assert cluster.nodes[name].replica("b", "k") is None
+    assert get(cluster, primaries[0], "k").values == []

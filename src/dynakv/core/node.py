@@ -217,6 +217,7 @@ class Node:
         self.stopping = False
         self._now = 0.0
         self.state = self._load_state()
+        self._removed = _removed_names(self.state)
         self._refresh_moves()
         self._handlers: dict[type, Callable[[float, str, Message], list[Effect]]] = {
             ClientGet: self._client_get,
@@ -928,6 +929,8 @@ class Node:
     def _handoff(self, now: float) -> list[Effect]:
         """Offer held hints to their primaries that are reachable, a bounded batch each."""
         effects: list[Effect] = [SetTimer("handoff", now + self.config.handoff_interval)]
+        if self.name in self._removed:
+            return effects  # a removed node's hints are old news: its data was rebuilt
         if now >= self._next_hint_expiry:
             self._next_hint_expiry = now + 60.0
             self._expire_hints(now)
@@ -1327,6 +1330,10 @@ class Node:
 
     def _replica_put(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReplicaPut)
+        if source in self._removed:
+            # A removed node that comes back with its old disk must not hand old copies
+            # around (they could bring back keys reaped since); it stops once it learns.
+            raise ClusterError(f"{source} was removed from the cluster")
         validate_location(msg.bucket, msg.key)
         incoming = versions.decode(msg.state)
         for sibling in versions.values(incoming):
@@ -1525,6 +1532,7 @@ class Node:
         self.state = state
         self._persist_state(state)
         self._refresh_moves()
+        self._removed = _removed_names(state)
 
     def _refresh_moves(self) -> None:
         moves: dict[int, set[str]] = {}
@@ -1670,6 +1678,10 @@ class Node:
     def ring(self) -> Ring:
         """The installed ring (during a transfer, partitions already moved follow ring.next)."""
         return self.state.ring.ring
+
+
+def _removed_names(state: Membership) -> frozenset[str]:
+    return frozenset(m.name for m in state.members if m.status == "removed")
 
 
 def _counter(clock: Clock, actor: str) -> int:
