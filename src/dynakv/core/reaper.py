@@ -17,9 +17,12 @@ when all of these hold:
 Then every member deletes its copy if S covers it (compare-and-delete: a write that came
 in after the check is never removed). A primary that misses the commit keeps S, which
 anti-entropy spreads back and a later round reaps again: harmless; the other members
-already hold nothing that could bring the value back. One primary per
-partition (the first of its preference list) drives the sweep, a bounded batch of stored
-records per tick, so the scan of a large store is spread out and costs little.
+already hold nothing that could bring the value back. Removed members are not asked; the
+members refuse their replica writes should they come back on an old disk.
+
+One primary per partition (the first of its preference list) drives the sweep, a bounded
+batch of stored records per tick, so the scan of a large store is spread out and costs
+little.
 
 Pure bookkeeping: the node sends the messages and touches the store.
 """
