@@ -629,3 +629,45 @@ def test_pipelined_commits_report_in_order_and_reads_see_every_stage(tmp_path: P
         assert engine.inner.get_committed(digest(2)) == b"two"
     finally:
         engine.close()
+
+
+def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> None:
+    """Anti-entropy and the tombstone sweep scan every second: a scan must see the writes
+    still being committed without blocking the event loop until they are durable."""
+    import queue as queue_module
+    import threading
+
+    inner = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
+    engine = PipelinedEngine(inner)
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)
+    engine.put(digest(1), b"old")
+    engine.put(digest(3), b"gone")
+    engine.commit()
+    release = threading.Event()
+    real_commit = inner.commit
+
+    def slow_commit() -> None:
+        release.wait(10)  # the disk is busy
+        real_commit()
+
+    inner.commit = slow_commit  # type: ignore[method-assign]
+    try:
+        engine.put(digest(1), b"new")
+        engine.delete(digest(3))
+        engine.commit_async(lambda error: None)  # in flight, held by the slow disk
+        engine.put(digest(2), b"pending")  # not even handed over yet
+        started = time.monotonic()
+        seen = list(engine.scan(b"", b""))
+        assert time.monotonic() - started < 5  # did not wait for the held commit
+        assert seen == sorted([(digest(1), b"new"), (digest(2), b"pending")])
+    finally:
+        release.set()
+        engine.commit()
+        engine.close()
+    reopened = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
+    try:
+        expected = sorted([(digest(1), b"new"), (digest(2), b"pending")])
+        assert list(reopened.scan(b"", b"")) == expected
+    finally:
+        reopened.close()

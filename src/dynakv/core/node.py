@@ -9,6 +9,7 @@ engine whose writes the runtime commits before releasing this turn's effects.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -162,7 +163,8 @@ class Node:
         )
         self.store.on_write = self._on_write
         # When each key last changed here, for the last `_settle` seconds (oldest first).
-        self._changed: dict[bytes, float] = {}
+        # An OrderedDict: popping the oldest of a plain dict again and again is quadratic.
+        self._changed: OrderedDict[bytes, float] = OrderedDict()
         self._settle = 2 * config.request_timeout
         self.rounds: dict[int, ExchangeRound] = {}
         self._aae_cursor = 0
@@ -722,17 +724,17 @@ class Node:
     def _on_write(self, digest: bytes, old: Clock | None, new: Clock | None) -> None:
         self.aae.on_write(digest, old, new)
         changed = self._changed
-        changed.pop(digest, None)  # re-inserted last: the dict stays ordered by time
         changed[digest] = self._now
+        changed.move_to_end(digest)  # ordered by time of the last change
 
     def _forget_settled(self, now: float) -> None:
         changed = self._changed
         horizon = now - self._settle
         while changed:
-            digest = next(iter(changed))
-            if changed[digest] > horizon:
+            when = next(iter(changed.values()))
+            if when > horizon:
                 break
-            del changed[digest]
+            changed.popitem(last=False)
 
     # --- tombstone reaping (core/reaper.py) ------------------------------------------------
     def _reap_tick(self, now: float) -> list[Effect]:

@@ -193,11 +193,23 @@ class LmdbEngine(Engine):
                 found = cur.next()
         return out
 
-    def _scan(self, start: bytes, end: bytes, db: object) -> Iterator[tuple[bytes, bytes]]:
+    def scan_committed(
+        self, start: bytes, end: bytes, table: Table = OBJECTS
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """A scan of what is committed, never through the open write transaction (safe
+        while another thread writes: each batch reads in a read-only transaction)."""
+        start = check_bound(start, "start")
+        end = check_bound(end, "end")
+        self._check_open()
+        return self._scan(start, end, self._db(table), committed=True)
+
+    def _scan(
+        self, start: bytes, end: bytes, db: object, committed: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
         lo, after = start, False
         while True:
             self._check_open()
-            if self._txn is not None:
+            if self._txn is not None and not committed:
                 batch = self._batch(self._txn, lo, after, end, db)
             else:
                 with self._env.begin() as txn:

@@ -7,8 +7,10 @@ every batch queued by then into one transaction (batches grow when the disk is s
 it, and reports back through `notify` (the runtime passes `loop.call_soon_threadsafe`), in
 commit order. Reads look in the overlay, then in batches not yet reported, then in LMDB.
 
-Scans and counts first wait for every batch to be committed (rare: handoff, transfers,
-status), then read LMDB directly. Without `notify` (tests, start-up), `commit()` waits.
+Scans never wait for the disk either (anti-entropy and the tombstone sweep scan every
+second): they read LMDB in read-only transactions and lay over it the writes not yet
+reported, as they were when the scan started. Counts wait for every batch to be committed
+(rare: status). Without `notify` (tests, start-up), `commit()` waits.
 """
 
 from __future__ import annotations
@@ -91,15 +93,40 @@ class PipelinedEngine(Engine):
         check_bound(start, "start")
         check_bound(end, "end")
         check_table(table)
-        self.commit()
-        return self._scan(start, end, table)
+        self._check_open()
+        return self._scan(start, end, table, self._overlay(start, end, table))
 
-    def _scan(self, start: bytes, end: bytes, table: Table) -> Iterator[tuple[bytes, bytes]]:
-        # The caller may write while iterating: each batch of the scan first drains them.
-        for item in self.inner.scan(start, end, table):
-            yield item
-            if self._writes or self._meta:
-                self.commit()
+    def _overlay(self, start: bytes, end: bytes, table: Table) -> list[tuple[bytes, bytes | None]]:
+        """The writes of [start, end) not yet reported, newest per key, sorted by key."""
+        newest: dict[bytes, bytes | None] = {}
+        for writes in [*(batch.writes for batch in self._inflight), self._writes]:
+            for (in_table, key), value in writes.items():
+                if in_table == table and key >= start and (not end or key < end):
+                    newest[key] = value
+        return sorted(newest.items())
+
+    def _scan(
+        self, start: bytes, end: bytes, table: Table, overlay: list[tuple[bytes, bytes | None]]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        # Merge the committed keys with the overlay (which wins; None: deleted). Writes made
+        # while iterating may or may not be seen, as the Engine contract allows.
+        i = 0
+        for key, value in self.inner.scan_committed(start, end, table):
+            while i < len(overlay) and overlay[i][0] < key:
+                pending_key, pending = overlay[i]
+                i += 1
+                if pending is not None:
+                    yield pending_key, pending
+            if i < len(overlay) and overlay[i][0] == key:
+                pending = overlay[i][1]
+                i += 1
+                if pending is not None:
+                    yield key, pending
+                continue
+            yield key, value
+        for pending_key, pending in overlay[i:]:
+            if pending is not None:
+                yield pending_key, pending
 
     def count(self, table: Table = OBJECTS) -> int:
         check_table(table)
