@@ -23,6 +23,7 @@ from dynakv.messages import (
 )
 from dynakv.sim.cluster import SimCluster, default_config
 from dynakv.versions import Entry, Sibling
+from tests.unit.test_node import call
 
 GRACE = 5.0
 _rids = itertools.count(1)
@@ -37,19 +38,6 @@ def make_cluster(n: int = 3, bugs: InjectedBugs = NO_BUGS, **config: object) -> 
     cluster = SimCluster(names, seed=7, config=configure, bugs=bugs)
     assert cluster.run_until(cluster.members_agree)
     return cluster
-
-
-def call(cluster: SimCluster, node: str, message: Message) -> Message:
-    cluster.request(node, "#c", message)
-    rid = message.rid  # type: ignore[attr-defined]
-
-    def answered() -> bool:
-        return any(getattr(m, "rid", None) == rid for m in cluster.inbox.get("#c", []))
-
-    assert cluster.run_until(answered), f"no reply to {message!r}"
-    reply = next(m for m in cluster.inbox["#c"] if getattr(m, "rid", None) == rid)
-    cluster.inbox["#c"].remove(reply)
-    return reply
 
 
 def put(cluster, node, key, value, context="", delete=False) -> Message:
