@@ -92,6 +92,7 @@ class LmdbEngine(Engine):
         except lmdb.Error as e:
             raise InternalError(f"cannot open LMDB environment at {self.path}: {e}") from e
         self._txn: lmdb.Transaction | None = None
+        self._reader: lmdb.Transaction | None = None  # get_committed's snapshot
         self._pending = 0
         self._closed = False
 
@@ -228,9 +229,21 @@ class LmdbEngine(Engine):
             return txn.stat(db)["entries"]
 
     def get_committed(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
-        """A read that never uses the open write transaction (safe from another thread)."""
-        with self._env.begin(db=self._db(table)) as txn:
-            return txn.get(key)
+        """A read that never uses the open write transaction (safe while another thread
+        writes). It reads in one read-only transaction kept open until `release_reader`,
+        which the owner calls once new commits must be seen: beginning a transaction per
+        read cost two more calls into LMDB, and each gives up the GIL."""
+        reader = self._reader
+        if reader is None:
+            self._check_open()
+            reader = self._reader = self._env.begin()
+        return reader.get(key, db=self._db(table))
+
+    def release_reader(self) -> None:
+        """End the transaction get_committed reads in; the next read sees every commit."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.abort()
 
     def meta_get_committed(self, name: str) -> bytes | None:
         with self._env.begin(db=self._meta) as txn:
@@ -278,5 +291,6 @@ class LmdbEngine(Engine):
             self._commit()
         finally:
             self._abort()
+            self.release_reader()
             self._closed = True
             self._env.close()

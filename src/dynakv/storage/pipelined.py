@@ -220,6 +220,9 @@ class PipelinedEngine(Engine):
 
     def _report(self) -> None:
         """On the owner's thread: run the callbacks of every committed batch, in order."""
+        if self._inflight and self._inflight[0].committed.is_set():
+            # Reads of these writes now go to LMDB: they must see this commit.
+            self.inner.release_reader()
         while self._inflight and self._inflight[0].committed.is_set():
             batch = self._inflight.popleft()
             for callback in batch.callbacks:
@@ -243,6 +246,7 @@ class PipelinedEngine(Engine):
             self.inner.close()
 
     def _report_all(self) -> None:
+        self.inner.release_reader()
         while self._inflight:
             batch = self._inflight.popleft()
             for callback in batch.callbacks:
