@@ -8,9 +8,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dynakv import versions
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
-from dynakv.core.reaper import covers, tombstone_age
+from dynakv.core.reaper import covers, may_hold_tombstone, tombstone_age
+from dynakv.core.replica import seal
 from dynakv.messages import (
     ClientClusterChange,
     ClientGet,
@@ -164,6 +168,42 @@ def test_tombstone_age_and_cover():
     assert covers(tombstone, older)
     assert covers(tombstone, tombstone)
     assert not covers(tombstone, newer)
+
+
+siblings = st.builds(
+    lambda deleted, value, ts, content_type: Sibling(
+        b"" if deleted else value, deleted=deleted, content_type=content_type, timestamp=ts
+    ),
+    st.booleans(),
+    st.binary(max_size=64),
+    st.integers(0, 2**63 - 1),
+    st.sampled_from(["", "text/plain"]),
+)
+clocks = st.lists(
+    st.tuples(st.text(min_size=1, max_size=12), st.lists(siblings, min_size=0, max_size=3)),
+    max_size=4,
+    unique_by=lambda entry: entry[0],
+).map(
+    lambda entries: versions.Clock(
+        tuple(Entry(a, len(vs) + 1, tuple(vs)) for a, vs in sorted(entries))
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(clocks, st.text(max_size=8), st.integers(0, 2**40))
+def test_the_sweep_filter_never_hides_a_tombstone(clock: versions.Clock, actor: str, n: int):
+    """The sweep skips records without the tombstone mark; one with a tombstone has it."""
+    has_tombstone = any(sibling.deleted for sibling in versions.values(clock))
+    record = seal("b", "k", versions.encode(clock), (actor, n) if actor else ("", 0))
+    if has_tombstone:
+        assert may_hold_tombstone(record)
+    if tombstone_age(clock, 0.0) is not None:
+        assert may_hold_tombstone(versions.encode(clock))
+    live_only = versions.Clock(
+        tuple(Entry("a", 1, (Sibling(b"x" * 1024, timestamp=n),)) for _ in range(1))
+    )
+    assert not may_hold_tombstone(seal("b", "k", versions.encode(live_only)))
 
 
 def test_a_lost_reap_commit_leaves_no_old_fallback_copy_to_serve():

@@ -38,10 +38,17 @@ from dynakv.core.events import (
 )
 from dynakv.core.failure import DetectorSettings, FailureDetector
 from dynakv.core.handoff import Hint, HintStore
-from dynakv.core.membership import MemberRecord, Membership
+from dynakv.core.membership import MemberRecord, Membership, RingRecord
 from dynakv.core.merkle import Exchange, HashRequest, SegmentDiff
 from dynakv.core.quorum import GetQuorum, PutQuorum
-from dynakv.core.reaper import ROUND_ITEMS, Reaper, ReapRound, covers, tombstone_age
+from dynakv.core.reaper import (
+    ROUND_ITEMS,
+    Reaper,
+    ReapRound,
+    covers,
+    may_hold_tombstone,
+    tombstone_age,
+)
 from dynakv.core.replica import CorruptRecord, ReplicaStore, unseal
 from dynakv.core.transfer import Pull
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Unavailable, ValueTooLarge
@@ -86,7 +93,7 @@ AAE_BUILD_PACE = 0.25  # seconds between two tree builds while trees are missing
 MINT_LEASE = 4096  # minting actor ids reserved per metadata write
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingGet:
     source: str
     client_rid: int
@@ -114,7 +121,7 @@ class PendingPut:
     replied: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingForward:
     source: str
     client_rid: int
@@ -215,6 +222,10 @@ class Node:
         self._mint_ceiling = self._mint_next
         self.replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
         self._pending_moves: dict[int, set[str]] = {}
+        self._placed: dict[tuple[int, int], tuple] = {}  # (partition, n) -> _place(...)
+        self._placed_ring: object = None
+        self._placed_down: object = None
+        self._placed_moves: object = None
         self.pulls: dict[int, Pull] = {}
         self.stopping = False
         self._now = 0.0
@@ -804,13 +815,14 @@ class Node:
                 sweep.after = digest
                 sweep.scanned += 1
                 budget -= 1
-                try:
-                    bucket, key, state = unseal(raw)
-                    age = tombstone_age(versions.decode(state), now)
-                except (CorruptRecord, InvalidRequest):
-                    age = None  # anti-entropy and read repair mend it
-                if age is not None and age >= grace:
-                    items.append((bucket, key, state))
+                if may_hold_tombstone(raw):
+                    try:
+                        bucket, key, state = unseal(raw)
+                        age = tombstone_age(versions.decode(state), now)
+                    except (CorruptRecord, InvalidRequest):
+                        age = None  # anti-entropy and read repair mend it
+                    if age is not None and age >= grace:
+                        items.append((bucket, key, state))
                 if budget <= 0 or len(items) >= ROUND_ITEMS:
                     finished = False
                     break
@@ -1084,10 +1096,31 @@ class Node:
         if self.epoch == 0:
             raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
         record = self.state.ring
-        ring = record.ring
         digest = key_digest(bucket, key)
-        partition = partition_of_digest(digest, ring.size)
+        partition = partition_of_digest(digest, record.ring.size)
         n = self.config.bucket(bucket).n
+        # Every request computes this; it changes only with the ring, the down set or the
+        # transfers under way (each replaced whole, never changed in place), so it is cached
+        # per partition until one of them is replaced.
+        if (
+            self._placed_ring is not record
+            or self._placed_down is not self.down
+            or self._placed_moves is not self._pending_moves
+        ):
+            self._placed.clear()
+            self._placed_ring, self._placed_down = record, self.down
+            self._placed_moves = self._pending_moves
+        place = self._placed.get((partition, n))
+        if place is None:
+            place = self._placed[(partition, n)] = self._place(record, partition, n)
+        primaries, targets, hints, spare, incoming = place
+        # The quorums replace down targets in place and spare fallbacks are used up: copies.
+        return Placement(digest, primaries, list(targets), hints, list(spare), incoming)
+
+    def _place(
+        self, record: RingRecord, partition: int, n: int
+    ) -> tuple[list[str], list[str], dict[str, str], list[str], list[str]]:
+        ring = record.ring
         incoming: list[str] = []
         if record.next is not None:
             if partition in self._pending_moves:
@@ -1102,7 +1135,7 @@ class Node:
         down = self.down
         spare = [node for node in walk[n:] if node not in down]
         if not down or not any(node in down for node in primaries):
-            return Placement(digest, primaries, list(primaries), {}, spare, incoming)
+            return primaries, primaries, {}, spare, incoming
         targets: list[str] = []
         hints: dict[str, str] = {}
         for node in primaries:
@@ -1112,7 +1145,7 @@ class Node:
                 fallback = spare.pop(0)
                 targets.append(fallback)
                 hints[fallback] = node
-        return Placement(digest, primaries, targets, hints, spare, incoming)
+        return primaries, targets, hints, spare, incoming
 
     def _client_get(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ClientGet)

@@ -13,8 +13,10 @@ from dynakv import versions
 from dynakv.errors import Unavailable
 from dynakv.versions import Clock
 
+_UNMERGED = object()
 
-@dataclass
+
+@dataclass(slots=True)
 class GetQuorum:
     """One read: which of the N replicas answered, and with what state."""
 
@@ -23,10 +25,17 @@ class GetQuorum:
     lww: bool = False
     replies: dict[str, Clock | None] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
+    # merged() of the replies so far, or _UNMERGED: answer, staleness and read repair
+    # each ask for it, and a merge of siblings is the costly part of a read.
+    _merged: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._merged = _UNMERGED
 
     def add(self, node: str, state: Clock | None) -> None:
         if node in self.replicas and node not in self.failed:
             self.replies[node] = state
+            self._merged = _UNMERGED
 
     def fail(self, node: str) -> None:
         if node in self.replicas and node not in self.replies:
@@ -52,11 +61,17 @@ class GetQuorum:
         return self.remaining() == 0
 
     def merged(self) -> Clock | None:
+        if self._merged is not _UNMERGED:
+            return self._merged  # type: ignore[return-value]
         states = [s for s in self.replies.values() if s is not None]
         if not states:
-            return None
-        merged = states[0] if len(states) == 1 else versions.sync_all(states)
-        return versions.lww(merged) if self.lww else merged
+            merged = None
+        else:
+            merged = states[0] if len(states) == 1 else versions.sync_all(states)
+            if self.lww:
+                merged = versions.lww(merged)
+        self._merged = merged
+        return merged
 
     def outcome(self) -> Clock | None:
         """The merged state for the client; raises Unavailable when fewer than R answered."""
@@ -72,7 +87,7 @@ class GetQuorum:
         return [node for node, state in self.replies.items() if state != merged]
 
 
-@dataclass
+@dataclass(slots=True)
 class PutQuorum:
     """One write: acknowledgements from the N replicas."""
 
