@@ -64,6 +64,10 @@ class NodeConfig:
     transfer_batch: int = 256  # objects per transfer batch
     transfer_batch_bytes: int = 4 << 20  # and at most about this many bytes
     read_repair: bool = True  # tests switch it off to prove anti-entropy alone converges
+    # Which replicas a read asks: "r", the coordinator and R-1 more (Cassandra), a next one
+    # only when one fails or is slower than read_speculation; "n", all N (Dynamo, Riak).
+    read_fanout: Literal["r", "n"] = "r"
+    read_speculation: float = 0.1  # s a read waits for its R before asking the rest too
     anti_entropy: bool = True  # false: no Merkle trees, no exchanges (benchmarks compare)
     aae_interval: float = 2.0  # seconds between starts of anti-entropy exchanges
     aae_concurrency: int = 2  # exchanges (one partition, one peer each) in flight at once
@@ -92,6 +96,8 @@ class NodeConfig:
             raise ValueError("tombstone_grace must be positive (seconds)")
         if self.reap_interval <= 0 or self.reap_scan < 1:
             raise ValueError("reap_interval and reap_scan must be positive")
+        if self.read_fanout not in ("r", "n"):
+            raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
         if self.max_value_bytes < 1:
             raise ValueError("max_value_bytes must be positive")
 

@@ -42,8 +42,14 @@ CASES = {
     "ack_before_store": (RunConfig("cart", options=ALL_FAULTS), LOST),
     # replica merges keep one of several concurrent values
     "drop_sibling_on_merge": (RunConfig("register", options=ALL_FAULTS), MERGED),
-    # read repair replaces a replica's newer state (and resets its dot counter)
-    "read_repair_overwrites": (RunConfig("register", options=ALL_FAULTS, load=HOT_KEY), LOST),
+    # read repair replaces a replica's newer state (and resets its dot counter); with reads
+    # asking every replica (fan-out "n") a repair races writes at the other replicas often
+    # enough to be caught in 10 seeds; with fan-out "r" it repairs one remote replica at
+    # most, and seeds 1-30 showed no loss
+    "read_repair_overwrites": (
+        RunConfig("register", options=ALL_FAULTS, load=HOT_KEY, read_fanout="n"),
+        LOST,
+    ),
     # a wiped node mints dots its old incarnation already used (Riak's KV679)
     "reuse_dots_after_restart": (RunConfig("cart", options=WIPES, load=MANY_KEYS), LOST),
     # tombstones reaped without asking the members: a replica that missed the delete

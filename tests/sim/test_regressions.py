@@ -20,9 +20,11 @@ REGRESSIONS = [
 ]
 
 
+@pytest.mark.parametrize("read_fanout", ["n", "r"])  # found with "n" (the default then)
 @pytest.mark.parametrize(("workload", "seed"), REGRESSIONS)
-def test_seed_that_found_a_core_bug_stays_clean(workload, seed):
-    report = run_seed(seed, RunConfig(workload, options=SimOptions().with_faults("all"))).report
+def test_seed_that_found_a_core_bug_stays_clean(workload, seed, read_fanout):
+    options = SimOptions().with_faults("all")
+    report = run_seed(seed, RunConfig(workload, options=options, read_fanout=read_fanout)).report
     assert report.ok, [str(v) for v in report.violations]
 
 

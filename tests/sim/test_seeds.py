@@ -1,4 +1,5 @@
-"""CI seeds: every workload under every fault, 200 seeds each, must satisfy every invariant.
+"""CI seeds: every workload under every fault, 200 seeds each (and 50 more with reads that
+ask every replica), must satisfy every invariant.
 
 A failing seed replays with `python -m dynakv.sim --seed S --workload W --faults all --trace`.
 Seeds run in two forked processes (CI has two cores).
@@ -16,20 +17,26 @@ SEEDS = list(range(1, 201))
 JOBS = 2
 
 
+# Reads that ask all N replicas (read_fanout "n", not the default) on seeds of their own.
+FANOUT_N_SEEDS = list(range(1001, 1051))
+
+
 @pytest.mark.timeout(1200)  # about 30 s each on 2 idle cores; leave room for a busy CI
+@pytest.mark.parametrize(("read_fanout", "seeds"), [("r", SEEDS), ("n", FANOUT_N_SEEDS)])
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_every_invariant_holds_for_200_seeds_with_all_faults(workload):
-    config = RunConfig(workload, nodes=5, options=SimOptions().with_faults("all"))
+def test_every_invariant_holds_for_200_seeds_with_all_faults(workload, read_fanout, seeds):
+    options = SimOptions().with_faults("all")
+    config = RunConfig(workload, nodes=5, options=options, read_fanout=read_fanout)
     failures = []
     runs = acked = lww_lost = 0
-    for result in run_seeds(SEEDS, config, jobs=JOBS):
+    for result in run_seeds(seeds, config, jobs=JOBS):
         runs += 1
         acked += result.report.acknowledged
         lww_lost += result.report.lww_lost
         if not result.report.ok:
             shown = "; ".join(str(v) for v in result.report.violations[:3])
             failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
-    assert runs == len(SEEDS)
+    assert runs == len(seeds)
     assert acked > 100 * runs  # the runs did real work
     if workload == "lww":
         print(f"lww: {lww_lost} of {acked} acknowledged writes lost to last-writer-wins")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -103,10 +103,12 @@ class PendingGet:
     quorum: GetQuorum
     primaries: list[str]
     spare: list[str]  # healthy fallbacks not asked yet, to stand in for replicas found down
+    reserve: list[str] = field(default_factory=list)  # replicas not asked yet (fan-out "r")
+    speculate_at: float = 0.0  # when to ask the reserve if the answers are still missing
     replied: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingPut:
     source: str
     client_rid: int
@@ -430,6 +432,7 @@ class Node:
     def _timer(self, now: float, name: str) -> list[Effect]:
         if name == "sweep":
             effects = self._expire(now)
+            effects.extend(self._speculate(now))
             effects.extend(self._store_deferred())
             if (
                 self.join_target is not None
@@ -505,6 +508,15 @@ class Node:
             if reap.deadline <= now:
                 del self.reap_rounds[rid]
                 self.reaper.timed_out += 1
+        return effects
+
+    def _speculate(self, now: float) -> list[Effect]:
+        """Reads still short of R after read_speculation ask the replicas they left out: one
+        of those asked may be dead without the failure detector knowing yet."""
+        effects: list[Effect] = []
+        for rid, get in self.gets.items():
+            if get.reserve and not get.replied and get.speculate_at <= now:
+                effects.extend(self._ask_reserve(rid, get, len(get.reserve)))
         return effects
 
     def _store_deferred(self) -> list[Effect]:
@@ -1012,6 +1024,11 @@ class Node:
         # node of the walk; a write sent there carries a hint naming the primary.
         for rid, get in list(self.gets.items()):
             if get.quorum.waiting_on(name):
+                if any(node not in self.down for node in get.reserve):
+                    get.quorum.fail(name)  # a replica not asked yet answers instead
+                    effects.extend(self._ask_reserve(rid, get, 1))
+                    effects.extend(self._progress_get(rid, get))
+                    continue
                 fallback = self._take_spare(get.spare)
                 if fallback is None:
                     get.quorum.fail(name)
@@ -1154,21 +1171,15 @@ class Node:
         r = _quorum_param("r", msg.r, props.r, props.n)
         placement = self._placement(msg.bucket, msg.key)
         replicas = placement.targets
-        quorum = GetQuorum(replicas, min(r, len(replicas)), lww=props.policy == "lww")
+        r = min(r, len(replicas))
+        # This node's own copy first (no message), then the others in preference order.
+        order = [node for node in replicas if node != self.name and node not in self.down]
+        if self.name in replicas:
+            order.insert(0, self.name)
+        fanout = len(order) if self.config.read_fanout == "n" else r
+        asked, reserve = order[:fanout], order[fanout:]
+        quorum = GetQuorum(asked, r, lww=props.policy == "lww")
         rid = self._rid()
-        effects: list[Effect] = []
-        request = ReplicaGet(rid, msg.bucket, msg.key)
-        for node in replicas:
-            if node == self.name:
-                try:
-                    quorum.add(node, self.store.get(msg.bucket, msg.key))
-                except DynakvError as exc:
-                    self._log_local_failure(msg.bucket, msg.key, exc)
-                    quorum.fail(node)
-            elif node in self.down:
-                quorum.fail(node)
-            else:
-                effects.append(Send(node, request))
         pending = PendingGet(
             source,
             msg.rid,
@@ -1178,9 +1189,41 @@ class Node:
             quorum,
             placement.primaries,
             placement.spare,
+            reserve,
+            now + self.config.read_speculation,
         )
         self.gets[rid] = pending
+        effects: list[Effect] = []
+        request = ReplicaGet(rid, msg.bucket, msg.key)
+        for node in asked:
+            if node == self.name:
+                try:
+                    quorum.add(node, self.store.get(msg.bucket, msg.key))
+                except DynakvError as exc:
+                    self._log_local_failure(msg.bucket, msg.key, exc)
+                    quorum.fail(node)
+                    effects.extend(self._ask_reserve(rid, pending, 1))
+            else:
+                effects.append(Send(node, request))
+        if len(asked) < r:
+            quorum.replicas.extend(node for node in replicas if node in self.down)
+            for node in replicas:
+                if node in self.down:
+                    quorum.fail(node)  # too few replicas up: R never can answer
         effects.extend(self._progress_get(rid, pending))
+        return effects
+
+    def _ask_reserve(self, rid: int, get: PendingGet, count: int) -> list[Effect]:
+        """Ask `count` more replicas not asked so far (fan-out "r": one failed or is slow)."""
+        effects: list[Effect] = []
+        request = ReplicaGet(rid, get.bucket, get.key)
+        while count > 0 and get.reserve:
+            node = get.reserve.pop(0)
+            if node in self.down:
+                continue
+            get.quorum.replicas.append(node)
+            effects.append(Send(node, request))
+            count -= 1
         return effects
 
     def _progress_get(self, rid: int, get: PendingGet) -> list[Effect]:
@@ -1361,6 +1404,7 @@ class Node:
                 get.quorum.add(source, versions.decode(msg.state))
             except InvalidRequest:
                 get.quorum.fail(source)
+                return self._ask_reserve(msg.rid, get, 1) + self._progress_get(msg.rid, get)
         return self._progress_get(msg.rid, get)
 
     def _replica_put(self, now: float, source: str, msg: Message) -> list[Effect]:
@@ -1420,8 +1464,10 @@ class Node:
             return []
         get = self.gets.get(msg.rid)
         if get is not None:
+            if not get.quorum.waiting_on(source):
+                return []
             get.quorum.fail(source)
-            return self._progress_get(msg.rid, get)
+            return self._ask_reserve(msg.rid, get, 1) + self._progress_get(msg.rid, get)
         put = self.puts.get(msg.rid)
         if put is not None:
             put.quorum.fail(source)

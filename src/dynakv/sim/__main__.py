@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workload", choices=WORKLOADS, default="cart")
     parser.add_argument("--bug", choices=BUGS, help="switch on an injected bug (tests only)")
+    parser.add_argument(
+        "--read-fanout",
+        choices=("r", "n"),
+        default="r",
+        help="replicas a read asks: R (default) or all N (NodeConfig.read_fanout)",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -71,7 +77,9 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         delete_probability=args.delete_probability,
     )
     options = SimOptions().with_faults(parse_faults(args.faults))
-    return RunConfig(args.workload, args.nodes, options, load, args.bug)
+    return RunConfig(
+        args.workload, args.nodes, options, load, args.bug, read_fanout=args.read_fanout
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

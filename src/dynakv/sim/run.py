@@ -56,10 +56,13 @@ class RunConfig:
     bug: str | None = None
     request_timeout: float = 1.0  # the nodes' coordinator timeout (virtual seconds)
     settle: float = 5.0  # after the faults stop, before the final repair reads
+    read_fanout: str = "r"  # the nodes' NodeConfig.read_fanout: "r" (default) or "n"
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
             raise ValueError("the simulator needs at least 3 nodes (N=3)")
+        if self.read_fanout not in ("r", "n"):
+            raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
         if self.bug is not None and self.bug not in BUGS:
             raise ValueError(f"unknown bug {self.bug!r}; choose from {', '.join(BUGS)}")
 
@@ -81,10 +84,11 @@ class RunResult:
 TOMBSTONE_GRACE = 4.0  # virtual seconds: deletes early in a run are reaped during its faults
 
 
-def node_config(name: str, request_timeout: float) -> NodeConfig:
+def node_config(name: str, request_timeout: float, read_fanout: str = "r") -> NodeConfig:
     return dataclasses.replace(
         default_config(name),
         request_timeout=request_timeout,
+        read_fanout=read_fanout,
         buckets={"lww": BucketProps(policy="lww")},
         tombstone_grace=TOMBSTONE_GRACE,
         reap_interval=0.5,
@@ -93,7 +97,9 @@ def node_config(name: str, request_timeout: float) -> NodeConfig:
 
 def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None = None) -> RunResult:
     """Run one seed to the checker's verdict; `trace` gets every line of the run's trace."""
-    cluster = copy.deepcopy(formed_cluster(config.nodes, config.bug, config.request_timeout))
+    cluster = copy.deepcopy(
+        formed_cluster(config.nodes, config.bug, config.request_timeout, config.read_fanout)
+    )
     cluster.reseed(seed, config.options, trace)
     end = cluster.now + config.load.duration
     workload = Workload(
@@ -127,12 +133,16 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
 
 
 @functools.lru_cache(maxsize=8)
-def formed_cluster(nodes: int, bug: str | None, request_timeout: float) -> SimCluster:
+def formed_cluster(
+    nodes: int, bug: str | None, request_timeout: float, read_fanout: str = "r"
+) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
     network with true clocks. Seed-independent, so it is formed once per process."""
     bugs = InjectedBugs(**{bug: True}) if bug else NO_BUGS
     names = [f"n{i}" for i in range(1, nodes + 1)]
-    config = functools.partial(node_config, request_timeout=request_timeout)
+    config = functools.partial(
+        node_config, request_timeout=request_timeout, read_fanout=read_fanout
+    )
     cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
         raise RuntimeError(f"{nodes} nodes did not form a cluster")

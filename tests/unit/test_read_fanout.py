@@ -1,0 +1,98 @@
+"""Which replicas a read asks (NodeConfig.read_fanout), on real Nodes in the simulator.
+
+Fan-out "r" (the default) asks the coordinator's own copy and R-1 more replicas; one that
+fails is replaced at once, one that stays silent after `read_speculation` too. Fan-out "n"
+asks all N, as Dynamo and Riak do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from dynakv.core.replica import seal
+from dynakv.messages import ErrorReply, GetResult
+from dynakv.ring import key_digest
+from dynakv.sim.cluster import SimCluster
+from tests.unit.test_node import get, make_cluster, put, replicas_of
+
+
+def count_replica_gets(cluster: SimCluster) -> Counter[str]:
+    """Counts, per node, the ReplicaGet requests it answers from now on."""
+    asked: Counter[str] = Counter()
+    for name, node in cluster.nodes.items():
+        handler = node._handlers
+        original = handler[next(t for t in handler if t.__name__ == "ReplicaGet")]
+
+        def counting(now, source, msg, name=name, original=original):
+            asked[name] += 1
+            return original(now, source, msg)
+
+        handler[next(t for t in handler if t.__name__ == "ReplicaGet")] = counting
+    return asked
+
+
+@pytest.mark.parametrize(("fanout", "remote"), [("r", 1), ("n", 2)])
+def test_a_read_asks_its_own_copy_and_as_many_more_as_the_fanout_says(fanout, remote):
+    cluster = make_cluster(3, read_fanout=fanout)
+    coordinator = replicas_of(cluster, "b", "k")[0]
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    asked = count_replica_gets(cluster)
+    reply = get(cluster, coordinator, "b", "k")  # R=2
+    assert isinstance(reply, GetResult) and reply.values == [b"v"]
+    cluster.run_for(1.0)
+    assert asked[coordinator] == 0  # its own copy is read in place
+    assert sum(asked.values()) == remote
+
+
+def test_a_silent_replica_is_replaced_after_read_speculation():
+    cluster = make_cluster(3, read_speculation=0.1, request_timeout=2.0)
+    coordinator, second, _ = replicas_of(cluster, "b", "k")
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    cluster.cut(coordinator, second)  # dropped silently; not yet suspected
+    start = cluster.now
+    reply = get(cluster, coordinator, "b", "k")
+    took = cluster.now - start
+    assert isinstance(reply, GetResult) and reply.values == [b"v"]
+    assert 0.1 <= took < 0.5, took  # the third replica was asked once the wait ran out
+
+
+def test_without_speculation_a_silent_replica_stalls_the_read():
+    """The test above can fail: with a speculation delay past the timeout the same read
+    gets no second answer in time."""
+    cluster = make_cluster(3, read_speculation=60.0, request_timeout=1.0)
+    coordinator, second, _ = replicas_of(cluster, "b", "k")
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    cluster.cut(coordinator, second)
+    reply = get(cluster, coordinator, "b", "k")
+    assert isinstance(reply, ErrorReply) and reply.code == "unavailable", reply
+
+
+def test_a_replica_that_answers_garbage_is_replaced_at_once():
+    cluster = make_cluster(3, read_speculation=10.0)
+    coordinator, second, _ = replicas_of(cluster, "b", "k")
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    # A record whose checksum holds but whose clock does not decode: the coordinator
+    # cannot use the answer and asks the replica it left out.
+    engine = cluster.engines[second]
+    engine.put(key_digest("b", "k"), seal("b", "k", b"\xc1 not a clock"))
+    engine.commit()
+    start = cluster.now
+    reply = get(cluster, coordinator, "b", "k")
+    assert isinstance(reply, GetResult) and reply.values == [b"v"]
+    assert cluster.now - start < 1.0  # not after the 10 s speculation delay
+
+
+def test_a_read_needing_every_replica_asks_every_replica():
+    cluster = make_cluster(3)
+    coordinator = replicas_of(cluster, "b", "k")[0]
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    asked = count_replica_gets(cluster)
+    assert get(cluster, coordinator, "b", "k", r=3).values == [b"v"]
+    assert sum(asked.values()) == 2
