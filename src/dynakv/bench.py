@@ -10,8 +10,9 @@ is due at start + i/rate and its latency counts from that scheduled instant, so 
 server cannot hide its tail behind the requests the generator did not send — "coordinated
 omission"). Latencies go into a log-linear histogram (3 significant digits) per operation.
 
-The generator is Python on the same cores as the servers, so it is kept cheap: uvloop, one
-coroutine per in-flight slot (no task per request), pipelined `AsyncClient` connections
+The generator is Python on the same cores as the servers, so it is kept cheap: uvloop, each
+in-flight slot a chain of callbacks run by the replies (`AsyncClient.start_get`/`start_put`:
+no task, future, coroutine or timer per request), pipelined `AsyncClient` connections
 (about one per 8-16 in flight, spread over the nodes), and `--processes K` worker processes
 whose histograms are merged. Its CPU time is reported beside the figures.
 
@@ -47,6 +48,7 @@ from typing import Any
 
 from dynakv.client import AsyncClient
 from dynakv.errors import DynakvError
+from dynakv.messages import GetResult, Message, PutResult
 
 # --- key choice ---------------------------------------------------------------------------
 
@@ -67,10 +69,16 @@ def zeta(n: int, theta: float) -> float:
 
 def fnv1_64(value: int) -> int:
     """YCSB's `Utils.fnvhash64`: FNV-1 over the 8 low bytes, as a non-negative Java long."""
-    h = FNV_OFFSET_BASIS_64
-    for _ in range(8):
-        h = ((h ^ (value & 0xFF)) * FNV_PRIME_64) & MASK_64
-        value >>= 8
+    # Unrolled (it runs once per zipfian draw): h = (h ^ byte) * prime, low byte first.
+    p, m = FNV_PRIME_64, MASK_64
+    h = ((FNV_OFFSET_BASIS_64 ^ (value & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 8) & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 16) & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 24) & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 32) & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 40) & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 48) & 0xFF)) * p) & m
+    h = ((h ^ ((value >> 56) & 0xFF)) * p) & m
     if h >= 1 << 63:  # Math.abs of the signed long
         h = (1 << 64) - h
     return h
@@ -108,15 +116,36 @@ class ZipfianGenerator:
         return min(self.items - 1, int(self.items * (eta * u - eta + 1) ** self.alpha))
 
 
+SCRAMBLED_HEAD = 1 << 16  # draws below this (46% of them) have their key in a table
+
+
 class ScrambledZipfian:
     """YCSB's ScrambledZipfianGenerator over [0, items): zipfian popularity, hashed placement."""
 
     def __init__(self, items: int, rng: random.Random) -> None:
         self.items = items
-        self._zipf = ZipfianGenerator(SCRAMBLED_ITEM_COUNT, rng, zetan=SCRAMBLED_ZETAN)
+        self._zipf = zipf = ZipfianGenerator(SCRAMBLED_ITEM_COUNT, rng, zetan=SCRAMBLED_ZETAN)
+        # `next` runs once per operation: ZipfianGenerator.next inlined with its constants in
+        # locals, and the hash of the most popular draws looked up rather than computed.
+        head = [fnv1_64(z) % items for z in range(SCRAMBLED_HEAD)]
+        draw, zetan, second = zipf._random, zipf.zetan, zipf.second
+        eta, alpha, count, top = zipf.eta, zipf.alpha, zipf.items, zipf.items - 1
+        first, runner_up = head[0], head[1]
 
-    def next(self) -> int:
-        return fnv1_64(self._zipf.next()) % self.items
+        def next() -> int:
+            u = draw()
+            uz = u * zetan
+            if uz < 1.0:
+                return first
+            if uz < second:
+                return runner_up
+            z = min(top, int(count * (eta * u - eta + 1) ** alpha))
+            return head[z] if z < SCRAMBLED_HEAD else fnv1_64(z) % items
+
+        self.next: Callable[[], int] = next
+
+    def next(self) -> int:  # replaced per instance in __init__; kept for the type
+        raise NotImplementedError
 
 
 class Uniform:
@@ -345,6 +374,12 @@ class PhaseResult:
 
 LOAD, RUN, DONE = 0, 1, 2
 Sink = Callable[[int, int, int], None]  # (phase, operations done, errors)
+Finished = Callable[[BaseException | None], None]  # a slot is done (None) or failed the bench
+Slot = Callable[[AsyncClient, Finished], None]  # starts one in-flight slot on a connection
+
+# What a request may end with and is counted as an error of its operation; anything else
+# is a bug and fails the bench.
+REQUEST_ERRORS = (DynakvError, OSError, TimeoutError)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -353,6 +388,12 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
     return type(exc).__name__
+
+
+def _unexpected(reply: Message | BaseException) -> BaseException:
+    if isinstance(reply, BaseException):
+        return reply
+    return TypeError(f"unexpected reply {type(reply).__name__}")
 
 
 # --- one generator process ----------------------------------------------------------------
@@ -405,12 +446,25 @@ class Generator:
                 self.sink(self.phase, self.done, self.errors)
             await asyncio.sleep(0.2)
 
-    async def _phase(self, slot: Callable[[AsyncClient], Any]) -> float:
-        """Run `in_flight` copies of `slot` over the connections; Ctrl-C cancels them cleanly."""
+    async def _phase(self, slot: Slot) -> float:
+        """Start `in_flight` copies of `slot` over the connections and wait until each one has
+        called its `finished`; Ctrl-C stops them cleanly."""
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         assert main is not None
         interrupted = False
+        all_done: asyncio.Future[None] = loop.create_future()
+        running = self.in_flight
+
+        def finished(error: BaseException | None) -> None:
+            nonlocal running
+            running -= 1
+            if all_done.done():
+                return
+            if error is not None:  # not an error a request may end with: the bench fails
+                all_done.set_exception(error)
+            elif running == 0:
+                all_done.set_result(None)
 
         def interrupt() -> None:
             nonlocal interrupted
@@ -424,12 +478,16 @@ class Generator:
         ticker = asyncio.create_task(self._ticker())
         started = time.perf_counter()
         try:
-            await asyncio.gather(*(slot(clients[j % len(clients)]) for j in range(self.in_flight)))
+            for j in range(self.in_flight):
+                slot(clients[j % len(clients)], finished)
+            await all_done
         except asyncio.CancelledError:
             if interrupted:
                 raise KeyboardInterrupt from None
             raise
         finally:
+            if not all_done.done():  # interrupted or failed: slots start nothing more
+                self.stopping = True
             ticker.cancel()
             for client in clients:
                 await client.close()
@@ -438,6 +496,10 @@ class Generator:
                 signal.signal(sig, handler)
         return time.perf_counter() - started
 
+    # Each in-flight slot is a chain of callbacks, not a coroutine: a reply's callback records
+    # it and sends the slot's next request straight away, so a request costs no future, task
+    # wake-up or coroutine frames (see AsyncClient.start_get).
+
     # -- load phase
     async def _load(self) -> PhaseResult:
         spec = self.spec
@@ -445,24 +507,37 @@ class Generator:
         bucket, w, values, contexts = spec.bucket, spec.w, self.values, self.contexts
         start, end = self.load_range
         cursor = start
-        record = stats.hist.record
+        record, errors = stats.hist.record, stats.errors
         clock = time.perf_counter
 
-        async def slot(client: AsyncClient) -> None:
-            nonlocal cursor
-            while cursor < end and not self.stopping:
+        def slot(client: AsyncClient, finished: Finished) -> None:
+            k = 0
+            began = 0.0
+
+            def put() -> None:
+                nonlocal cursor, k, began
+                if cursor >= end or self.stopping:
+                    finished(None)
+                    return
                 k = cursor
                 cursor += 1
                 began = clock()
-                try:
-                    context = await client.put(bucket, f"user{k}", values[k & 7], w=w)
-                except (DynakvError, OSError, TimeoutError) as exc:
-                    stats.errors[error_kind(exc)] += 1
+                client.start_put(bucket, f"user{k}", values[k & 7], put_done, w=w)
+
+            def put_done(reply: Message | BaseException) -> None:
+                if type(reply) is PutResult:
+                    record(int((clock() - began) * 1e6))
+                    contexts[k] = reply.context
+                    self.done += 1
+                elif isinstance(reply, REQUEST_ERRORS):
+                    errors[error_kind(reply)] += 1
                     self.errors += 1
-                    continue
-                record(int((clock() - began) * 1e6))
-                contexts[k] = context
-                self.done += 1
+                else:
+                    finished(_unexpected(reply))
+                    return
+                put()
+
+            put()
 
         cpu = time.process_time()
         elapsed = await self._phase(slot)
@@ -478,64 +553,117 @@ class Generator:
         choose, next_key, rand = self.workload.choose, self.keys.next, self.rng.random
         limit, interval = self.operations, self.interval
         clock = time.perf_counter
+        loop = asyncio.get_running_loop()
         began = clock()
         deadline = began + spec.duration if spec.duration is not None else None
         issued = 0
         last_done = began
 
-        async def slot(client: AsyncClient) -> None:
-            nonlocal issued, last_done
-            while not self.stopping:
+        def slot(client: AsyncClient, finished: Finished) -> None:
+            # the slot's current operation: request number, key and latency origin
+            i = 0
+            k = 0
+            key = ""
+            start = 0.0
+
+            def begin() -> None:
+                nonlocal issued, i, start
+                if self.stopping:
+                    finished(None)
+                    return
                 i = issued
                 if limit is not None and i >= limit:
+                    finished(None)
                     return
                 issued = i + 1
                 if interval is not None:
                     due = began + i * interval
                     if deadline is not None and due >= deadline:
+                        finished(None)
                         return
                     delay = due - clock()
                     if delay > 0.0015:  # timers tick in ms: wake early rather than late
-                        await asyncio.sleep(delay - 0.001)
+                        loop.call_later(delay - 0.001, resume, due)
+                        return
                     start = min(due, clock())  # late: count from due; early: from now
                 else:
                     start = clock()
                     if deadline is not None and start >= deadline:
+                        finished(None)
                         return
+                issue()
+
+            def resume(due: float) -> None:
+                nonlocal start
+                start = min(due, clock())
+                issue()
+
+            def issue() -> None:
+                nonlocal k, key
                 op = choose(rand())
                 k = next_key()
                 key = f"user{k}"
-                stats = read_stats
-                try:
-                    if op is READ:
-                        result = await client.get(bucket, key, r=r)
-                        contexts[k] = result.context
-                        if not result.values:
-                            stats.not_found += 1
-                        elif len(result.values) > 1:
-                            stats.siblings += 1
-                    elif op is UPDATE:
-                        stats = update_stats
-                        context = None if blind else contexts.get(k)
-                        contexts[k] = await client.put(
-                            bucket, key, values[i & 7], context=context, w=w
-                        )
-                    else:
-                        stats = rmw_stats
-                        result = await client.get(bucket, key, r=r)
-                        if len(result.values) > 1:
-                            stats.siblings += 1
-                        contexts[k] = await client.put(
-                            bucket, key, values[i & 7], context=result.context, w=w
-                        )
-                except (DynakvError, OSError, TimeoutError) as exc:
-                    stats.errors[error_kind(exc)] += 1
-                    self.errors += 1
-                    continue
+                if op is READ:
+                    client.start_get(bucket, key, read_done, r=r)
+                elif op is UPDATE:
+                    context = None if blind else contexts.get(k)
+                    client.start_put(bucket, key, values[i & 7], update_done, context=context, w=w)
+                else:
+                    client.start_get(bucket, key, rmw_read_done, r=r)
+
+            def read_done(reply: Message | BaseException) -> None:
+                if type(reply) is GetResult:
+                    contexts[k] = reply.context
+                    found = reply.values
+                    if not found:
+                        read_stats.not_found += 1
+                    elif len(found) > 1:
+                        read_stats.siblings += 1
+                    completed(read_stats)
+                else:
+                    failed(read_stats, reply)
+
+            def update_done(reply: Message | BaseException) -> None:
+                if type(reply) is PutResult:
+                    contexts[k] = reply.context
+                    completed(update_stats)
+                else:
+                    failed(update_stats, reply)
+
+            def rmw_read_done(reply: Message | BaseException) -> None:
+                if type(reply) is GetResult:
+                    if len(reply.values) > 1:
+                        rmw_stats.siblings += 1
+                    client.start_put(
+                        bucket, key, values[i & 7], rmw_put_done, context=reply.context, w=w
+                    )
+                else:
+                    failed(rmw_stats, reply)
+
+            def rmw_put_done(reply: Message | BaseException) -> None:
+                if type(reply) is PutResult:
+                    contexts[k] = reply.context
+                    completed(rmw_stats)
+                else:
+                    failed(rmw_stats, reply)
+
+            def completed(stats: OpStats) -> None:
+                nonlocal last_done
                 done = clock()
                 stats.hist.record(int((done - start) * 1e6))
                 last_done = done
                 self.done += 1
+                begin()
+
+            def failed(stats: OpStats, reply: Message | BaseException) -> None:
+                if not isinstance(reply, REQUEST_ERRORS):
+                    finished(_unexpected(reply))
+                    return
+                stats.errors[error_kind(reply)] += 1
+                self.errors += 1
+                begin()
+
+            begin()
 
         cpu = time.process_time()
         await self._phase(slot)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import msgspec
 
@@ -41,6 +44,7 @@ from dynakv.errors import (
     from_code,
 )
 from dynakv.messages import (
+    MAX_FRAME_BYTES,
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
@@ -53,13 +57,14 @@ from dynakv.messages import (
     PutResult,
 )
 from dynakv.ring import key_digest, partition_of_digest
-from dynakv.runtime.transport import LENGTH, FrameConnection, frame
+from dynakv.runtime.transport import LENGTH, frame
 
 Resolver = Callable[[list[bytes]], bytes]
 
 REFRESH_INTERVAL = 10.0  # seconds between membership fetches
 STALE_REFRESH_GAP = 1.0  # an error asks for a fetch no sooner than this after the last one
 DOWN_BACKOFF = (1.0, 16.0)  # a failed node is tried last for this long, doubling to the max
+KEY_MEMO = 1 << 17  # routing remembers the partitions of up to this many keys per bucket
 
 
 @dataclass(frozen=True)
@@ -142,10 +147,25 @@ class Routes:
     given nodes.
     """
 
-    __slots__ = ("_addrs", "_cache", "_ring", "_shift", "_tail", "epoch", "everyone", "seeds")
+    __slots__ = (
+        "_addrs",
+        "_cache",
+        "_partitions",
+        "_ring",
+        "_shift",
+        "_tail",
+        "epoch",
+        "everyone",
+        "seeds",
+    )
 
-    def __init__(self, state: Membership | None, seeds: Sequence[str]) -> None:
+    def __init__(
+        self, state: Membership | None, seeds: Sequence[str], previous: Routes | None = None
+    ) -> None:
         self.seeds = tuple(dict.fromkeys(seeds))
+        # bucket -> key -> partition, for the keys seen lately: hashing a key costs more than
+        # the rest of routing. Kept from `previous` while the ring size stays the same.
+        self._partitions: dict[str, dict[str, int]] = {}
         if state is None or state.ring.epoch == 0:
             self.epoch = 0
             self._ring = None
@@ -159,6 +179,8 @@ class Routes:
         ring = self._ring = state.ring.ring
         # partition_of_digest without its checks: the top log2(Q) bits of the 128-bit digest
         self._shift = 128 - partition_of_digest(b"\xff" * 16, ring.size).bit_length()
+        if previous is not None and previous._shift == self._shift:
+            self._partitions = previous._partitions
         self._addrs = {m.name: m.node_addr for m in state.members if m.status != "removed"}
         owners = set(ring.owners)
         idle = [addr for name, addr in self._addrs.items() if name not in owners]
@@ -170,10 +192,18 @@ class Routes:
         ring = self._ring
         if ring is None:
             return self.seeds
-        try:
-            partition = int.from_bytes(key_digest(bucket, key), "big") >> self._shift
-        except (AttributeError, UnicodeError):  # not a str: the node answers invalid_request
-            return self.everyone
+        known = self._partitions.get(bucket)
+        partition = known.get(key) if known is not None else None
+        if partition is None:
+            try:
+                partition = int.from_bytes(key_digest(bucket, key), "big") >> self._shift
+            except (AttributeError, UnicodeError):  # not a str: the node answers invalid_request
+                return self.everyone
+            if known is None:
+                known = self._partitions[bucket] = {}
+            elif len(known) >= KEY_MEMO:  # bounded: a wider key space is hashed again
+                known.clear()
+            known[key] = partition
         route = self._cache[partition]
         if route is None:
             route = self._cache[partition] = self.for_partition(partition)
@@ -201,7 +231,7 @@ class _Router:
         self.down_until = 0.0  # the latest `until` of `down`: past it, no node is shunned
 
     def install(self, state: Membership, now: float) -> None:
-        self.routes = Routes(state, self.seeds)
+        self.routes = Routes(state, self.seeds, self.routes)
         self.fetched_at = now
         self.refresh_at = now + REFRESH_INTERVAL
 
@@ -455,43 +485,145 @@ def _expire(waiter: asyncio.Future[Message]) -> None:
         waiter.set_exception(Timeout("no answer from the node in time"))
 
 
-class _Node:
-    """The client's side of one connection to a node (the runtime's `FrameConnection` frames
-    it): replies matched to waiters by rid, frames of one loop turn written together."""
+log = logging.getLogger("dynakv")
 
-    def __init__(self, address: str, pool: dict[str, _Node]) -> None:
+# The asyncio client's framing (as runtime.transport's: a 4-byte big-endian length, then the
+# msgpack message), with its own encoder and a decoder of replies only: a frame of any other
+# type answers nothing, and fails to decode and is skipped as an unmatched one was.
+assert LENGTH == 4
+_NO_LENGTH = bytes(LENGTH)
+_pack_length = struct.Struct(">I").pack_into
+_unpack_length = struct.Struct(">I").unpack_from
+_encode_into = msgspec.msgpack.Encoder().encode_into
+_decode_reply = msgspec.msgpack.Decoder(GetResult | PutResult | ErrorReply | ClusterInfo).decode
+
+Callback = Callable[[Message | BaseException], None]
+"""What `AsyncClient.start_get` / `start_put` call, once, with the outcome of a request: the
+reply (GetResult, PutResult) or the exception that ended it (the DynakvError of the node's
+ErrorReply, Timeout, Unavailable, or whatever else went wrong)."""
+
+
+class _Node(asyncio.Protocol):
+    """The client's side of one connection to a node: the protocol's framing (as the runtime's
+    `FrameConnection`, whose generality a client does not need: it is trimmed to what a reply
+    costs), replies matched to waiters by rid, frames of one loop turn written together.
+
+    Two kinds of waiters: futures of the coroutine methods (`waiters`, each with its own
+    timer), and callbacks of `start_get` / `start_put` (`pending`), which cost no future,
+    task or timer per request -- what lets a load generator stay cheap. All `pending` entries
+    share this client's timeout, so the dict's insertion order is deadline order and one timer,
+    armed for the oldest entry, expires them all.
+    """
+
+    def __init__(self, address: str, client: AsyncClient) -> None:
         self.address = address
-        self.pool = pool  # the client's connections, which this one leaves when it closes
+        self.client = client
+        self.pool = client._conns  # which this connection leaves when it closes
+        self.loop = asyncio.get_running_loop()
         self.waiters: dict[int, asyncio.Future[Message]] = {}
-        self.conn = FrameConnection(self)
+        self.pending: dict[int, tuple[float, ClientGet | ClientPut, Callback]] = {}
+        self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._in = bytearray()
+        self._out = bytearray()  # frames of this loop turn, written by _flush
         self._flushing = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def send(self, message: Message) -> None:
-        self.conn.send(message)
+        """Queue a frame; it is written at the end of this loop turn, with the others."""
+        if self.closed:
+            return
+        out = self._out
+        start = len(out)
+        out += _NO_LENGTH  # encoded straight into the outgoing buffer, then its length
+        _encode_into(message, out, -1)
+        _pack_length(out, start, len(out) - start - LENGTH)
+        if not self._flushing:
+            self._flushing = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        out = self._out
+        if out and self.transport is not None and not self.closed:
+            self._out = bytearray()  # the transport may keep `out` until it is sent
+            self.transport.write(out)
+
+    def expect(self, message: ClientGet | ClientPut, callback: Callback) -> None:
+        """Send `message`; its reply, or its failure, goes to `callback`."""
+        deadline = self.loop.time() + self.client._timeout
+        self.pending[message.rid] = (deadline, message, callback)
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._expire_pending)
+        self.send(message)
+
+    def _expire_pending(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        pending = self.pending
+        expired = []
+        for rid, entry in pending.items():
+            if entry[0] > now:
+                self._timer = self.loop.call_at(entry[0], self._expire_pending)
+                break
+            expired.append(rid)
+        for rid in expired:  # after re-arming: a callback may send (and arm) again
+            pending.pop(rid)[2](Timeout("no answer from the node in time"))
 
     def close(self) -> None:
         self.closed = True
-        if self.conn.transport is not None:
-            self.conn.transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
-    # --- FrameHandler ----------------------------------------------------------------------
-    def on_open(self, conn: FrameConnection) -> None:
-        pass
+    # --- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
-    def on_frame(self, conn: FrameConnection, payload: bytes) -> None:
-        try:
-            reply = messages.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+    def data_received(self, data: bytes) -> None:
+        buffer = self._in
+        buffer += data
+        end = len(buffer)
+        offset = 0
+        with memoryview(buffer) as view:  # frames are decoded in place, not copied out
+            while end - offset >= LENGTH:
+                length = _unpack_length(buffer, offset)[0]
+                if length > MAX_FRAME_BYTES:
+                    self.abort()
+                    return
+                start = offset + LENGTH
+                if end - start < length:
+                    break
+                offset = start + length
+                try:
+                    reply = _decode_reply(view[start:offset])
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                    continue
+                try:
+                    self._answered(reply)
+                except Exception:
+                    # A bug must cost one connection, never the client's loop.
+                    log.exception("reply_failed node=%s", self.address)
+                    self.abort()
+                    return
+        if offset:
+            del buffer[:offset]
+
+    def _answered(self, reply: Message) -> None:
+        rid = getattr(reply, "rid", 0)
+        entry = self.pending.pop(rid, None)
+        if entry is not None:
+            self.client._answered(self.address, reply, entry[2])
             return
-        waiter = self.waiters.pop(getattr(reply, "rid", 0), None)
+        waiter = self.waiters.pop(rid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
 
-    def on_bad_length(self, conn: FrameConnection, length: int) -> None:
-        conn.abort()
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
-    def on_close(self, conn: FrameConnection) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.pool.get(self.address) is self:
             del self.pool[self.address]
@@ -500,21 +632,20 @@ class _Node:
             if not waiter.done():
                 waiter.set_exception(error)
         self.waiters.clear()
-
-    def mark_dirty(self, conn: FrameConnection) -> None:
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flushing = False
-        self.conn.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.pending:
+            lost = [(message, callback) for _, message, callback in self.pending.values()]
+            self.pending.clear()
+            self.client._lost(self.address, lost, error)
 
 
 class AsyncClient:
     """asyncio client: many requests in flight per connection, matched by request id.
 
     Same routing as `Client` (`route=`, `last_node`), one connection per node address.
+    `start_get` / `start_put` are callback versions of `get` / `put` for load generators.
     """
 
     def __init__(
@@ -529,6 +660,7 @@ class AsyncClient:
         self._conns: dict[str, _Node] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._refreshing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # start_* requests on the slow path
         self._rids = itertools.count(1)
         self.last_node: str | None = None
 
@@ -536,6 +668,8 @@ class AsyncClient:
         if self._refreshing is not None:
             self._refreshing.cancel()
             self._refreshing = None
+        for task in list(self._tasks):
+            task.cancel()
         for conn in list(self._conns.values()):
             conn.close()
         self._conns.clear()
@@ -576,6 +710,84 @@ class AsyncClient:
         nodes = await self._for_key(bucket, key)
         return _put_context(await self._call(message, nodes, False))
 
+    # --- callback style: no future, task or timer per request ------------------------------
+    def start_get(self, bucket: str, key: str, callback: Callback, *, r: int | None = None) -> None:
+        """Send a get; `callback` gets the `GetResult` (values, content_types, context) or the
+        exception, as `get` would have raised it. Same routing, retry and timeout as `get`."""
+        self._start(ClientGet(next(self._rids), bucket, key, r), callback)
+
+    def start_put(
+        self,
+        bucket: str,
+        key: str,
+        value: bytes,
+        callback: Callback,
+        *,
+        context: str | None = None,
+        w: int | None = None,
+        content_type: str = "",
+    ) -> None:
+        """Send a put; `callback` gets the `PutResult` (its `context`) or the exception."""
+        message = ClientPut(
+            next(self._rids), bucket, key, bytes(value), context or "", w, content_type
+        )
+        self._start(message, callback)
+
+    def _start(self, message: ClientGet | ClientPut, callback: Callback) -> None:
+        router = self._router
+        if router.refresh_at <= time.monotonic():
+            if router.routes.epoch == 0:  # no view yet: wait for it, on the coroutine path
+                self._spawn(message, None, callback)
+                return
+            self._refresh_in_background()
+        conn = self._conns.get(router.for_key(message.bucket, message.key)[0])
+        if conn is not None and not conn.closed:
+            conn.expect(message, callback)
+        else:  # not connected yet: the coroutine path connects
+            self._spawn(message, None, callback)
+
+    def _spawn(
+        self, message: ClientGet | ClientPut, nodes: Sequence[str] | None, callback: Callback
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._call_back(message, nodes, callback))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call_back(
+        self, message: ClientGet | ClientPut, nodes: Sequence[str] | None, callback: Callback
+    ) -> None:
+        try:
+            if nodes is None:
+                nodes = await self._for_key(message.bucket, message.key)
+            reply = _check(await self._call(message, nodes, isinstance(message, ClientGet)))
+        except Exception as exc:  # the caller decides what is fatal, as with `await get()`
+            callback(exc)
+            return
+        callback(reply)
+
+    def _answered(self, address: str, reply: Message, callback: Callback) -> None:
+        self.last_node = address
+        if type(reply) is ErrorReply:
+            if reply.code == Unavailable.code:
+                self._router.stale()
+            callback(from_code(reply.code, reply.message, reply.needed, reply.got))
+        else:
+            callback(reply)
+
+    def _lost(
+        self, address: str, lost: list[tuple[ClientGet | ClientPut, Callback]], error: _Lost
+    ) -> None:
+        """A connection closed under callback requests: gets go on to the key's other nodes
+        (as `_call` does), puts and deletes fail, since they may have been applied."""
+        router = self._router
+        router.failed(address)
+        for message, callback in lost:
+            if isinstance(message, ClientGet):
+                route = router.for_key(message.bucket, message.key)
+                self._spawn(message, [a for a in route if a != address], callback)
+            else:
+                callback(error)
+
     async def cluster(self) -> ClusterState:
         message = ClientClusterInfo(next(self._rids))
         reply = _check(await self._call(message, self._router.for_any(), True))
@@ -596,11 +808,15 @@ class AsyncClient:
         router = self._router
         if router.refresh_at > time.monotonic():
             return
-        task = self._refreshing
-        if task is None or task.done():
-            task = self._refreshing = asyncio.create_task(self._refresh())
+        task = self._refresh_in_background()
         if router.routes.epoch == 0:
             await asyncio.shield(task)
+
+    def _refresh_in_background(self) -> asyncio.Task[None]:
+        task = self._refreshing
+        if task is None or task.done():
+            task = self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        return task
 
     async def _refresh(self) -> None:
         nodes = self._router.fetch_order(self._conns)
@@ -623,10 +839,8 @@ class AsyncClient:
                 return conn
             host, port = _parse(address)
             loop = asyncio.get_running_loop()
-            conn = _Node(address, self._conns)
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn.conn, host, port), self._timeout
-            )
+            conn = _Node(address, self)
+            await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), self._timeout)
             self._conns[address] = conn
             return conn
 
