@@ -623,12 +623,17 @@ class Generator:
                 else:
                     failed(read_stats, reply)
 
-            def update_done(reply: Message | BaseException) -> None:
-                if type(reply) is PutResult:
-                    contexts[k] = reply.context
-                    completed(update_stats)
-                else:
-                    failed(update_stats, reply)
+            def put_done(stats: OpStats) -> Callable[[Message | BaseException], None]:
+                def done(reply: Message | BaseException) -> None:
+                    if type(reply) is PutResult:
+                        contexts[k] = reply.context
+                        completed(stats)
+                    else:
+                        failed(stats, reply)
+
+                return done
+
+            update_done = put_done(update_stats)
 
             def rmw_read_done(reply: Message | BaseException) -> None:
                 if type(reply) is GetResult:
@@ -640,12 +645,7 @@ class Generator:
                 else:
                     failed(rmw_stats, reply)
 
-            def rmw_put_done(reply: Message | BaseException) -> None:
-                if type(reply) is PutResult:
-                    contexts[k] = reply.context
-                    completed(rmw_stats)
-                else:
-                    failed(rmw_stats, reply)
+            rmw_put_done = put_done(rmw_stats)
 
             def completed(stats: OpStats) -> None:
                 nonlocal last_done
