@@ -6,8 +6,8 @@ handshake commands client libraries and redis-benchmark send on connecting (COMM
 SETNAME/SETINFO/GETNAME/ID, SELECT 0, CONFIG GET), answered harmlessly.
 
 Each command becomes the same ClientGet/ClientPut messages the binary protocol and the HTTP
-API carry, run through the node with a reply future of the server's (the "#h" waiters that
-`Server.call` uses) and a done-callback: no task per request. Replies go out in the order of
+API carry, run through the node with `Server.submit`, which calls back with the reply when
+it is released: no task or future per request. Replies go out in the order of
 the commands on each connection. Commands of one connection are started as they arrive, so a
 pipeline runs concurrently, except that a command touching a key an earlier, unfinished
 command of the connection writes (or, for a write, reads) waits for it: a pipelined
@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 from dynakv.config import validate_location
-from dynakv.core.events import Received
 from dynakv.errors import DynakvError
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message, PutResult
 
@@ -383,7 +382,7 @@ class RespConnection(asyncio.Protocol):
         for slot in list(self._replies):
             if slot.reply is None and slot.started and now - slot.started > limit:
                 for token in slot.tokens:
-                    self.server._waiters.pop(token, None)
+                    self.server.forget(token)
                 self.done(slot, error("timeout: the node did not answer in time"))
 
     # --- requests to the node ---------------------------------------------------------------
@@ -392,16 +391,11 @@ class RespConnection(asyncio.Protocol):
     ) -> None:
         """Run `message` through the node; `then(reply)` when it answers (not if timed out)."""
         server = self.server
-        token = f"#h{next(server._tokens)}"
-        future: asyncio.Future[Message] = self.listener.loop.create_future()
-        server._waiters[token] = future
-        slot.tokens.append(token)
         started = time.perf_counter()
 
-        def on_reply(future: asyncio.Future[Message]) -> None:
-            if slot.reply is not None or self.closed or future.cancelled():
+        def on_reply(message: Message) -> None:
+            if slot.reply is not None or self.closed:
                 return
-            message = future.result()
             code = message.code if type(message) is ErrorReply else None
             server.metrics.observe(op, time.perf_counter() - started, code)
             try:
@@ -412,8 +406,7 @@ class RespConnection(asyncio.Protocol):
                 log.exception("resp_command_failed connection=%s", self.id)
                 self.done(slot, error("internal error"))
 
-        future.add_done_callback(on_reply)
-        server.dispatch(Received(token, message))
+        slot.tokens.append(server.submit(message, on_reply))
 
     def get(self, slot: Slot, key: str, then: Callable[[Message], None]) -> None:
         self.request(slot, ClientGet(0, self.bucket, key), "get", then)

@@ -13,6 +13,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class Server:
         self._connections: set[FrameConnection] = set()
         self._by_token: dict[str, FrameConnection] = {}
         self._waiters: dict[str, asyncio.Future[Message]] = {}
+        self._callbacks: dict[str, Callable[[Message], None]] = {}  # "#h" tokens of submit()
         self._tokens = itertools.count(1)
         self._inflight: dict[tuple[str, int], tuple[str, float]] = {}
         self._tcp_server: asyncio.AbstractServer | None = None
@@ -247,6 +249,10 @@ class Server:
     def _deliver(self, send: Send) -> None:
         to = send.to
         if to.startswith("#h"):
+            callback = self._callbacks.pop(to, None)
+            if callback is not None:
+                callback(send.message)
+                return
             waiter = self._waiters.pop(to, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(send.message)
@@ -411,6 +417,18 @@ class Server:
             raise Timeout("the node did not answer in time") from exc
         finally:
             self._waiters.pop(token, None)
+
+    def submit(self, message: Message, callback: Callable[[Message], None]) -> str:
+        """Run one client request through the node; `callback(reply)` runs when the reply is
+        released (after its commit), or never if `forget(token)` came first. No future: the
+        Redis front door calls this for every command."""
+        token = f"#h{next(self._tokens)}"
+        self._callbacks[token] = callback
+        self.dispatch(Received(token, message))
+        return token
+
+    def forget(self, token: str) -> None:
+        self._callbacks.pop(token, None)
 
     def _record_done(self, token: str, message: Message) -> None:
         rid = getattr(message, "rid", None)
