@@ -251,7 +251,10 @@ class Server:
         if to.startswith("#h"):
             callback = self._callbacks.pop(to, None)
             if callback is not None:
-                callback(send.message)
+                try:
+                    callback(send.message)
+                except Exception:  # a bug there must not keep the other replies back
+                    log.exception("reply_callback_failed token=%s", to)
                 return
             waiter = self._waiters.pop(to, None)
             if waiter is not None and not waiter.done():
