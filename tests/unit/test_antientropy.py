@@ -78,9 +78,9 @@ def test_anti_entropy_switched_off_builds_no_trees_and_refuses_repair():
 
 
 def test_trees_kept_by_writes_match_trees_built_from_storage():
-    """on_write remembers the hash it last told a tree for a key and takes the old hash from
-    there on the next write; after many rewrites, deletes and re-creations of the same keys
-    every tree must still equal one built afresh from what is stored."""
+    """Trees are kept current write by write (on_write with the old and new state); after
+    many rewrites, deletes and re-creations of the same keys every tree must still equal one
+    built afresh from what is stored."""
     from dynakv.core.antientropy import AntiEntropy
     from dynakv.core.replica import ReplicaStore
     from dynakv.ring import key_digest, partition_of_digest

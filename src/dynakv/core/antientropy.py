@@ -28,7 +28,6 @@ from dynakv.ring import partition_of_digest, partition_range
 from dynakv.versions import Clock
 
 KEYS_PER_REQUEST = 256  # segments per key-map request; digests per fetch
-TOLD_KEYS = 65536  # recently written keys whose version hash is remembered (~10 MB)
 
 
 @dataclass
@@ -62,35 +61,23 @@ class AntiEntropy:
         self.segments = segments
         self.branching = branching
         self.trees: dict[int, HashTree] = {}
-        # The version hash each tree was last told for a recently written key: the next
-        # write of the key takes its old hash from here instead of hashing the old state
-        # again (hot keys are written over and over). Bounded; emptied when a tree is built.
-        self._told: dict[bytes, bytes] = {}
         self.keys_repaired = 0
         self.exchanges = 0
         self.exchanges_in_sync = 0
 
     # --- keeping trees current -------------------------------------------------------------
     def on_write(self, digest: bytes, old: Clock | None, new: Clock | None) -> None:
-        told = self._told
-        last = told.pop(digest, None)
         tree = self.trees.get(partition_of_digest(digest, self.ring_size))
         if tree is None:
             return  # not built yet: the build scans storage and sees this write
-        if old is None:
-            last = None  # the caller found nothing stored (or a corrupt copy): insert
-        elif last is None:
-            last = version_hash(old)
-        new_hash = None if new is None else version_hash(new)
-        tree.update(digest, last, new_hash)
-        if new_hash is not None:
-            if len(told) >= TOLD_KEYS:
-                del told[next(iter(told))]  # the least recently written
-            told[digest] = new_hash
+        tree.update(
+            digest,
+            None if old is None else version_hash(old),
+            None if new is None else version_hash(new),
+        )
 
     def build(self, partition: int) -> HashTree:
         """Build a partition's tree from storage (replacing any old one)."""
-        self._told.clear()
         tree = HashTree(partition, self.ring_size, self.segments, self.branching)
         start, end = partition_range(partition, self.ring_size)
         tree.rebuild(self._versions(start, end))

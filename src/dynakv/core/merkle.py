@@ -261,38 +261,24 @@ class HashTree:
 
     def update(self, digest: bytes, old: bytes | None, new: bytes | None) -> None:
         """The key's version hash changed from `old` to `new` (None: absent). O(1)."""
-        # Called for every write a replica stores: the checks of segment_of and
-        # _check_version_hash are inlined, and the segment sum is edited in place.
-        if type(digest) is not bytes or len(digest) != _DIGEST_BYTES:
-            raise ValueError(f"a digest is {_DIGEST_BYTES} bytes, got {digest!r}")
-        position = int.from_bytes(digest, "big")
-        if position >> self._partition_shift != self.shape.partition:
-            raise ValueError(f"digest {digest.hex()} is not in partition {self.shape.partition}")
-        for vhash in (old, new):
-            if vhash is not None and (type(vhash) is not bytes or not 8 <= len(vhash) <= 64):
-                raise ValueError(f"a version hash is 8..64 bytes, got {vhash!r}")
+        segment = self.segment_of(digest)
+        _check_version_hash(old)
+        _check_version_hash(new)
         if old == new:
             return
-        segment = (position >> self._segment_shift) & self._segment_mask
         counts = self._counts
-        copy = _KEY_HASHER.copy
-        delta = 0
-        if new is not None:
-            hasher = copy()
-            hasher.update(digest + new)
-            delta = int.from_bytes(hasher.digest(), "big")
-        if old is None:  # insert
+        if old is None:  # insert (new is not None: old != new)
+            delta = _leaf(digest, new)
             counts[segment] += 1
             self.keys += 1
-        else:
-            if new is None:  # delete
-                if counts[segment] == 0:
-                    raise ValueError(f"delete of {digest.hex()} from an empty segment {segment}")
-                counts[segment] -= 1
-                self.keys -= 1
-            hasher = copy()
-            hasher.update(digest + old)
-            delta -= int.from_bytes(hasher.digest(), "big")
+        elif new is None:  # delete
+            if counts[segment] == 0:
+                raise ValueError(f"delete of {digest.hex()} from an empty segment {segment}")
+            delta = -_leaf(digest, old)
+            counts[segment] -= 1
+            self.keys -= 1
+        else:  # replace
+            delta = _leaf(digest, new) - _leaf(digest, old)
         sums = self._levels[self.depth]
         at = segment * HASH_BYTES
         total = (int.from_bytes(sums[at : at + HASH_BYTES], "big") + delta) & _MASK
