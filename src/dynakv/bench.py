@@ -122,6 +122,8 @@ SCRAMBLED_HEAD = 1 << 16  # draws below this (46% of them) have their key in a t
 class ScrambledZipfian:
     """YCSB's ScrambledZipfianGenerator over [0, items): zipfian popularity, hashed placement."""
 
+    next: Callable[[], int]  # a closure made per instance in __init__
+
     def __init__(self, items: int, rng: random.Random) -> None:
         self.items = items
         self._zipf = zipf = ZipfianGenerator(SCRAMBLED_ITEM_COUNT, rng, zetan=SCRAMBLED_ZETAN)
@@ -142,10 +144,7 @@ class ScrambledZipfian:
             z = min(top, int(count * (eta * u - eta + 1) ** alpha))
             return head[z] if z < SCRAMBLED_HEAD else fnv1_64(z) % items
 
-        self.next: Callable[[], int] = next
-
-    def next(self) -> int:  # replaced per instance in __init__; kept for the type
-        raise NotImplementedError
+        self.next = next
 
 
 class Uniform:

@@ -111,10 +111,29 @@ def _nodes(nodes: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(parsed))
 
 
+def _error(reply: ErrorReply) -> DynakvError:
+    """The exception a node's error reply stands for."""
+    return from_code(reply.code, reply.message, reply.needed, reply.got)
+
+
 def _check(reply: Message) -> Message:
     if isinstance(reply, ErrorReply):
-        raise from_code(reply.code, reply.message, reply.needed, reply.got)
+        raise _error(reply)
     return reply
+
+
+def _put_message(
+    rid: int,
+    bucket: str,
+    key: str,
+    value: bytes,
+    context: str | None,
+    w: int | None,
+    content_type: str = "",
+    delete: bool = False,
+) -> ClientPut:
+    """The frame of a put (or, with `delete`, a delete) as every client method sends it."""
+    return ClientPut(rid, bucket, key, bytes(value), context or "", w, content_type, delete)
 
 
 def _read_result(reply: Message, resolve: Resolver | None) -> ReadResult:
@@ -377,15 +396,13 @@ class Client:
         w: int | None = None,
         content_type: str = "",
     ) -> str:
-        message = ClientPut(
-            next(self._rids), bucket, key, bytes(value), context or "", w, content_type
-        )
+        message = _put_message(next(self._rids), bucket, key, value, context, w, content_type)
         return _put_context(self._call(message, self._for_key(bucket, key), False))
 
     def delete(
         self, bucket: str, key: str, *, context: str | None = None, w: int | None = None
     ) -> str:
-        message = ClientPut(next(self._rids), bucket, key, b"", context or "", w, delete=True)
+        message = _put_message(next(self._rids), bucket, key, b"", context, w, delete=True)
         return _put_context(self._call(message, self._for_key(bucket, key), False))
 
     def cluster(self) -> ClusterState:
@@ -697,16 +714,14 @@ class AsyncClient:
         w: int | None = None,
         content_type: str = "",
     ) -> str:
-        message = ClientPut(
-            next(self._rids), bucket, key, bytes(value), context or "", w, content_type
-        )
+        message = _put_message(next(self._rids), bucket, key, value, context, w, content_type)
         nodes = await self._for_key(bucket, key)
         return _put_context(await self._call(message, nodes, False))
 
     async def delete(
         self, bucket: str, key: str, *, context: str | None = None, w: int | None = None
     ) -> str:
-        message = ClientPut(next(self._rids), bucket, key, b"", context or "", w, delete=True)
+        message = _put_message(next(self._rids), bucket, key, b"", context, w, delete=True)
         nodes = await self._for_key(bucket, key)
         return _put_context(await self._call(message, nodes, False))
 
@@ -728,9 +743,7 @@ class AsyncClient:
         content_type: str = "",
     ) -> None:
         """Send a put; `callback` gets the `PutResult` (its `context`) or the exception."""
-        message = ClientPut(
-            next(self._rids), bucket, key, bytes(value), context or "", w, content_type
-        )
+        message = _put_message(next(self._rids), bucket, key, value, context, w, content_type)
         self._start(message, callback)
 
     def _start(self, message: ClientGet | ClientPut, callback: Callback) -> None:
@@ -770,7 +783,7 @@ class AsyncClient:
         if type(reply) is ErrorReply:
             if reply.code == Unavailable.code:
                 self._router.stale()
-            callback(from_code(reply.code, reply.message, reply.needed, reply.got))
+            callback(_error(reply))
         else:
             callback(reply)
 

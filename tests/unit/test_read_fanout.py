@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from dynakv.core.replica import seal
-from dynakv.messages import ErrorReply, GetResult
+from dynakv.messages import ErrorReply, GetResult, ReplicaGet
 from dynakv.ring import key_digest
 from dynakv.sim.cluster import SimCluster
 from tests.unit.test_node import get, make_cluster, put, replicas_of
@@ -22,14 +22,13 @@ def count_replica_gets(cluster: SimCluster) -> Counter[str]:
     """Counts, per node, the ReplicaGet requests it answers from now on."""
     asked: Counter[str] = Counter()
     for name, node in cluster.nodes.items():
-        handler = node._handlers
-        original = handler[next(t for t in handler if t.__name__ == "ReplicaGet")]
+        original = node._handlers[ReplicaGet]
 
         def counting(now, source, msg, name=name, original=original):
             asked[name] += 1
             return original(now, source, msg)
 
-        handler[next(t for t in handler if t.__name__ == "ReplicaGet")] = counting
+        node._handlers[ReplicaGet] = counting
     return asked
 
 

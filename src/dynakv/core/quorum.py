@@ -27,10 +27,7 @@ class GetQuorum:
     failed: set[str] = field(default_factory=set)
     # merged() of the replies so far, or _UNMERGED: answer, staleness and read repair
     # each ask for it, and a merge of siblings is the costly part of a read.
-    _merged: object = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self._merged = _UNMERGED
+    _merged: object = field(default=_UNMERGED, repr=False, compare=False)
 
     def add(self, node: str, state: Clock | None) -> None:
         if node in self.replicas and node not in self.failed:
