@@ -261,11 +261,14 @@ AnyMessage = (
 )
 
 # Messages a node may send before the commit of the turn that produced them: requests to
-# peers and read replies acknowledge nothing. Everything else (client replies, replica acks,
-# forwarded results, gossip, transfers served) waits for the commit. The runtime and the
-# simulator both follow this list.
+# peers and read answers (a replica's, and a read's result to its client) acknowledge
+# nothing. A read may so return a write that is not yet durable anywhere; a crash can then
+# lose it, as it may lose any unacknowledged write, and the dots it carried are never
+# minted again (a node renews its incarnation after an unclean stop). Everything else
+# (write acknowledgements, replica acks, errors, forwarded results, gossip, transfers
+# served) waits for the commit. The runtime and the simulator both follow this list.
 UNGATED: frozenset[type] = frozenset(
-    {ReplicaPut, ReplicaGet, ReplicaGetReply, Heartbeat, TransferRequest}
+    {ReplicaPut, ReplicaGet, ReplicaGetReply, GetResult, Heartbeat, TransferRequest}
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -88,7 +88,8 @@ class Server:
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
-        self._effects_pending: list[Send] = []
+        self._effects_pending: list[Send] = []  # wait for this turn's commit
+        self._ready: list[Send] = []  # leave at the end of this turn (messages.UNGATED)
         self._dirty: set[FrameConnection] = set()
         self._flush_scheduled = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -190,17 +191,13 @@ class Server:
                 self.stop_requested.set()
 
     def _hold(self, send: Send) -> None:
-        if type(send.message) in UNGATED and not is_client(send.to):
-            # Requests to peers and read replies acknowledge nothing: they leave at the end
+        if type(send.message) in UNGATED:
+            # Requests to peers and read answers acknowledge nothing: they leave at the end
             # of this turn without waiting for its commit, so a put's local fsync and its
-            # replicas' fsyncs overlap instead of following one another.
-            self._deliver(send)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                assert self.loop is not None
-                self.loop.call_soon(self._flush)
-            return
-        self._effects_pending.append(send)
+            # replicas' fsyncs overlap, and reads never wait behind a disk sync.
+            self._ready.append(send)
+        else:
+            self._effects_pending.append(send)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self.loop is not None
@@ -210,11 +207,15 @@ class Server:
         """End of a loop turn: commit its writes; its sends leave once they are durable.
 
         With the pipelined engine the commit (and its fsync) runs on the writer thread while
-        the loop goes on; `_release` runs when it is done. Frames that need no durability
-        (hellos, error frames for bad input) were queued directly and go out now.
+        the loop goes on; `_release` runs when it is done. Sends that need no durability
+        (messages.UNGATED: requests to peers, read answers) go out now, as do frames the
+        transport queued directly (hellos, error frames for bad input).
         """
         self._flush_scheduled = False
         pending, self._effects_pending = self._effects_pending, []
+        ready, self._ready = self._ready, []
+        for send in ready:
+            self._deliver(send)
         self._flush_connections()
         self.engine.commit_async(lambda error: self._release(pending, error))
 

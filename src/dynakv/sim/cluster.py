@@ -8,8 +8,8 @@ node's clock is virtual time plus its skew.
 Durability follows the runtime's group commit. With `commit_delay` 0 the engine commits
 after each handled event, before any of its effects leave, so a crash
 (`MemoryEngine.crash()`) loses only in-memory state. With `commit_delay` > 0 it models the
-pipelined commit (runtime.server since d365f8d): requests to peers and read replies
-(`messages.UNGATED`) leave at once, every other send (acknowledgements, replies to clients) waits
+pipelined commit (runtime.server since d365f8d): requests to peers and read answers
+(`messages.UNGATED`) leave at once, every other send (acknowledgements, write replies) waits
 for a commit that lands `commit_delay` later and covers every write made until then; a
 crash before it loses those writes and the held sends.
 
@@ -284,9 +284,7 @@ class SimCluster:
             self.engines[name].commit()
         for effect in effects:
             if isinstance(effect, Send):
-                if not pipelined or (
-                    type(effect.message) in UNGATED and not effect.to.startswith("#")
-                ):
+                if not pipelined or type(effect.message) in UNGATED:
                     self._send(name, effect)
                 else:
                     self._hold(name, effect)
