@@ -291,11 +291,16 @@ def decode(data: bytes) -> Clock:
     return clock
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def encode_context(vv: VersionVector) -> str:
     """A version vector as url-safe base64 (no padding) of msgpack; "" for the empty one."""
     if not vv:
         return ""
-    return base64.urlsafe_b64encode(_encoder.encode(vv)).rstrip(b"=").decode("ascii")
+    # binascii directly: base64.urlsafe_b64encode is two Python calls around it, per read.
+    encoded = binascii.b2a_base64(_encoder.encode(vv), newline=False)
+    return encoded.translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def decode_context(text: str) -> VersionVector:

@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from dynakv.core.replica import seal
+from dynakv.errors import InternalError
 from dynakv.messages import ErrorReply, GetResult, ReplicaGet
 from dynakv.ring import key_digest
 from dynakv.sim.cluster import SimCluster
@@ -19,13 +20,17 @@ from tests.unit.test_node import get, make_cluster, put, replicas_of
 
 
 def count_replica_gets(cluster: SimCluster) -> Counter[str]:
-    """Counts, per node, the ReplicaGet requests it answers from now on."""
+    """Counts, per node, the ReplicaGet requests it answers from now on (a request the
+    simulated network delivers twice counts once)."""
     asked: Counter[str] = Counter()
+    seen: set[tuple[str, str, int]] = set()
     for name, node in cluster.nodes.items():
         original = node._handlers[ReplicaGet]
 
         def counting(now, source, msg, name=name, original=original):
-            asked[name] += 1
+            if (name, source, msg.rid) not in seen:
+                seen.add((name, source, msg.rid))
+                asked[name] += 1
             return original(now, source, msg)
 
         node._handlers[ReplicaGet] = counting
@@ -95,3 +100,35 @@ def test_a_read_needing_every_replica_asks_every_replica():
     asked = count_replica_gets(cluster)
     assert get(cluster, coordinator, "b", "k", r=3).values == [b"v"]
     assert sum(asked.values()) == 2
+
+
+def test_a_read_of_one_answered_by_its_own_copy_asks_no_one_and_keeps_nothing():
+    cluster = make_cluster(3)
+    coordinator = replicas_of(cluster, "b", "k")[0]
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    asked = count_replica_gets(cluster)
+    reply = get(cluster, coordinator, "b", "k", r=1)
+    assert isinstance(reply, GetResult) and reply.values == [b"v"] and reply.context
+    assert get(cluster, coordinator, "b", "missing", r=1).values == []
+    assert sum(asked.values()) == 0
+    assert not cluster.nodes[coordinator].gets  # over in the call: no pending read left
+
+
+def test_a_read_of_one_whose_own_copy_fails_is_answered_by_another_replica():
+    cluster = make_cluster(3)
+    coordinator = replicas_of(cluster, "b", "k")[0]
+    put(cluster, coordinator, "b", "k", b"v")
+    cluster.run_for(1.0)
+    asked = count_replica_gets(cluster)
+    node = cluster.nodes[coordinator]
+
+    def failing_get(bucket, key, strict=False):
+        raise InternalError("injected: the disk read failed")
+
+    node.store.get = failing_get
+    reply = get(cluster, coordinator, "b", "k", r=1)
+    assert isinstance(reply, GetResult) and reply.values == [b"v"], reply
+    assert sum(asked.values()) == 1
+    logged = [log.event for _, name, log in cluster.logs if name == coordinator]
+    assert "local_read_failed" in logged

@@ -143,6 +143,10 @@ class Placement:
     incoming: list[str]  # replicas-to-be of a partition in transfer: copied on every write
 
 
+# A key's placement as _place computes it: primaries, targets, hints, spare, incoming.
+_Place = tuple[list[str], list[str], dict[str, str], list[str], list[str]]
+
+
 @dataclass
 class Delivery:
     hint: Hint
@@ -224,7 +228,7 @@ class Node:
         self._mint_ceiling = self._mint_next
         self.replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
         self._pending_moves: dict[int, set[str]] = {}
-        self._placed: dict[tuple[int, int], tuple] = {}  # (partition, n) -> _place(...)
+        self._placed: dict[tuple[int, int], _Place] = {}  # (partition, n) -> _place(...)
         self._placed_ring: object = None
         self._placed_down: object = None
         self._placed_moves: object = None
@@ -1110,6 +1114,13 @@ class Node:
     # --- client requests -------------------------------------------------------------------
     def _placement(self, bucket: str, key: str) -> Placement:
         """The key's N primaries and, for each one down, the next healthy node of the walk."""
+        digest, place = self._placed_for(bucket, key)
+        primaries, targets, hints, spare, incoming = place
+        # The quorums replace down targets in place and spare fallbacks are used up: copies.
+        return Placement(digest, primaries, list(targets), hints, list(spare), incoming)
+
+    def _placed_for(self, bucket: str, key: str) -> tuple[bytes, _Place]:
+        """The key's digest and its cached placement (shared: callers copy what they change)."""
         if self.epoch == 0:
             raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
         record = self.state.ring
@@ -1130,13 +1141,9 @@ class Node:
         place = self._placed.get((partition, n))
         if place is None:
             place = self._placed[(partition, n)] = self._place(record, partition, n)
-        primaries, targets, hints, spare, incoming = place
-        # The quorums replace down targets in place and spare fallbacks are used up: copies.
-        return Placement(digest, primaries, list(targets), hints, list(spare), incoming)
+        return digest, place
 
-    def _place(
-        self, record: RingRecord, partition: int, n: int
-    ) -> tuple[list[str], list[str], dict[str, str], list[str], list[str]]:
+    def _place(self, record: RingRecord, partition: int, n: int) -> _Place:
         ring = record.ring
         incoming: list[str] = []
         if record.next is not None:
@@ -1169,8 +1176,8 @@ class Node:
         validate_location(msg.bucket, msg.key)
         props = self.config.bucket(msg.bucket)
         r = _quorum_param("r", msg.r, props.r, props.n)
-        placement = self._placement(msg.bucket, msg.key)
-        replicas = placement.targets
+        # Read only: the shared cached placement, no copies (spare is copied if it is kept).
+        primaries, replicas, _, spare, _ = self._placed_for(msg.bucket, msg.key)[1]
         r = min(r, len(replicas))
         # This node's own copy first (no message), then the others in preference order.
         order = [node for node in replicas if node != self.name and node not in self.down]
@@ -1178,7 +1185,22 @@ class Node:
             order.insert(0, self.name)
         fanout = len(order) if self.config.read_fanout == "n" else r
         asked, reserve = order[:fanout], order[fanout:]
-        quorum = GetQuorum(asked, r, lww=props.policy == "lww")
+        lww = props.policy == "lww"
+        local: Clock | None = None
+        local_failed = False
+        if asked and asked[0] == self.name:
+            try:
+                local = self.store.get(msg.bucket, msg.key)
+            except DynakvError as exc:
+                self._log_local_failure(msg.bucket, msg.key, exc)
+                local_failed = True
+            if len(asked) == 1 and r == 1 and not local_failed:
+                # Answered by this node's own copy alone: the read is over in this call,
+                # with no other answer to merge or repair, so no quorum and no pending entry.
+                if local is not None and lww:
+                    local = versions.lww(local)
+                return [Send(source, _get_result(msg.rid, local))]
+        quorum = GetQuorum(asked, r, lww=lww)
         rid = self._rid()
         pending = PendingGet(
             source,
@@ -1187,8 +1209,8 @@ class Node:
             msg.key,
             now + self.config.request_timeout,
             quorum,
-            placement.primaries,
-            placement.spare,
+            primaries,
+            list(spare),
             reserve,
             now + self.config.read_speculation,
         )
@@ -1196,15 +1218,13 @@ class Node:
         effects: list[Effect] = []
         request = ReplicaGet(rid, msg.bucket, msg.key)
         for node in asked:
-            if node == self.name:
-                try:
-                    quorum.add(node, self.store.get(msg.bucket, msg.key))
-                except DynakvError as exc:
-                    self._log_local_failure(msg.bucket, msg.key, exc)
-                    quorum.fail(node)
-                    effects.extend(self._ask_reserve(rid, pending, 1))
-            else:
+            if node != self.name:
                 effects.append(Send(node, request))
+            elif local_failed:
+                quorum.fail(node)
+                effects.extend(self._ask_reserve(rid, pending, 1))
+            else:
+                quorum.add(node, local)
         if len(asked) < r:
             quorum.replicas.extend(node for node in replicas if node in self.down)
             for node in replicas:
