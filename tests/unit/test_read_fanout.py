@@ -121,12 +121,16 @@ def test_a_read_of_one_whose_own_copy_fails_is_answered_by_another_replica():
     put(cluster, coordinator, "b", "k", b"v")
     cluster.run_for(1.0)
     asked = count_replica_gets(cluster)
-    node = cluster.nodes[coordinator]
+    engine = cluster.nodes[coordinator].store.engine
+    original = engine.get
+    broken = key_digest("b", "k")
 
-    def failing_get(bucket, key, strict=False):
-        raise InternalError("injected: the disk read failed")
+    def failing_get(key, *args):
+        if key == broken:
+            raise InternalError("injected: the disk read failed")
+        return original(key, *args)
 
-    node.store.get = failing_get
+    engine.get = failing_get
     reply = get(cluster, coordinator, "b", "k", r=1)
     assert isinstance(reply, GetResult) and reply.values == [b"v"], reply
     assert sum(asked.values()) == 1
