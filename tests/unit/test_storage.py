@@ -631,6 +631,46 @@ def test_pipelined_commits_report_in_order_and_reads_see_every_stage(tmp_path: P
         engine.close()
 
 
+def test_pipelined_commit_interval_puts_the_batches_of_the_interval_in_one_commit(
+    tmp_path: Path,
+) -> None:
+    """NodeConfig.commit_interval: a batch handed over soon after a commit started waits
+    for the interval to end, and every batch queued by then shares its commit."""
+    import queue as queue_module
+
+    inner = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
+    engine = PipelinedEngine(inner, min_interval=0.5)
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)
+    commits: list[float] = []
+    real_commit = inner.commit
+
+    def counted_commit() -> None:
+        commits.append(time.monotonic())
+        real_commit()
+
+    inner.commit = counted_commit  # type: ignore[method-assign]
+    done: list[str] = []
+    try:
+        engine.put(digest(1), b"a")
+        engine.commit_async(lambda error: done.append("a"))
+        while not done:
+            posted.get(timeout=10)()
+        engine.put(digest(2), b"b")
+        engine.commit_async(lambda error: done.append("b"))
+        time.sleep(0.1)  # without the interval, "b" would be committed alone by now
+        engine.put(digest(3), b"c")
+        engine.commit_async(lambda error: done.append("c"))
+        while len(done) < 3:
+            posted.get(timeout=10)()
+        assert done == ["a", "b", "c"]
+        assert len(commits) == 2, commits  # "b" and "c" shared one commit
+        assert commits[1] - commits[0] >= 0.5
+        assert engine.inner.get_committed(digest(3)) == b"c"
+    finally:
+        engine.close()
+
+
 def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> None:
     """Anti-entropy and the tombstone sweep scan every second: a scan must see the writes
     still being committed without blocking the event loop until they are durable."""

@@ -72,7 +72,8 @@ class Server:
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         engine = open_engine(config.engine, config.data_dir, config.durability)
         if isinstance(engine, LmdbEngine) and config.durability == "fsync":
-            engine = PipelinedEngine(engine)  # fsync on a writer thread, never in the loop
+            # fsync on a writer thread, never in the loop
+            engine = PipelinedEngine(engine, config.commit_interval)
         self.engine = engine
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()

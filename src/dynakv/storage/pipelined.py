@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,8 +51,11 @@ class _Batch:
 class PipelinedEngine(Engine):
     """Wraps an LmdbEngine; only the writer thread ever opens its write transactions."""
 
-    def __init__(self, inner: LmdbEngine) -> None:
+    def __init__(self, inner: LmdbEngine, min_interval: float = 0.0) -> None:
         self.inner = inner
+        # Least time between the starts of two commits: batches queued meanwhile join the
+        # next one (NodeConfig.commit_interval).
+        self.min_interval = min_interval
         self.scan_batch = inner.scan_batch
         self._writes: dict[tuple[str, bytes], bytes | None] = {}
         self._meta: dict[str, bytes] = {}
@@ -184,10 +188,15 @@ class PipelinedEngine(Engine):
             self._report()
 
     def _write_loop(self) -> None:
+        last_start = float("-inf")
         while True:
             first = self._queue.get()
             if first is None:
                 return
+            wait = last_start + self.min_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # releases the GIL; the loop goes on queueing batches
+            last_start = time.monotonic()
             batches = [first]
             while True:  # everything queued meanwhile goes into the same transaction
                 try:
