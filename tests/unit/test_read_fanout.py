@@ -11,9 +11,11 @@ from collections import Counter
 
 import pytest
 
+from dynakv.config import BucketProps
+from dynakv.core.events import Log, Received, Send
 from dynakv.core.replica import seal
 from dynakv.errors import InternalError
-from dynakv.messages import ErrorReply, GetResult, ReplicaGet
+from dynakv.messages import ClientGet, ErrorReply, GetResult, ReplicaGet
 from dynakv.ring import key_digest
 from dynakv.sim.cluster import SimCluster
 from tests.unit.test_node import get, make_cluster, put, replicas_of
@@ -108,11 +110,29 @@ def test_a_read_of_one_answered_by_its_own_copy_asks_no_one_and_keeps_nothing():
     put(cluster, coordinator, "b", "k", b"v")
     cluster.run_for(1.0)
     asked = count_replica_gets(cluster)
+    node = cluster.nodes[coordinator]
+    rids_before = node._next_rid
     reply = get(cluster, coordinator, "b", "k", r=1)
     assert isinstance(reply, GetResult) and reply.values == [b"v"] and reply.context
     assert get(cluster, coordinator, "b", "missing", r=1).values == []
     assert sum(asked.values()) == 0
-    assert not cluster.nodes[coordinator].gets  # over in the call: no pending read left
+    assert node._next_rid == rids_before  # no request record was made: answered in the call
+
+
+def test_the_internal_read_mending_a_corrupt_copy_of_a_one_replica_key_sends_nothing():
+    """The read of one fast path answers a client; the mending read has none (source "")."""
+    cluster = make_cluster(3, buckets={"single": BucketProps(n=1, r=1, w=1)})
+    owner = replicas_of(cluster, "single", "k")[0]
+    put(cluster, owner, "single", "k", b"v")
+    cluster.run_for(1.0)
+    engine = cluster.engines[owner]
+    engine.put(key_digest("single", "k"), b"\x00 not a sealed record")
+    engine.commit()
+    node = cluster.nodes[owner]
+    effects = node.handle(cluster.now, Received("#c9", ClientGet(99, "single", "k")))
+    sends = [e for e in effects if isinstance(e, Send)]
+    assert [s.to for s in sends] == ["#c9"], sends  # the client's answer, nothing to ""
+    assert any(isinstance(e, Log) and e.event == "corrupt_record" for e in effects)
 
 
 def test_a_read_of_one_whose_own_copy_fails_is_answered_by_another_replica():
@@ -125,10 +145,10 @@ def test_a_read_of_one_whose_own_copy_fails_is_answered_by_another_replica():
     original = engine.get
     broken = key_digest("b", "k")
 
-    def failing_get(key, *args):
+    def failing_get(key, *args, **kwargs):
         if key == broken:
             raise InternalError("injected: the disk read failed")
-        return original(key, *args)
+        return original(key, *args, **kwargs)
 
     engine.get = failing_get
     reply = get(cluster, coordinator, "b", "k", r=1)

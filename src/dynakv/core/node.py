@@ -1194,9 +1194,10 @@ class Node:
             except DynakvError as exc:
                 self._log_local_failure(msg.bucket, msg.key, exc)
                 local_failed = True
-            if len(asked) == 1 and r == 1 and not local_failed:
+            if len(asked) == 1 and r == 1 and not local_failed and source:
                 # Answered by this node's own copy alone: the read is over in this call,
                 # with no other answer to merge or repair, so no quorum and no pending entry.
+                # (Not the internal read that mends a corrupt copy: it has no client.)
                 if local is not None and lww:
                     local = versions.lww(local)
                 return [Send(source, _get_result(msg.rid, local))]
