@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from dynakv.core.bugs import InjectedBugs
 from dynakv.core.events import Received
 from dynakv.messages import ClientGet, ClientPut, GetResult, PutResult
 from dynakv.ring import key_digest
@@ -105,6 +106,55 @@ def test_with_a_commit_delay_a_crash_before_the_commit_loses_the_write_and_its_a
     cluster.run_for(1.0)
     assert not any(isinstance(m, PutResult) for m in cluster.inbox["#c"])
     assert cluster.engines["n1"].get(key_digest("b", "k")) is None
+
+
+@pytest.mark.parametrize("reuse_dots", [False, True])
+def test_a_read_may_show_a_write_that_a_crash_then_loses_without_harm(reuse_dots):
+    """Read answers leave before the commit (messages.UNGATED), so a client can see a write
+    its coordinator then loses in a crash. The lost write's dot is never minted again (the
+    node restarts with a new incarnation), so a write carrying that read's context cannot
+    hide a later, unrelated write. With the dots reused (an injected bug) it does."""
+    bugs = InjectedBugs(reuse_dots_after_restart=reuse_dots)
+    cluster = SimCluster(NAMES[:3], seed=1, bugs=bugs)
+    assert cluster.run_until(cluster.members_agree)
+    key = next(
+        k for k in (f"k{i}" for i in range(100))
+        if cluster.nodes["n1"]._placement("b", k).primaries[0] == "n1"
+    )  # fmt: skip
+    # Not seed 1 again: a restart draws its incarnation from the run's node stream, which
+    # for the seed the cluster was built with would repeat n1's first one.
+    cluster.reseed(2, SimOptions(commit_delay=0.05))
+    cluster.cut("n1", "n2")
+    cluster.cut("n1", "n3")  # the write stays on n1 alone
+    cluster.request("n1", "#c", ClientPut(5, "b", key, b"lost", w=1))
+    assert cluster.run_until(lambda: cluster.engines["n1"].pending() > 0)  # applied, not durable
+    cluster.request("n1", "#c", ClientGet(6, "b", key, r=1))
+
+    def answer(rid: int) -> object:
+        return next((m for m in cluster.inbox["#c"] if getattr(m, "rid", None) == rid), None)
+
+    assert cluster.run_until(lambda: answer(6) is not None)
+    seen = answer(6)
+    assert isinstance(seen, GetResult) and seen.values == [b"lost"]
+    assert answer(5) is None  # the write is not acknowledged: its commit has not landed
+    cluster.crash("n1")
+    cluster.restart("n1")
+    cluster.heal()
+    assert cluster.run_until(cluster.members_agree, limit=30.0)
+    cluster.request("n1", "#c", ClientPut(7, "b", key, b"other"))  # blind, unrelated
+    assert cluster.run_until(lambda: answer(7) is not None)
+    assert isinstance(answer(7), PutResult)
+    cluster.request("n1", "#c", ClientPut(8, "b", key, b"mine", seen.context))
+    assert cluster.run_until(lambda: answer(8) is not None)
+    cluster.run_for(2.0)
+    cluster.request("n1", "#c", ClientGet(9, "b", key, r=3))
+    assert cluster.run_until(lambda: answer(9) is not None)
+    final = answer(9)
+    assert isinstance(final, GetResult)
+    if reuse_dots:
+        assert b"other" not in final.values  # hidden by a context it never belonged to
+    else:
+        assert sorted(final.values) == [b"mine", b"other"]
 
 
 def test_the_sends_that_skip_the_commit_are_the_runtimes():
