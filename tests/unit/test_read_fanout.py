@@ -156,3 +156,17 @@ def test_a_read_of_one_whose_own_copy_fails_is_answered_by_another_replica():
     assert sum(asked.values()) == 1
     logged = [log.event for _, name, log in cluster.logs if name == coordinator]
     assert "local_read_failed" in logged
+
+
+def test_reads_of_one_follow_every_write_of_the_key():
+    """A read of one answers from the coordinator's copy as it is now, siblings included."""
+    cluster = make_cluster(3)
+    coordinator = replicas_of(cluster, "b", "k")[0]
+    first = put(cluster, coordinator, "b", "k", b"v1")
+    assert get(cluster, coordinator, "b", "k", r=1).values == [b"v1"]
+    put(cluster, coordinator, "b", "k", b"v2", first.context)
+    assert get(cluster, coordinator, "b", "k", r=1).values == [b"v2"]
+    put(cluster, coordinator, "b", "k", b"v3")  # blind: a sibling beside v2
+    both = get(cluster, coordinator, "b", "k", r=1)
+    assert sorted(both.values) == [b"v2", b"v3"]
+    assert get(cluster, coordinator, "b", "k", r=1).context == both.context
