@@ -26,7 +26,7 @@ Per operation, a floor node does:
   long-lived LMDB read transaction renewed after each commit) plus `ReplicaGet` to R-1 other
   replicas (the next ones in the preference list); `GetResult` when all have answered.
   Reads are not held back by commits;
-- storage: `lmdb.open` with the flags and map size of `dynakv.storage.lmdb.LmdbEngine` in
+- storage: LMDB opened by `dynakv.storage.lmdb.open_environment`, as LmdbEngine opens it, in
   `fsync` mode (sync and metasync on), group commit as in `dynakv.storage.pipelined`: the
   writes of one loop turn are one batch, the writer thread takes every batch queued by the
   time it is free into one transaction, commits it and reports back to the loop.
@@ -99,10 +99,10 @@ from dynakv.messages import (
     ReplicaPutReply,
 )
 from dynakv.ring import key_digest
+from dynakv.storage.lmdb import open_environment
 
 LENGTH = 4
 MAX_FRAME = messages.MAX_FRAME_BYTES
-MAP_SIZE = 64 << 30  # LmdbEngine's default map_size
 CLUSTER = "floor"
 RING_SIZE = 64  # NodeConfig.ring_size's default
 
@@ -130,19 +130,7 @@ class Store:
 
     def __init__(self, path: str, durability: str, loop: asyncio.AbstractEventLoop) -> None:
         os.makedirs(path, exist_ok=True)
-        fsync = durability == "fsync"
-        self.env = lmdb.open(
-            path,
-            map_size=MAP_SIZE,
-            subdir=True,
-            max_dbs=3,
-            sync=fsync,
-            metasync=fsync,
-            writemap=False,
-            lock=True,
-            max_readers=126,
-            readahead=False,
-        )
+        self.env = open_environment(path, durability == "fsync")
         self.db = self.env.open_db(b"objects")
         self.loop = loop
         self.batch = Batch()  # the current turn's

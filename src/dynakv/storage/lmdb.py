@@ -59,6 +59,25 @@ from dynakv.storage.engine import (
 NONE_COMMIT_EVERY = 1000  # durability "none": commit() commits once this many writes are pending
 
 
+DEFAULT_MAP_SIZE = 64 << 30
+
+
+def open_environment(path: str, fsync: bool, map_size: int = DEFAULT_MAP_SIZE) -> lmdb.Environment:
+    """The LMDB environment as dynakv opens it (benchmarks/floor.py opens it the same way)."""
+    return lmdb.open(
+        path,
+        map_size=map_size,
+        subdir=True,
+        max_dbs=3,
+        sync=fsync,
+        metasync=fsync,
+        writemap=False,
+        lock=True,
+        max_readers=126,
+        readahead=False,
+    )
+
+
 class LmdbEngine(Engine):
     """LMDB-backed engine with group commit; see the module docstring."""
 
@@ -66,27 +85,15 @@ class LmdbEngine(Engine):
         self,
         path: str | os.PathLike,
         durability: Durability = "fsync",
-        map_size: int = 64 << 30,
+        map_size: int = DEFAULT_MAP_SIZE,
     ) -> None:
         self.durability: Durability = check_durability(durability)
         self.path = os.fspath(path)
         self.map_size = map_size
         self.scan_batch = SCAN_BATCH
         os.makedirs(self.path, exist_ok=True)
-        fsync = durability == "fsync"
         try:
-            self._env = lmdb.open(
-                self.path,
-                map_size=map_size,
-                subdir=True,
-                max_dbs=3,
-                sync=fsync,
-                metasync=fsync,
-                writemap=False,
-                lock=True,
-                max_readers=126,
-                readahead=False,
-            )
+            self._env = open_environment(self.path, durability == "fsync", map_size)
             self._tables = {name: self._env.open_db(name.encode()) for name in TABLES}
             self._meta = self._env.open_db(b"meta")
         except lmdb.Error as e:
