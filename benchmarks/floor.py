@@ -68,21 +68,19 @@ import asyncio
 import contextlib
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, cast
 
 import lmdb
 
 from dynakv import messages
+from dynakv.bench import LocalCluster, LocalNode, free_port
 from dynakv.core import membership as ms
 from dynakv.messages import (
     ClientClusterInfo,
@@ -522,80 +520,54 @@ def cmd_serve(args: argparse.Namespace) -> None:
 # --- a local floor cluster ---------------------------------------------------------------------
 
 
-def _start_nodes(
-    count: int, root: Path, durability: str, n: int, r: int, w: int
-) -> list[tuple[str, str, subprocess.Popen[bytes], Path]]:
-    """`count` floor serve processes on free loopback ports; (name, addr, proc, log)."""
-    from dynakv.bench import free_port
+class FloorCluster(LocalCluster):
+    """`dynakv bench`'s local cluster with floor nodes in place of dynakv nodes: started
+    here; stopped by PID, measured and cleaned up by LocalCluster."""
 
-    root.mkdir(parents=True, exist_ok=True)
-    members = [(f"node{i}", f"127.0.0.1:{free_port()}") for i in range(1, count + 1)]
-    spec = ",".join(f"{name}={addr}" for name, addr in members)
-    started = []
-    try:
+    def start(self) -> None:
+        if self.settings:
+            raise RuntimeError("--node-setting does not apply to floor nodes")
+        if self.durability not in ("fsync", "os"):
+            raise RuntimeError("floor nodes support --durability fsync or os")
+        self.root.mkdir(parents=True, exist_ok=True)
+        members = [(f"node{i}", f"127.0.0.1:{free_port()}") for i in range(1, self.count + 1)]
+        spec = ",".join(f"{name}={addr}" for name, addr in members)
         for name, addr in members:
-            log = root / f"{name}.log"
+            log = self.root / f"{name}.log"
             args = [
                 sys.executable, os.path.abspath(__file__), "serve",
                 "--name", name, "--listen", addr, "--members", spec,
-                "--data-dir", str(root / name), "--durability", durability,
-                "--n", str(n), "--r", str(r), "--w", str(w),
+                "--data-dir", str(self.root / name), "--durability", self.durability,
+                "--n", str(self.n), "--r", str(self.r), "--w", str(self.w),
             ]  # fmt: skip
             with open(log, "ab") as out:
                 # a session of its own: Ctrl-C reaches only us, and we stop it by PID
                 proc = subprocess.Popen(
                     args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            started.append((name, addr, proc, log))
-        for name, addr, proc, log in started:
-            _wait_listening(name, addr, proc, log)
-    except BaseException:
-        _stop_procs([proc for _, _, proc, _ in started])
-        raise
-    return started
+            # kept at once, so that stop() reaches it whatever happens next
+            self.nodes.append(LocalNode(name, addr, "(none)", log, proc))
+        for node in self.nodes:
+            _wait_listening(node)
 
 
-def _wait_listening(
-    name: str, addr: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
-) -> None:
-    host, _, port = addr.rpartition(":")
+def _wait_listening(node: LocalNode, timeout: float = 20.0) -> None:
+    assert node.proc is not None
+    host, _, port = node.node_addr.rpartition(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: {log.read_text(errors='replace')[-2000:]}")
+        if node.proc.poll() is not None:
+            raise RuntimeError(
+                f"{node.name} exited: {node.log.read_text(errors='replace')[-2000:]}"
+            )
         with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{name} did not start listening on {addr}")
-
-
-def _stop_procs(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()  # by PID
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    raise RuntimeError(f"{node.name} did not start listening on {node.node_addr}")
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
-    n = args.n if args.n is not None else min(3, args.nodes)
-    r = args.r if args.r is not None else n // 2 + 1
-    w = args.w if args.w is not None else n // 2 + 1
-    own = args.dir is None
-    root = Path(args.dir or tempfile.mkdtemp(prefix="floor-"))
+    cluster = FloorCluster(args.nodes, args.dir, args.durability, args.n, args.r, args.w)
 
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
@@ -603,40 +575,30 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     # SIGINT explicitly too: a shell that starts us in the background ignores it
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupted)
-    nodes = _start_nodes(args.nodes, root, args.durability, n, r, w)
     try:
-        for name, addr, proc, _ in nodes:
-            print(f"  {name}: {addr} pid {proc.pid}", flush=True)
-        print(f"N={n} R={r} W={w} {args.durability}, data in {root}")
-        print("--nodes " + ",".join(addr for _, addr, _, _ in nodes), flush=True)
+        cluster.start()
+        for node in cluster.nodes:
+            print(f"  {node.name}: {node.node_addr} pid {node.proc.pid}", flush=True)  # type: ignore[union-attr]
+        print(
+            f"N={cluster.n} R={cluster.r} W={cluster.w} {args.durability}, data in {cluster.root}"
+        )
+        print("--nodes " + ",".join(cluster.node_addrs), flush=True)
         print("Ctrl-C (or SIGTERM) stops the nodes.", flush=True)
-        while all(proc.poll() is None for _, _, proc, _ in nodes):
+        while all(node.proc is not None and node.proc.poll() is None for node in cluster.nodes):
             time.sleep(0.5)
         print("a node exited", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        for name, _, proc, _ in nodes:
-            print(f"  {name}: CPU {_cpu_seconds(proc.pid):.1f} s in all", flush=True)
-        _stop_procs([proc for _, _, proc, _ in nodes])
-        if own:
-            shutil.rmtree(root, ignore_errors=True)
+        for node in cluster.nodes:
+            print(f"  {node.name}: CPU {node.cpu_seconds():.1f} s in all", flush=True)
+        cluster.stop()
 
 
 def cmd_bench(argv: list[str]) -> None:
     """`dynakv bench` itself, its --local K starting floor nodes instead of dynakv nodes."""
     from dynakv import bench as bench_mod
     from dynakv import cli
-
-    class FloorCluster(bench_mod.LocalCluster):
-        def start(self) -> None:
-            if self.settings:
-                raise RuntimeError("--node-setting does not apply to floor nodes")
-            if self.durability not in ("fsync", "os"):
-                raise RuntimeError("floor nodes support --durability fsync or os")
-            started = _start_nodes(self.count, self.root, self.durability, self.n, self.r, self.w)
-            for name, addr, proc, log in started:
-                self.nodes.append(bench_mod.LocalNode(name, addr, "(none)", log, proc))
 
     bench_mod.LocalCluster = FloorCluster  # type: ignore[misc]
     cli.bench.main(args=argv, prog_name="floor.py bench")
