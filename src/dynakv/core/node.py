@@ -131,7 +131,7 @@ class PendingForward:
     target: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (made per request; see events.Received); never changed
 class Placement:
     """Where one key's replicas go now: the N primaries, or fallbacks for those down."""
 

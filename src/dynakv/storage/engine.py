@@ -44,6 +44,8 @@ SCAN_BATCH = 256  # keys read per batch by `scan`
 
 def check_key(key: bytes) -> bytes:
     """Return `key` as bytes, or raise ValueError unless it is 1..MAX_KEY_BYTES bytes long."""
+    if type(key) is bytes and 0 < len(key) <= MAX_KEY_BYTES:
+        return key  # every stored write passes here, mostly twice: the common case first
     if not isinstance(key, bytes | bytearray | memoryview):
         raise TypeError(f"storage key must be bytes, not {type(key).__name__}")
     key = bytes(key)
@@ -54,6 +56,8 @@ def check_key(key: bytes) -> bytes:
 
 def check_value(value: bytes) -> bytes:
     """Return `value` as an immutable bytes copy (so later mutation by the caller is harmless)."""
+    if type(value) is bytes:
+        return value  # immutable already
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"storage value must be bytes, not {type(value).__name__}")
     return bytes(value)
