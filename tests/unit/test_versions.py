@@ -205,6 +205,33 @@ def test_sync_is_idempotent(abc: tuple[Clock, Clock, Clock]) -> None:
     assert sync(ab, a) == ab
 
 
+def test_sync_gives_back_the_input_that_covers_the_other_as_it_is() -> None:
+    # ReplicaStore.merge stores the incoming bytes unchanged only when sync returns the
+    # incoming clock itself: the common case of a replica's update over its older copy.
+    older = put(s("v1", 1), None, "a@01")
+    newer = put(s("v2", 2), older, "a@01", join(older))
+    assert sync(newer, older) is newer
+    assert sync(older, newer) is newer
+    two = put(s("w", 3), newer, "b@02", join(newer))
+    assert sync(two, newer) is two
+
+
+@LAWS
+@given(three_states(), st.booleans())
+def test_merge_stores_exactly_the_merged_state(abc: tuple[Clock, Clock, Clock], lw: bool) -> None:
+    from dynakv.core.replica import ReplicaStore
+    from dynakv.storage.memory import MemoryEngine
+
+    a, b, _ = abc
+    store = ReplicaStore(MemoryEngine())
+    store.put("bk", "k", b)
+    merged = store.merge("bk", "k", a, lw, encode(a))  # the incoming bytes passed along
+    expected = lww(sync(a, b)) if lw else sync(a, b)
+    assert merged == expected
+    stored = store.get_state("bk", "k")
+    assert stored is not None and decode(stored) == expected
+
+
 @LAWS
 @given(three_states())
 def test_sync_result_descends_both_inputs_and_joins_their_vectors(

@@ -1338,7 +1338,9 @@ class Node:
         if stands_in_for is None or self.hints.record(
             stands_in_for, placement.digest, msg.bucket, msg.key, now, len(state)
         ):
-            self.store.put(msg.bucket, msg.key, clock, local, (actor, _counter(clock, actor)))
+            self.store.put(
+                msg.bucket, msg.key, clock, local, (actor, _counter(clock, actor)), state
+            )
             quorum.ack(self.name)
         else:
             quorum.fail(self.name)
@@ -1448,7 +1450,7 @@ class Node:
         if msg.overwrite and self.bugs.read_repair_overwrites:
             self.store.put(msg.bucket, msg.key, incoming)
         else:
-            self.store.merge(msg.bucket, msg.key, incoming, lww)
+            self.store.merge(msg.bucket, msg.key, incoming, lww, msg.state)
         return [Send(source, ReplicaPutReply(msg.rid))] if msg.rid else []
 
     def _replica_put_reply(self, now: float, source: str, msg: Message) -> list[Effect]:

@@ -141,10 +141,11 @@ class ReplicaStore:
         clock: Clock,
         old: Clock | None | _Unknown = UNKNOWN,
         minted: Minted | None = None,
+        state: bytes | None = None,
     ) -> bytes:
         """Store the clock (`old`: what was stored before, if the caller read it; `minted`:
-        this node's last mint for the key, None to keep the stored one); returns its
-        encoding (to send on to other replicas)."""
+        this node's last mint for the key, None to keep the stored one; `state`: the clock's
+        encoding if the caller has it); returns its encoding (to send on to other replicas)."""
         digest = key_digest(bucket, key)
         if isinstance(old, _Unknown) or minted is None:
             previous, stored_mint = self.read(bucket, key)
@@ -154,7 +155,8 @@ class ReplicaStore:
                 minted = stored_mint
         if self.on_write is not None:
             self.on_write(digest, old, clock)
-        state = versions.encode(clock)
+        if state is None:
+            state = versions.encode(clock)
         self.engine.put(digest, seal(bucket, key, state, minted))
         return state
 
@@ -165,8 +167,11 @@ class ReplicaStore:
             self.on_write(digest, old, None)
         self.engine.delete(digest)
 
-    def merge(self, bucket: str, key: str, incoming: Clock, lww: bool) -> Clock:
-        """Merge a state from another replica into ours; writes only when something changed."""
+    def merge(
+        self, bucket: str, key: str, incoming: Clock, lww: bool, state: bytes | None = None
+    ) -> Clock:
+        """Merge a state from another replica into ours (`state`: incoming's encoding, if the
+        caller has it); writes only when something changed."""
         local, minted = self.read(bucket, key)
         merged = incoming if local is None else versions.sync(incoming, local)
         if lww:
@@ -174,7 +179,9 @@ class ReplicaStore:
         elif self._drop_siblings and len(versions.values(merged)) > 1:
             merged = versions.lww(merged)  # the bug: concurrent values silently collapse to one
         if merged != local:
-            self.put(bucket, key, merged, local, minted)
+            # Usually the incoming state already covers ours (sync and lww then return it
+            # as it is): its bytes are stored as they came.
+            self.put(bucket, key, merged, local, minted, state if merged is incoming else None)
         return merged
 
     def merge_record(self, raw: bytes, is_lww: Callable[[str], bool]) -> int:
