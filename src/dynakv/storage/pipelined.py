@@ -44,7 +44,9 @@ class _Batch:
     writes: dict[tuple[str, bytes], bytes | None]  # (table, key) -> value, None: delete
     meta: dict[str, bytes]
     callbacks: list[Done] = field(default_factory=list)
-    committed: threading.Event = field(default_factory=threading.Event)
+    # Set by the writer (under PipelinedEngine._committed) once the batch is durable or
+    # failed; not a threading.Event each: one per loop turn cost more than the rest here.
+    committed: bool = False
     error: BaseException | None = None
 
 
@@ -62,6 +64,7 @@ class PipelinedEngine(Engine):
         self._inflight: deque[_Batch] = deque()  # handed to the writer, not yet reported
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._notify: Callable[[Callable[[], None]], object] | None = None
+        self._committed = threading.Condition()  # commit() waits on it for the writer
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="dynakv-commit", daemon=True)
         self._writer.start()
@@ -181,7 +184,8 @@ class PipelinedEngine(Engine):
             self._inflight.append(batch)
             self._queue.put(batch)
         for batch in list(self._inflight):
-            batch.committed.wait()
+            with self._committed:
+                self._committed.wait_for(lambda b=batch: b.committed)  # type: ignore[misc]
             if batch.error is not None:
                 raise InternalError(f"commit failed: {batch.error}")
         if self._notify is None:
@@ -220,19 +224,21 @@ class PipelinedEngine(Engine):
                 self.inner.commit()
             except BaseException as exc:
                 error = exc
-            for batch in batches:
-                batch.error = error
-                batch.committed.set()
+            with self._committed:
+                for batch in batches:
+                    batch.error = error
+                    batch.committed = True
+                self._committed.notify_all()
             notify = self._notify
             if notify is not None:
                 notify(self._report)
 
     def _report(self) -> None:
         """On the owner's thread: run the callbacks of every committed batch, in order."""
-        if self._inflight and self._inflight[0].committed.is_set():
+        if self._inflight and self._inflight[0].committed:
             # Reads of these writes now go to LMDB: they must see this commit.
             self.inner.release_reader()
-        while self._inflight and self._inflight[0].committed.is_set():
+        while self._inflight and self._inflight[0].committed:
             batch = self._inflight.popleft()
             for callback in batch.callbacks:
                 callback(batch.error)
