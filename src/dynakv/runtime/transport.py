@@ -44,7 +44,8 @@ class FrameConnection(asyncio.Protocol):
         self.hello_sent = False
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the start of a frame not yet whole
+        self._need = LENGTH  # bytes `_buffer` must hold before the next frame can be cut
         self._outbox: list[bytes] = []
         self._close_after_flush = False
 
@@ -54,30 +55,39 @@ class FrameConnection(asyncio.Protocol):
         self.handler.on_open(self)
 
     def data_received(self, data: bytes) -> None:
+        # Frames are cut straight out of `data` (one copy each); only a frame split across
+        # reads waits in `_buffer`, which is joined with the rest once the frame is whole,
+        # so a large frame arriving in many reads is copied a bounded number of times.
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return
+            data = bytes(buffer)
+            buffer.clear()
         offset = 0
-        end = len(buffer)
+        end = len(data)
         while end - offset >= LENGTH and not self.closed:
-            length = int.from_bytes(buffer[offset : offset + LENGTH], "big")
+            length = int.from_bytes(data[offset : offset + LENGTH], "big")
             if length > MAX_FRAME_BYTES:
                 self.handler.on_bad_length(self, length)
-                buffer.clear()
                 return
-            if end - offset - LENGTH < length:
-                break
             start = offset + LENGTH
-            payload = bytes(buffer[start : start + length])
+            if end - start < length:
+                self._need = LENGTH + length
+                break
             offset = start + length
             try:
-                self.handler.on_frame(self, payload)
+                self.handler.on_frame(self, data[start:offset])
             except Exception:
                 # A bug must cost one connection, never the node.
                 log.exception("frame_failed connection=%s", self.token)
                 self.abort()
                 return
-        if offset:
-            del buffer[:offset]
+        else:
+            self._need = LENGTH
+        if offset < end and not self.closed:
+            buffer += data[offset:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

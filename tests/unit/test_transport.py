@@ -1,0 +1,80 @@
+"""The framing of runtime.transport: frames cut from any split of the byte stream."""
+
+from __future__ import annotations
+
+import random
+
+from dynakv.messages import MAX_FRAME_BYTES, ClientGet, ClientPut, Message, decode
+from dynakv.runtime.transport import LENGTH, FrameConnection, frame
+
+
+class Recorder:
+    """A FrameHandler that keeps what the connection hands it."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.bad_lengths: list[int] = []
+
+    def on_frame(self, conn: FrameConnection, payload: bytes) -> None:
+        assert type(payload) is bytes
+        self.frames.append(payload)
+
+    def on_bad_length(self, conn: FrameConnection, length: int) -> None:
+        self.bad_lengths.append(length)
+
+    def on_open(self, conn: FrameConnection) -> None: ...
+    def on_close(self, conn: FrameConnection) -> None: ...
+    def mark_dirty(self, conn: FrameConnection) -> None: ...
+
+
+def _messages() -> list[Message]:
+    return [
+        ClientGet(1, "b", "k"),
+        ClientPut(2, "b", "k", b"v" * 1000, ""),
+        ClientPut(3, "b", "big", bytes(range(256)) * 2000, ""),  # 512 KB: many reads
+        ClientGet(4, "b", "x" * 100),
+    ]
+
+
+def _feed(chunks: list[bytes]) -> list[Message]:
+    recorder = Recorder()
+    conn = FrameConnection(recorder)
+    for chunk in chunks:
+        conn.data_received(chunk)
+    assert not recorder.bad_lengths
+    return [decode(payload) for payload in recorder.frames]
+
+
+def test_frames_survive_every_split_of_the_stream() -> None:
+    sent = _messages()
+    stream = b"".join(frame(m) for m in sent)
+    assert _feed([stream]) == sent  # all in one read
+    rng = random.Random(7)
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 40)))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        assert _feed(chunks) == sent
+    small = b"".join(frame(m) for m in sent[:2])
+    assert _feed([small[i : i + 1] for i in range(len(small))]) == sent[:2]  # byte by byte
+
+
+def test_a_large_frame_in_small_reads_waits_until_whole() -> None:
+    big = frame(_messages()[2])
+    recorder = Recorder()
+    conn = FrameConnection(recorder)
+    chunks = [big[i : i + 4096] for i in range(0, len(big), 4096)]
+    for chunk in chunks[:-1]:
+        conn.data_received(chunk)
+        # It knows the frame's size from the first read and only collects until then.
+        assert conn._need == len(big) and recorder.frames == []
+    conn.data_received(chunks[-1])
+    assert [decode(p) for p in recorder.frames] == [_messages()[2]]
+    assert not conn._buffer
+
+
+def test_a_length_over_the_limit_is_reported_not_buffered() -> None:
+    recorder = Recorder()
+    conn = FrameConnection(recorder)
+    conn.data_received((MAX_FRAME_BYTES + 1).to_bytes(LENGTH, "big") + b"x" * 10)
+    assert recorder.bad_lengths == [MAX_FRAME_BYTES + 1]
+    assert recorder.frames == []
