@@ -287,9 +287,7 @@ def test_rejoin_under_the_same_address_keeps_the_ring():
 
 def _key_with_primaries(cluster: SimCluster, wanted_first: str) -> str:
     return next(
-        f"key{i}"
-        for i in range(10_000)
-        if replicas_of(cluster, "b", f"key{i}")[0] == wanted_first
+        f"key{i}" for i in range(10_000) if replicas_of(cluster, "b", f"key{i}")[0] == wanted_first
     )
 
 
