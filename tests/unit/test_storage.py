@@ -711,3 +711,48 @@ def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> 
         assert list(reopened.scan(b"", b"")) == expected
     finally:
         reopened.close()
+
+
+def test_pipelined_count_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> None:
+    """/v1/status and RESP INFO count keys on the event loop: the count must take the
+    writes being committed and those not handed over yet into account without waiting."""
+    import queue as queue_module
+    import threading
+
+    inner = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
+    engine = PipelinedEngine(inner)
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)
+    for i in (1, 3, 4):
+        engine.put(digest(i), b"committed")
+    engine.commit()
+    release = threading.Event()
+    real_commit = inner.commit
+
+    def slow_commit() -> None:
+        release.wait(10)  # the disk is busy
+        real_commit()
+
+    inner.commit = slow_commit  # type: ignore[method-assign]
+    try:
+        engine.put(digest(1), b"new")  # present before and after
+        engine.delete(digest(3))  # present, then gone
+        engine.put(digest(5), b"new")  # absent, then present
+        engine.commit_async(lambda error: None)  # in flight, held by the slow disk
+        engine.put(digest(2), b"pending")  # not even handed over yet
+        engine.delete(digest(4))
+        engine.delete(digest(6))  # never there
+        engine.put(digest(7), b"pending")
+        engine.delete(digest(7))  # the newest write of a key counts
+        engine.put(digest(7), b"again")
+        started = time.monotonic()
+        assert engine.count() == 4  # 1, 2, 5, 7
+        assert time.monotonic() - started < 5  # did not wait for the held commit
+        assert len(engine._writes) == 4  # the turn's writes were not handed over either
+    finally:
+        release.set()
+        engine.commit()
+    try:
+        assert engine.count() == 4 == inner.count()
+    finally:
+        engine.close()

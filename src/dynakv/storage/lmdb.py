@@ -235,6 +235,15 @@ class LmdbEngine(Engine):
         with self._env.begin() as txn:
             return txn.stat(db)["entries"]
 
+    def count_committed(self, keys: list[bytes], table: Table = OBJECTS) -> tuple[int, set[bytes]]:
+        """In one read-only snapshot of what is committed (never the open write transaction):
+        the table's entry count, and which of `keys` it holds."""
+        self._check_open()
+        db = self._db(table)
+        with self._env.begin(db=db) as txn:
+            present = {key for key in keys if txn.get(key) is not None}
+            return txn.stat(db)["entries"], present
+
     def get_committed(self, key: bytes, table: Table = OBJECTS) -> bytes | None:
         """A read that never uses the open write transaction (safe while another thread
         writes). It reads in one read-only transaction kept open until `release_reader`,
