@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dynakv.bench import LocalNode, free_port
+from dynakv.processes import stop_processes
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\w+)(.*)$")
 FIELD = re.compile(r"(\w+)=(\S+)")
@@ -117,17 +118,8 @@ class Server:
             self.proc.wait(timeout=20)
 
     def stop(self) -> None:
-        if not self.running:
-            return
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGCONT)
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.running:
+            stop_processes([self.proc])
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (0.0 where unavailable)."""

@@ -49,6 +49,7 @@ from typing import Any
 from dynakv.client import AsyncClient
 from dynakv.errors import DynakvError
 from dynakv.messages import GetResult, Message, PutResult
+from dynakv.processes import stop_processes
 
 # --- key choice ---------------------------------------------------------------------------
 
@@ -896,18 +897,7 @@ class LocalCluster:
         return out
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGCONT)
-                node.proc.terminate()
-        for node in self.nodes:
-            if node.proc is None:
-                continue
-            try:
-                node.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
+        stop_processes(node.proc for node in self.nodes)
         if self._own_dir:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from dynakv import config as config_mod
 from dynakv.client import Client
 from dynakv.errors import DynakvError
+from dynakv.processes import stop_processes
 
 console = Console()
 DEFAULT_NODE = "127.0.0.1:7001"
@@ -150,15 +151,7 @@ def dev_cluster(
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
         console.print("all nodes stopped")
 
 
