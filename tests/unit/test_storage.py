@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -671,9 +672,12 @@ def test_pipelined_commit_interval_puts_the_batches_of_the_interval_in_one_commi
         engine.close()
 
 
-def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> None:
-    """Anti-entropy and the tombstone sweep scan every second: a scan must see the writes
-    still being committed without blocking the event loop until they are durable."""
+@contextlib.contextmanager
+def _disk_held(
+    tmp_path: Path, committed: list[int]
+) -> Iterator[tuple[PipelinedEngine, LmdbEngine]]:
+    """A bound PipelinedEngine holding `committed` digests (value b"old"), whose next
+    commits wait until the block ends (a busy disk); then everything is committed."""
     import queue as queue_module
     import threading
 
@@ -681,8 +685,8 @@ def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> 
     engine = PipelinedEngine(inner)
     posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
     engine.bind(posted.put)
-    engine.put(digest(1), b"old")
-    engine.put(digest(3), b"gone")
+    for i in committed:
+        engine.put(digest(i), b"old")
     engine.commit()
     release = threading.Event()
     real_commit = inner.commit
@@ -693,6 +697,16 @@ def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> 
 
     inner.commit = slow_commit  # type: ignore[method-assign]
     try:
+        yield engine, inner
+    finally:
+        release.set()
+        engine.commit()
+
+
+def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> None:
+    """Anti-entropy and the tombstone sweep scan every second: a scan must see the writes
+    still being committed without blocking the event loop until they are durable."""
+    with _disk_held(tmp_path, [1, 3]) as (engine, _):
         engine.put(digest(1), b"new")
         engine.delete(digest(3))
         engine.commit_async(lambda error: None)  # in flight, held by the slow disk
@@ -701,10 +715,7 @@ def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> 
         seen = list(engine.scan(b"", b""))
         assert time.monotonic() - started < 5  # did not wait for the held commit
         assert seen == sorted([(digest(1), b"new"), (digest(2), b"pending")])
-    finally:
-        release.set()
-        engine.commit()
-        engine.close()
+    engine.close()
     reopened = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
     try:
         expected = sorted([(digest(1), b"new"), (digest(2), b"pending")])
@@ -716,25 +727,7 @@ def test_pipelined_scan_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> 
 def test_pipelined_count_does_not_wait_for_a_commit_in_flight(tmp_path: Path) -> None:
     """/v1/status and RESP INFO count keys on the event loop: the count must take the
     writes being committed and those not handed over yet into account without waiting."""
-    import queue as queue_module
-    import threading
-
-    inner = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
-    engine = PipelinedEngine(inner)
-    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
-    engine.bind(posted.put)
-    for i in (1, 3, 4):
-        engine.put(digest(i), b"committed")
-    engine.commit()
-    release = threading.Event()
-    real_commit = inner.commit
-
-    def slow_commit() -> None:
-        release.wait(10)  # the disk is busy
-        real_commit()
-
-    inner.commit = slow_commit  # type: ignore[method-assign]
-    try:
+    with _disk_held(tmp_path, [1, 3, 4]) as (engine, inner):
         engine.put(digest(1), b"new")  # present before and after
         engine.delete(digest(3))  # present, then gone
         engine.put(digest(5), b"new")  # absent, then present
@@ -749,9 +742,6 @@ def test_pipelined_count_does_not_wait_for_a_commit_in_flight(tmp_path: Path) ->
         assert engine.count() == 4  # 1, 2, 5, 7
         assert time.monotonic() - started < 5  # did not wait for the held commit
         assert len(engine._writes) == 4  # the turn's writes were not handed over either
-    finally:
-        release.set()
-        engine.commit()
     try:
         assert engine.count() == 4 == inner.count()
     finally:
