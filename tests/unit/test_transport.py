@@ -63,18 +63,23 @@ def test_a_large_frame_in_small_reads_waits_until_whole() -> None:
     recorder = Recorder()
     conn = FrameConnection(recorder)
     chunks = [big[i : i + 4096] for i in range(0, len(big), 4096)]
+    fed = 0
     for chunk in chunks[:-1]:
         conn.data_received(chunk)
-        # It knows the frame's size from the first read and only collects until then.
-        assert conn._need == len(big) and recorder.frames == []
+        fed += len(chunk)
+        # Until the length says the frame is whole, reads are only collected.
+        assert len(conn._buffer) == fed and recorder.frames == []
     conn.data_received(chunks[-1])
     assert [decode(p) for p in recorder.frames] == [_messages()[2]]
     assert not conn._buffer
 
 
 def test_a_length_over_the_limit_is_reported_not_buffered() -> None:
-    recorder = Recorder()
-    conn = FrameConnection(recorder)
-    conn.data_received((MAX_FRAME_BYTES + 1).to_bytes(LENGTH, "big") + b"x" * 10)
-    assert recorder.bad_lengths == [MAX_FRAME_BYTES + 1]
-    assert recorder.frames == []
+    for split in (LENGTH + 10, 2):  # the header in one read, or split across two
+        recorder = Recorder()
+        conn = FrameConnection(recorder)
+        stream = (MAX_FRAME_BYTES + 1).to_bytes(LENGTH, "big") + b"x" * 10
+        conn.data_received(stream[:split])
+        conn.data_received(stream[split:])
+        assert recorder.bad_lengths == [MAX_FRAME_BYTES + 1]
+        assert recorder.frames == []

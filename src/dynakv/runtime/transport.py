@@ -45,7 +45,6 @@ class FrameConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._buffer = bytearray()  # the start of a frame not yet whole
-        self._need = LENGTH  # bytes `_buffer` must hold before the next frame can be cut
         self._outbox: list[bytes] = []
         self._close_after_flush = False
 
@@ -56,13 +55,16 @@ class FrameConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # Frames are cut straight out of `data` (one copy each); only a frame split across
-        # reads waits in `_buffer`, which is joined with the rest once the frame is whole,
-        # so a large frame arriving in many reads is copied a bounded number of times.
+        # reads waits in `_buffer`, joined with the rest once its length says it is whole,
+        # so a large frame arriving in many reads is not copied again for each of them.
         buffer = self._buffer
         if buffer:
             buffer += data
-            if len(buffer) < self._need:
+            if len(buffer) < LENGTH:
                 return
+            length = int.from_bytes(buffer[:LENGTH], "big")
+            if length <= MAX_FRAME_BYTES and len(buffer) < LENGTH + length:
+                return  # not whole yet
             data = bytes(buffer)
             buffer.clear()
         offset = 0
@@ -74,7 +76,6 @@ class FrameConnection(asyncio.Protocol):
                 return
             start = offset + LENGTH
             if end - start < length:
-                self._need = LENGTH + length
                 break
             offset = start + length
             try:
@@ -84,8 +85,6 @@ class FrameConnection(asyncio.Protocol):
                 log.exception("frame_failed connection=%s", self.token)
                 self.abort()
                 return
-        else:
-            self._need = LENGTH
         if offset < end and not self.closed:
             buffer += data[offset:]
 
