@@ -188,9 +188,10 @@ class PipelinedEngine(Engine):
             self._writes, self._meta = {}, {}
             self._inflight.append(batch)
             self._queue.put(batch)
-        for batch in list(self._inflight):
-            with self._committed:
-                self._committed.wait_for(lambda b=batch: b.committed)  # type: ignore[misc]
+        batches = list(self._inflight)
+        with self._committed:
+            self._committed.wait_for(lambda: all(batch.committed for batch in batches))
+        for batch in batches:
             if batch.error is not None:
                 raise InternalError(f"commit failed: {batch.error}")
         if self._notify is None:
