@@ -1187,10 +1187,11 @@ class Node:
         asked, reserve = order[:fanout], order[fanout:]
         lww = props.policy == "lww"
         local: Clock | None = None
+        local_state: bytes | None = None
         local_failed = False
         if asked and asked[0] == self.name:
             try:
-                local = self.store.get(msg.bucket, msg.key)
+                local, local_state = self.store.get_encoded(msg.bucket, msg.key)
             except DynakvError as exc:
                 self._log_local_failure(msg.bucket, msg.key, exc)
                 local_failed = True
@@ -1225,7 +1226,7 @@ class Node:
                 quorum.fail(node)
                 effects.extend(self._ask_reserve(rid, pending, 1))
             else:
-                quorum.add(node, local)
+                quorum.add(node, local, local_state)
         if len(asked) < r:
             quorum.replicas.extend(node for node in replicas if node in self.down)
             for node in replicas:
@@ -1423,11 +1424,14 @@ class Node:
         if msg.state is None:
             get.quorum.add(source, None)
         else:
-            try:
-                get.quorum.add(source, versions.decode(msg.state))
-            except InvalidRequest:
-                get.quorum.fail(source)
-                return self._ask_reserve(msg.rid, get, 1) + self._progress_get(msg.rid, get)
+            state = get.quorum.known(msg.state)
+            if state is None:
+                try:
+                    state = versions.decode(msg.state)
+                except InvalidRequest:
+                    get.quorum.fail(source)
+                    return self._ask_reserve(msg.rid, get, 1) + self._progress_get(msg.rid, get)
+            get.quorum.add(source, state, msg.state)
         return self._progress_get(msg.rid, get)
 
     def _replica_put(self, now: float, source: str, msg: Message) -> list[Effect]:

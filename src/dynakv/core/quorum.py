@@ -28,11 +28,26 @@ class GetQuorum:
     # merged() of the replies so far, or _UNMERGED: answer, staleness and read repair
     # each ask for it, and a merge of siblings is the costly part of a read.
     _merged: object = field(default=_UNMERGED, repr=False, compare=False)
+    # (encoding, state) of the answers that came with their encoding: replicas in step send
+    # the same bytes, and an answer found here needs neither decoding nor merging. A list,
+    # not a dict: comparing a few kilobytes costs less than hashing them.
+    _encoded: list[tuple[bytes, Clock]] = field(default_factory=list, repr=False, compare=False)
 
-    def add(self, node: str, state: Clock | None) -> None:
+    def add(self, node: str, state: Clock | None, encoded: bytes | None = None) -> None:
+        """Record `node`'s answer; `encoded` is the state's encoding, when the caller has it."""
         if node in self.replicas and node not in self.failed:
             self.replies[node] = state
             self._merged = _UNMERGED
+            if encoded is not None and state is not None:
+                self._encoded.append((encoded, state))
+
+    def known(self, encoded: bytes) -> Clock | None:
+        """The state of an answer already in whose encoding is `encoded`, if any: the same
+        object, so merging it with itself costs nothing."""
+        for seen, state in self._encoded:
+            if seen == encoded:
+                return state
+        return None
 
     def fail(self, node: str) -> None:
         if node in self.replicas and node not in self.replies:
@@ -64,7 +79,10 @@ class GetQuorum:
         if not states:
             merged = None
         else:
-            merged = states[0] if len(states) == 1 else versions.sync_all(states)
+            first = states[0]
+            # The same object from every replica in step (see known()): nothing to merge.
+            same = all(s is first for s in states)
+            merged = first if same else versions.sync_all(states)
             if self.lww:
                 merged = versions.lww(merged)
         self._merged = merged

@@ -117,16 +117,29 @@ class ReplicaStore:
     def get(self, bucket: str, key: str, strict: bool = False) -> Clock | None:
         return self.read(bucket, key, strict)[0]
 
+    def get_encoded(self, bucket: str, key: str) -> tuple[Clock | None, bytes | None]:
+        """The key's clock and its encoding as stored ((None, None) if absent or corrupt): a
+        coordinator compares the encoding with the replicas' answers to skip decoding them."""
+        clock, record = self._decoded(bucket, key, False)
+        return clock, None if record is None else record.state
+
     def read(self, bucket: str, key: str, strict: bool = False) -> tuple[Clock | None, Minted]:
         """The key's clock (None if absent or corrupt) and this node's last mint for it."""
-        record = self._record(bucket, key, strict)
+        clock, record = self._decoded(bucket, key, strict)
         if record is None:
             return None, NOT_MINTED
-        try:
-            clock = versions.decode(record.state)
-        except InvalidRequest:
-            return self._corrupt(bucket, key, "undecodable clock", strict), NOT_MINTED
         return clock, (record.minted_actor, record.minted_counter)
+
+    def _decoded(self, bucket: str, key: str, strict: bool) -> tuple[Clock | None, Record | None]:
+        """The key's clock and its record, (None, None) if absent or corrupt."""
+        record = self._record(bucket, key, strict)
+        if record is None:
+            return None, None
+        try:
+            return versions.decode(record.state), record
+        except InvalidRequest:
+            self._corrupt(bucket, key, "undecodable clock", strict)
+            return None, None
 
     def _corrupt(self, bucket: str, key: str, why: str, strict: bool) -> None:
         self.corrupt_total += 1
