@@ -108,6 +108,26 @@ def test_with_a_commit_delay_a_crash_before_the_commit_loses_the_write_and_its_a
     assert cluster.engines["n1"].get(key_digest("b", "k")) is None
 
 
+def test_with_a_commit_delay_a_puts_result_waits_for_its_own_write_not_the_acks_turn():
+    """A put's result (Send.mark) leaves once the coordinator's own write is committed and W-1
+    replicas acknowledged theirs; the later writes of the turn the last ack came in are not
+    its concern. Here the replica's ack comes after the coordinator's commit landed, so the
+    result leaves with it, one commit delay sooner than that turn's commit would allow."""
+    delay = 0.05
+    cluster = SimCluster(NAMES[:3], seed=1)
+    assert cluster.run_until(cluster.members_agree)
+    key = next(
+        k for k in (f"k{i}" for i in range(100))
+        if cluster.nodes["n1"]._placement("b", k).primaries[0] == "n1"
+    )  # fmt: skip
+    cluster.reseed(1, SimOptions(commit_delay=delay))
+    started = cluster.now
+    cluster.request("n1", "#c", ClientPut(5, "b", key, b"v", w=2))
+    assert cluster.run_until(lambda: any(isinstance(m, PutResult) for m in cluster.inbox["#c"]))
+    # the coordinator's commit lands at `delay`, the replica's ack a little after it
+    assert delay < cluster.now - started < 1.5 * delay
+
+
 @pytest.mark.parametrize("reuse_dots", [False, True])
 def test_a_read_may_show_a_write_that_a_crash_then_loses_without_harm(reuse_dots):
     """Read answers leave before the commit (messages.UNGATED), so a client can see a write

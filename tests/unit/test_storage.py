@@ -672,6 +672,58 @@ def test_pipelined_commit_interval_puts_the_batches_of_the_interval_in_one_commi
         engine.close()
 
 
+def test_pipelined_marks_wait_for_their_own_batch_only(tmp_path: Path) -> None:
+    """A put's result waits for the batch holding its write (Engine.mark), not for batches
+    handed over after it: with a later commit held by a busy disk, an earlier mark is
+    durable at once, the later one only when its commit lands, and a mark still in the open
+    batch hands that batch over."""
+    import queue as queue_module
+    import threading
+
+    inner = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
+    engine = PipelinedEngine(inner)
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)
+    done: list[str] = []
+    release = threading.Event()
+    real_commit = inner.commit
+    try:
+        assert engine.mark() == 0  # nothing written yet
+        engine.put(digest(1), b"one")
+        first = engine.mark()
+        assert not engine.durable(first)
+        engine.commit_async(lambda error: done.append("turn 1"))
+        while not done:
+            posted.get(timeout=10)()
+        assert engine.durable(first)
+
+        def slow_commit() -> None:
+            release.wait(10)  # the disk is busy
+            real_commit()
+
+        inner.commit = slow_commit  # type: ignore[method-assign]
+        engine.put(digest(2), b"two")
+        second = engine.mark()
+        assert second > first
+        engine.commit_async(lambda error: done.append("turn 2"))  # held by the disk
+        engine.when_durable(first, lambda error: done.append("first"))
+        engine.when_durable(second, lambda error: done.append("second"))
+        assert done == ["turn 1", "first"]  # the earlier mark did not wait for turn 2
+        engine.put(digest(3), b"three")
+        third = engine.mark()
+        engine.when_durable(third, lambda error: done.append("third"))  # hands it over
+        assert engine.pending() == 2 and not engine._writes
+        release.set()
+        while len(done) < 5:
+            posted.get(timeout=10)()
+        assert done == ["turn 1", "first", "turn 2", "second", "third"]
+        assert all(engine.durable(m) for m in (first, second, third))
+        assert inner.get_committed(digest(3)) == b"three"
+    finally:
+        release.set()
+        engine.close()
+
+
 @contextlib.contextmanager
 def _disk_held(
     tmp_path: Path, committed: list[int]

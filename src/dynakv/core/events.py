@@ -60,6 +60,10 @@ Event = Start | Received | TimerFired | PeerUp | PeerDown | LoadReport
 class Send:
     to: str
     message: Message
+    # -1: a reply that is not UNGATED leaves once every write of the turn that sent it is
+    # durable. Otherwise an Engine.mark(): it leaves once the writes up to it are (a put's
+    # result acknowledges its own write, not those of the turn its last ack came in).
+    mark: int = -1
 
 
 @dataclass(frozen=True, slots=True)

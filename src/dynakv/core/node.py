@@ -120,6 +120,7 @@ class PendingPut:
     state: bytes
     hints: dict[str, str]  # fallback -> primary it stands in for
     spare: list[str]
+    mark: int  # Engine.mark() after the local write: the result waits for nothing later
     replied: bool = False
 
 
@@ -1376,6 +1377,7 @@ class Node:
             state,
             dict(placement.hints),
             placement.spare,
+            self.engine.mark(),
         )
         self.puts[rid] = pending
         effects.extend(self._progress_put(rid, pending))
@@ -1399,7 +1401,8 @@ class Node:
         if not put.replied and quorum.enough():
             put.replied = True
             if quorum.succeeded():
-                effects.append(Send(put.source, PutResult(put.client_rid, put.context)))
+                result = PutResult(put.client_rid, put.context)
+                effects.append(Send(put.source, result, put.mark))
             else:
                 effects.append(Send(put.source, _error(put.client_rid, quorum.error())))
         if quorum.complete():

@@ -14,6 +14,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ class Server:
         self.started = time.time()
         self._effects_pending: list[Send] = []  # wait for this turn's commit
         self._ready: list[Send] = []  # leave at the end of this turn (messages.UNGATED)
+        self._marked: list[Send] = []  # wait for the writes up to their mark (Send.mark)
         self._dirty: set[FrameConnection] = set()
         self._flush_scheduled = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -197,6 +199,8 @@ class Server:
             # of this turn without waiting for its commit, so a put's local fsync and its
             # replicas' fsyncs overlap, and reads never wait behind a disk sync.
             self._ready.append(send)
+        elif send.mark >= 0:
+            self._marked.append(send)
         else:
             self._effects_pending.append(send)
         if not self._flush_scheduled:
@@ -219,6 +223,17 @@ class Server:
             self._deliver(send)
         self._flush_connections()
         self.engine.commit_async(lambda error: self._release(pending, error))
+        if self._marked:
+            # A put's result waits only for the batch that holds its write (often durable
+            # by the time its replica's ack came in), not for this turn's.
+            marked, self._marked = self._marked, []
+            engine = self.engine
+            for send in marked:
+                if engine.durable(send.mark):
+                    self._deliver(send)
+                else:
+                    engine.when_durable(send.mark, partial(self._release, [send]))
+            self._flush_connections()
 
     def _release(self, pending: list[Send], error: BaseException | None) -> None:
         if error is None:

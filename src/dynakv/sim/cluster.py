@@ -11,7 +11,8 @@ after each handled event, before any of its effects leave, so a crash
 pipelined commit (runtime.server since d365f8d): requests to peers and read answers
 (`messages.UNGATED`) leave at once, every other send (acknowledgements, write replies) waits
 for a commit that lands `commit_delay` later and covers every write made until then; a
-crash before it loses those writes and the held sends.
+crash before it loses those writes and the held sends. A send with a mark (`Send.mark`: a
+put's result) leaves at once if the writes up to its mark are committed already.
 
 Failure detection: when a node stops, every up node gets `PeerDown` for it (its connections
 broke), and a message sent to a stopped node answers its sender with `PeerDown`; a restarted
@@ -107,6 +108,7 @@ class SimCluster:
         self.node_rngs: dict[str, random.Random] = {}  # the Random each node was given
         self._held: dict[str, list[Send]] = {}  # sends waiting for the node's next commit
         self._commit_token: dict[str, int] = {}  # a scheduled commit counts if it matches
+        self._committing: set[str] = set()  # nodes with a commit scheduled
         self.wipes = 0
         self.delivered = 0
         for name in names:
@@ -158,6 +160,7 @@ class SimCluster:
         self.up.discard(name)
         self.engines[name].crash()
         self._held.pop(name, None)
+        self._committing.discard(name)
         self._commit_token[name] = self._commit_token.get(name, 0) + 1
         self.timers = {k: v for k, v in self.timers.items() if k[0] != name}
         self.note(f"crash {name}")
@@ -286,6 +289,8 @@ class SimCluster:
             if isinstance(effect, Send):
                 if not pipelined or type(effect.message) in UNGATED:
                     self._send(name, effect)
+                elif effect.mark >= 0 and self.engines[name].durable(effect.mark):
+                    self._send(name, effect)  # its writes are durable already
                 else:
                     self._hold(name, effect)
             elif isinstance(effect, SetTimer):
@@ -299,18 +304,26 @@ class SimCluster:
                     self.note(f"log {name} {effect.level} {effect.event} {fields}")
             elif isinstance(effect, Stop):
                 self.up.discard(name)  # the node left the cluster and shut itself down
+        if pipelined and name in self.up:
+            self._schedule_commit(name)
 
     def _hold(self, name: str, send: Send) -> None:
-        """Keep a send until the node's next commit (scheduled if none is)."""
-        held = self._held.setdefault(name, [])
-        if not held:
-            token = self._commit_token.setdefault(name, 0)
-            self.call_at(self.now + self.options.commit_delay, lambda: self._commit(name, token))
-        held.append(send)
+        """Keep a send until the node's next commit."""
+        self._held.setdefault(name, []).append(send)
+
+    def _schedule_commit(self, name: str) -> None:
+        """As the runtime hands each turn's writes to its writer: if the node has writes or
+        held sends and no commit under way, one lands `commit_delay` from now."""
+        if name in self._committing or not (self._held.get(name) or self.engines[name].pending()):
+            return
+        self._committing.add(name)
+        token = self._commit_token.setdefault(name, 0)
+        self.call_at(self.now + self.options.commit_delay, lambda: self._commit(name, token))
 
     def _commit(self, name: str, token: int) -> None:
         if name not in self.up or self._commit_token.get(name) != token:
             return  # the node crashed first: its writes and held sends are gone
+        self._committing.discard(name)
         self.engines[name].commit()
         for send in self._held.pop(name, []):
             self._send(name, send)

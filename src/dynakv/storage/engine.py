@@ -150,6 +150,21 @@ class Engine(abc.ABC):
             return
         done(None)
 
+    def mark(self) -> int:
+        """A position after every write made so far, for `durable` and `when_durable`: a
+        reply that acknowledges only earlier writes need not wait for later ones."""
+        return 0
+
+    def durable(self, mark: int) -> bool:
+        """Whether every write up to `mark` is durable. Engines that commit synchronously
+        say no: what waits for a mark leaves after the next commit, like everything else."""
+        return False
+
+    def when_durable(self, mark: int, done: Callable[[BaseException | None], None]) -> None:
+        """Call `done(error)` once every write up to `mark` is durable (by default, after
+        committing everything written so far)."""
+        self.commit_async(done)
+
     @abc.abstractmethod
     def pending(self) -> int:
         """Number of writes (put, delete, meta_put) buffered since the last commit."""

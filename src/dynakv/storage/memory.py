@@ -71,6 +71,8 @@ class MemoryEngine(Engine):
         self._meta: dict[bytes, bytes] = {}
         self._meta_undo: dict[bytes, bytes | None] = {}
         self._pending = 0
+        self._written = 0  # writes ever made: mark()
+        self._durable = 0  # of those, committed
         self._closed = False
         self.scan_batch = SCAN_BATCH
 
@@ -97,11 +99,13 @@ class MemoryEngine(Engine):
         self._check_open()
         self._table(table).write(check_key(key), check_value(value))
         self._pending += 1
+        self._written += 1
 
     def delete(self, key: bytes, table: Table = OBJECTS) -> None:
         self._check_open()
         self._table(table).write(check_key(key), None)
         self._pending += 1
+        self._written += 1
 
     def scan(
         self, start: bytes, end: bytes, table: Table = OBJECTS
@@ -142,6 +146,7 @@ class MemoryEngine(Engine):
             self._meta_undo[raw] = self._meta.get(raw, _ABSENT)
         self._meta[raw] = value
         self._pending += 1
+        self._written += 1
 
     def commit(self) -> None:
         self._check_open()
@@ -149,12 +154,20 @@ class MemoryEngine(Engine):
             table.undo.clear()
         self._meta_undo.clear()
         self._pending = 0
+        self._durable = self._written
 
     def pending(self) -> int:
         return self._pending
 
+    def mark(self) -> int:
+        return self._written
+
+    def durable(self, mark: int) -> bool:
+        return mark <= self._durable
+
     def crash(self) -> None:
-        """Discard every write not yet committed, as a process crash would."""
+        """Discard every write not yet committed, as a process crash would. (Marks of the lost
+        writes die with the node that took them: a restarted node is a new Node.)"""
         for table in self._tables.values():
             table.rollback()
         for raw, value in self._meta_undo.items():

@@ -48,6 +48,7 @@ class _Batch:
     # failed; not a threading.Event each: one per loop turn cost more than the rest here.
     committed: bool = False
     error: BaseException | None = None
+    seq: int = 0  # 1, 2, ... in the order batches are handed over: what mark() names
 
 
 class PipelinedEngine(Engine):
@@ -65,6 +66,8 @@ class PipelinedEngine(Engine):
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._notify: Callable[[Callable[[], None]], object] | None = None
         self._committed = threading.Condition()  # commit() waits on it for the writer
+        self._handed = 0  # seq of the last batch handed to the writer
+        self._reported = 0  # seq of the last batch reported durable (its callbacks run)
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="dynakv-commit", daemon=True)
         self._writer.start()
@@ -175,19 +178,38 @@ class PipelinedEngine(Engine):
             else:
                 done(None)
             return
-        batch = _Batch(self._writes, self._meta, [done])
+        self._hand_over([done])
+
+    def _hand_over(self, callbacks: list[Done]) -> None:
+        self._handed += 1
+        batch = _Batch(self._writes, self._meta, callbacks, seq=self._handed)
         self._writes, self._meta = {}, {}
         self._inflight.append(batch)
         self._queue.put(batch)
+
+    def mark(self) -> int:
+        # The batch that holds the latest write: the open one (handed over as the next) or,
+        # if that is empty, the last one handed over.
+        return self._handed + 1 if self._writes or self._meta else self._handed
+
+    def durable(self, mark: int) -> bool:
+        return mark <= self._reported
+
+    def when_durable(self, mark: int, done: Done) -> None:
+        self._check_open()
+        if mark <= self._reported:
+            done(None)
+        elif mark > self._handed:
+            self.commit_async(done)  # still in the open batch: hand it over now
+        else:
+            # Reported in order, so once that batch is, every one before it is too.
+            next(batch for batch in self._inflight if batch.seq >= mark).callbacks.append(done)
 
     def commit(self) -> None:
         """Hand over pending writes and wait until everything handed over is durable."""
         self._check_open()
         if self._writes or self._meta:
-            batch = _Batch(self._writes, self._meta)
-            self._writes, self._meta = {}, {}
-            self._inflight.append(batch)
-            self._queue.put(batch)
+            self._hand_over([])
         batches = list(self._inflight)
         with self._committed:
             self._committed.wait_for(lambda: all(batch.committed for batch in batches))
@@ -246,6 +268,7 @@ class PipelinedEngine(Engine):
             self.inner.release_reader()
         while self._inflight and self._inflight[0].committed:
             batch = self._inflight.popleft()
+            self._reported = batch.seq
             for callback in batch.callbacks:
                 callback(batch.error)
 
@@ -270,5 +293,6 @@ class PipelinedEngine(Engine):
         self.inner.release_reader()
         while self._inflight:
             batch = self._inflight.popleft()
+            self._reported = batch.seq
             for callback in batch.callbacks:
                 callback(batch.error)
