@@ -724,6 +724,53 @@ def test_pipelined_marks_wait_for_their_own_batch_only(tmp_path: Path) -> None:
         engine.close()
 
 
+def test_pipelined_marks_of_a_failed_commit_never_count_as_durable(tmp_path: Path) -> None:
+    """A commit that fails stops the node; until it has stopped, a put whose write was in
+    that batch (or a later one) must not be answered as durable, even once a later commit
+    succeeds."""
+    import queue as queue_module
+
+    inner = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)
+    engine = PipelinedEngine(inner)
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)
+    real_commit = inner.commit
+    errors: list[BaseException | None] = []
+    try:
+        engine.put(digest(1), b"one")
+        first = engine.mark()
+        engine.commit_async(errors.append)
+        while not errors:
+            posted.get(timeout=10)()
+
+        def failing_commit() -> None:
+            inner.commit = real_commit  # type: ignore[method-assign]  # only this one fails
+            raise OSError("disk gone")
+
+        inner.commit = failing_commit  # type: ignore[method-assign]
+        engine.put(digest(2), b"two")
+        lost = engine.mark()
+        engine.commit_async(errors.append)
+        while len(errors) < 2:
+            posted.get(timeout=10)()
+        assert isinstance(errors[1], OSError)
+        engine.put(digest(3), b"three")
+        later = engine.mark()
+        engine.commit_async(errors.append)  # this commit succeeds
+        while len(errors) < 3:
+            posted.get(timeout=10)()
+        assert errors[2] is None
+        assert engine.durable(first)
+        assert not engine.durable(lost) and not engine.durable(later)
+        answers: list[BaseException | None] = []
+        engine.when_durable(first, answers.append)
+        engine.when_durable(lost, answers.append)
+        assert answers[0] is None and isinstance(answers[1], OSError)
+    finally:
+        inner.commit = real_commit  # type: ignore[method-assign]
+        engine.close()
+
+
 @contextlib.contextmanager
 def _disk_held(
     tmp_path: Path, committed: list[int]

@@ -67,7 +67,10 @@ class PipelinedEngine(Engine):
         self._notify: Callable[[Callable[[], None]], object] | None = None
         self._committed = threading.Condition()  # commit() waits on it for the writer
         self._handed = 0  # seq of the last batch handed to the writer
-        self._reported = 0  # seq of the last batch reported durable (its callbacks run)
+        self._reported = 0  # seq of the last batch reported (its callbacks run)
+        # The first failed commit: it and every batch after it never count as durable (the
+        # node stops, but a reply must not claim a lost write meanwhile).
+        self._lost: tuple[int, BaseException] | None = None
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="dynakv-commit", daemon=True)
         self._writer.start()
@@ -193,11 +196,13 @@ class PipelinedEngine(Engine):
         return self._handed + 1 if self._writes or self._meta else self._handed
 
     def durable(self, mark: int) -> bool:
-        return mark <= self._reported
+        return mark <= self._reported and (self._lost is None or mark < self._lost[0])
 
     def when_durable(self, mark: int, done: Done) -> None:
         self._check_open()
-        if mark <= self._reported:
+        if self._lost is not None and mark >= self._lost[0]:
+            done(self._lost[1])
+        elif mark <= self._reported:
             done(None)
         elif mark > self._handed:
             self.commit_async(done)  # still in the open batch: hand it over now
@@ -269,6 +274,8 @@ class PipelinedEngine(Engine):
         while self._inflight and self._inflight[0].committed:
             batch = self._inflight.popleft()
             self._reported = batch.seq
+            if batch.error is not None and self._lost is None:
+                self._lost = (batch.seq, batch.error)
             for callback in batch.callbacks:
                 callback(batch.error)
 
@@ -294,5 +301,7 @@ class PipelinedEngine(Engine):
         while self._inflight:
             batch = self._inflight.popleft()
             self._reported = batch.seq
+            if batch.error is not None and self._lost is None:
+                self._lost = (batch.seq, batch.error)
             for callback in batch.callbacks:
                 callback(batch.error)
