@@ -156,8 +156,8 @@ class Engine(abc.ABC):
         return 0
 
     def durable(self, mark: int) -> bool:
-        """Whether every write up to `mark` is durable. Engines that commit synchronously
-        say no: what waits for a mark leaves after the next commit, like everything else."""
+        """Whether every write up to `mark` is durable. By default no: what waits for a mark
+        then leaves after the next commit (`when_durable`), like every other reply."""
         return False
 
     def when_durable(self, mark: int, done: Callable[[BaseException | None], None]) -> None:

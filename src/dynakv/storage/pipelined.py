@@ -272,12 +272,14 @@ class PipelinedEngine(Engine):
             # Reads of these writes now go to LMDB: they must see this commit.
             self.inner.release_reader()
         while self._inflight and self._inflight[0].committed:
-            batch = self._inflight.popleft()
-            self._reported = batch.seq
-            if batch.error is not None and self._lost is None:
-                self._lost = (batch.seq, batch.error)
-            for callback in batch.callbacks:
-                callback(batch.error)
+            self._finish(self._inflight.popleft())
+
+    def _finish(self, batch: _Batch) -> None:
+        self._reported = batch.seq
+        if batch.error is not None and self._lost is None:
+            self._lost = (batch.seq, batch.error)
+        for callback in batch.callbacks:
+            callback(batch.error)
 
     # --- life ------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -299,9 +301,4 @@ class PipelinedEngine(Engine):
     def _report_all(self) -> None:
         self.inner.release_reader()
         while self._inflight:
-            batch = self._inflight.popleft()
-            self._reported = batch.seq
-            if batch.error is not None and self._lost is None:
-                self._lost = (batch.seq, batch.error)
-            for callback in batch.callbacks:
-                callback(batch.error)
+            self._finish(self._inflight.popleft())
