@@ -8,6 +8,7 @@ waiters woken. This is the only place, with http.py, that does I/O for a node.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import random
@@ -54,6 +55,13 @@ from dynakv.storage.pipelined import PipelinedEngine
 
 log = logging.getLogger("dynakv")
 RECONNECT_BACKOFF = 0.5
+# The cyclic collector's young-generation threshold (CPython's default is 700). Under RESP
+# load the objects of the requests in flight (slots, reply callbacks, pending requests) went
+# past 700 dozens of times a second, so young collections kept promoting them, and every few
+# seconds a full collection walked the whole heap: 40-70 ms with the loop stopped, once or
+# twice per 5 s on the coordinator (benchmarks/README.md, "Garbage collector pauses"). The
+# node makes almost no cyclic garbage; at 10,000 young collections are rare and take ~3 ms.
+GC_YOUNG_THRESHOLD = 10_000
 LOAD_REPORT_INTERVAL = 1.0
 
 
@@ -488,4 +496,6 @@ def run(config: NodeConfig, join: str | None = None) -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
     uvloop.run(serve(config, join))
