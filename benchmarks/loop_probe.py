@@ -7,7 +7,8 @@ Every 5 s the node prints one line to stderr:
   hand-over to the moment their replies could go out (p50 / p99 / p99.9 / max);
 - lag: how late a 5 ms timer fired (p99 / max): the loop was busy with something else;
 - slow: every event `Node.handle` took more than 3 ms over, by kind (count, max);
-- gc: the cyclic collector's pauses (count, longest, and how many were full collections);
+- gc: the cyclic collector's runs (count, how many were full collections, the longest pause,
+  the cyclic garbage they found) and the young generation's allocation count now;
 - puts (p50 / p90 / p99, when there were any): on a coordinator, from the client's put
   reaching the node to its result being made (W replicas answered), and from made to sent
   (the coordinator's own batch durable); on a replica, from a `ReplicaPut` arriving to its
@@ -30,7 +31,7 @@ import dynakv.core.node as node_module
 import dynakv.runtime.server as server_module
 import dynakv.storage.pipelined as pipelined_module
 from dynakv.cli import main
-from dynakv.messages import ClientPut, PutResult, ReplicaPut, ReplicaPutReply
+from dynakv.messages import ClientPut, ErrorReply, PutResult, ReplicaPut, ReplicaPutReply
 
 SLOW = 0.003  # seconds: handler runs above this are listed
 TICK = 0.005  # seconds: the lag timer's period
@@ -132,6 +133,9 @@ def deliver(self: Any, send: Any) -> None:
             now = time.perf_counter()
             to_made.append(made - started)
             made_to_sent.append(now - made)
+    elif kind is ErrorReply:  # a failed put: forget it
+        put_started.pop((send.to, send.message.rid), None)
+        put_made.pop((send.to, send.message.rid), None)
     elif kind is ReplicaPutReply:
         started = replica_started.pop((send.to, send.message.rid), None)
         if started is not None:
@@ -176,7 +180,7 @@ async def start(self: Any) -> None:
             f"{_spread('replica put to ack', replica_to_ack)}"
             f" | gc n={len(gc_pauses)} full={sum(g == 2 for g, _ in gc_pauses)}"
             f" max {max((t for _, t in gc_pauses), default=0.0) * 1e3:.1f} ms"
-            f" collected {gc_collected[0]} tracked now {sum(gc.get_count())}",
+            f" collected {gc_collected[0]} young count {gc.get_count()[0]}",
             file=sys.stderr,
             flush=True,
         )
@@ -195,8 +199,8 @@ if __name__ == "__main__":
     node_module.Node.handle = handle  # type: ignore[method-assign]
     server_module.Server.start = start  # type: ignore[method-assign]
     server_module.Server.dispatch = dispatch  # type: ignore[method-assign]
-    gc.callbacks.append(on_gc)
     server_module.Server._hold = hold  # type: ignore[method-assign]
     server_module.Server._deliver = deliver  # type: ignore[method-assign]
+    gc.callbacks.append(on_gc)
     sys.argv = ["dynakv", *sys.argv[1:]]
     main()
