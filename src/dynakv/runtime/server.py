@@ -58,7 +58,7 @@ RECONNECT_BACKOFF = 0.5
 # The cyclic collector's young-generation threshold (CPython's default is 700). Under RESP
 # load the objects of the requests in flight (slots, reply callbacks, pending requests) went
 # past 700 dozens of times a second, so young collections kept promoting them, and every few
-# seconds a full collection walked the whole heap: 40-70 ms with the loop stopped, once or
+# seconds a full collection walked the whole heap: 35-70 ms with the loop stopped, once or
 # twice per 5 s on the coordinator (benchmarks/README.md, "Garbage collector pauses"). The
 # node makes almost no cyclic garbage; at 10,000 young collections are rare and take ~3 ms.
 GC_YOUNG_THRESHOLD = 10_000
