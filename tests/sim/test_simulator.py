@@ -11,7 +11,7 @@ import pytest
 
 from dynakv.core.bugs import InjectedBugs
 from dynakv.core.events import Received
-from dynakv.messages import ClientGet, ClientPut, GetResult, PutResult
+from dynakv.messages import ClientGet, ClientPut, GetResult, PutResult, ReplicaPutReply
 from dynakv.ring import key_digest
 from dynakv.sim.cluster import REFUSED, UNGATED, SimCluster
 from dynakv.sim.network import Network, partition_links
@@ -106,6 +106,22 @@ def test_with_a_commit_delay_a_crash_before_the_commit_loses_the_write_and_its_a
     cluster.run_for(1.0)
     assert not any(isinstance(m, PutResult) for m in cluster.inbox["#c"])
     assert cluster.engines["n1"].get(key_digest("b", "k")) is None
+
+
+def test_a_send_held_for_the_commit_counts_as_in_flight_until_it_leaves():
+    """The final check waits for quiet by asking what is in flight; a send the core made
+    but the pipelined commit still holds is in flight too (it will arrive). A replica's ack
+    is held for its commit: it counts from the moment the replica handled the put."""
+    delay = 0.05
+    cluster = SimCluster(NAMES[:3], seed=1)
+    assert cluster.run_until(cluster.members_agree)
+    cluster.reseed(1, SimOptions(commit_delay=delay))
+    started = cluster.now
+    cluster.request("n1", "#c", ClientPut(5, "b", "k", b"v", hops=1))
+    assert cluster.run_until(lambda: cluster.in_flight(ReplicaPutReply) > 0, limit=1.0)
+    assert cluster.now - started < delay  # held, not yet released by a commit
+    assert cluster.run_until(lambda: cluster.in_flight(ReplicaPutReply) == 0, limit=1.0)
+    assert cluster.now - started > delay  # it left with the commit and arrived
 
 
 def test_with_a_commit_delay_a_puts_result_waits_for_its_own_write_not_the_acks_turn():

@@ -226,12 +226,21 @@ class SimCluster:
         self._transmit(client, node, message)
 
     def in_flight(self, *types: type) -> int:
-        """Messages of the given types sent and not yet delivered."""
-        return sum(
+        """Messages of the given types sent and not yet delivered: on the network, or held by
+        an up node until its next commit (the core sent them; the pipelined commit has not
+        released them yet)."""
+        on_network = sum(
             1
             for _, _, target, event in self._queue
             if target and type(event) is Received and isinstance(event.message, types)
         )
+        held = sum(
+            1
+            for name in sorted(self._held)
+            for send in self._held[name]
+            if name in self.up and isinstance(send.message, types)
+        )
+        return on_network + held
 
     def run_until(self, predicate: Callable[[], bool], limit: float = 60.0) -> bool:
         deadline = self.now + limit
