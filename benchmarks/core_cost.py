@@ -82,7 +82,7 @@ def run(nkeys: int, ops: int, thrash_mb: int) -> None:
     rids = itertools.count(1)
     value = b"x" * 1024
     keys = [f"user{i}" for i in range(nkeys)]
-    coordinator = {k: any_node._placement("bench", k).primaries[0] for k in keys}
+    coordinator = {k: any_node.placement("bench", k).primaries[0] for k in keys}
     contexts = {k: "" for k in keys}
     now = cluster.now + 1.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from dynakv.core.membership import MemberRecord, Membership
+from dynakv.errors import DynakvError, Unavailable
 
 MAX_FRAME_BYTES = 64 << 20
 
@@ -66,6 +67,13 @@ class ErrorReply(Message, tag="error"):
     message: str
     needed: int = 0
     got: int = 0
+
+
+def error_reply(rid: int, exc: DynakvError) -> ErrorReply:
+    """The reply that carries `exc` (with Unavailable's counts) to request `rid`."""
+    if isinstance(exc, Unavailable):
+        return ErrorReply(rid, exc.code, exc.message, exc.needed, exc.got)
+    return ErrorReply(rid, exc.code, exc.message)
 
 
 # --- node <-> node ---------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_with_a_commit_delay_a_puts_result_waits_for_its_own_write_not_the_acks_
     assert cluster.run_until(cluster.members_agree)
     key = next(
         k for k in (f"k{i}" for i in range(100))
-        if cluster.nodes["n1"]._placement("b", k).primaries[0] == "n1"
+        if cluster.nodes["n1"].placement("b", k).primaries[0] == "n1"
     )  # fmt: skip
     cluster.reseed(1, SimOptions(commit_delay=delay))
     started = cluster.now
@@ -155,7 +155,7 @@ def test_a_read_may_show_a_write_that_a_crash_then_loses_without_harm(reuse_dots
     assert cluster.run_until(cluster.members_agree)
     key = next(
         k for k in (f"k{i}" for i in range(100))
-        if cluster.nodes["n1"]._placement("b", k).primaries[0] == "n1"
+        if cluster.nodes["n1"].placement("b", k).primaries[0] == "n1"
     )  # fmt: skip
     # Not seed 1 again: a restart draws its incarnation from the run's node stream, which
     # for the seed the cluster was built with would repeat n1's first one.

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dynakv.core.failure import DetectorSettings, FailureDetector, PhiAccrual, phi_of
+from dynakv.core.failure import DetectorSettings, FailureDetector, Liveness, PhiAccrual, phi_of
+from dynakv.messages import Heartbeat
+from tests.unit.components import parts, sends
 
 DEFAULTS = DetectorSettings()
 
@@ -241,3 +243,38 @@ def test_phi_of_is_monotonic_on_a_dense_sweep():
         value = phi_of(1.0 + step * 1e-5, 1.0, 0.1)
         assert value >= previous, step
         previous = value
+
+
+# --- Liveness: the node's down set, alone -------------------------------------------------
+
+
+def test_a_broken_connection_marks_the_peer_down_until_it_is_heard_from():
+    p = parts("n1")
+    liveness = Liveness(p.context)
+    down_before = p.view.down
+    liveness.unreachable_peer("n2")
+    assert p.view.down == {"n2"} and p.view.down is not down_before  # replaced, not changed
+    assert [log.event for log in p.logs] == ["peer_unreachable"]
+    liveness.unreachable_peer("n1")  # never itself
+    assert p.view.down == {"n2"}
+    liveness.on_heartbeat(1.0, "n2", Heartbeat())
+    assert p.view.down == set()
+
+
+def test_heartbeats_go_to_every_peer_and_silence_makes_a_peer_suspected():
+    p = parts("n1", heartbeat_interval=1.0)
+    liveness = Liveness(p.context)
+    now = 0.0
+    for _ in range(20):
+        assert sorted(to for to, _ in sends(liveness.on_tick(now), Heartbeat)) == ["n2", "n3"]
+        liveness.on_heartbeat(now, "n2", Heartbeat())
+        liveness.on_heartbeat(now, "n3", Heartbeat())
+        now += 1.0
+    for _ in range(30):  # n3 falls silent
+        liveness.on_tick(now)
+        liveness.on_heartbeat(now, "n2", Heartbeat())
+        now += 1.0
+    assert p.view.down == {"n3"} and liveness.suspected == {"n3"}
+    assert any(log.event == "peer_suspected" for log in p.logs)
+    liveness.on_heartbeat(now, "#client", Heartbeat())  # a client's heartbeat counts for nothing
+    assert "#client" not in liveness.detector.peers()

@@ -47,7 +47,7 @@ def assert_replicas_hold(cluster: SimCluster, written: dict[str, bytes]) -> None
     """Every primary of every key holds it: transfers, not read repair, put it there."""
     some = next(iter(cluster.up))
     for key, value in written.items():
-        for name in cluster.nodes[some]._placement("b", key).primaries:
+        for name in cluster.nodes[some].placement("b", key).primaries:
             state = cluster.nodes[name].replica("b", key)
             assert state is not None, (name, key)
             assert [s.value for s in versions.live_values(state)] == [value], (name, key)
@@ -150,14 +150,14 @@ def test_a_transfer_resumes_after_the_receiver_restarts():
     written = write_keys(cluster, 120)
     add_node(cluster, "n4")
     assert cluster.run_until(
-        lambda: any(p.keys >= 4 for p in cluster.nodes["n4"].pulls.values()), limit=60
+        lambda: any(p.keys >= 4 for p in cluster.nodes["n4"].transfers.pulls.values()), limit=60
     )
-    before = {p.partition: (p.keys, p.cursor) for p in cluster.nodes["n4"].pulls.values()}
+    before = {p.partition: (p.keys, p.cursor) for p in cluster.nodes["n4"].transfers.pulls.values()}
     cluster.crash("n4")
     cluster.start("n4")
     resumed = cluster.nodes["n4"]
-    assert cluster.run_until(lambda: bool(resumed.pulls), limit=5)
-    partition, pull = next(iter(resumed.pulls.items()))
+    assert cluster.run_until(lambda: bool(resumed.transfers.pulls), limit=5)
+    partition, pull = next(iter(resumed.transfers.pulls.items()))
     assert partition in before
     keys, cursor = before[partition]
     assert pull.keys >= keys and pull.cursor >= cursor  # the cursor came back from disk

@@ -68,7 +68,7 @@ def get(cluster, node, bucket, key, **kw) -> Message:
 
 
 def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:
-    return next(iter(cluster.nodes.values()))._placement(bucket, key).primaries
+    return next(iter(cluster.nodes.values())).placement(bucket, key).primaries
 
 
 def test_join_gives_every_node_the_same_ring():
@@ -360,7 +360,7 @@ def test_phi_accrual_suspects_a_silent_primary_and_writes_go_to_a_fallback():
     silent = replicas_of(cluster, "b", key)[2]
     cluster.cut("n1", silent)  # no PeerDown: only missing heartbeats tell
     cluster.run_for(10.0)
-    assert silent in cluster.nodes["n1"].suspected
+    assert silent in cluster.nodes["n1"].liveness.suspected
     assert any(
         log.event == "peer_suspected" and log.fields["peer"] == silent
         for _, name, log in cluster.logs

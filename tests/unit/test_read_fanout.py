@@ -111,12 +111,12 @@ def test_a_read_of_one_answered_by_its_own_copy_asks_no_one_and_keeps_nothing():
     cluster.run_for(1.0)
     asked = count_replica_gets(cluster)
     node = cluster.nodes[coordinator]
-    rids_before = node._next_rid
+    rids_before = node.ids.upcoming
     reply = get(cluster, coordinator, "b", "k", r=1)
     assert isinstance(reply, GetResult) and reply.values == [b"v"] and reply.context
     assert get(cluster, coordinator, "b", "missing", r=1).values == []
     assert sum(asked.values()) == 0
-    assert node._next_rid == rids_before  # no request record was made: answered in the call
+    assert node.ids.upcoming == rids_before  # no request record was made: answered in the call
 
 
 def test_the_internal_read_mending_a_corrupt_copy_of_a_one_replica_key_sends_nothing():

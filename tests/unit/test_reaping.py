@@ -93,7 +93,7 @@ def test_a_replica_that_missed_the_delete_does_not_bring_the_key_back():
     assert cluster.run_until(
         lambda: all(s is None for s in states(cluster, "k").values()), limit=60.0
     ), states(cluster, "k")
-    assert sum(cluster.nodes[n].reaper.reaped for n in cluster.names) >= 3
+    assert sum(cluster.nodes[n].reaper.stats.reaped for n in cluster.names) >= 3
     for name in cluster.names:
         assert get(cluster, name, "k").values == []
     cluster.run_for(20.0)  # anti-entropy rounds: nothing comes back
@@ -124,7 +124,7 @@ def test_nothing_is_reaped_before_the_grace_period():
 def test_a_held_hint_blocks_reaping_until_it_is_delivered():
     cluster = make_cluster(4)
     key = "k"
-    primaries = cluster.nodes["n1"]._placement("b", key).primaries
+    primaries = cluster.nodes["n1"].placement("b", key).primaries
     down = primaries[-1]
     coordinator = primaries[0]
     first = put(cluster, coordinator, key, b"v1")
@@ -148,7 +148,7 @@ def test_a_write_after_reaping_mints_a_fresh_dot_so_an_old_context_covers_nothin
     """KV679 after a reap: a client still holding a context from before the delete must not
     silently overwrite a value written after the reap by the same coordinator."""
     cluster = make_cluster(3)
-    coordinator = cluster.nodes["n1"]._placement("b", "k").primaries[0]
+    coordinator = cluster.nodes["n1"].placement("b", "k").primaries[0]
     old = put(cluster, coordinator, "k", b"v1")
     put(cluster, coordinator, "k", b"", old.context, delete=True)
     assert cluster.run_until(lambda: all(s is None for s in states(cluster, "k").values()))
@@ -211,13 +211,13 @@ def test_a_lost_reap_commit_leaves_no_old_fallback_copy_to_serve():
     """A fallback that stood in for a primary keeps its copy of v1 after handing it over;
     it must not survive the reap even if the ReapCommit never reaches it (regression)."""
     cluster = make_cluster(4)
-    primaries = cluster.nodes["n1"]._placement("b", "k").primaries
+    primaries = cluster.nodes["n1"].placement("b", "k").primaries
     first, last = primaries[0], primaries[2]
     cluster.crash(last)
     cluster.run_for(1.0)
     put(cluster, first, "k", b"v1")
     fallback = next(
-        n for n in cluster.nodes[first]._placement("b", "k").targets if n not in primaries
+        n for n in cluster.nodes[first].placement("b", "k").targets if n not in primaries
     )
     cluster.restart(last)
     cluster.run_for(5.0)
@@ -247,7 +247,7 @@ def test_an_old_context_that_brings_an_actor_back_after_a_reap_does_not_reuse_it
     from the old counter, or a value written then is lost to a client holding a context
     that names the old dot (regression)."""
     cluster = make_cluster(3)
-    primaries = cluster.nodes["n1"]._placement("b", "k").primaries
+    primaries = cluster.nodes["n1"].placement("b", "k").primaries
     a, b = primaries[0], primaries[1]
     r1 = put(cluster, a, "k", b"v1")
     r2 = put(cluster, a, "k", b"v2", r1.context)
@@ -267,12 +267,12 @@ def test_a_removed_node_that_comes_back_with_old_hints_does_not_bring_a_reaped_k
     and reaped without it. When the old node starts again on its old disk, its hint of v1
     must not reach the primaries (regression: hint_window outlasts the grace period)."""
     cluster = make_cluster(5)
-    primaries = cluster.nodes["n1"]._placement("b", "k").primaries
+    primaries = cluster.nodes["n1"].placement("b", "k").primaries
     down = primaries[2]
     cluster.crash(down)
     cluster.run_for(2.0)
     put(cluster, primaries[0], "k", b"v1")
-    placement = cluster.nodes[primaries[0]]._placement("b", "k")
+    placement = cluster.nodes[primaries[0]].placement("b", "k")
     fallback = next(n for n in placement.targets if n not in primaries)
     assert cluster.nodes[fallback].hints.pending() == 1
     cluster.crash(fallback)  # dies before it could hand v1 over

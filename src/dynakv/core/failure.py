@@ -1,4 +1,6 @@
-"""Phi-accrual failure detection (Hayashibara et al.; Akka's PhiAccrualFailureDetector).
+"""Failure detection: phi accrual (Hayashibara et al.; Akka's PhiAccrualFailureDetector)
+over heartbeats, and `Liveness`, which turns heartbeats and broken connections into the
+node's down set.
 
 Pure: no I/O, no clock (time is the `now` passed in, in seconds), no randomness. A node's
 "down" view drives sloppy quorum only; it never changes ring ownership.
@@ -10,7 +12,18 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_SETTINGS", "DetectorSettings", "FailureDetector", "PhiAccrual", "phi_of"]
+from dynakv.core.component import Component, Context
+from dynakv.core.events import Effect, Log, Send, SetTimer, is_client
+from dynakv.messages import Heartbeat, Message
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "DetectorSettings",
+    "FailureDetector",
+    "Liveness",
+    "PhiAccrual",
+    "phi_of",
+]
 
 _NS = 1_000_000_000  # intervals are kept in integer nanoseconds: the running sums stay exact
 _LN10 = math.log(10.0)
@@ -179,3 +192,70 @@ class FailureDetector:
     def peers(self) -> list[str]:
         """Every watched or heard-from peer, sorted."""
         return sorted(self._peers.keys() | self._watched_since.keys())
+
+
+class Liveness(Component):
+    """Which peers this node treats as down: those the runtime could not reach (`PeerDown`)
+    and those phi-accrual suspects. Sends a heartbeat to every member each interval; the
+    down set it keeps in the view steers sloppy quorum and waits, never ownership."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        config = context.config
+        self.unreachable: set[str] = set()
+        self.suspected: set[str] = set()
+        self.detector = FailureDetector(
+            DetectorSettings(
+                threshold=config.phi_threshold,
+                window=config.phi_window,
+                min_std_deviation=config.phi_min_std_deviation,
+                acceptable_pause=config.phi_acceptable_pause,
+                first_heartbeat_estimate=config.heartbeat_interval,
+            )
+        )
+
+    def on_tick(self, now: float) -> list[Effect]:
+        """Heartbeat every member, and re-judge which of them are suspected."""
+        effects: list[Effect] = [SetTimer("heartbeat", now + self.config.heartbeat_interval)]
+        beat = Heartbeat()
+        detector = self.detector
+        for peer in self.view.peers():
+            detector.watch(peer, now)
+            effects.append(Send(peer, beat))
+        suspected = {peer for peer in detector.peers() if not detector.is_available(peer, now)}
+        for peer in sorted(suspected - self.suspected):
+            phi = detector.phi(peer, now)
+            self.logs.append(Log("warning", "peer_suspected", {"peer": peer, "phi": phi}))
+        for peer in sorted(self.suspected - suspected):
+            self.logs.append(Log("info", "peer_recovered", {"peer": peer}))
+        if suspected != self.suspected:
+            self.suspected = suspected
+            self._refresh_down()
+        return effects
+
+    def on_heartbeat(self, now: float, source: str, msg: Message) -> list[Effect]:
+        if is_client(source):
+            return []
+        self.detector.heartbeat(source, now)
+        self.reachable(source)
+        if source in self.suspected and self.detector.is_available(source, now):
+            self.suspected.discard(source)
+            self.logs.append(Log("info", "peer_recovered", {"peer": source}))
+            self._refresh_down()
+        return []
+
+    def unreachable_peer(self, name: str) -> None:
+        """The runtime's connection to `name` failed (or the simulator's peer stopped)."""
+        if name not in self.unreachable and name != self.view.name:
+            self.unreachable.add(name)
+            self.logs.append(Log("warning", "peer_unreachable", {"peer": name}))
+            self._refresh_down()
+
+    def reachable(self, name: str) -> None:
+        """A message or connection from `name` arrived."""
+        if name in self.unreachable:
+            self.unreachable.discard(name)
+            self._refresh_down()
+
+    def _refresh_down(self) -> None:
+        self.view.down = (self.unreachable | self.suspected) - {self.view.name}

@@ -24,15 +24,29 @@ One primary per partition (the first of its preference list) drives the sweep, a
 batch of stored records per tick, so the scan of a large store is spread out and costs
 little.
 
-Pure bookkeeping: the node sends the messages and touches the store.
+Pure: time is the `now` passed in; storage through synchronous engine and store calls.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from dynakv import versions
+from dynakv.config import validate_location
+from dynakv.core.admission import BackgroundBudget
+from dynakv.core.bugs import InjectedBugs
+from dynakv.core.component import Component, Context
+from dynakv.core.events import Effect, Log, Send, SetTimer
+from dynakv.core.handoff import HintStore
+from dynakv.core.replica import CorruptRecord, ReplicaStore, unseal
+from dynakv.errors import InvalidRequest
+from dynakv.messages import Message, ReapCheck, ReapCheckReply, ReapCommit
+from dynakv.ring import key_digest, partition_range
+from dynakv.storage.engine import Engine
 from dynakv.versions import Clock, HybridClock
+
+Item = tuple[str, str, bytes]  # (bucket, key, encoded tombstone state)
 
 ROUND_ITEMS = 256  # tombstones checked in one round
 # The first bytes of a tombstone sibling in msgpack (an array of 4: empty value, deleted).
@@ -73,7 +87,7 @@ class ReapRound:
     """One check of a batch of tombstones with every other member."""
 
     epoch: int
-    items: list[tuple[str, str, bytes]]  # (bucket, key, encoded tombstone state)
+    items: list[Item]
     waiting: set[str]
     deadline: float
     ok: list[bool] = field(default_factory=list)  # per item: every answer so far said yes
@@ -93,7 +107,7 @@ class ReapRound:
 
 
 @dataclass
-class Reaper:
+class ReapStats:
     """The sweep's cursor and the counters an operator sees in /v1/status."""
 
     partition_index: int = 0  # position in the list of partitions this node drives
@@ -114,3 +128,223 @@ class Reaper:
             "timed_out": self.timed_out,
             "blocked": self.blocked,
         }
+
+
+class Reaper(Component):
+    """Drives the sweep of the partitions this node is first replica of, asks every other
+    member about the tombstones past their grace, and answers the other drivers' checks and
+    commits."""
+
+    def __init__(
+        self,
+        context: Context,
+        store: ReplicaStore,
+        engine: Engine,
+        hints: HintStore,
+        budget: BackgroundBudget,
+        bugs: InjectedBugs,
+    ) -> None:
+        super().__init__(context)
+        self.store = store
+        self.engine = engine
+        self.hints = hints
+        self.budget = budget
+        self.bugs = bugs
+        self.stats = ReapStats()
+        self.rounds: dict[int, ReapRound] = {}
+        self._driven: tuple[object, list[int]] = (None, [])  # (ring, partitions I drive)
+        # When each key last changed here, for the last `_settle` seconds (oldest first).
+        # An OrderedDict: popping the oldest of a plain dict again and again is quadratic.
+        self._changed: OrderedDict[bytes, float] = OrderedDict()
+        self._settle = 2 * context.config.request_timeout
+
+    def changed(self, digest: bytes, now: float) -> None:
+        """A write changed this node's copy of the key with this digest."""
+        changed = self._changed
+        changed[digest] = now
+        changed.move_to_end(digest)  # ordered by time of the last change
+
+    def _forget_settled(self, now: float) -> None:
+        changed = self._changed
+        horizon = now - self._settle
+        while changed:
+            when = next(iter(changed.values()))
+            if when > horizon:
+                break
+            changed.popitem(last=False)
+
+    def on_tick(self, now: float) -> list[Effect]:
+        """Scan a bounded batch of this node's driven partitions for tombstones past their
+        grace period, and ask every other member whether they may go."""
+        effects: list[Effect] = [
+            SetTimer("reap", now + self.budget.stretch(self.config.reap_interval))
+        ]
+        self._forget_settled(now)
+        blocked = self._blocked()
+        self.stats.blocked = blocked
+        if blocked or self.rounds:
+            return effects
+        items = self._candidates(now)
+        if not items:
+            return effects
+        peers = self.view.peers()
+        if self.bugs.reap_unchecked or not peers:
+            return effects + self._reap_everywhere(items)
+        rid = self.ids.next()
+        epoch = self.view.epoch
+        self.rounds[rid] = ReapRound(epoch, items, set(peers), now + self.config.request_timeout)
+        self.stats.rounds += 1
+        check = ReapCheck(rid, epoch, items)
+        effects.extend(Send(peer, check) for peer in peers)
+        return effects
+
+    def expire(self, now: float) -> None:
+        for rid, reap in list(self.rounds.items()):
+            if reap.deadline <= now:
+                del self.rounds[rid]
+                self.stats.timed_out += 1
+
+    def _blocked(self) -> str:
+        """Why no tombstone may be reaped now ("" when the sweep may run)."""
+        view = self.view
+        if view.epoch == 0:
+            return "not joined"
+        if view.stopping:
+            return "stopping"
+        if view.state.ring.next is not None:
+            return "ownership transfer under way"
+        if self.bugs.reap_unchecked:
+            return ""
+        down = [peer for peer in view.peers() if peer in view.down]
+        if down:
+            return f"members down: {', '.join(down)}"
+        return ""
+
+    def _candidates(self, now: float) -> list[Item]:
+        """Tombstone-only states older than the grace period, from the next stretch of the
+        partitions this node drives (those it is the first replica of)."""
+        view = self.view
+        ring = view.state.ring.ring
+        if self._driven[0] is not ring:  # computed again only when the ring changes
+            driven = [p for p in range(ring.size) if view.replicas(p)[0] == view.name]
+            self._driven = (ring, driven)
+        driven = self._driven[1]
+        if not driven:
+            return []
+        sweep = self.stats
+        grace = self.config.tombstone_grace
+        budget = self.config.reap_scan
+        items: list[Item] = []
+        for _ in range(len(driven) + 1):
+            if sweep.partition_index >= len(driven):
+                sweep.partition_index = 0
+                sweep.after = b""
+            start, end = partition_range(driven[sweep.partition_index], ring.size)
+            finished = True
+            for digest, raw in self.engine.scan(sweep.after or start, end):
+                if digest == sweep.after:
+                    continue
+                sweep.after = digest
+                sweep.scanned += 1
+                budget -= 1
+                if may_hold_tombstone(raw):
+                    try:
+                        bucket, key, state = unseal(raw)
+                        age = tombstone_age(versions.decode(state), now)
+                    except (CorruptRecord, InvalidRequest):
+                        age = None  # anti-entropy and read repair mend it
+                    if age is not None and age >= grace:
+                        items.append((bucket, key, state))
+                if budget <= 0 or len(items) >= ROUND_ITEMS:
+                    finished = False
+                    break
+            if not finished:
+                break
+            sweep.partition_index += 1
+            sweep.after = b""
+        return items
+
+    def on_check(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReapCheck)
+        agreed = msg.epoch == self.view.epoch and self.view.state.ring.next is None
+        ok = [
+            agreed and self._may_reap(now, bucket, key, state, clean=True)
+            for bucket, key, state in msg.items
+        ]
+        return [Send(source, ReapCheckReply(msg.rid, ok))]
+
+    def _may_reap(self, now: float, bucket: str, key: str, state: bytes, clean: bool) -> bool:
+        """This node's part of the check: no hint held for the key; a primary holds exactly
+        the tombstone state, unchanged for a while; any other node holds nothing the
+        tombstone does not cover. With `clean`, such a node deletes its covered copy at once
+        (the asking primary holds the tombstone), so that a lost ReapCommit can never leave
+        an old fallback copy behind to serve once the primaries have reaped."""
+        try:
+            validate_location(bucket, key)
+            tombstone = versions.decode(state)
+            local = self.store.get(bucket, key, strict=True)
+        except (InvalidRequest, CorruptRecord):
+            return False
+        if tombstone_age(tombstone, now) is None:
+            return False
+        digest = key_digest(bucket, key)
+        if self.hints.holding(digest):
+            return False
+        ring = self.view.ring
+        primaries = ring.preference_list(ring.partition(bucket, key), self.config.bucket(bucket).n)
+        if self.view.name in primaries:
+            # Settled: a copy that changed lately may have been pushed on from a replica
+            # that still held the old value a moment ago; let such messages land first.
+            changed = self._changed.get(digest)
+            settled = changed is None or now - changed >= self._settle
+            return settled and local == tombstone
+        if local is None:
+            return True
+        if not covers(tombstone, local):
+            return False
+        if clean:
+            self.store.delete(bucket, key, local)
+        return True
+
+    def on_check_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReapCheckReply)
+        round_ = self.rounds.get(msg.rid)
+        if round_ is None or not round_.answer(source, msg.ok):
+            return []
+        del self.rounds[msg.rid]
+        agreed = [item for item, ok in zip(round_.items, round_.ok, strict=True) if ok]
+        if round_.epoch != self.view.epoch or self._blocked():
+            agreed = []
+        agreed = [item for item in agreed if self._may_reap(now, *item, clean=False)]
+        self.stats.refused += len(round_.items) - len(agreed)
+        return self._reap_everywhere(agreed) if agreed else []
+
+    def _reap_everywhere(self, items: list[Item]) -> list[Effect]:
+        self._reap_locally(items)
+        self.logs.append(Log("info", "tombstones_reaped", {"keys": len(items)}))
+        commit = ReapCommit(self.view.epoch, items)
+        return [Send(peer, commit) for peer in self.view.peers()]
+
+    def on_commit(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ReapCommit)
+        self._reap_locally(msg.items)  # compare-and-delete: safe whatever the epoch by now
+        return []
+
+    def _reap_locally(self, items: list[Item]) -> None:
+        """Delete each key's copy if the tombstone state covers it (compare-and-delete)."""
+        for bucket, key, state in items:
+            try:
+                validate_location(bucket, key)
+                tombstone = versions.decode(state)
+                local = self.store.get(bucket, key, strict=True)
+            except (InvalidRequest, CorruptRecord):
+                continue
+            if local is None or not covers(tombstone, local):
+                continue
+            self.store.delete(bucket, key, local)
+            for hint in self.hints.holding(key_digest(bucket, key)):
+                self.hints.remove(hint)
+            self.stats.reaped += 1
+
+    def status(self) -> dict[str, object]:
+        return self.stats.status()

@@ -5,7 +5,8 @@ Every replica of the installed ring that is up is pulled from in turn, so a writ
 reached only some of them still arrives. Pull-based, so the receiver paces it (at most
 `transfer_concurrency` partitions at once) and resumes after either side restarts: its
 cursor (source index, last key merged) is kept in the engine's metadata and committed with
-the merged objects. Pure bookkeeping; the node sends the messages.
+the merged objects. `Transfers` drives the pulls and serves them to other nodes. Pure: time
+is the `now` passed in; storage through synchronous engine calls.
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
+
+from dynakv.core.admission import BackgroundBudget
+from dynakv.core.component import Component, Context
+from dynakv.core.events import Effect, Log, Send, SetTimer
+from dynakv.core.gossip import Gossiper
+from dynakv.core.replica import CorruptRecord, ReplicaStore
+from dynakv.errors import InvalidRequest
+from dynakv.messages import Message, TransferBatch, TransferRequest
+from dynakv.ring import partition_range
+from dynakv.storage.engine import Engine
 
 _cursor_encoder = msgspec.msgpack.Encoder()
 _cursor_decoder = msgspec.msgpack.Decoder(tuple[int, int, bytes, int, int])
@@ -66,3 +77,135 @@ class Pull:
             "source_total_bytes": self.total_bytes,
             "fraction": round((self.source_index + min(share, 1.0)) / max(sources, 1), 4),
         }
+
+
+class Transfers(Component):
+    """The partitions this node pulls for the next ring, and the batches it serves to the
+    nodes pulling from it."""
+
+    def __init__(
+        self,
+        context: Context,
+        store: ReplicaStore,
+        engine: Engine,
+        gossip: Gossiper,
+        budget: BackgroundBudget,
+    ) -> None:
+        super().__init__(context)
+        self.store = store
+        self.engine = engine
+        self.gossip = gossip
+        self.budget = budget
+        self.pulls: dict[int, Pull] = {}
+
+    def on_tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer("transfer", now + self.config.transfer_interval)]
+        effects.extend(self._start_pulls(now))
+        for pull in self.pulls.values():
+            if pull.in_flight and now < pull.deadline:
+                continue
+            effects.extend(self._request_batch(pull, now))
+        return effects
+
+    def _start_pulls(self, now: float) -> list[Effect]:
+        """Begin pulling the partitions this node still needs, up to the concurrency limit."""
+        effects: list[Effect] = []
+        view = self.view
+        record = view.state.ring
+        mine = set(view.my_moves()) if record.next is not None else set()
+        for partition in [
+            p for p, pull in self.pulls.items() if p not in mine or pull.epoch != record.epoch
+        ]:
+            del self.pulls[partition]
+        for partition in sorted(mine):
+            if len(self.pulls) >= self.budget.scale(self.config.transfer_concurrency):
+                break
+            if partition not in self.pulls:
+                sources = [
+                    x
+                    for x in record.ring.preference_list(partition, view.replication)
+                    if x != view.name
+                ]
+                pull = Pull(record.epoch, partition, sources)
+                pull.restore(self.engine.meta_get(pull.meta_name))
+                self.pulls[partition] = pull
+                self.logs.append(
+                    Log("info", "transfer_started", {"partition": partition, "sources": sources})
+                )
+                effects.extend(self._request_batch(pull, now))
+        return effects
+
+    def _request_batch(self, pull: Pull, now: float) -> list[Effect]:
+        down = self.view.down
+        while pull.source_index < len(pull.sources) and pull.sources[pull.source_index] in down:
+            # A source that is down is skipped: the other replicas hold its keys too.
+            pull.source_index += 1
+            pull.cursor = b""
+            pull.keys_from_source = 0
+        if pull.source_index >= len(pull.sources):
+            return self._pull_finished(pull, now)
+        rid = self.ids.next()
+        pull.in_flight = rid
+        pull.deadline = now + self.config.request_timeout
+        source = pull.sources[pull.source_index]
+        limit = self.config.transfer_batch
+        return [Send(source, TransferRequest(rid, pull.partition, pull.cursor, limit))]
+
+    def on_batch(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, TransferBatch)
+        pull = self.pulls.get(msg.partition)
+        if pull is None or pull.in_flight != msg.rid:
+            return []
+        pull.in_flight = 0
+        for raw in msg.records:
+            try:
+                size = self.store.merge_record(raw, self.view.is_lww)
+            except (CorruptRecord, InvalidRequest) as exc:
+                self.logs.append(Log("error", "corrupt_transfer_record", {"error": str(exc)}))
+                continue
+            pull.keys += 1
+            pull.keys_from_source += 1
+            pull.bytes += size
+        if msg.total_keys:
+            pull.total_keys, pull.total_bytes = msg.total_keys, msg.total_bytes
+        pull.cursor = msg.last
+        if msg.done:
+            pull.source_index += 1
+            pull.cursor = b""
+            pull.keys_from_source = 0
+            pull.total_keys = pull.total_bytes = 0
+        self.engine.meta_put(pull.meta_name, pull.encode_cursor())
+        return self._request_batch(pull, now)
+
+    def _pull_finished(self, pull: Pull, now: float) -> list[Effect]:
+        del self.pulls[pull.partition]
+        self.logs.append(
+            Log(
+                "info",
+                "transfer_finished",
+                {"partition": pull.partition, "keys": pull.keys, "bytes": pull.bytes},
+            )
+        )
+        effects = self.gossip.transferred(pull.partition)
+        effects.extend(self._start_pulls(now))
+        effects.extend(self.gossip.tell_claimant())
+        return effects
+
+    def on_request(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """Serve one batch of a key partition to the node pulling it."""
+        assert isinstance(msg, TransferRequest)
+        size = self.view.ring.size
+        if not 0 <= msg.partition < size or not 1 <= msg.limit <= 10_000:
+            raise InvalidRequest(f"bad transfer request for partition {msg.partition}")
+        start, end = partition_range(msg.partition, size)
+        records, last, done = self.store.scan_records(
+            start, end, msg.after, msg.limit, self.config.transfer_batch_bytes
+        )
+        total_keys = total_bytes = 0
+        if not msg.after:
+            total_keys, total_bytes = self.store.measure(start, end)
+        batch = TransferBatch(msg.rid, msg.partition, records, last, done, total_keys, total_bytes)
+        return [Send(source, batch)]
+
+    def status(self) -> list[dict[str, object]]:
+        return [pull.progress() for pull in self.pulls.values()]

@@ -128,7 +128,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         nemesis.partitions,
         nemesis.crashes,
         cluster.wipes,
-        sum(cluster.nodes[name].reaper.reaped for name in cluster.up),
+        sum(cluster.nodes[name].reaper.stats.reaped for name in cluster.up),
     )
 
 
@@ -168,7 +168,7 @@ def _hints_pending(cluster: SimCluster) -> int:
 
 
 def _reaping_quiet(cluster: SimCluster) -> bool:
-    if any(cluster.nodes[name].reap_rounds for name in cluster.up):
+    if any(cluster.nodes[name].reaper.rounds for name in cluster.up):
         return False
     return not cluster.in_flight(ReapCheck, ReapCheckReply, ReapCommit)
 

@@ -1,0 +1,257 @@
+"""Membership on the wire: joining, gossip rounds, operators' leave and remove, and the
+claimant's duty of planning rings and installing them once their data has moved.
+
+The membership itself is a CRDT (core/membership.py); this component decides when to merge,
+adopt and spread it. Pure: time is the `now` passed in, randomness the node's Random.
+"""
+
+from __future__ import annotations
+
+import random
+
+from dynakv.config import NodeConfig
+from dynakv.core import membership as ms
+from dynakv.core.component import Component, Context
+from dynakv.core.events import Effect, Log, Send, SetTimer
+from dynakv.core.failure import Liveness
+from dynakv.core.membership import MemberRecord, Membership
+from dynakv.errors import ClusterError, InvalidRequest
+from dynakv.messages import (
+    ClientClusterChange,
+    ClientClusterInfo,
+    ClusterInfo,
+    ErrorReply,
+    Gossip,
+    JoinReply,
+    JoinRequest,
+    Message,
+)
+from dynakv.ring import claim
+from dynakv.storage.engine import Engine
+
+JOIN_RETRY = 2.0  # seconds between two join requests while no answer came
+
+
+def load_membership(engine: Engine, config: NodeConfig, me: MemberRecord) -> Membership:
+    """The membership persisted in the engine (with this node's record refreshed), or, for a
+    node that never joined, a cluster of its own at epoch 0."""
+    raw = engine.meta_get("membership")
+    if raw is not None:
+        state = ms.refresh_self(ms.decode(raw), me)
+        engine.meta_put("membership", ms.encode(state))
+        return state
+    # Not a member of anything yet: epoch 0 until a cluster is founded or joined.
+    return Membership(
+        config.cluster, (me,), ms.RingRecord(0, claim([config.name], config.ring_size), config.name)
+    )
+
+
+def member_record(config: NodeConfig, incarnation: str) -> MemberRecord:
+    """This node as a joining member."""
+    return MemberRecord(config.name, config.node_addr, config.http_addr, incarnation, "joining", 0)
+
+
+class Gossiper(Component):
+    """Join, gossip, cluster changes and the claimant: everything that changes membership."""
+
+    def __init__(
+        self, context: Context, liveness: Liveness, me: MemberRecord, rng: random.Random
+    ) -> None:
+        super().__init__(context)
+        self.liveness = liveness
+        self.me = me
+        self.rng = rng
+        self.join_target: str | None = None
+        self._join_sent_at = float("-inf")
+
+    # --- joining ---------------------------------------------------------------------------
+    def start(self, now: float, join: str | None) -> list[Effect]:
+        """Found a cluster (no `join` and none joined yet), or join through `join`; then tell
+        every member this node is (back) up, so they stop treating it as down."""
+        view = self.view
+        effects: list[Effect] = []
+        if view.epoch == 0 and join is None:
+            view.adopt(ms.new_cluster(self.config.cluster, self.me, self.config.ring_size))
+            self.logs.append(Log("info", "cluster_created", {"cluster": view.state.cluster}))
+        if join is not None and view.epoch == 0:
+            self.join_target = "@" + join
+            effects.extend(self._send_join(now))
+        effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
+        return effects
+
+    def retry_join(self, now: float) -> list[Effect]:
+        if (
+            self.join_target is not None
+            and self.view.epoch == 0
+            and now - self._join_sent_at >= JOIN_RETRY
+        ):
+            return self._send_join(now)
+        return []
+
+    def _send_join(self, now: float) -> list[Effect]:
+        assert self.join_target is not None
+        self._join_sent_at = now
+        message = JoinRequest(rid=self.ids.next(), member=self.me, cluster=self.config.cluster)
+        return [Send(self.join_target, message)]
+
+    def on_join_request(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, JoinRequest)
+        view = self.view
+        joiner = msg.member
+        if msg.cluster != view.state.cluster:
+            raise ClusterError(
+                f"node {joiner.name} belongs to cluster {msg.cluster!r}; "
+                f"this is cluster {view.state.cluster!r}"
+            )
+        existing = ms.member(view.state, joiner.name)
+        if (
+            existing is not None
+            and existing.status in ("up", "joining")
+            and existing.node_addr != joiner.node_addr
+            and (existing.name == view.name or existing.name not in view.down)
+        ):
+            raise ClusterError(
+                f"name {joiner.name!r} is in use by a member up at {existing.node_addr}"
+            )
+        state = view.state
+        if existing is not None and existing.node_addr != joiner.node_addr:
+            # The old holder of the name is down: the name moves to the new address.
+            state = ms.mark_removed(state, joiner.name)
+        view.adopt(ms.request_join(state, joiner))
+        self.logs.append(
+            Log("info", "member_joining", {"name": joiner.name, "addr": joiner.node_addr})
+        )
+        self.liveness.reachable(joiner.name)
+        effects = self.claim()
+        effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
+        effects.append(Send(source, JoinReply(msg.rid, view.state)))
+        return effects
+
+    def on_join_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, JoinReply)
+        view = self.view
+        if msg.state.cluster == view.state.cluster:
+            merged = ms.merge(view.state, msg.state)
+            if merged is not view.state:
+                view.adopt(merged)
+                self.logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
+        return []
+
+    def on_error(self, msg: ErrorReply) -> None:
+        """An error no pending request claimed: a refused join is worth a log line."""
+        if self.join_target is not None and msg.code == ClusterError.code:
+            self.logs.append(Log("error", "join_refused", {"reason": msg.message}))
+
+    # --- gossip ----------------------------------------------------------------------------
+    def on_tick(self, now: float) -> list[Effect]:
+        """Each gossip interval: the claimant's duty, a finished leave, one push-pull."""
+        effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
+        effects.extend(self.claim())
+        effects.extend(self._leave_when_done(now))
+        peers = self.view.peers()
+        if peers:
+            effects.append(Send(self.rng.choice(peers), Gossip(self.view.state)))
+        return effects
+
+    def on_gossip(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, Gossip)
+        view = self.view
+        if msg.state.cluster != view.state.cluster:
+            self.logs.append(
+                Log("warning", "foreign_gossip", {"from": source, "cluster": msg.state.cluster})
+            )
+            return []
+        self.liveness.reachable(source)
+        merged = ms.merge(view.state, msg.state)
+        effects: list[Effect] = []
+        if merged is not view.state:
+            view.adopt(merged)
+            effects.extend(self.claim())
+        if merged != msg.state:
+            effects.append(Send(source, Gossip(view.state)))
+        return effects
+
+    def on_cluster_info(self, now: float, source: str, msg: Message) -> list[Effect]:
+        assert isinstance(msg, ClientClusterInfo)
+        return [Send(source, ClusterInfo(msg.rid, self.view.state))]
+
+    def on_cluster_change(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """An operator's leave or remove, through any member."""
+        assert isinstance(msg, ClientClusterChange)
+        view = self.view
+        if msg.op == "leave":
+            state = ms.request_leave(view.state, msg.name)
+        elif msg.op == "remove":
+            target = ms.member(view.state, msg.name)
+            if (
+                target is not None
+                and target.status != "removed"
+                and (msg.name == view.name or msg.name not in view.down)
+            ):
+                raise ClusterError(
+                    f"{msg.name} is up: remove takes out a dead node; use leave to hand off "
+                    f"a live node's partitions"
+                )
+            state = ms.mark_removed(view.state, msg.name)
+        else:
+            raise InvalidRequest(f"unknown cluster change {msg.op!r}; use leave or remove")
+        view.adopt(state)
+        self.logs.append(Log("info", f"member_{msg.op}", {"name": msg.name}))
+        effects = self.claim()
+        effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
+        effects.append(Send(source, ClusterInfo(msg.rid, view.state)))
+        return effects
+
+    # --- the claimant ----------------------------------------------------------------------
+    def claim(self) -> list[Effect]:
+        """The claimant's duty: plan rings, start transfers, install the ring when data moved."""
+        view = self.view
+        state = view.state
+        if state.ring.epoch == 0 or ms.claimant(state) != view.name:
+            return []
+        plan = ms.plan_ring(state)
+        if plan is not None:
+            if plan.owners == state.ring.ring.owners:
+                new = ms.install_ring(state, plan, view.name)
+            else:
+                new = ms.start_transfer(state, plan, view.name)
+                moves = len(ms.pending_moves(new, view.replication))
+                self.logs.append(Log("info", "transfer_planned", {"moves": moves}))
+        elif state.ring.next is not None and not view.pending_moves:
+            new = ms.finish_transfer(state, view.name)
+            self.logs.append(Log("info", "ring_installed", {"epoch": new.ring.epoch}))
+        else:
+            return []
+        view.adopt(new)
+        return [Send(peer, Gossip(view.state)) for peer in view.peers()]
+
+    def transferred(self, partition: int) -> list[Effect]:
+        """This node finished pulling `partition`: record it, and let the claimant know."""
+        view = self.view
+        view.adopt(ms.mark_transferred(view.state, partition, view.name))
+        return self.claim()
+
+    def tell_claimant(self) -> list[Effect]:
+        claimant = ms.claimant(self.view.state)
+        if claimant != self.view.name:
+            return [Send(claimant, Gossip(self.view.state))]
+        return []
+
+    def _leave_when_done(self, now: float) -> list[Effect]:
+        """A leaving member whose partitions have all moved marks itself removed and stops."""
+        view = self.view
+        me = ms.member(view.state, view.name)
+        if me is None or view.stopping:
+            return []
+        if me.status == "leaving" and view.state.ring.next is None:
+            if view.name in view.state.ring.ring.owners:
+                return []
+            view.adopt(ms.mark_removed(view.state, view.name))
+        elif me.status != "removed":
+            return []
+        view.stopping = True
+        self.logs.append(Log("info", "left_cluster", {"name": view.name}))
+        # Gossip the removal to everyone, then stop once it has had time to leave.
+        effects: list[Effect] = [Send(peer, Gossip(view.state)) for peer in view.peers()]
+        effects.append(SetTimer("stop", now + 2 * self.config.gossip_interval))
+        return effects

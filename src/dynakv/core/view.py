@@ -1,0 +1,189 @@
+"""What every component of a node reads: the membership and ring it has adopted, which
+peers it treats as down, and where a key's replicas go now (its placement).
+
+Pure: no I/O beyond persisting an adopted membership in the engine's metadata, no clock.
+Gossip and transfers adopt states; the failure detector replaces the down set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dynakv.config import NodeConfig
+from dynakv.core import membership as ms
+from dynakv.core.membership import Membership, RingRecord
+from dynakv.errors import Unavailable
+from dynakv.ring import Ring, key_digest, partition_of_digest
+from dynakv.storage.engine import Engine
+
+
+@dataclass(slots=True)  # not frozen (made per request; see events.Received); never changed
+class Placement:
+    """Where one key's replicas go now: the N primaries, or fallbacks for those down."""
+
+    digest: bytes
+    primaries: list[str]
+    targets: list[str]  # the N nodes asked: healthy primaries, fallbacks for down ones
+    hints: dict[str, str]  # fallback -> the primary it stands in for (sloppy quorum)
+    spare: list[str]  # the healthy rest of the walk, for replicas that turn out to be down
+    incoming: list[str]  # replicas-to-be of a partition in transfer: copied on every write
+
+
+# A key's placement as _place computes it: primaries, targets, hints, spare, incoming.
+Place = tuple[list[str], list[str], dict[str, str], list[str], list[str]]
+
+
+class RequestIds:
+    """One counter per node for the rids of its requests to peers, shared by every
+    component, so a reply's rid names exactly one pending request."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+
+    def next(self) -> int:
+        rid = self._next
+        self._next += 1
+        return rid
+
+    @property
+    def upcoming(self) -> int:
+        """The rid the next request will get (read-only: takes none)."""
+        return self._next
+
+
+class ClusterView:
+    """This node's view of the cluster, shared by its components.
+
+    `down` is replaced whole (never changed in place) whenever it changes, and so are the
+    membership state and the pending moves: the placement cache keys on their identity.
+    """
+
+    def __init__(self, config: NodeConfig, engine: Engine, state: Membership) -> None:
+        self.config = config
+        self.name = config.name
+        self._engine = engine
+        self.replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
+        # Peers treated as down: the runtime could not reach them, or phi-accrual suspects
+        # them. It only steers sloppy quorum and waits; it never changes ownership.
+        self.down: set[str] = set()
+        self.stopping = False  # this node left the cluster and is about to stop
+        self.state = state
+        self.removed = _removed_names(state)
+        self.pending_moves: dict[int, set[str]] = {}
+        self._refresh_moves()
+        self._placed: dict[tuple[int, int], Place] = {}  # (partition, n) -> _place(...)
+        self._placed_ring: object = None
+        self._placed_down: object = None
+        self._placed_moves: object = None
+
+    # --- membership ------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.state.ring.epoch
+
+    @property
+    def ring(self) -> Ring:
+        """The installed ring (during a transfer, partitions already moved follow ring.next)."""
+        return self.state.ring.ring
+
+    def adopt(self, state: Membership) -> None:
+        """Take `state` as this node's membership, and persist it."""
+        self.state = state
+        self._engine.meta_put("membership", ms.encode(state))
+        self._refresh_moves()
+        self.removed = _removed_names(state)
+
+    def peers(self) -> list[str]:
+        """Members other than this node that are still part of the cluster."""
+        return [m.name for m in self.state.members if m.name != self.name and m.status != "removed"]
+
+    def replicas(self, partition: int) -> list[str]:
+        """The partition's replicas in the ring being moved to (or the installed one)."""
+        record = self.state.ring
+        ring = record.ring if record.next is None else record.next
+        return ring.preference_list(partition, self.replication)
+
+    def my_moves(self) -> list[int]:
+        """Partitions this node still has to pull for the next ring."""
+        return sorted(p for p, nodes in self.pending_moves.items() if self.name in nodes)
+
+    def is_lww(self, bucket: str) -> bool:
+        return self.config.bucket(bucket).policy == "lww"
+
+    def _refresh_moves(self) -> None:
+        moves: dict[int, set[str]] = {}
+        for partition, node in ms.pending_moves(self.state, self.replication):
+            moves.setdefault(partition, set()).add(node)
+        self.pending_moves = moves
+
+    # --- placement -------------------------------------------------------------------------
+    def placement(self, bucket: str, key: str) -> Placement:
+        """The key's N primaries and, for each one down, the next healthy node of the walk."""
+        digest, place = self.placed_for(bucket, key)
+        primaries, targets, hints, spare, incoming = place
+        # The quorums replace down targets in place and spare fallbacks are used up: copies.
+        return Placement(digest, primaries, list(targets), hints, list(spare), incoming)
+
+    def placed_for(self, bucket: str, key: str) -> tuple[bytes, Place]:
+        """The key's digest and its cached placement (shared: callers copy what they change)."""
+        if self.epoch == 0:
+            raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
+        record = self.state.ring
+        digest = key_digest(bucket, key)
+        partition = partition_of_digest(digest, record.ring.size)
+        n = self.config.bucket(bucket).n
+        # Every request computes this; it changes only with the ring, the down set or the
+        # transfers under way (each replaced whole, never changed in place), so it is cached
+        # per partition until one of them is replaced.
+        if (
+            self._placed_ring is not record
+            or self._placed_down is not self.down
+            or self._placed_moves is not self.pending_moves
+        ):
+            self._placed.clear()
+            self._placed_ring, self._placed_down = record, self.down
+            self._placed_moves = self.pending_moves
+        place = self._placed.get((partition, n))
+        if place is None:
+            place = self._placed[(partition, n)] = self._place(record, partition, n)
+        return digest, place
+
+    def _place(self, record: RingRecord, partition: int, n: int) -> Place:
+        ring = record.ring
+        incoming: list[str] = []
+        if record.next is not None:
+            if partition in self.pending_moves:
+                # Data still moving: the installed ring serves, and the new replicas get
+                # every write too, so nothing written during the transfer is missed.
+                before = ring.preference_list(partition, n)
+                incoming = [x for x in record.next.preference_list(partition, n) if x not in before]
+            else:
+                ring = record.next
+        walk = ring.walk(partition)
+        primaries = walk[:n]
+        down = self.down
+        spare = [node for node in walk[n:] if node not in down]
+        if not down or not any(node in down for node in primaries):
+            return primaries, primaries, {}, spare, incoming
+        targets: list[str] = []
+        hints: dict[str, str] = {}
+        for node in primaries:
+            if node not in down or not spare:
+                targets.append(node)  # a down primary with no fallback left counts as failed
+            else:
+                fallback = spare.pop(0)
+                targets.append(fallback)
+                hints[fallback] = node
+        return primaries, targets, hints, spare, incoming
+
+    def take_spare(self, spare: list[str]) -> str | None:
+        """Pop fallbacks off `spare` until one is not down."""
+        while spare:
+            node = spare.pop(0)
+            if node not in self.down:
+                return node
+        return None
+
+
+def _removed_names(state: Membership) -> frozenset[str]:
+    return frozenset(m.name for m in state.members if m.status == "removed")

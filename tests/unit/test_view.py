@@ -1,0 +1,62 @@
+"""The cluster view alone: where a key's replicas go, with fallbacks for those down, and
+the cache that must follow every change of ring, down set or transfers."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynakv.core import membership as ms
+from dynakv.errors import Unavailable
+from tests.unit.components import NAMES, parts, record
+
+
+def test_a_key_goes_to_its_n_primaries_when_all_are_up():
+    p = parts("n1", names=NAMES)
+    placement = p.view.placement("b", "k")
+    assert len(placement.primaries) == 3 and placement.targets == placement.primaries
+    assert placement.hints == {} and len(placement.spare) == 2
+
+
+def test_a_down_primary_is_replaced_by_the_next_healthy_node_with_a_hint():
+    p = parts("n1", names=NAMES)
+    before = p.view.placement("b", "k")
+    p.view.down = {before.primaries[1]}
+    after = p.view.placement("b", "k")  # the cache follows the new down set
+    assert after.primaries == before.primaries
+    fallback = after.targets[1]
+    assert fallback == before.spare[0] and after.hints == {fallback: before.primaries[1]}
+
+
+def test_a_placement_is_a_copy_the_caller_may_change():
+    p = parts("n1", names=NAMES)
+    first = p.view.placement("b", "k")
+    first.targets.clear()
+    first.spare.clear()
+    again = p.view.placement("b", "k")
+    assert len(again.targets) == 3 and len(again.spare) == 2
+
+
+def test_during_a_transfer_new_replicas_get_every_write_as_incoming():
+    p = parts("n1")
+    state = ms.request_join(p.view.state, record("n4"))
+    plan = ms.plan_ring(state)
+    assert plan is not None
+    p.view.adopt(ms.start_transfer(state, plan, "n1"))
+    incoming = {n for k in (f"k{i}" for i in range(200)) for n in p.view.placement("b", k).incoming}
+    assert incoming == {"n4"}
+    assert "n4" in {n for ns in p.view.pending_moves.values() for n in ns}
+
+
+def test_a_node_that_never_joined_places_nothing():
+    p = parts("n1")
+    p.view.adopt(ms.Membership("dynakv", (record("n1"),), ms.RingRecord(0, p.view.ring, "n1")))
+    with pytest.raises(Unavailable):
+        p.view.placement("b", "k")
+
+
+def test_take_spare_skips_fallbacks_that_are_down():
+    p = parts("n1")
+    p.view.down = {"n4"}
+    spare = ["n4", "n5"]
+    assert p.view.take_spare(spare) == "n5" and spare == []
+    assert p.view.take_spare(spare) is None
