@@ -4,8 +4,8 @@ The stored value is msgpack [bucket, key, encoded clock, minted actor, its count
 followed by a CRC-32 of those bytes, under the key's MD5 digest, so a partition is one
 contiguous key range. "Minted" records which of this node's actors last dotted a write of
 the key here, and at which counter: the node continues that actor only while the record
-still holds exactly that (core/minting.py, `Minter.actor_for`). Transfers and anti-entropy hand records on
-whole, and the receiver keeps only the bucket, key and clock. A record
+still holds exactly that (core/minting.py, `Minter.actor_for`). Transfers and anti-entropy
+hand records on whole, and the receiver keeps only the bucket, key and clock. A record
 whose checksum or structure is wrong is corrupt: reads treat it as missing (so quorum reads
 and read repair replace it from the other replicas) and note it in `found_corrupt` for the
 node to report and repair. Synchronous and engine-agnostic; no network here.
