@@ -54,7 +54,7 @@ def serve(
     ring_size: int | None,
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
-    from dynakv.runtime.server import run
+    from dynakv.runtime.process import run
 
     try:
         cfg = config_mod.load(

@@ -1,7 +1,7 @@
-"""The HTTP API of a node (aiohttp): /v1/kv, /v1/replica, /v1/status, /v1/cluster, /metrics.
+"""The HTTP front end of a node (aiohttp): /v1/kv, /v1/replica, /v1/status, /v1/cluster, /metrics.
 
-Handlers validate the request, turn it into the same messages the binary protocol carries,
-and run them through Server.call. Every error is JSON: {"error": CODE, "message": TEXT}.
+Handlers turn requests into the messages the binary protocol carries and run them through the
+server's API (frontend.ServerApi). Every error is JSON: {"error": CODE, "message": TEXT}.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
 from dynakv import versions
 from dynakv.config import validate_location
-from dynakv.core import membership as ms
 from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
 from dynakv.messages import (
     ClientGet,
@@ -27,14 +26,13 @@ from dynakv.messages import (
     PutResult,
     RepairResult,
 )
+from dynakv.runtime.addr import split_addr
 from dynakv.runtime.dashboard import DASHBOARD_HTML
-
-if TYPE_CHECKING:
-    from dynakv.runtime.server import Server
+from dynakv.runtime.frontend import ServerApi
 
 CONTEXT_HEADER = "X-Dynakv-Context"
 ALLOWED_PARAMS = {"GET": {"r"}, "PUT": {"w"}, "DELETE": {"w"}, "HEAD": {"r"}}
-SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+SERVER_KEY: web.AppKey[ServerApi] = web.AppKey("server")
 
 
 def error_response(exc: DynakvError) -> web.Response:
@@ -100,7 +98,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 class Api:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerApi) -> None:
         self.server = server
 
     async def _timed(self, op: str, call: Any) -> web.StreamResponse:
@@ -165,7 +163,7 @@ class Api:
     async def replica(self, request: web.Request) -> web.StreamResponse:
         bucket, key = _location(request, "/v1/replica/")
         _quorum_param(request)
-        clock = self.server.node.replica(bucket, key)
+        clock = self.server.replica(bucket, key)
         if clock is None:
             raise NotFound(f"this node holds no copy of {bucket}/{key}")
         siblings = versions.values(clock)
@@ -186,40 +184,10 @@ class Api:
         return web.json_response(body)
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        body = dict(self.server.node.status())
-        body["uptime_seconds"] = round(time.time() - self.server.started, 3)
-        body["node_addr"] = self.server.config.node_addr
-        body["http_addr"] = self.server.config.http_addr
-        body["durability"] = self.server.config.durability
-        return web.json_response(body)
+        return web.json_response(self.server.status())
 
     async def cluster(self, request: web.Request) -> web.StreamResponse:
-        node = self.server.node
-        state = node.state
-        ring = state.ring.ring
-        ownership = ring.ownership()
-        members = [
-            {
-                "name": m.name,
-                "node_addr": m.node_addr,
-                "http_addr": m.http_addr,
-                "status": node.member_status(m),
-                "incarnation": m.incarnation,
-                "partitions": ownership.get(m.name, 0),
-            }
-            for m in state.members
-        ]
-        target = state.ring.next
-        body = {
-            "cluster": state.cluster,
-            "epoch": state.ring.epoch,
-            "claimant": state.ring.claimant,
-            "members": members,
-            "ring": {"size": ring.size, "owners": list(ring.owners)},
-            "next_ring": None if target is None else {"owners": list(target.owners)},
-            "transfers_pending": len(ms.pending_moves(state, node.replication)),
-        }
-        return web.json_response(body)
+        return web.json_response(self.server.cluster())
 
     async def repair(self, request: web.Request) -> web.StreamResponse:
         """`dynakv cluster repair`: an anti-entropy round now, with every other replica."""
@@ -268,7 +236,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         )
 
 
-def build_app(server: Server) -> web.Application:
+def build_app(server: ServerApi) -> web.Application:
     api = Api(server)
     app = web.Application(
         middlewares=[json_errors], client_max_size=server.config.max_value_bytes + (1 << 16)
@@ -284,12 +252,22 @@ def build_app(server: Server) -> web.Application:
     return app
 
 
-async def start_http(server: Server) -> web.AppRunner:
-    from dynakv.runtime.server import split_addr
+class HttpFrontend:
+    """The HTTP API on `config.http_addr` (a Frontend): every node has it."""
 
-    runner = web.AppRunner(build_app(server), access_log=None)
-    await runner.setup()
-    host, port = split_addr(server.config.http_addr)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    return runner
+    def __init__(self, server: ServerApi) -> None:
+        self.server = server
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(build_app(self.server), access_log=None)
+        await runner.setup()
+        self._runner = runner
+        host, port = split_addr(self.server.config.http_addr)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+
+    async def stop(self) -> None:
+        """Close the listener; aiohttp lets the requests in flight finish first."""
+        if self._runner is not None:
+            await self._runner.cleanup()

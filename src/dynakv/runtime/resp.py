@@ -1,4 +1,4 @@
-"""The Redis-protocol (RESP2) front door of a node: `dynakv serve --resp HOST:PORT`.
+"""The Redis-protocol (RESP2) front end of a node: `dynakv serve --resp HOST:PORT`.
 
 Any Redis client can then read and write one bucket of dynakv (`resp_bucket`, "default"
 unless configured): PING, ECHO, GET, SET, DEL, EXISTS, MGET, MSET, INFO, QUIT, plus the
@@ -6,12 +6,12 @@ handshake commands client libraries and redis-benchmark send on connecting (COMM
 SETNAME/SETINFO/GETNAME/ID, SELECT 0, CONFIG GET), answered harmlessly.
 
 Each command becomes the same ClientGet/ClientPut messages the binary protocol and the HTTP
-API carry, run through the node with `Server.submit`, which calls back with the reply when
-it is released: no task or future per request. Replies go out in the order of
-the commands on each connection. Commands of one connection are started as they arrive, so a
-pipeline runs concurrently, except that a command touching a key an earlier, unfinished
-command of the connection writes (or, for a write, reads) waits for it: a pipelined
-`SET k v` then `GET k` reads `v`, as on Redis.
+API carry, run through the node with the server's `submit` (frontend.ServerApi), which calls
+back with the reply when it is released: no task or future per request. Replies go out in the
+order of the commands on each connection. Commands of one connection are started as they
+arrive, so a pipeline runs concurrently, except that a command touching a key an earlier,
+unfinished command of the connection writes (or, for a write, reads) waits for it: a
+pipelined `SET k v` then `GET k` reads `v`, as on Redis.
 
 Semantics against Redis, where they differ:
 - A key maps to `(resp_bucket, key)`; keys must be valid UTF-8 of 1-1024 bytes.
@@ -37,15 +37,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from urllib.parse import quote
 
 from dynakv.config import validate_location
 from dynakv.errors import DynakvError
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message, PutResult
-
-if TYPE_CHECKING:
-    from dynakv.runtime.server import Server
+from dynakv.runtime.addr import split_addr
+from dynakv.runtime.frontend import ServerApi
 
 log = logging.getLogger("dynakv")
 
@@ -54,6 +53,7 @@ MAX_HEADER = 64  # bytes of a "*N" / "$N" line before its CRLF
 MAX_ARGS = 1024 * 1024  # elements of one command array
 MAX_PENDING = 1024  # commands of one connection in flight before it stops reading
 SWEEP_INTERVAL = 1.0
+STOP_POLL = 0.01  # seconds between looks at the replies still due, when stopping
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
@@ -199,12 +199,12 @@ class Slot:
 class RespConnection(asyncio.Protocol):
     """One client connection speaking RESP2."""
 
-    def __init__(self, listener: RespListener) -> None:
-        self.listener = listener
-        self.server = listener.server
-        self.bucket = listener.bucket
-        self.lww = listener.lww
-        self.id = listener.next_id()
+    def __init__(self, frontend: RespFrontend) -> None:
+        self.frontend = frontend
+        self.server = frontend.server
+        self.bucket = frontend.bucket
+        self.lww = frontend.lww
+        self.id = frontend.next_id()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.client_name: bytes | None = None
@@ -221,11 +221,11 @@ class RespConnection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.listener.connections.add(self)
+        self.frontend.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.listener.connections.discard(self)
+        self.frontend.connections.discard(self)
 
     def eof_received(self) -> bool:
         """The client sent all it will (a half-close): answer it, then close."""
@@ -235,11 +235,11 @@ class RespConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._update_reading()
+        self.update_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._update_reading()
+        self.update_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self.closed:
@@ -247,7 +247,7 @@ class RespConnection(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         offset = 0
-        max_bulk = self.listener.max_bulk
+        max_bulk = self.frontend.max_bulk
         self._batch = True
         try:
             while not self._closing:
@@ -312,7 +312,7 @@ class RespConnection(asyncio.Protocol):
             self._start(slot)
         else:
             self._queued.append(slot)
-        self._update_reading()
+        self.update_reading()
 
     def _conflicts(self, slot: Slot) -> bool:
         writing, reading = self._writing, self._reading
@@ -364,18 +364,22 @@ class RespConnection(asyncio.Protocol):
             self.transport.close()
             self.closed = True
             return
-        self._update_reading()
+        self.update_reading()
 
-    def _update_reading(self) -> None:
+    def update_reading(self) -> None:
         if self.transport is None or self.closed:
             return
-        pause = self._write_paused or len(self._replies) >= MAX_PENDING
+        pause = self._write_paused or len(self._replies) >= MAX_PENDING or self.frontend.stopping
         if pause and not self._read_paused:
             self._read_paused = True
             self.transport.pause_reading()
         elif not pause and self._read_paused and len(self._replies) < MAX_PENDING // 2:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def answering(self) -> bool:
+        """Some commands of this connection still have replies to write."""
+        return bool(self._replies) and not self.closed
 
     def expire(self, now: float, limit: float) -> None:
         """Safety net: answer commands the node never answered (it always should)."""
@@ -641,26 +645,27 @@ def answer_info(conn: RespConnection, args: list[bytes]) -> bytes:
     server = conn.server
     config = server.config
     props = config.bucket(config.resp_bucket)
+    status = server.status()
     sections = {
         "server": [
             "redis_version:7.0.0",  # the dialect spoken; only the commands above exist
             f"dynakv_version:{_version()}",
             "redis_mode:standalone",
             f"process_id:{os.getpid()}",
-            f"tcp_port:{conn.listener.port}",
-            f"uptime_in_seconds:{int(time.time() - server.started)}",
+            f"tcp_port:{conn.frontend.port}",
+            f"uptime_in_seconds:{int(server.uptime())}",
         ],
         "dynakv": [
             f"node:{config.name}",
             f"cluster:{config.cluster}",
-            f"members:{len(server.node.state.members)}",
+            f"members:{len(server.cluster()['members'])}",
             f"bucket:{config.resp_bucket}",
             f"policy:{props.policy}",
             f"n:{props.n}",
             f"r:{props.r}",
             f"w:{props.w}",
             f"durability:{config.durability}",
-            f"keys:{server.engine.count()}",  # records stored on this node, all buckets
+            f"keys:{status['keys']}",  # records stored on this node, all buckets
         ],
         "replication": ["role:master", "connected_slaves:0"],  # every node takes writes
     }
@@ -753,10 +758,10 @@ COMMANDS: dict[bytes, Command] = {
 }
 
 
-class RespListener:
-    """The RESP listener of a node and its connections."""
+class RespFrontend:
+    """The RESP listener on `config.resp_addr` and its connections (a Frontend)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerApi) -> None:
         self.server = server
         config = server.config
         self.bucket = config.resp_bucket
@@ -765,8 +770,8 @@ class RespListener:
         # the node's value_too_large error and the connection stays usable.
         self.max_bulk = config.max_value_bytes + 64 * 1024
         self.connections: set[RespConnection] = set()
-        self.loop = asyncio.get_running_loop()
         self.port = 0
+        self.stopping = False  # no more reading: the commands in flight are being answered
         self._ids = 0
         self._tcp: asyncio.AbstractServer | None = None
         self._sweep: asyncio.TimerHandle | None = None
@@ -775,37 +780,41 @@ class RespListener:
         self._ids += 1
         return self._ids
 
-    async def start(self, addr: str) -> None:
-        from dynakv.runtime.server import split_addr
-
+    async def start(self) -> None:
+        addr = self.server.config.resp_addr
+        if not addr:
+            raise ValueError("the RESP front end needs resp_addr")
         host, port = split_addr(addr)
-        self._tcp = await self.loop.create_server(
+        loop = asyncio.get_running_loop()
+        self._tcp = await loop.create_server(
             lambda: RespConnection(self), host, port, reuse_address=True
         )
         self.port = port
-        self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire)
+        self._sweep = loop.call_later(SWEEP_INTERVAL, self._expire)
+        log.info("resp_started addr=%s bucket=%s", addr, self.bucket)
 
     def _expire(self) -> None:
-        now = time.monotonic()
-        limit = self.server.config.request_timeout + 2.0
+        now, limit = time.monotonic(), self._limit()
         for conn in list(self.connections):
             conn.expire(now, limit)
-        self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire)
+        self._sweep = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._expire)
 
-    def close(self) -> None:
-        if self._sweep is not None:
-            self._sweep.cancel()
+    def _limit(self) -> float:
+        """How long a command may wait for the node before it is answered a timeout."""
+        return self.server.config.request_timeout + 2.0
+
+    async def stop(self) -> None:
+        """Stop accepting and reading; write the replies of the commands in flight (for as
+        long as the sweep lets a command wait), then close every connection."""
+        self.stopping = True
         if self._tcp is not None:
             self._tcp.close()
         for conn in list(self.connections):
+            conn.update_reading()
+        deadline = time.monotonic() + self._limit()
+        while time.monotonic() < deadline and any(c.answering() for c in self.connections):
+            await asyncio.sleep(STOP_POLL)
+        if self._sweep is not None:
+            self._sweep.cancel()
+        for conn in list(self.connections):
             conn.abort()
-
-
-async def start_resp(server: Server) -> RespListener | None:
-    """Listen for RESP on `config.resp_addr` (None, and nothing started, when it is unset)."""
-    if not server.config.resp_addr:
-        return None
-    listener = RespListener(server)
-    await listener.start(server.config.resp_addr)
-    log.info("resp_started addr=%s bucket=%s", server.config.resp_addr, listener.bucket)
-    return listener

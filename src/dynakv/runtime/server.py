@@ -1,18 +1,18 @@
-"""The node process: runs a core.Node on asyncio, executing its effects.
+"""The server: runs a core.Node on asyncio, executing its effects, and offers front ends
+their API (frontend.ServerApi).
 
 Every event goes through `dispatch`; the effects of one loop turn are held until the storage
-engine has committed that turn's writes (group commit), then frames are written and HTTP
-waiters woken. This is the only place, with http.py, that does I/O for a node.
+engine has committed that turn's writes (group commit), then frames are written and front
+ends' requests answered. It owns the binary protocol's listener and the peer links; the
+front ends (http.py, resp.py) do the rest of a node's I/O, through its API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import random
-import signal
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +23,7 @@ import msgspec
 
 from dynakv import messages
 from dynakv.config import NodeConfig
+from dynakv.core import membership as ms
 from dynakv.core.events import (
     Event,
     LoadReport,
@@ -47,33 +48,26 @@ from dynakv.messages import (
     Hello,
     Message,
 )
+from dynakv.runtime.addr import split_addr
 from dynakv.runtime.metrics import Metrics
 from dynakv.runtime.transport import FrameConnection
 from dynakv.storage import open_engine
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.pipelined import PipelinedEngine
+from dynakv.versions import Clock
 
 log = logging.getLogger("dynakv")
 RECONNECT_BACKOFF = 0.5
-# The cyclic collector's young-generation threshold (CPython's default is 700). Under RESP
-# load the objects of the requests in flight (slots, reply callbacks, pending requests) went
-# past 700 dozens of times a second, so young collections kept promoting them, and every few
-# seconds a full collection walked the whole heap: 35-70 ms with the loop stopped, once or
-# twice per 5 s on the coordinator (benchmarks/README.md, "Garbage collector pauses"). The
-# node makes almost no cyclic garbage; at 10,000 young collections are rare and take ~3 ms.
-GC_YOUNG_THRESHOLD = 10_000
 LOAD_REPORT_INTERVAL = 1.0
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
-    return host, int(port)
-
-
 class Server:
-    """One dynakv node: its Node, storage engine, TCP listener, peer links and HTTP API."""
+    """One dynakv node: its Node, storage engine, binary-protocol listener and peer links.
+
+    Front ends use only its API (frontend.ServerApi): `config`, `metrics`, `call`, `submit`,
+    `forget`, `status`, `cluster`, `replica`, `uptime`. The process (process.py) uses
+    `start`, `stop` and `stop_requested`.
+    """
 
     def __init__(self, config: NodeConfig, join: str | None = None) -> None:
         self.config = config
@@ -114,10 +108,8 @@ class Server:
         self._tokens = itertools.count(1)
         self._inflight: dict[tuple[str, int], tuple[str, float]] = {}
         self._tcp_server: asyncio.AbstractServer | None = None
-        self._http_runner: Any = None
-        self._resp: Any = None  # runtime.resp.RespListener when config.resp_addr is set
         self.stopped = asyncio.Event()
-        self.stop_requested = asyncio.Event()  # the node left the cluster
+        self.stop_requested = asyncio.Event()  # it left the cluster, or its storage failed
         # A commit failed: requests sent before it (ungated) may carry dots that are not on
         # disk here. The node stops without marking a clean stop, so it starts again with a
         # new incarnation rather than mint those dots a second time.
@@ -126,8 +118,7 @@ class Server:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        from dynakv.runtime.http import start_http
-
+        """Listen for the binary protocol and start the node (front ends come after)."""
         self.loop = asyncio.get_running_loop()
         if isinstance(self.engine, PipelinedEngine):
             self.engine.bind(self.loop.call_soon_threadsafe)
@@ -135,10 +126,6 @@ class Server:
         self._tcp_server = await self.loop.create_server(
             lambda: FrameConnection(self), host, port, reuse_address=True
         )
-        self._http_runner = await start_http(self)
-        from dynakv.runtime.resp import start_resp
-
-        self._resp = await start_resp(self)
         log.info(
             "node_started name=%s node_addr=%s http_addr=%s node_id=%s",
             self.config.name,
@@ -150,6 +137,7 @@ class Server:
         self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
 
     async def stop(self) -> None:
+        """Send what the node still owes, close every connection and the storage engine."""
         failed = self.storage_failed
         if not failed:
             self._flush()
@@ -160,12 +148,8 @@ class Server:
             handle.cancel()
         if self._tcp_server is not None:
             self._tcp_server.close()
-        if self._resp is not None:
-            self._resp.close()
         for conn in list(self._connections):
             conn.abort()
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
         if not failed:
             self.node.shutdown()
         try:
@@ -430,7 +414,7 @@ class Server:
             self._peers[hello.name] = conn
         self.dispatch(PeerUp(hello.name))
 
-    # --- requests from the HTTP API --------------------------------------------------------
+    # --- the front ends' API (frontend.ServerApi, which documents it) ----------------------
     async def call(self, message: Message, timeout: float | None = None) -> Message:
         """Run one client request through the node and wait for its reply."""
         assert self.loop is not None
@@ -458,6 +442,47 @@ class Server:
     def forget(self, token: str) -> None:
         self._callbacks.pop(token, None)
 
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = dict(self.node.status())
+        body["uptime_seconds"] = round(self.uptime(), 3)
+        body["node_addr"] = self.config.node_addr
+        body["http_addr"] = self.config.http_addr
+        body["durability"] = self.config.durability
+        return body
+
+    def cluster(self) -> dict[str, Any]:
+        node = self.node
+        state = node.state
+        ring = state.ring.ring
+        ownership = ring.ownership()
+        members = [
+            {
+                "name": m.name,
+                "node_addr": m.node_addr,
+                "http_addr": m.http_addr,
+                "status": node.member_status(m),
+                "incarnation": m.incarnation,
+                "partitions": ownership.get(m.name, 0),
+            }
+            for m in state.members
+        ]
+        target = state.ring.next
+        return {
+            "cluster": state.cluster,
+            "epoch": state.ring.epoch,
+            "claimant": state.ring.claimant,
+            "members": members,
+            "ring": {"size": ring.size, "owners": list(ring.owners)},
+            "next_ring": None if target is None else {"owners": list(target.owners)},
+            "transfers_pending": len(ms.pending_moves(state, node.replication)),
+        }
+
+    def replica(self, bucket: str, key: str) -> Clock | None:
+        return self.node.replica(bucket, key)
+
+    def uptime(self) -> float:
+        return time.time() - self.started
+
     def _record_done(self, token: str, message: Message) -> None:
         rid = getattr(message, "rid", None)
         started = self._inflight.pop((token, rid), None) if rid is not None else None
@@ -475,27 +500,3 @@ def _log_effect(effect: Log) -> None:
     level = getattr(logging, effect.level.upper(), logging.INFO)
     fields = " ".join(f"{k}={v}" for k, v in effect.fields.items())
     log.log(level, "%s %s", effect.event, fields)
-
-
-async def serve(config: NodeConfig, join: str | None = None) -> None:
-    """Run one node until SIGINT or SIGTERM."""
-    server = Server(config, join)
-    await server.start()
-    loop = asyncio.get_running_loop()
-    stop = server.stop_requested
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop()
-
-
-def run(config: NodeConfig, join: str | None = None) -> None:
-    import uvloop
-
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-    uvloop.run(serve(config, join))

@@ -1,0 +1,76 @@
+"""A node process, composed: the Server, then its front ends (HTTP always, RESP with
+`resp_addr`), stopped in reverse order; `run` is `dynakv serve` (signals, logging, GC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dynakv.config import NodeConfig
+from dynakv.runtime.frontend import Frontend, ServerApi
+from dynakv.runtime.http import HttpFrontend
+from dynakv.runtime.resp import RespFrontend
+from dynakv.runtime.server import Server
+
+# The cyclic collector's young-generation threshold (CPython's default is 700). Under RESP
+# load the objects of the requests in flight (slots, reply callbacks, pending requests) went
+# past 700 dozens of times a second, so young collections kept promoting them, and every few
+# seconds a full collection walked the whole heap: 35-70 ms with the loop stopped, once or
+# twice per 5 s on the coordinator (benchmarks/README.md, "Garbage collector pauses"). The
+# node makes almost no cyclic garbage; at 10,000 young collections are rare and take ~3 ms.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def frontends(server: ServerApi) -> list[Frontend]:
+    """The front ends the config asks for, in the order they start."""
+    chosen: list[Frontend] = [HttpFrontend(server)]
+    if server.config.resp_addr:
+        chosen.append(RespFrontend(server))
+    return chosen
+
+
+@asynccontextmanager
+async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[Server]:
+    """A started node with its front ends; on leaving, the front ends stop (the requests in
+    flight answered), then the server."""
+    server = Server(config, join)
+    await server.start()
+    started: list[Frontend] = []
+    try:
+        for frontend in frontends(server):
+            await frontend.start()
+            started.append(frontend)
+        yield server
+    finally:
+        for frontend in reversed(started):
+            await frontend.stop()
+        await server.stop()
+
+
+async def serve(config: NodeConfig, join: str | None = None) -> None:
+    """Run one node until SIGINT or SIGTERM (or until it leaves the cluster or its storage
+    fails)."""
+    async with running(config, join) as server:
+        loop = asyncio.get_running_loop()
+        stop = server.stop_requested
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def run(config: NodeConfig, join: str | None = None) -> None:
+    """`dynakv serve`: log to stderr, raise the collector's young threshold, serve on uvloop."""
+    import uvloop
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    uvloop.run(serve(config, join))
