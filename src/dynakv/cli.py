@@ -41,6 +41,8 @@ def main() -> None:
 @click.option("--cluster", help="Cluster name; nodes of another cluster are refused.")
 @click.option("--durability", type=click.Choice(["fsync", "os", "none"]))
 @click.option("--ring-size", type=int, help="Partitions Q (power of two), fixed at creation.")
+@click.option("--datacenter", help="This node's data center (default dc1).")
+@click.option("--rack", help="This node's rack (default rack1); nodes on one machine share one.")
 def serve(
     name: str | None,
     data_dir: str | None,
@@ -52,6 +54,8 @@ def serve(
     cluster: str | None,
     durability: str | None,
     ring_size: int | None,
+    datacenter: str | None,
+    rack: str | None,
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
     from dynakv.runtime.process import run
@@ -67,6 +71,8 @@ def serve(
             cluster=cluster,
             durability=durability,
             ring_size=ring_size,
+            datacenter=datacenter,
+            rack=rack,
         )
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -97,11 +103,18 @@ def _members_of(addr: str) -> int:
 @click.option("--base-port", default=7000, show_default=True, help="Node i listens on base+i.")
 @click.option("--base-http-port", default=8000, show_default=True, help="HTTP on base+i.")
 @click.option("--resp-base-port", type=int, help="Redis protocol (RESP2) on base+i; off if unset.")
+@click.option(
+    "--datacenters", default=1, show_default=True, type=click.IntRange(1, 64),
+    help="Spread the nodes over this many data centers (dc1, dc2, ...), in turn.",
+)  # fmt: skip
 def dev_cluster(
     count: int, data_dir: str, host: str, base_port: int, base_http_port: int,
-    resp_base_port: int | None,
+    resp_base_port: int | None, datacenters: int,
 ) -> None:  # fmt: skip
-    """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all."""
+    """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all.
+
+    Every node gets a rack of its own (rackI): on one machine they share it, but each stands
+    for a machine of a real cluster."""
     procs: list[subprocess.Popen[bytes]] = []
     root = Path(data_dir)
     stopping = False
@@ -125,6 +138,8 @@ def dev_cluster(
                 "--data-dir", str(root / f"node{i}"),
                 "--listen", node_addr,
                 "--http", http_addr,
+                "--datacenter", f"dc{(i - 1) % datacenters + 1}",
+                "--rack", f"rack{i}",
             ]  # fmt: skip
             if i > 1:
                 args += ["--join", f"{host}:{base_port + 1}"]
@@ -134,7 +149,8 @@ def dev_cluster(
             procs.append(subprocess.Popen(args, start_new_session=True))
             if not _wait_http(http_addr, 30):
                 raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
-            line = f"node{i}: node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
+            place = f"dc{(i - 1) % datacenters + 1}/rack{i}"
+            line = f"node{i} ({place}): node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
             console.print(line + (f"  resp [bold]{resp}[/]" if resp else ""))
         first_http = f"{host}:{base_http_port + 1}"
         deadline = time.monotonic() + 30
@@ -280,16 +296,22 @@ def cluster_status(node: str) -> None:
     size = view["ring"]["size"]
     title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
     table = Table(title=title)
-    for column in ("name", "status", "node", "http", "partitions", "share", "hints", "reaped"):
+    columns = ("dc", "rack", "name", "status", "node", "http", "partitions", "share", "hints")
+    for column in (*columns, "reaped"):
         table.add_column(column)
     transfers: list[tuple[str, dict]] = []
-    for m in view["members"]:
+    members = sorted(view["members"], key=lambda m: (m.get("datacenter", ""), m["name"]))
+    for i, m in enumerate(members):
+        dc = m.get("datacenter", "")
+        if i and dc != members[i - 1].get("datacenter", ""):
+            table.add_section()  # one section per data center
         status = _member_status(m["http_addr"]) if m["status"] != "removed" else None
         if status is not None:
             transfers.extend((m["name"], t) for t in status.get("transfers", []))
         colour = _STATUS_COLOURS.get(m["status"], "red")
         table.add_row(
-            m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"], m["http_addr"],
+            dc, m.get("rack", ""), m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"],
+            m["http_addr"],
             str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
             "-" if status is None else str(status.get("hints_pending", 0)),
             "-" if status is None else _reaped(status),

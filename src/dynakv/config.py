@@ -46,6 +46,10 @@ class NodeConfig:
     http_addr: str = "127.0.0.1:8000"
     resp_addr: str | None = None  # HOST:PORT for the Redis protocol (RESP2); None: off
     resp_bucket: str = "default"  # the bucket Redis commands read and write
+    # Where the node runs, gossiped with its membership record. Nodes sharing a machine
+    # (one per core) share a rack, so that no two replicas of a key share a machine.
+    datacenter: str = "dc1"
+    rack: str = "rack1"
     ring_size: int = 64  # Q, power of two, fixed when the cluster is created
     defaults: BucketProps = field(default_factory=BucketProps)
     buckets: dict[str, BucketProps] = field(default_factory=dict)
@@ -95,6 +99,11 @@ class NodeConfig:
             raise ValueError(
                 f"invalid node name {self.name!r}: use 1-64 letters, digits, '.', '_' or '-'"
             )
+        for what, value in (("datacenter", self.datacenter), ("rack", self.rack)):
+            if not NAME_PATTERN.match(value):
+                raise ValueError(
+                    f"invalid {what} {value!r}: use 1-64 letters, digits, '.', '_' or '-'"
+                )
         if self.ring_size < 1 or self.ring_size & (self.ring_size - 1):
             raise ValueError("ring_size must be a power of two")
         if self.durability not in ("fsync", "os", "none"):

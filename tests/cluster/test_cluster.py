@@ -212,14 +212,14 @@ def test_a_node_of_another_cluster_cannot_join(tmp_path, cluster: ProcessCluster
         stranger.stop()
 
 
-def test_dev_cluster_starts_three_nodes_and_stops_them_on_sigint(tmp_path):
+def test_dev_cluster_starts_three_nodes_in_two_datacenters_and_stops_them_on_sigint(tmp_path):
     from tests.cluster.harness import free_port_block
 
     base, base_http = free_port_block(3), free_port_block(3)
     args = [
         sys.executable, "-m", "dynakv", "dev-cluster", "--nodes", "3",
         "--data-dir", str(tmp_path / "data"),
-        "--base-port", str(base), "--base-http-port", str(base_http),
+        "--base-port", str(base), "--base-http-port", str(base_http), "--datacenters", "2",
     ]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -233,7 +233,10 @@ def test_dev_cluster_starts_three_nodes_and_stops_them_on_sigint(tmp_path):
             output += line
         assert b"cluster of 3 up" in output, output.decode()
         view = http("GET", f"http://127.0.0.1:{base_http + 1}/v1/cluster").json()
-        assert len(view["members"]) == 3
+        places = {m["name"]: (m["datacenter"], m["rack"]) for m in view["members"]}
+        assert places == {
+            "node1": ("dc1", "rack1"), "node2": ("dc2", "rack2"), "node3": ("dc1", "rack3"),
+        }  # fmt: skip
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert b"all nodes stopped" in rest

@@ -26,6 +26,7 @@ from dynakv.core.membership import (
     new_cluster,
     pending_moves,
     plan_ring,
+    refresh_self,
     request_join,
     request_leave,
     start_transfer,
@@ -386,3 +387,35 @@ def test_a_transfer_serves_from_the_old_ring_until_every_move_is_recorded():
     assert m.ring.ring == target and m.ring.next is None
     assert statuses(m)["n4"] == "up"
     assert m.transferred == ()  # installing the ring drops the finished epoch's entries
+
+
+# --- topology: data center and rack -------------------------------------------------------
+
+
+def _placed(name: str, datacenter: str = "dc1", rack: str = "rack1") -> MemberRecord:
+    return MemberRecord(name, f"{name}:7000", f"{name}:8000", "i1", "joining", 0, datacenter, rack)
+
+
+def test_a_record_persisted_before_topology_existed_decodes_in_dc1_rack1():
+    state = new_cluster("c", MemberRecord("n1", "a:1", "a:2", "i1", "up", 3), 8)
+    as_before = list(msgspec.to_builtins(state))
+    as_before[1] = [list(as_before[1][0])[:6]]  # the record as it was: six fields
+    record = decode(msgspec.msgpack.encode(as_before)).members[0]
+    assert (record.datacenter, record.rack) == ("dc1", "rack1")
+
+
+def test_a_member_that_comes_back_in_another_rack_says_so_with_a_newer_version():
+    state = request_join(new_cluster("c", _placed("n1"), 8), _placed("n2", "dc2", "r1"))
+    assert (member(state, "n2").datacenter, member(state, "n2").rack) == ("dc2", "r1")
+    again = request_join(state, _placed("n2", "dc2", "r1"))
+    assert again is state  # a retry changes nothing
+    moved = request_join(state, _placed("n2", "dc2", "r9"))
+    assert member(moved, "n2").rack == "r9"
+    assert member(moved, "n2").version > member(state, "n2").version
+    refreshed = refresh_self(new_cluster("c", _placed("n1"), 8), _placed("n1", "dc3", "r2"))
+    assert member(refreshed, "n1").datacenter == "dc3" and member(refreshed, "n1").status == "up"
+
+
+def test_an_empty_datacenter_or_rack_is_refused():
+    with pytest.raises(ValueError):
+        MemberRecord("n1", "a:1", "a:2", "i1", "up", 0, "", "rack1")

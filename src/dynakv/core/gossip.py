@@ -48,7 +48,16 @@ def load_membership(engine: Engine, config: NodeConfig, me: MemberRecord) -> Mem
 
 def member_record(config: NodeConfig, incarnation: str) -> MemberRecord:
     """This node as a joining member."""
-    return MemberRecord(config.name, config.node_addr, config.http_addr, incarnation, "joining", 0)
+    return MemberRecord(
+        config.name,
+        config.node_addr,
+        config.http_addr,
+        incarnation,
+        "joining",
+        0,
+        config.datacenter,
+        config.rack,
+    )
 
 
 class Gossiper(Component):

@@ -85,10 +85,15 @@ class MemberRecord(msgspec.Struct, frozen=True, array_like=True):
     incarnation: str
     status: str  # joining | up | leaving | removed
     version: int  # bumped by whoever changes this record
+    # Topology (last, with defaults: a record persisted before they existed still decodes).
+    datacenter: str = "dc1"
+    rack: str = "rack1"
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a member name must be non-empty")
+        if not self.datacenter or not self.rack:
+            raise ValueError("a member's datacenter and rack must be non-empty")
         if self.status not in _RANK:
             raise ValueError(f"member status must be one of {STATUSES}, got {self.status!r}")
         if self.version < 0:
@@ -306,9 +311,9 @@ def new_cluster(cluster: str, founder: MemberRecord, ring_size: int) -> Membersh
 def request_join(m: Membership, joiner: MemberRecord) -> Membership:
     """Add joiner with status joining, or update the record of a member that rejoins.
 
-    Only joiner's name, addresses and incarnation are used. A retry of a join already
-    recorded (same addresses and incarnation, joining or up) changes nothing. A rejoin
-    with a new incarnation or address bumps the version; a member that is up and still
+    Only joiner's name, addresses, incarnation, data center and rack are used. A retry of a
+    join already recorded (all of those the same, joining or up) changes nothing. A rejoin
+    with a new incarnation, address or place bumps the version; a member that is up and still
     owns partitions stays up (a replaced disk: anti-entropy refills it), any other becomes
     joining. Refused with ClusterError when the name is up at another node address, or when
     the ring has no partition left for one more member.
@@ -327,11 +332,7 @@ def request_join(m: Membership, joiner: MemberRecord) -> Membership:
             f"the name {joiner.name!r} belongs to a member that is up at {existing.node_addr}; "
             f"remove it before it joins from {joiner.node_addr}"
         )
-    same = (existing.node_addr, existing.http_addr, existing.incarnation) == (
-        joiner.node_addr,
-        joiner.http_addr,
-        joiner.incarnation,
-    )
+    same = _identity(existing) == _identity(joiner)
     if same and existing.status in IN_RING:
         return m
     if existing.status not in IN_RING and len(names(m)) >= m.ring.ring.size:
@@ -345,16 +346,12 @@ def request_join(m: Membership, joiner: MemberRecord) -> Membership:
 
 
 def refresh_self(m: Membership, me: MemberRecord) -> Membership:
-    """A member re-asserts its own addresses and incarnation (after a restart), keeping its
-    status; a newer version so stale gossip cannot undo it."""
+    """A member re-asserts its own addresses, incarnation, data center and rack (after a
+    restart), keeping its status; a newer version so stale gossip cannot undo it."""
     existing = member(m, me.name)
     if existing is None:
         return m
-    if (existing.node_addr, existing.http_addr, existing.incarnation) == (
-        me.node_addr,
-        me.http_addr,
-        me.incarnation,
-    ):
+    if _identity(existing) == _identity(me):
         return m
     record = _record(me, existing.status, existing.version + 1)
     return _with(m, record)
@@ -472,9 +469,12 @@ def _name(record: MemberRecord) -> str:
 
 
 def _record(joiner: MemberRecord, status: str, version: int) -> MemberRecord:
-    return MemberRecord(
-        joiner.name, joiner.node_addr, joiner.http_addr, joiner.incarnation, status, version
-    )
+    return msgspec.structs.replace(joiner, status=status, version=version)
+
+
+def _identity(record: MemberRecord) -> tuple[str, str, str, str, str]:
+    """What a member asserts about itself: addresses, incarnation, where it runs."""
+    return (record.node_addr, record.http_addr, record.incarnation, record.datacenter, record.rack)
 
 
 def _with(m: Membership, record: MemberRecord) -> Membership:

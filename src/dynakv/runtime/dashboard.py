@@ -11,8 +11,8 @@ table{border-collapse:collapse;margin:1rem 0}td,th{padding:.3rem .8rem;border-bo
 .up{color:#080}.down{color:#c00}pre{background:#f6f6f6;padding:1rem}
 </style></head><body>
 <h1>dynakv</h1>
-<h2>Members</h2><table id="members"><tr><th>name</th><th>status</th><th>node</th>
-<th>http</th><th>partitions</th></tr></table>
+<h2>Members</h2><table id="members"><tr><th>data center</th><th>rack</th><th>name</th>
+<th>status</th><th>node</th><th>http</th><th>partitions</th></tr></table>
 <h2>This node</h2><pre id="status"></pre>
 <script>
 async function refresh(){
@@ -20,9 +20,12 @@ async function refresh(){
   const s = await (await fetch('/v1/status')).json();
   const t = document.getElementById('members');
   while (t.rows.length > 1) t.deleteRow(1);
-  for (const m of c.members){
+  const place = m => m.datacenter + '\0' + m.name;
+  const members = [...c.members].sort((a, b) => (place(a) < place(b) ? -1 : 1));
+  for (const m of members){
     const r = t.insertRow();
-    for (const v of [m.name, m.status, m.node_addr, m.http_addr, m.partitions]){
+    const row = [m.datacenter, m.rack, m.name, m.status, m.node_addr, m.http_addr];
+    for (const v of [...row, m.partitions]){
       const cell = r.insertCell(); cell.textContent = v;
       if (v === m.status) cell.className = m.status;
     }

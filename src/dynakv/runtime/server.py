@@ -460,6 +460,8 @@ class Server:
                 "name": m.name,
                 "node_addr": m.node_addr,
                 "http_addr": m.http_addr,
+                "datacenter": m.datacenter,
+                "rack": m.rack,
                 "status": node.member_status(m),
                 "incarnation": m.incarnation,
                 "partitions": ownership.get(m.name, 0),
