@@ -26,7 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 200).
-# Hours on 2 cores; not part of `make test`. Fails if any seed breaks an invariant.
+# About 25 min per workload per core (75 min at SIM_JOBS=1); not part of `make test`.
+# Fails if any seed breaks an invariant.
 SIM_LONG_SEEDS ?= 1-10000
 SIM_JOBS ?= 2
 sim-long: $(STAMP)
