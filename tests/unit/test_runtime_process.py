@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 import aiohttp
+import pytest
 
 from dynakv.config import NodeConfig
 from dynakv.messages import Message, PutResult
@@ -74,6 +76,7 @@ class HeldServer:
         self.config = config
         self.metrics = Metrics()
         self.held: list[Callable[[Message], None]] = []
+        self.stopped = asyncio.Event()
 
     def submit(self, message: Message, callback: Callable[[Message], None]) -> str:
         self.held.append(callback)
@@ -107,6 +110,47 @@ def test_stopping_resp_stops_reading_and_answers_the_commands_in_flight_first():
         writer.close()
 
     asyncio.run(scenario())
+
+
+def test_resp_does_not_wait_for_answers_a_stopped_server_will_never_give():
+    """After a storage failure the server stops first; RESP then closes at once."""
+
+    async def scenario() -> None:
+        config = NodeConfig(name="n1", engine="memory", resp_addr=f"127.0.0.1:{free_port()}")
+        server = HeldServer(config)
+        resp = RespFrontend(cast(frontend.ServerApi, server))
+        await resp.start()
+        host, _, port = (config.resp_addr or "").rpartition(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"SET k v\r\n")
+        while not server.held:
+            await asyncio.sleep(0.01)
+        server.stopped.set()
+        await asyncio.wait_for(resp.stop(), 1.0)  # not request_timeout + 2 s
+        writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_front_end_port_already_taken_stops_the_process_before_the_node_starts(caplog):
+    async def scenario() -> None:
+        taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = taken.sockets[0].getsockname()[1]
+        config = NodeConfig(
+            name="n1", engine="memory", node_addr=f"127.0.0.1:{free_port()}",
+            http_addr=f"127.0.0.1:{port}",
+        )  # fmt: skip
+        try:
+            with pytest.raises(OSError):
+                async with running(config, join="127.0.0.1:9"):
+                    raise AssertionError("the process must not start")
+        finally:
+            taken.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    # Never started: no join sent, no cluster founded, nothing gossiped.
+    assert "node_started" not in caplog.text
 
 
 def _imports(path: Path) -> set[str]:

@@ -4,6 +4,7 @@ server, and `Frontend`, what the process (runtime/process.py) starts and stops.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -52,6 +53,11 @@ class ServerApi(Protocol):
 
     def uptime(self) -> float:
         """Seconds since the server was made."""
+        ...
+
+    @property
+    def stopped(self) -> asyncio.Event:
+        """Set once the server has stopped: nothing in flight will be answered any more."""
         ...
 
 

@@ -36,20 +36,26 @@ def frontends(server: ServerApi) -> list[Frontend]:
 
 @asynccontextmanager
 async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[Server]:
-    """A started node with its front ends; on leaving, the front ends stop (the requests in
-    flight answered), then the server."""
+    """A started node with its front ends. The ports are all bound before the node starts
+    (a port already taken ends the process before it joins or gossips). On leaving, the
+    front ends stop first (the requests in flight answered), then the server — except after
+    a storage failure, when the node stops at once and the front ends after it."""
     server = Server(config, join)
-    await server.start()
+    await server.listen()
     started: list[Frontend] = []
     try:
         for frontend in frontends(server):
             await frontend.start()
             started.append(frontend)
+        server.begin()
         yield server
     finally:
+        if server.storage_failed:
+            await server.stop()
         for frontend in reversed(started):
             await frontend.stop()
-        await server.stop()
+        if not server.stopped.is_set():
+            await server.stop()
 
 
 async def serve(config: NodeConfig, join: str | None = None) -> None:

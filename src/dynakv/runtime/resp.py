@@ -812,7 +812,12 @@ class RespFrontend:
         for conn in list(self.connections):
             conn.update_reading()
         deadline = time.monotonic() + self._limit()
-        while time.monotonic() < deadline and any(c.answering() for c in self.connections):
+        stopped = self.server.stopped
+        while (
+            time.monotonic() < deadline
+            and not stopped.is_set()
+            and any(c.answering() for c in self.connections)
+        ):
             await asyncio.sleep(STOP_POLL)
         if self._sweep is not None:
             self._sweep.cancel()

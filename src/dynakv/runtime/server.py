@@ -65,8 +65,8 @@ class Server:
     """One dynakv node: its Node, storage engine, binary-protocol listener and peer links.
 
     Front ends use only its API (frontend.ServerApi): `config`, `metrics`, `call`, `submit`,
-    `forget`, `status`, `cluster`, `replica`, `uptime`. The process (process.py) uses
-    `start`, `stop` and `stop_requested`.
+    `forget`, `status`, `cluster`, `replica`, `uptime`, `stopped`. The process (process.py)
+    uses `listen`, `begin` (or `start`, both), `stop`, `stop_requested` and `storage_failed`.
     """
 
     def __init__(self, config: NodeConfig, join: str | None = None) -> None:
@@ -118,7 +118,14 @@ class Server:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Listen for the binary protocol and start the node (front ends come after)."""
+        """Listen, then start the node (for a server without front ends)."""
+        await self.listen()
+        self.begin()
+
+    async def listen(self) -> None:
+        """Listen for the binary protocol; the node does nothing yet. The process starts the
+        front ends between this and `begin`, so a port already taken stops it before the node
+        has joined, founded or gossiped anything."""
         self.loop = asyncio.get_running_loop()
         if isinstance(self.engine, PipelinedEngine):
             self.engine.bind(self.loop.call_soon_threadsafe)
@@ -126,6 +133,10 @@ class Server:
         self._tcp_server = await self.loop.create_server(
             lambda: FrameConnection(self), host, port, reuse_address=True
         )
+
+    def begin(self) -> None:
+        """Start the node: join or found a cluster, timers, gossip."""
+        assert self.loop is not None, "listen() first"
         log.info(
             "node_started name=%s node_addr=%s http_addr=%s node_id=%s",
             self.config.name,
