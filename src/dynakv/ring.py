@@ -79,6 +79,9 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
 
     size: int  # Q, a power of two in 1..MAX_RING_SIZE
     owners: tuple[str, ...]  # owner node name of each partition, len == size
+    # (data center, rack) of each member, in the order of members(); () when all share one.
+    # Part of the ring, so a change of place moves data through the claimant like any other.
+    places: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _log2_size(self.size)
@@ -88,13 +91,29 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
             )
         if not all(self.owners):
             raise ValueError("owner names must be non-empty")
+        if self.places and len(self.places) != len(set(self.owners)):
+            raise ValueError(
+                f"a ring with places needs one per member ({len(set(self.owners))}), "
+                f"got {len(self.places)}"
+            )
+
+    def placed(self, places: dict[str, tuple[str, str]]) -> Ring:
+        """This ring with each member's (data center, rack) from `places` (default
+        ("dc1", "rack1")); with no places when every member shares one."""
+        chosen = tuple(places.get(name, ("dc1", "rack1")) for name in _members(self))
+        if len(set(chosen)) <= 1:
+            chosen = ()
+        return Ring(self.size, self.owners, chosen)
 
     def partition(self, bucket: str, key: str) -> int:
         """The partition a key lives in."""
         return partition_of_digest(key_digest(bucket, key), self.size)
 
     def walk(self, partition: int) -> list[str]:
-        """Distinct owners in ring order: owners of partition p, p+1, ... (mod Q), each once."""
+        """Distinct owners from partition p on: in ring order (owners of p, p+1, ... mod Q,
+        each once), except that with places each next one is the first in ring order from a
+        data center not chosen yet, else from a (data center, rack) not chosen yet, else the
+        first left (Cassandra's NetworkTopologyStrategy, across data centers too)."""
         return list(_walk(self, partition))
 
     def preference_list(self, partition: int, n: int) -> list[str]:
@@ -145,7 +164,27 @@ def _walk(ring: Ring, partition: int) -> tuple[str, ...]:
             seen[name] = None
             if len(seen) == total:
                 break
-    return tuple(seen)
+    if not ring.places:
+        return tuple(seen)
+    return _spread(list(seen), dict(zip(_members(ring), ring.places, strict=True)))
+
+
+def _spread(walk: list[str], places: dict[str, tuple[str, str]]) -> tuple[str, ...]:
+    """Reorder a plain walk: each next node the first of a new data center, else of a new
+    rack, else the first left. With a single place it is the walk itself."""
+    chosen: list[str] = []
+    datacenters: set[str] = set()
+    racks: set[tuple[str, str]] = set()
+    left = list(walk)
+    while left:
+        pick = next((n for n in left if places[n][0] not in datacenters), None)
+        if pick is None:
+            pick = next((n for n in left if places[n] not in racks), left[0])
+        left.remove(pick)
+        chosen.append(pick)
+        datacenters.add(places[pick][0])
+        racks.add(places[pick])
+    return tuple(chosen)
 
 
 def claim(members: Iterable[str], size: int = 64, previous: Ring | None = None) -> Ring:

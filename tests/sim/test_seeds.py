@@ -85,6 +85,25 @@ def test_every_invariant_holds_for_200_seeds_with_all_faults(workload, read_fano
     assert not failures, "\n".join([f"{window(seeds)} ({replay})", *failures])
 
 
+PLACED_SEEDS = list(range(START, START + 50))  # another config: the same seeds differ
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_every_invariant_holds_with_nodes_in_two_datacenters_and_three_racks(workload):
+    """Placed rings (the walk spreads data centers, then racks) under every fault."""
+    config = RunConfig(
+        workload, nodes=5, options=SimOptions().with_faults("all"), racks=3, datacenters=2
+    )
+    failures = [
+        f"seed {r.seed}: {r.report.summary()}"
+        for r in run_seeds(PLACED_SEEDS, config, jobs=JOBS)
+        if not r.report.ok
+    ]
+    replay = f"replay: --workload {workload} --racks 3 --datacenters 2 --faults all --seed S"
+    assert not failures, "\n".join([f"{window(PLACED_SEEDS)} ({replay})", *failures])
+
+
 TOMBSTONE_SEEDS = list(range(START, START + 50))  # another config: the same seeds differ
 
 

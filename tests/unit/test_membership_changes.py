@@ -4,9 +4,11 @@ ends balanced."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from dynakv import versions
 from dynakv.messages import ClientClusterChange, ClusterInfo, ErrorReply, GetResult, PutResult
-from dynakv.sim.cluster import SimCluster
+from dynakv.sim.cluster import SimCluster, default_config
 from dynakv.storage.memory import MemoryEngine
 from tests.unit.test_node import _rids, _settled, call, get, make_cluster, put
 
@@ -163,3 +165,37 @@ def test_a_transfer_resumes_after_the_receiver_restarts():
     assert pull.keys >= keys and pull.cursor >= cursor  # the cursor came back from disk
     settle(cluster, ["n1", "n2", "n3", "n4"])
     assert_replicas_hold(cluster, written)
+
+
+def test_a_node_that_moves_to_another_rack_moves_its_replicas_through_the_claimant():
+    """Places are part of the ring: a member restarted in a new rack makes the claimant plan
+    a placed ring, the new replicas pull their partitions, and every key ends on replicas
+    that span both racks."""
+    racks = {name: "rack1" for name in ("n1", "n2", "n3", "n4", "n5", "n6")}
+
+    def configure(name: str):
+        return dataclasses.replace(default_config(name), rack=racks[name])
+
+    cluster = SimCluster(list(racks), seed=3, config=configure)
+    assert cluster.run_until(lambda: all(_settled(n, 6) for n in cluster.nodes.values()))
+    assert cluster.nodes["n1"].ring.places == ()
+    written = write_keys(cluster, 120)
+    for name in ("n4", "n5", "n6"):
+        racks[name] = "rack2"
+        cluster.crash(name)
+        cluster.restart(name)
+
+    want = tuple(("dc1", racks[name]) for name in sorted(racks))
+
+    def placed() -> bool:
+        rings = [cluster.nodes[n].ring for n in cluster.names]
+        return all(r.places == want and r == rings[0] for r in rings) and all(
+            _settled(cluster.nodes[n], 6) for n in cluster.names
+        )
+
+    assert cluster.run_until(placed, limit=120.0)
+    ring = cluster.nodes["n1"].ring
+    for partition in range(ring.size):
+        assert {racks[n] for n in ring.preference_list(partition, 3)} == {"rack1", "rack2"}
+    assert_replicas_hold(cluster, written)
+    assert_all_readable(cluster, written, "n2")

@@ -391,7 +391,7 @@ def test_ring_survives_a_msgpack_round_trip(before: Ring) -> None:
 
 
 def test_ring_is_encoded_as_an_array() -> None:
-    assert msgspec.json.encode(Ring(2, ("a", "b"))) == b'[2,["a","b"]]'
+    assert msgspec.json.encode(Ring(2, ("a", "b"))) == b'[2,["a","b"],[]]'
 
 
 @pytest.mark.parametrize("wire", [[3, ["a", "b", "c"]], [4, ["a", "b"]], [2, ["a", ""]]])
@@ -449,3 +449,60 @@ def test_out_of_range_partitions_and_digests_are_refused() -> None:
         partition_of_digest(b"short", 8)
     with pytest.raises(ValueError):
         Ring(4, ("a", "b"))
+
+
+# --- places: data centers and racks in the walk -------------------------------------------
+
+_places = st.lists(
+    st.tuples(st.sampled_from(["dc1", "dc2", "dc3"]), st.sampled_from(["r1", "r2", "r3"])),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _placed_ring(places: list[tuple[str, str]], size: int = 64) -> tuple[Ring, dict]:
+    names = [f"n{i:02d}" for i in range(len(places))]
+    where = dict(zip(names, places, strict=True))
+    return claim(names, size).placed(where), where
+
+
+@given(_places, st.integers(0, 63))
+def test_a_placed_walk_reorders_the_plain_walk_and_spreads_data_centers_then_racks(
+    places: list[tuple[str, str]], partition: int
+) -> None:
+    ring, where = _placed_ring(places)
+    plain = Ring(ring.size, ring.owners).walk(partition)
+    walk = ring.walk(partition)
+    assert sorted(walk) == sorted(plain)
+    datacenters = len({dc for dc, _ in places})
+    assert len({where[n][0] for n in walk[:datacenters]}) == datacenters
+    # Within the first len(distinct places) nodes, every place is new until each is used.
+    distinct = len(set(places))
+    first = [where[n] for n in walk[:distinct]]
+    assert len(set(first)) == distinct
+    assert ring.preference_list(partition, 3) == walk[:3]
+    assert ring.fallbacks(partition, 3) == walk[3:]
+
+
+@given(st.integers(1, 12), st.integers(0, 63))
+def test_one_place_for_everyone_is_the_plain_walk(count: int, partition: int) -> None:
+    ring, _ = _placed_ring([("dc1", "rack1")] * count)
+    assert ring.places == ()
+    assert ring == Ring(ring.size, ring.owners)
+    assert ring.walk(partition) == Ring(ring.size, ring.owners).walk(partition)
+
+
+def test_two_racks_of_three_nodes_keep_n3_replicas_on_both_racks() -> None:
+    ring, where = _placed_ring([("dc1", "a")] * 3 + [("dc1", "b")] * 3, size=16)
+    for partition in range(16):
+        racks = {where[n][1] for n in ring.preference_list(partition, 3)}
+        assert racks == {"a", "b"}
+
+
+def test_a_placed_ring_round_trips_and_a_wrong_count_of_places_is_refused() -> None:
+    ring, _ = _placed_ring([("dc1", "a"), ("dc2", "b"), ("dc1", "c")], size=8)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(ring), type=Ring) == ring
+    wire = msgspec.to_builtins(ring)
+    wire[2] = wire[2][:2]
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.msgpack.decode(msgspec.msgpack.encode(wire), type=Ring)

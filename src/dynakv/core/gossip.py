@@ -220,7 +220,8 @@ class Gossiper(Component):
             return []
         plan = ms.plan_ring(state)
         if plan is not None:
-            if plan.owners == state.ring.ring.owners:
+            same_owners = plan.owners == state.ring.ring.owners
+            if same_owners and not ms.replica_moves(state.ring.ring, plan, view.replication):
                 new = ms.install_ring(state, plan, view.name)
             else:
                 new = ms.start_transfer(state, plan, view.name)

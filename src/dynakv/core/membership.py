@@ -278,8 +278,10 @@ def plan_ring(m: Membership) -> Ring | None:
     """The ring the claimant would install now, or None when installing would change nothing.
 
     claim() over the members that are up or joining, moving as few partitions of the
-    current ring as possible. Not None while a joining member could be promoted, even when
-    the owners stay the same (a member that rejoined before its leave was installed).
+    current ring as possible, with each member's data center and rack (a change of place
+    plans a new ring too: the walk, and so the replicas, depend on places). Not None while
+    a joining member could be promoted, even when the owners stay the same (a member that
+    rejoined before its leave was installed).
     When concurrent joins pushed the count past the ring size, the up members and then the
     lowest-named joiners get partitions; the rest stay joining.
     """
@@ -293,6 +295,7 @@ def plan_ring(m: Membership) -> Ring | None:
     if m.ring.next is not None and set(m.ring.next.owners) <= set(up + joining):
         return None
     ring = claim((up + joining)[: current.size], current.size, previous=current)
+    ring = ring.placed({r.name: (r.datacenter, r.rack) for r in m.members})
     if ring == current and set(joining).isdisjoint(ring.owners):
         return None
     return ring

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="r",
         help="replicas a read asks: R (default) or all N (NodeConfig.read_fanout)",
     )
+    parser.add_argument(
+        "--racks", type=int, default=1, help="node i in rack r((i-1) mod K)+1 (placement)"
+    )
+    parser.add_argument(
+        "--datacenters", type=int, default=1, help="node i in dc((i-1) mod D)+1 (placement)"
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -78,7 +84,14 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     )
     options = SimOptions().with_faults(parse_faults(args.faults))
     return RunConfig(
-        args.workload, args.nodes, options, load, args.bug, read_fanout=args.read_fanout
+        args.workload,
+        args.nodes,
+        options,
+        load,
+        args.bug,
+        read_fanout=args.read_fanout,
+        racks=args.racks,
+        datacenters=args.datacenters,
     )
 
 

@@ -57,10 +57,14 @@ class RunConfig:
     request_timeout: float = 1.0  # the nodes' coordinator timeout (virtual seconds)
     settle: float = 5.0  # after the faults stop, before the final repair reads
     read_fanout: str = "r"  # the nodes' NodeConfig.read_fanout: "r" (default) or "n"
+    racks: int = 1  # node i (from 1) in rack r((i-1) mod racks)+1
+    datacenters: int = 1  # node i in dc((i-1) mod datacenters)+1
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
             raise ValueError("the simulator needs at least 3 nodes (N=3)")
+        if self.racks < 1 or self.datacenters < 1:
+            raise ValueError("racks and datacenters must be at least 1")
         if self.read_fanout not in ("r", "n"):
             raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
         if self.bug is not None and self.bug not in BUGS:
@@ -84,9 +88,14 @@ class RunResult:
 TOMBSTONE_GRACE = 4.0  # virtual seconds: deletes early in a run are reaped during its faults
 
 
-def node_config(name: str, request_timeout: float, read_fanout: str = "r") -> NodeConfig:
+def node_config(
+    name: str, request_timeout: float, read_fanout: str = "r", racks: int = 1, datacenters: int = 1
+) -> NodeConfig:
+    index = int(name.lstrip("n")) - 1
     return dataclasses.replace(
         default_config(name),
+        datacenter=f"dc{index % datacenters + 1}",
+        rack=f"r{index % racks + 1}" if racks > 1 else "rack1",
         request_timeout=request_timeout,
         read_fanout=read_fanout,
         buckets={"lww": BucketProps(policy="lww")},
@@ -97,9 +106,15 @@ def node_config(name: str, request_timeout: float, read_fanout: str = "r") -> No
 
 def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None = None) -> RunResult:
     """Run one seed to the checker's verdict; `trace` gets every line of the run's trace."""
-    cluster = copy.deepcopy(
-        formed_cluster(config.nodes, config.bug, config.request_timeout, config.read_fanout)
+    formed = formed_cluster(
+        config.nodes,
+        config.bug,
+        config.request_timeout,
+        config.read_fanout,
+        config.racks,
+        config.datacenters,
     )
+    cluster = copy.deepcopy(formed)
     cluster.reseed(seed, config.options, trace)
     end = cluster.now + config.load.duration
     workload = Workload(
@@ -134,14 +149,23 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
 
 @functools.lru_cache(maxsize=8)
 def formed_cluster(
-    nodes: int, bug: str | None, request_timeout: float, read_fanout: str = "r"
+    nodes: int,
+    bug: str | None,
+    request_timeout: float,
+    read_fanout: str = "r",
+    racks: int = 1,
+    datacenters: int = 1,
 ) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
     network with true clocks. Seed-independent, so it is formed once per process."""
     bugs = InjectedBugs(**{bug: True}) if bug else NO_BUGS
     names = [f"n{i}" for i in range(1, nodes + 1)]
     config = functools.partial(
-        node_config, request_timeout=request_timeout, read_fanout=read_fanout
+        node_config,
+        request_timeout=request_timeout,
+        read_fanout=read_fanout,
+        racks=racks,
+        datacenters=datacenters,
     )
     cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
