@@ -21,15 +21,26 @@ from dynakv.storage.memory import MemoryEngine
 NAMES = ["n1", "n2", "n3", "n4", "n5"]
 
 
-def record(name: str) -> MemberRecord:
-    return MemberRecord(name, f"{name}:7000", f"{name}:8000", "inc0", "joining", 0)
+def record(name: str, datacenter: str = "dc1", rack: str = "rack1") -> MemberRecord:
+    return MemberRecord(
+        name, f"{name}:7000", f"{name}:8000", "inc0", "joining", 0, datacenter, rack
+    )
 
 
-def formed(names: list[str], ring_size: int = 16, cluster: str = "dynakv") -> Membership:
-    """A cluster of `names`, every one up and owning partitions (the installed ring)."""
-    state = ms.new_cluster(cluster, record(names[0]), ring_size)
+def formed(
+    names: list[str],
+    ring_size: int = 16,
+    cluster: str = "dynakv",
+    places: dict[str, tuple[str, str]] | None = None,
+) -> Membership:
+    """A cluster of `names`, every one up and owning partitions (the installed ring), each
+    in its place (data center, rack) if given."""
+    where = places or {}
+    state = ms.new_cluster(
+        cluster, record(names[0], *where.get(names[0], ("dc1", "rack1"))), ring_size
+    )
     for name in names[1:]:
-        state = ms.request_join(state, record(name))
+        state = ms.request_join(state, record(name, *where.get(name, ("dc1", "rack1"))))
     plan = ms.plan_ring(state)
     return state if plan is None else ms.install_ring(state, plan, names[0])
 
@@ -52,12 +63,17 @@ class Parts:
         return Context(self.config, self.view, self.ids, self.logs)
 
 
-def parts(name: str = "n1", names: list[str] | None = None, **config: object) -> Parts:
+def parts(
+    name: str = "n1",
+    names: list[str] | None = None,
+    places: dict[str, tuple[str, str]] | None = None,
+    **config: object,
+) -> Parts:
     names = names or NAMES[:3]
     base = NodeConfig(name=name, engine="memory", node_addr=f"{name}:7000", ring_size=16)
     node_config = dataclasses.replace(base, **config)  # type: ignore[arg-type]
     engine = MemoryEngine()
-    view = ClusterView(node_config, engine, formed(names, node_config.ring_size))
+    view = ClusterView(node_config, engine, formed(names, node_config.ring_size, places=places))
     store = ReplicaStore(engine)
     hints = HintStore(engine, node_config.hint_budget_bytes)
     budget = BackgroundBudget(node_config.background_p99_threshold)

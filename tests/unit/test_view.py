@@ -58,5 +58,38 @@ def test_take_spare_skips_fallbacks_that_are_down():
     p = parts("n1")
     p.view.down = {"n4"}
     spare = ["n4", "n5"]
-    assert p.view.take_spare(spare) == "n5" and spare == []
-    assert p.view.take_spare(spare) is None
+    assert p.view.take_spare(spare, "n2") == "n5" and spare == []
+    assert p.view.take_spare(spare, "n2") is None
+
+
+TWO_DCS = {n: ("dc1" if n in ("n1", "n2", "n3") else "dc2", "rack1") for n in NAMES}
+SIX = [*NAMES, "n6"]
+TWO_DCS["n6"] = ("dc2", "rack1")
+
+
+def test_a_down_primary_is_replaced_only_from_its_own_data_center():
+    p = parts("n1", names=SIX, places=TWO_DCS)
+    for key in (f"k{i}" for i in range(40)):
+        before = p.view.placement("b", key)
+        p.view.down = {before.primaries[0]}
+        after = p.view.placement("b", key)
+        for fallback, primary in after.hints.items():
+            assert TWO_DCS[fallback][0] == TWO_DCS[primary][0], key
+        p.view.down = set()
+
+
+def test_with_no_healthy_node_left_in_its_data_center_a_down_primary_counts_as_failed():
+    p = parts("n1", names=SIX, places=TWO_DCS)
+    key = next(
+        k for k in (f"k{i}" for i in range(200))
+        if TWO_DCS[p.view.placement("b", k).primaries[0]][0] == "dc2"
+    )  # fmt: skip
+    dc2 = {n for n in SIX if TWO_DCS[n][0] == "dc2"}
+    p.view.down = dc2
+    placement = p.view.placement("b", key)
+    assert placement.hints == {}  # nothing crosses to dc1 as a hint
+    assert [t for t in placement.targets if t in dc2] == [
+        n for n in placement.primaries if n in dc2
+    ]  # the dc2 primaries stay as targets: down, they count as failed
+    spare = [n for n in SIX if n not in placement.primaries]
+    assert p.view.take_spare(spare, placement.primaries[0]) is None

@@ -424,7 +424,7 @@ class Coordinator(Component):
                     effects.extend(self._ask_reserve(rid, get, 1))
                     effects.extend(self._progress_get(rid, get))
                     continue
-                fallback = self.view.take_spare(get.spare)
+                fallback = self.view.take_spare(get.spare, name)
                 if fallback is None:
                     get.quorum.fail(name)
                     effects.extend(self._progress_get(rid, get))
@@ -433,7 +433,7 @@ class Coordinator(Component):
                     effects.append(Send(fallback, ReplicaGet(rid, get.bucket, get.key)))
         for rid, put in list(self.puts.items()):
             if put.quorum.waiting_on(name):
-                fallback = self.view.take_spare(put.spare)
+                fallback = self.view.take_spare(put.spare, put.hints.get(name, name))
                 if fallback is None:
                     put.quorum.fail(name)
                     effects.extend(self._progress_put(rid, put))

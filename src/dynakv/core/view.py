@@ -75,6 +75,8 @@ class ClusterView:
         self._placed_ring: object = None
         self._placed_down: object = None
         self._placed_moves: object = None
+        self._places: dict[str, tuple[str, str]] = {}
+        self._places_of: object = None  # the ring record _places was read from
 
     # --- membership ------------------------------------------------------------------------
     @property
@@ -167,22 +169,51 @@ class ClusterView:
             return primaries, primaries, {}, spare, incoming
         targets: list[str] = []
         hints: dict[str, str] = {}
+        places = dict(zip(ring.members(), ring.places, strict=True)) if ring.places else None
         for node in primaries:
             if node not in down or not spare:
                 targets.append(node)  # a down primary with no fallback left counts as failed
-            else:
-                fallback = spare.pop(0)
-                targets.append(fallback)
-                hints[fallback] = node
+                continue
+            if places is None:
+                fallback: str | None = spare.pop(0)
+            else:  # a fallback from the primary's own data center, or none
+                fallback = next((x for x in spare if places[x][0] == places[node][0]), None)
+                if fallback is None:
+                    targets.append(node)
+                    continue
+                spare.remove(fallback)
+            assert fallback is not None
+            targets.append(fallback)
+            hints[fallback] = node
         return primaries, targets, hints, spare, incoming
 
-    def take_spare(self, spare: list[str]) -> str | None:
-        """Pop fallbacks off `spare` until one is not down."""
-        while spare:
-            node = spare.pop(0)
-            if node not in self.down:
+    def take_spare(self, spare: list[str], instead_of: str) -> str | None:
+        """Take from `spare` the first node that is not down and is in the data center of
+        `instead_of` (the replica it stands in for), dropping the down ones before it; None
+        when there is none. A hint so never crosses from one data center to another."""
+        datacenter = self.datacenter(instead_of)
+        i = 0
+        while i < len(spare):
+            node = spare[i]
+            if node in self.down:
+                del spare[i]
+            elif self.datacenter(node) == datacenter:
+                del spare[i]
                 return node
+            else:
+                i += 1
         return None
+
+    def datacenter(self, name: str) -> str:
+        """The data center the ring (or the ring being moved to) places `name` in."""
+        record = self.state.ring
+        if self._places_of is not record:
+            places: dict[str, tuple[str, str]] = {}
+            for ring in (record.ring, record.next):
+                if ring is not None and ring.places:
+                    places.update(zip(ring.members(), ring.places, strict=True))
+            self._places, self._places_of = places, record
+        return self._places.get(name, ("dc1", ""))[0]
 
 
 def _removed_names(state: Membership) -> frozenset[str]:
