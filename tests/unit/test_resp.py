@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dynakv import config as config_mod
-from dynakv.runtime.resp import ProtocolError, array, bulk, error, integer, parse_command
+from dynakv.runtime.resp_protocol import ProtocolError, array, bulk, error, integer, parse_command
 
 MAX = 1 << 20
 

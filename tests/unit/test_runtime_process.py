@@ -22,7 +22,7 @@ from dynakv.runtime.resp import RespFrontend
 from tests.cluster.harness import free_port
 
 RUNTIME = Path(frontend.__file__).parent
-FRONT_ENDS = ("http.py", "resp.py")
+FRONT_ENDS = ("http.py", "resp.py", "resp_commands.py", "resp_protocol.py")
 ADDRS = ("node_addr", "http_addr", "resp_addr")
 
 
