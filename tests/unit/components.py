@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from dynakv import versions
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.admission import BackgroundBudget
@@ -100,3 +101,13 @@ def key_not_replicated_by(view: ClusterView, name: str, bucket: str = "b") -> st
     return next(
         k for k in (f"k{i}" for i in range(1000)) if name not in view.placement(bucket, k).primaries
     )
+
+
+def first_write(value: bytes, actor: str = "n9@x.0") -> versions.Clock:
+    """The state of a key after one write of `value`, dotted by `actor`, on no history."""
+    return versions.update(versions.new(None, versions.Sibling(value)), None, actor)
+
+
+def state_of(value: bytes, actor: str = "n9@x.0") -> bytes:
+    """`first_write`, encoded as replicas send it."""
+    return versions.encode(first_write(value, actor))

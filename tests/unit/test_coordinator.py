@@ -20,18 +20,21 @@ from dynakv.messages import (
     ReplicaPut,
     ReplicaPutReply,
 )
-from tests.unit.components import NAMES, Parts, key_not_replicated_by, key_placed, parts, sends
+from tests.unit.components import (
+    NAMES,
+    Parts,
+    key_not_replicated_by,
+    key_placed,
+    parts,
+    sends,
+    state_of,
+)
 
 
 def coordinator(p: Parts) -> Coordinator:
     minter = Minter(p.engine, f"{p.config.name}@inc0")
     hlc = versions.HybridClock()
     return Coordinator(p.context, p.store, p.hints, p.engine, minter, hlc, NO_BUGS)
-
-
-def state_of(value: bytes, actor: str = "n9@x.0") -> bytes:
-    clock = versions.update(versions.new(None, versions.Sibling(value)), None, actor)
-    return versions.encode(clock)
 
 
 def test_a_get_reads_its_own_copy_and_asks_r_minus_one_more_replica():

@@ -10,7 +10,7 @@ from dynakv.core.antientropy import KEYS_PER_REQUEST, AntiEntropy, Exchanges
 from dynakv.core.events import Effect, Send
 from dynakv.errors import InvalidRequest
 from dynakv.messages import AaeFetch, AaeKeys, ClientRepair, RepairResult, ReplicaPut
-from tests.unit.components import Parts, parts, sends
+from tests.unit.components import Parts, first_write, parts, sends
 
 
 def exchanges(p: Parts) -> Exchanges:
@@ -20,7 +20,7 @@ def exchanges(p: Parts) -> Exchanges:
 
 
 def write(p: Parts, key: str, value: bytes, actor: str) -> None:
-    p.store.put("b", key, versions.update(versions.new(None, versions.Sibling(value)), None, actor))
+    p.store.put("b", key, first_write(value, actor))
 
 
 def run_round(

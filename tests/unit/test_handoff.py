@@ -3,15 +3,14 @@ when it acknowledges, and held back (with a back-off) when it refuses or is down
 
 from __future__ import annotations
 
-from dynakv import versions
 from dynakv.core.handoff import Handoff
 from dynakv.messages import ReplicaPut
 from dynakv.ring import key_digest
-from tests.unit.components import Parts, parts, sends
+from tests.unit.components import Parts, first_write, parts, sends
 
 
 def holding_hint(p: Parts, primary: str = "n2", key: str = "k", now: float = 0.0) -> None:
-    clock = versions.update(versions.new(None, versions.Sibling(b"v")), None, "n1@x.0")
+    clock = first_write(b"v", "n1@x.0")
     state = p.store.put("b", key, clock)
     assert p.hints.record(primary, key_digest("b", key), "b", key, now, len(state))
 

@@ -10,17 +10,11 @@ from dynakv.core.bugs import NO_BUGS
 from dynakv.core.replica_service import ReplicaService
 from dynakv.errors import ClusterError, InvalidRequest
 from dynakv.messages import ErrorReply, ReplicaGet, ReplicaGetReply, ReplicaPut, ReplicaPutReply
-from tests.unit.components import Parts, parts, sends
+from tests.unit.components import Parts, parts, sends, state_of
 
 
 def service(p: Parts) -> ReplicaService:
     return ReplicaService(p.context, p.store, p.hints, versions.HybridClock(), NO_BUGS)
-
-
-def state_of(value: bytes, actor: str) -> bytes:
-    return versions.encode(
-        versions.update(versions.new(None, versions.Sibling(value)), None, actor)
-    )
 
 
 def test_a_replica_write_merges_with_the_copy_here_and_is_acknowledged():

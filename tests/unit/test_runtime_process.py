@@ -86,17 +86,25 @@ class HeldServer:
         pass
 
 
+async def _a_set_in_flight() -> tuple[
+    HeldServer, RespFrontend, asyncio.StreamReader, asyncio.StreamWriter
+]:
+    """A RESP front end over a HeldServer, and a client whose SET the server holds."""
+    config = NodeConfig(name="n1", engine="memory", resp_addr=f"127.0.0.1:{free_port()}")
+    server = HeldServer(config)
+    resp = RespFrontend(cast(frontend.ServerApi, server))
+    await resp.start()
+    host, _, port = (config.resp_addr or "").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"SET k v\r\n")
+    while not server.held:
+        await asyncio.sleep(0.01)
+    return server, resp, reader, writer
+
+
 def test_stopping_resp_stops_reading_and_answers_the_commands_in_flight_first():
     async def scenario() -> None:
-        config = NodeConfig(name="n1", engine="memory", resp_addr=f"127.0.0.1:{free_port()}")
-        server = HeldServer(config)
-        resp = RespFrontend(cast(frontend.ServerApi, server))
-        await resp.start()
-        host, _, port = (config.resp_addr or "").rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"SET k v\r\n")
-        while not server.held:
-            await asyncio.sleep(0.01)
+        server, resp, reader, writer = await _a_set_in_flight()
         [conn] = resp.connections
         stopping = asyncio.create_task(resp.stop())
         writer.write(b"SET k w\r\n")  # not read: the front end is stopping
@@ -116,15 +124,7 @@ def test_resp_does_not_wait_for_answers_a_stopped_server_will_never_give():
     """After a storage failure the server stops first; RESP then closes at once."""
 
     async def scenario() -> None:
-        config = NodeConfig(name="n1", engine="memory", resp_addr=f"127.0.0.1:{free_port()}")
-        server = HeldServer(config)
-        resp = RespFrontend(cast(frontend.ServerApi, server))
-        await resp.start()
-        host, _, port = (config.resp_addr or "").rpartition(":")
-        _, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"SET k v\r\n")
-        while not server.held:
-            await asyncio.sleep(0.01)
+        server, resp, _, writer = await _a_set_in_flight()
         server.stopped.set()
         await asyncio.wait_for(resp.stop(), 1.0)  # not request_timeout + 2 s
         writer.close()

@@ -7,14 +7,13 @@ import random
 
 import pytest
 
-from dynakv import versions
 from dynakv.core.failure import Liveness
 from dynakv.core.gossip import Gossiper, member_record
 from dynakv.core.transfer import Transfers
 from dynakv.errors import InvalidRequest
 from dynakv.messages import JoinRequest, TransferBatch, TransferRequest
 from dynakv.ring import partition_range
-from tests.unit.components import Parts, parts, record, sends
+from tests.unit.components import Parts, first_write, parts, record, sends
 
 
 def transfers(p: Parts) -> Transfers:
@@ -30,7 +29,7 @@ def test_a_batch_request_is_served_from_the_partition_in_order():
     p = parts("n1")
     t = transfers(p)
     for i in range(30):
-        clock = versions.update(versions.new(None, versions.Sibling(b"v")), None, "n1@x.0")
+        clock = first_write(b"v", "n1@x.0")
         p.store.put("b", f"k{i}", clock)
     partition = p.view.ring.partition("b", "k0")
     (_, batch), = sends(t.on_request(0.0, "n4", TransferRequest(3, partition, b"", 2)))  # fmt: skip
