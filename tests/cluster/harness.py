@@ -162,6 +162,7 @@ class ProcessCluster:
 
     def wait_members(self, count: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
+        views: list[dict] = []
         while time.monotonic() < deadline:
             views = [http("GET", f"{n.url}/v1/cluster").json() for n in self.nodes if n.proc]
             if (
@@ -172,7 +173,27 @@ class ProcessCluster:
             ):
                 return
             time.sleep(0.1)
-        raise RuntimeError("cluster did not converge on its membership")
+        raise RuntimeError(
+            f"cluster did not converge on its membership of {count} in {timeout:.0f} s\n"
+            + self.describe(views)
+        )
+
+    def describe(self, views: list[dict]) -> str:
+        """What each node last said about the cluster, and the tail of its log: for failures."""
+        lines = []
+        for node, view in zip([n for n in self.nodes if n.proc], views, strict=False):
+            members = [(m["name"], m["status"]) for m in view.get("members", [])]
+            moving = view.get("next_ring") is not None
+            lines.append(
+                f"{node.name}: epoch={view.get('epoch')} members={members} "
+                f"transfer={moving} pending={view.get('transfers_pending')}"
+            )
+        for node in self.nodes:
+            if node.log_path.exists():
+                tail = node.log_path.read_text(errors="replace").splitlines()[-15:]
+                lines.append(f"--- {node.name} log tail ---")
+                lines.extend(tail)
+        return "\n".join(lines)
 
     def wait_up(self, name: str, timeout: float = 30.0) -> None:
         """Until every running node sees `name` as up."""
