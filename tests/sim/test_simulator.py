@@ -85,6 +85,46 @@ def test_a_lossy_network_drops_duplicates_and_delays_but_a_calm_one_only_delays(
     assert all(len(network.fates("n1", "n2")) == 1 for _ in range(100))
 
 
+SITES = {"n1": "dc1", "n2": "dc2", "n3": "dc1", "n4": "dc2", "n5": "dc1"}
+
+
+def test_messages_between_data_centers_take_a_wan_delay_and_within_one_a_lan_delay():
+    options = SimOptions()
+    network = Network(options, random.Random(1), SITES)
+    across = [d for _ in range(500) for d in network.fates("n1", "n2")]
+    within = [d for _ in range(500) for d in network.fates("n1", "n3")]
+    clients = [d for _ in range(500) for d in network.fates("#c", "n2")]
+    assert min(across) >= options.inter_dc_delay_min and max(across) <= options.inter_dc_delay_max
+    assert max(within) <= options.delay_max and max(clients) <= options.delay_max
+
+
+def test_a_datacenter_partition_cuts_exactly_the_links_that_leave_one_data_center():
+    for seed in range(20):
+        description, cut = partition_links("datacenter", NAMES, random.Random(seed), SITES)
+        site = description.split()[1]
+        inside = {n for n in NAMES if SITES[n] == site}
+        expected = {(a, b) for a in NAMES for b in NAMES if (a in inside) != (b in inside)}
+        assert cut == expected, description
+
+
+def test_with_several_data_centers_the_faults_strike_whole_ones():
+    options = SimOptions().with_faults("all")
+    assert options.with_datacenters(1) == options
+    placed = options.with_datacenters(2)
+    assert "datacenter" in placed.partition_modes and placed.datacenter_crash_probability > 0
+    assert SimOptions().with_datacenters(2) == SimOptions()  # no faults asked, none added
+    lines: list[str] = []
+    config = RunConfig("cart", nodes=6, options=options, racks=3, datacenters=2)
+    for seed in range(1, 4):
+        assert run_seed(seed, config, trace=lines.append).report.ok
+    down = [line for line in lines if " * datacenter " in line and " down " in line]
+    assert down, "no data center crashed in three seeds"
+    site = down[0].split()[3]  # "<time> * datacenter dcX down [...]"
+    victims = {f"n{i}" for i in range(1, 7) if f"dc{(i - 1) % 2 + 1}" == site}
+    assert all(f"'{name}'" in down[0] for name in victims)
+    assert any(" * datacenter " in line and " down " not in line for line in lines)
+
+
 def test_a_wiped_node_comes_back_empty_with_a_new_incarnation_and_rejoins():
     cluster = SimCluster(NAMES[:3], seed=1)
     assert cluster.run_until(cluster.members_agree)

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--racks", type=int, default=1, help="node i in rack r((i-1) mod K)+1 (placement)"
     )
     parser.add_argument(
-        "--datacenters", type=int, default=1, help="node i in dc((i-1) mod D)+1 (placement)"
+        "--datacenters",
+        type=int,
+        default=1,
+        help="node i in dc((i-1) mod D)+1: placement, WAN delays, data-center-wide faults",
     )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)

@@ -91,11 +91,13 @@ class SimCluster:
         self.trace = trace
         self._node_rng = random.Random(f"nodes-{seed}")
         self._clock_rng = random.Random(f"clocks-{seed}")
-        self.network = Network(self.options, random.Random(f"network-{seed}"))
+        self._make_config = config or default_config
+        # Each node's data center, from its config: the network's delays depend on it.
+        self.datacenters = {name: self._make_config(name).datacenter for name in names}
+        self.network = Network(self.options, random.Random(f"network-{seed}"), self.datacenters)
         self.now = 0.0
         self._queue: list[_Scheduled] = []
         self._seq = itertools.count()
-        self._make_config = config or default_config
         self.names = list(names)
         self.engines: dict[str, MemoryEngine] = {}
         self.nodes: dict[str, Node] = {}
@@ -125,7 +127,7 @@ class SimCluster:
         self.trace = trace
         self._node_rng = random.Random(f"nodes-{seed}")
         self._clock_rng = random.Random(f"clocks-{seed}")
-        self.network = Network(options, random.Random(f"network-{seed}"))
+        self.network = Network(options, random.Random(f"network-{seed}"), self.datacenters)
         for name in sorted(self.node_rngs):
             self.node_rngs[name].seed(f"node-{name}-{seed}")
         for name in sorted(self.skew):

@@ -1,9 +1,10 @@
 """The nemesis: injects partitions, crashes, restarts and disk wipes into a SimCluster.
 
-Every `nemesis_interval` of the fault window it may start a partition (when none is active)
-and may crash a node, each with its SimOptions probability; partitions heal and crashed
-nodes restart after a drawn time. `stop()` ends every fault: heals the network, calms it
-(no more loss, duplication, reordering) and restarts every stopped node on its own disk.
+Every `nemesis_interval` of the fault window it may start a partition (when none is active),
+may crash a node and may crash a whole data center (when none is down), each with its
+SimOptions probability; partitions heal and crashed nodes restart after a drawn time.
+`stop()` ends every fault: heals the network, calms it (no more loss, duplication,
+reordering) and restarts every stopped node on its own disk.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Nemesis:
         names = sorted(cluster.names)
         self.victim = rng.choice(names) if options.wipe_probability else None
         self.crashed: list[str] = []
+        self.site_down: list[str] = []  # the nodes of the data center crashed, if one is
         self.partitioned = False
         self.stopped = False
         self.partitions = 0
@@ -45,12 +47,18 @@ class Nemesis:
         crash = bool(o.crash_probability) and rng.random() < o.crash_probability
         if crash and len(self.crashed) < o.max_crashed:
             self._crash()
+        if o.datacenter_crash_probability:
+            site = rng.random() < o.datacenter_crash_probability
+            if site and not self.site_down:
+                self._crash_datacenter()
         self.cluster.call_at(self.cluster.now + o.nemesis_interval, self._tick)
 
     def _partition(self) -> None:
         o = self.options
         mode = self.rng.choice(o.partition_modes)
-        description, cut = partition_links(mode, self.cluster.names, self.rng)
+        description, cut = partition_links(
+            mode, self.cluster.names, self.rng, self.cluster.datacenters
+        )
         self.cluster.partition(cut, description)
         self.partitioned = True
         self.partitions += 1
@@ -81,6 +89,26 @@ class Nemesis:
         downtime = self.rng.uniform(o.crash_min, o.crash_max)
         self.cluster.call_at(self.cluster.now + downtime, lambda: self._restart(name, wipe))
 
+    def _crash_datacenter(self) -> None:
+        """Every up node of one data center stops at once; they come back together."""
+        cluster = self.cluster
+        site = self.rng.choice(sorted(set(cluster.datacenters.values())))
+        victims = sorted(n for n in cluster.up if cluster.datacenters[n] == site)
+        downtime = self.rng.uniform(self.options.crash_min, self.options.dc_crash_max)
+        if not victims:
+            return
+        cluster.note(f"datacenter {site} down {victims}")
+        for name in victims:
+            cluster.crash(name)
+        self.site_down = victims
+        self.crashes += len(victims)
+        cluster.call_at(cluster.now + downtime, self._restart_datacenter)
+
+    def _restart_datacenter(self) -> None:
+        for name in self.site_down:
+            self.cluster.restart(name)
+        self.site_down = []
+
     def _restart(self, name: str, wipe: bool) -> None:
         if name in self.crashed:
             self.crashed.remove(name)
@@ -95,3 +123,4 @@ class Nemesis:
         for name in sorted(self.crashed):
             self.cluster.restart(name)
         self.crashed.clear()
+        self._restart_datacenter()

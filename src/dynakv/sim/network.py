@@ -18,14 +18,25 @@ Link = tuple[str, str]  # (from, to): a direction
 class Network:
     """Delays and faults between named endpoints; client endpoints ("#...") only get delays."""
 
-    def __init__(self, options: SimOptions, rng: random.Random) -> None:
+    def __init__(
+        self,
+        options: SimOptions,
+        rng: random.Random,
+        datacenters: dict[str, str] | None = None,
+    ) -> None:
         self.options = options
         self.rng = rng
+        self.datacenters = datacenters or {}  # node name -> its data center (clients: none)
         self.cut: set[Link] = set()  # directed links that silently drop every message
         self.calm = False  # faults stopped: delays only, no loss, duplication or reordering
 
-    def delay(self) -> float:
+    def delay(self, source: str = "", target: str = "") -> float:
+        """One message's delay: a WAN's between two data centers, else a LAN's."""
         o = self.options
+        if self.datacenters:
+            here, there = self.datacenters.get(source), self.datacenters.get(target)
+            if here is not None and there is not None and here != there:
+                return self.rng.uniform(o.inter_dc_delay_min, o.inter_dc_delay_max)
         if o.delay_distribution == "exponential" and o.delay_mean > o.delay_min:
             extra = self.rng.expovariate(1.0 / (o.delay_mean - o.delay_min))
             return min(o.delay_min + extra, o.delay_max)
@@ -38,7 +49,7 @@ class Network:
         if (source, target) in self.cut:
             return []
         if self.calm:
-            return [self.delay()]
+            return [self.delay(source, target)]
         o = self.options
         rng = self.rng
         if o.drop_probability and rng.random() < o.drop_probability:
@@ -46,7 +57,7 @@ class Network:
         copies = 2 if o.duplicate_probability and rng.random() < o.duplicate_probability else 1
         delays = []
         for _ in range(copies):
-            delay = self.delay()
+            delay = self.delay(source, target)
             if o.reorder_probability and rng.random() < o.reorder_probability:
                 delay += rng.uniform(0.0, o.reorder_delay)
             delays.append(delay)
@@ -60,11 +71,23 @@ class Network:
 
 
 def partition_links(
-    mode: PartitionMode, names: Sequence[str], rng: random.Random
+    mode: PartitionMode,
+    names: Sequence[str],
+    rng: random.Random,
+    datacenters: dict[str, str] | None = None,
 ) -> tuple[str, set[Link]]:
-    """A partition of `names` in the given mode: (a description for the trace, its cut links)."""
+    """A partition of `names` in the given mode: (a description for the trace, its cut links).
+    `datacenters` (name -> data center) is needed by the "datacenter" mode only."""
     nodes = sorted(names)
     rng.shuffle(nodes)
+    if mode == "datacenter":
+        places = datacenters or {}
+        site = rng.choice(sorted({places.get(name, "dc1") for name in nodes}))
+        inside = sorted(n for n in nodes if places.get(n, "dc1") == site)
+        outside = sorted(n for n in nodes if places.get(n, "dc1") != site)
+        return f"datacenter {site} {inside} | {outside}", _between(inside, outside) | _between(
+            outside, inside
+        )
     if mode == "isolate":
         alone, rest = nodes[:1], nodes[1:]
         return f"isolate {alone[0]}", _between(alone, rest) | _between(rest, alone)

@@ -10,9 +10,11 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 DelayDistribution = Literal["uniform", "exponential"]
-PartitionMode = Literal["isolate", "halves", "bridge", "one_way", "links"]
+PartitionMode = Literal["isolate", "halves", "bridge", "one_way", "links", "datacenter"]
 
 PARTITION_MODES: tuple[PartitionMode, ...] = ("isolate", "halves", "bridge", "one_way", "links")
+# With several data centers `run` adds "datacenter" (one data center cut from the rest).
+ALL_PARTITION_MODES: tuple[PartitionMode, ...] = (*PARTITION_MODES, "datacenter")
 FAULTS = ("partition", "crash", "wipe", "loss", "skew")
 
 
@@ -30,6 +32,10 @@ class SimOptions:
     delay_min: float = 0.0005
     delay_mean: float = 0.00125  # exponential: min + Exp(mean - min), capped at delay_max
     delay_max: float = 0.002
+    # Between two nodes in different data centers the delay is uniform in this range instead
+    # (a WAN link: tens of milliseconds; the intra-data-center figures above are a LAN's).
+    inter_dc_delay_min: float = 0.030
+    inter_dc_delay_max: float = 0.080
     # --- message faults (node to node) ------------------------------------------------------
     drop_probability: float = 0.0  # a message is silently lost
     duplicate_probability: float = 0.0  # a message arrives twice (independent delays)
@@ -39,7 +45,8 @@ class SimOptions:
     # Each nemesis tick without a partition starts one with this probability. Modes:
     # isolate (one node from the rest), halves (two sides), bridge (two sides and one node
     # that sees both), one_way (a side can send to the other but not hear back), links
-    # (random node pairs cut both ways).
+    # (random node pairs cut both ways), datacenter (one data center from the others: only
+    # with several data centers).
     partition_probability: float = 0.0
     partition_modes: tuple[PartitionMode, ...] = PARTITION_MODES
     partition_min: float = 0.5
@@ -56,6 +63,11 @@ class SimOptions:
     # acknowledged write is on W >= 2 replicas, so at most one of its copies can be wiped.
     wipe_probability: float = 0.0
     victim_crash_share: float = 0.0  # share of crashes aimed at the wipe victim
+    # Each tick without one crashes every node of one data center with this probability
+    # (a power or network loss of a site); they restart after crash_min..dc_crash_max, on
+    # their own disks (a wiped data center could lose writes acknowledged by its quorum).
+    datacenter_crash_probability: float = 0.0
+    dc_crash_max: float = 6.0
     # --- durability ---------------------------------------------------------------------------
     # 0: commit after every handled event, before its effects leave. > 0: the runtime's
     # pipelined group commit: peer requests leave at once, acknowledgements and replies to
@@ -77,15 +89,18 @@ class SimOptions:
             "crash_probability",
             "wipe_probability",
             "victim_crash_share",
+            "datacenter_crash_probability",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0.0 <= self.delay_min <= self.delay_mean <= self.delay_max:
             raise ValueError("need 0 <= delay_min <= delay_mean <= delay_max")
+        if not 0.0 <= self.inter_dc_delay_min <= self.inter_dc_delay_max:
+            raise ValueError("need 0 <= inter_dc_delay_min <= inter_dc_delay_max")
         if self.delay_distribution not in ("uniform", "exponential"):
             raise ValueError(f"unknown delay distribution {self.delay_distribution!r}")
-        unknown = set(self.partition_modes) - set(PARTITION_MODES)
+        unknown = set(self.partition_modes) - set(ALL_PARTITION_MODES)
         if unknown:
             raise ValueError(f"unknown partition modes {sorted(unknown)}")
         if min(self.max_crashed, self.clock_skew_max, self.commit_delay) < 0:
@@ -114,6 +129,18 @@ class SimOptions:
             changes.update(wipe_probability=0.5, victim_crash_share=0.5)
         if "skew" in names:
             changes.update(clock_skew_max=2.0)
+        return replace(self, **changes)
+
+    def with_datacenters(self, count: int) -> SimOptions:
+        """With several data centers, the faults switched on also strike whole ones: the
+        partitions may cut a data center off, and the crashes may take one down."""
+        if count < 2:
+            return self
+        changes: dict[str, object] = {}
+        if self.partition_probability and "datacenter" not in self.partition_modes:
+            changes["partition_modes"] = (*self.partition_modes, "datacenter")
+        if self.crash_probability and not self.datacenter_crash_probability:
+            changes["datacenter_crash_probability"] = 0.04
         return replace(self, **changes)
 
 

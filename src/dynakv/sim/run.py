@@ -115,12 +115,13 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.datacenters,
     )
     cluster = copy.deepcopy(formed)
-    cluster.reseed(seed, config.options, trace)
+    options = config.options.with_datacenters(config.datacenters)
+    cluster.reseed(seed, options, trace)
     end = cluster.now + config.load.duration
     workload = Workload(
         config.workload, cluster, random.Random(f"workload-{seed}"), config.load, end
     )
-    nemesis = Nemesis(cluster, config.options, random.Random(f"nemesis-{seed}"), end)
+    nemesis = Nemesis(cluster, options, random.Random(f"nemesis-{seed}"), end)
     cluster.run_for(config.load.duration)
     nemesis.stop()
     cluster.run_until(workload.idle, limit=config.load.client_timeout + 1.0)
