@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dynakv import config as config_mod
+from dynakv import levels
 from dynakv.client import Client
-from dynakv.errors import DynakvError
+from dynakv.errors import DynakvError, InvalidRequest
 from dynakv.processes import stop_processes
 
 console = Console()
@@ -179,12 +180,31 @@ def _fail(exc: DynakvError) -> None:
     raise click.ClickException(f"{exc.code}: {exc.message}")
 
 
+class _Level(click.ParamType):
+    """A consistency level: a number, or one, quorum, all, local_one, local_quorum,
+    each_quorum (levels.py)."""
+
+    name = "level"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int):
+            return value
+        try:
+            return levels.parse(param.name if param and param.name else "level", str(value))
+        except InvalidRequest as exc:
+            self.fail(exc.message, param, ctx)
+
+
+LEVEL = _Level()
+LEVEL_HELP = "a count, or one|quorum|all|local_one|local_quorum|each_quorum"
+
+
 @main.command()
 @click.argument("bucket")
 @click.argument("key")
 @click.option("--node", default=DEFAULT_NODE, show_default=True)
-@click.option("--r", "r", type=int)
-def get(bucket: str, key: str, node: str, r: int | None) -> None:
+@click.option("--r", "r", type=LEVEL, help=LEVEL_HELP)
+def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
     """Print the value of BUCKET/KEY (siblings: one per line, base64, plus the context)."""
     import base64
 
@@ -216,10 +236,10 @@ def get(bucket: str, key: str, node: str, r: int | None) -> None:
 @click.argument("value")
 @click.option("--node", default=DEFAULT_NODE, show_default=True)
 @click.option("--context", default=None)
-@click.option("--w", "w", type=int)
+@click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
 @click.option("--content-type", default="")
 def put(
-    bucket: str, key: str, value: str, node: str, context: str | None, w: int | None,
+    bucket: str, key: str, value: str, node: str, context: str | None, w: int | str | None,
     content_type: str,
 ) -> None:  # fmt: skip
     """Store VALUE (or stdin when VALUE is '-') at BUCKET/KEY; prints the new context."""
@@ -240,8 +260,8 @@ def put(
 @click.argument("key")
 @click.option("--node", default=DEFAULT_NODE, show_default=True)
 @click.option("--context", default=None)
-@click.option("--w", "w", type=int)
-def delete(bucket: str, key: str, node: str, context: str | None, w: int | None) -> None:
+@click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
+def delete(bucket: str, key: str, node: str, context: str | None, w: int | str | None) -> None:
     """Delete BUCKET/KEY (a tombstone, reaped later)."""
     try:
         with _client(node) as client:

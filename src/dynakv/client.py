@@ -128,7 +128,7 @@ def _put_message(
     key: str,
     value: bytes,
     context: str | None,
-    w: int | None,
+    w: int | str | None,
     content_type: str = "",
     delete: bool = False,
 ) -> ClientPut:
@@ -381,7 +381,7 @@ class Client:
         self.close()
 
     def get(
-        self, bucket: str, key: str, *, r: int | None = None, resolve: Resolver | None = None
+        self, bucket: str, key: str, *, r: int | str | None = None, resolve: Resolver | None = None
     ) -> ReadResult:
         message = ClientGet(next(self._rids), bucket, key, r)
         return _read_result(self._call(message, self._for_key(bucket, key), True), resolve)
@@ -393,14 +393,14 @@ class Client:
         value: bytes,
         *,
         context: str | None = None,
-        w: int | None = None,
+        w: int | str | None = None,
         content_type: str = "",
     ) -> str:
         message = _put_message(next(self._rids), bucket, key, value, context, w, content_type)
         return _put_context(self._call(message, self._for_key(bucket, key), False))
 
     def delete(
-        self, bucket: str, key: str, *, context: str | None = None, w: int | None = None
+        self, bucket: str, key: str, *, context: str | None = None, w: int | str | None = None
     ) -> str:
         message = _put_message(next(self._rids), bucket, key, b"", context, w, delete=True)
         return _put_context(self._call(message, self._for_key(bucket, key), False))
@@ -698,7 +698,7 @@ class AsyncClient:
         await self.close()
 
     async def get(
-        self, bucket: str, key: str, *, r: int | None = None, resolve: Resolver | None = None
+        self, bucket: str, key: str, *, r: int | str | None = None, resolve: Resolver | None = None
     ) -> ReadResult:
         message = ClientGet(next(self._rids), bucket, key, r)
         nodes = await self._for_key(bucket, key)
@@ -711,7 +711,7 @@ class AsyncClient:
         value: bytes,
         *,
         context: str | None = None,
-        w: int | None = None,
+        w: int | str | None = None,
         content_type: str = "",
     ) -> str:
         message = _put_message(next(self._rids), bucket, key, value, context, w, content_type)
@@ -719,14 +719,16 @@ class AsyncClient:
         return _put_context(await self._call(message, nodes, False))
 
     async def delete(
-        self, bucket: str, key: str, *, context: str | None = None, w: int | None = None
+        self, bucket: str, key: str, *, context: str | None = None, w: int | str | None = None
     ) -> str:
         message = _put_message(next(self._rids), bucket, key, b"", context, w, delete=True)
         nodes = await self._for_key(bucket, key)
         return _put_context(await self._call(message, nodes, False))
 
     # --- callback style: no future, task or timer per request ------------------------------
-    def start_get(self, bucket: str, key: str, callback: Callback, *, r: int | None = None) -> None:
+    def start_get(
+        self, bucket: str, key: str, callback: Callback, *, r: int | str | None = None
+    ) -> None:
         """Send a get; `callback` gets the `GetResult` (values, content_types, context) or the
         exception, as `get` would have raised it. Same routing, retry and timeout as `get`."""
         self._start(ClientGet(next(self._rids), bucket, key, r), callback)
@@ -739,7 +741,7 @@ class AsyncClient:
         callback: Callback,
         *,
         context: str | None = None,
-        w: int | None = None,
+        w: int | str | None = None,
         content_type: str = "",
     ) -> None:
         """Send a put; `callback` gets the `PutResult` (its `context`) or the exception."""

@@ -25,7 +25,7 @@ class ClientGet(Message, tag="get"):
     rid: int
     bucket: str
     key: str
-    r: int | None = None  # None: the bucket's default
+    r: int | str | None = None  # a count or a level name (levels.py); None: the default
 
 
 class ClientPut(Message, tag="put"):
@@ -34,10 +34,11 @@ class ClientPut(Message, tag="put"):
     key: str
     value: bytes
     context: str = ""
-    w: int | None = None  # None: the bucket's default
+    w: int | str | None = None  # a count or a level name (levels.py); None: the default
     content_type: str = ""
     delete: bool = False
     hops: int = 0  # 1 when a node forwarded it to a coordinator: never forward again
+    datacenter: str = ""  # set by a forwarding node: its data center is the local one
 
 
 class ClientClusterInfo(Message, tag="cluster"):

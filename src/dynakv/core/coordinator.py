@@ -23,6 +23,7 @@ from dynakv.core.minting import Minter, counter_of
 from dynakv.core.quorum import GetQuorum, PutQuorum
 from dynakv.core.replica import CorruptRecord, ReplicaStore
 from dynakv.errors import DynakvError, InvalidRequest, Unavailable, ValueTooLarge
+from dynakv.levels import Need, resolve
 from dynakv.messages import (
     ClientGet,
     ClientPut,
@@ -117,16 +118,22 @@ class Coordinator(Component):
         assert isinstance(msg, ClientGet)
         validate_location(msg.bucket, msg.key)
         props = self.config.bucket(msg.bucket)
-        r = quorum_param("r", msg.r, props.r, props.n)
+        level = props.r if msg.r is None else msg.r
         # Read only: the shared cached placement, no copies (spare is copied if it is kept).
         primaries, replicas, _, spare, _ = self.view.placed_for(msg.bucket, msg.key)[1]
-        r = min(r, len(replicas))
+        need = self.need("r", level, props.n, primaries, "")
         down = self.view.down
+        if need.local is not None:  # a local level reads (and repairs) local replicas only
+            replicas = [x for x in replicas if self.view.datacenter(x) == need.local]
+        r = need.total if need.by_dc else min(need.total, len(replicas))
         # This node's own copy first (no message), then the others in preference order.
         order = [node for node in replicas if node != self.name and node not in down]
         if self.name in replicas:
             order.insert(0, self.name)
-        fanout = len(order) if self.config.read_fanout == "n" else r
+        if self.config.read_fanout == "n" or (need.by_dc and need.local is None):
+            fanout = len(order)  # each_quorum asks every replica: a reserve has no place
+        else:
+            fanout = r
         asked, reserve = order[:fanout], order[fanout:]
         lww = props.policy == "lww"
         local: Clock | None = None
@@ -146,6 +153,9 @@ class Coordinator(Component):
                     local = versions.lww(local)
                 return [Send(source, get_result(msg.rid, local))]
         quorum = GetQuorum(asked, r, lww=lww)
+        if need.by_dc:
+            quorum.by_dc = need.by_dc
+            quorum.dc_of = {node: self.view.datacenter(node) for node in replicas}
         rid = self.ids.next()
         pending = PendingGet(
             source,
@@ -267,9 +277,10 @@ class Coordinator(Component):
                 f"value is {len(msg.value)} bytes; the limit is {self.config.max_value_bytes}"
             )
         props = self.config.bucket(msg.bucket)
-        w = quorum_param("w", msg.w, props.w, props.n)
+        level = props.w if msg.w is None else msg.w
         context = versions.decode_context(msg.context)
         placement = self.view.placement(msg.bucket, msg.key)
+        need = self.need("w", level, props.n, placement.primaries, msg.datacenter)
         replicas = placement.targets
         if self.name not in replicas and msg.hops == 0:
             return self._forward(now, source, msg, replicas)
@@ -305,7 +316,11 @@ class Coordinator(Component):
             self._deferred.append((msg.bucket, msg.key, clock))
             return [Send(source, PutResult(msg.rid, versions.encode_context(versions.join(clock))))]
         state = versions.encode(clock)
-        quorum = PutQuorum(replicas, min(w, len(replicas)))
+        if need.by_dc:
+            dc_of = {node: self.view.datacenter(node) for node in replicas}
+            quorum = PutQuorum(replicas, need.total, by_dc=need.by_dc, dc_of=dc_of)
+        else:
+            quorum = PutQuorum(replicas, min(need.total, len(replicas)))
         stands_in_for = placement.hints.get(self.name)
         if stands_in_for is None or self.hints.record(
             stands_in_for, placement.digest, msg.bucket, msg.key, now, len(state)
@@ -364,14 +379,28 @@ class Coordinator(Component):
     def _forward(
         self, now: float, source: str, msg: ClientPut, replicas: list[str]
     ) -> list[Effect]:
-        """Puts are coordinated by a replica of the key (it mints the dot); pass it on."""
-        target = next((node for node in replicas if node not in self.view.down), None)
-        if target is None:
+        """Puts are coordinated by a replica of the key (it mints the dot); pass it on, to
+        one in this node's data center when there is one, telling it which is local."""
+        up = [node for node in replicas if node not in self.view.down]
+        if not up:
             raise Unavailable("no replica of this key is reachable", needed=1, got=0)
+        here = msg.datacenter or self.view.datacenter(self.name)
+        target = next((node for node in up if self.view.datacenter(node) == here), up[0])
         rid = self.ids.next()
         deadline = now + self.config.request_timeout
         self.forwards[rid] = PendingForward(source, msg.rid, deadline, target)
-        return [Send(target, msgspec.structs.replace(msg, rid=rid, hops=1))]
+        forwarded = msgspec.structs.replace(msg, rid=rid, hops=1, datacenter=here)
+        return [Send(target, forwarded)]
+
+    def need(self, name: str, level: int | str, n: int, primaries: list[str], local: str) -> Need:
+        """What a request's level needs of the key's replicas (`local`: the data center a
+        forwarding node named, else this node's own)."""
+        if isinstance(level, int) and not isinstance(level, bool):
+            if not 1 <= level <= n:
+                raise InvalidRequest(f"{name} must be between 1 and n={n}, got {level}")
+            return Need(level)  # the common case: no data centers to look up
+        here = local or self.view.datacenter(self.name)
+        return resolve(name, level, n, primaries, self.view.datacenter, here)
 
     def on_forward_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, GetResult | PutResult)
@@ -457,9 +486,7 @@ class Coordinator(Component):
             if get.deadline > now:
                 break
             if not get.replied and get.source:
-                got = len(get.quorum.replies)
-                error = Unavailable(needed=get.quorum.r, got=got)
-                effects.append(Send(get.source, error_reply(get.client_rid, error)))
+                effects.append(Send(get.source, error_reply(get.client_rid, get.quorum.error())))
             effects.extend(self._read_repair(get))
             del self.gets[rid]
         for rid, put in list(self.puts.items()):
@@ -496,13 +523,6 @@ class Coordinator(Component):
     def _log_local_failure(self, bucket: str, key: str, exc: DynakvError) -> None:
         fields = {"bucket": bucket, "key": key, "error": str(exc)}
         self.logs.append(Log("error", "local_read_failed", fields))
-
-
-def quorum_param(name: str, given: int | None, default: int, n: int) -> int:
-    value = default if given is None else given
-    if not 1 <= value <= n:
-        raise InvalidRequest(f"{name} must be between 1 and n={n}, got {value}")
-    return value
 
 
 def get_result(rid: int, merged: Clock | None) -> GetResult:

@@ -3,15 +3,23 @@
 Modelled on riak_kv_get_core: `add`/`fail` record answers, `enough` says whether the client
 can be answered, `outcome` gives the answer, `stale` names replicas that need read repair.
 No I/O, no clock: the node decides when time is up.
+
+A quorum counts answers from anywhere (`r`, `w`) and, for the levels that name data centers
+(levels.py), also per data center (`by_dc`, with `dc_of` saying where each replica is;
+a fallback that stands in for a replica counts in that replica's data center).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from dynakv import versions
 from dynakv.errors import Unavailable
+from dynakv.levels import shortfall
 from dynakv.versions import Clock
+
+ByDc = tuple[tuple[str, int], ...]
 
 _UNMERGED = object()
 
@@ -32,6 +40,8 @@ class GetQuorum:
     # the same bytes, and an answer found here needs neither decoding nor merging. A list,
     # not a dict: comparing a few kilobytes costs less than hashing them.
     _encoded: list[tuple[bytes, Clock]] = field(default_factory=list, repr=False, compare=False)
+    by_dc: ByDc = ()  # (data center, answers needed there), for levels that name them
+    dc_of: dict[str, str] = field(default_factory=dict)  # replica -> its data center
 
     def add(self, node: str, state: Clock | None, encoded: bytes | None = None) -> None:
         """Record `node`'s answer; `encoded` is the state's encoding, when the caller has it."""
@@ -60,9 +70,13 @@ class GetQuorum:
         """Ask `substitute` instead of `node`, which is down (sloppy quorum)."""
         if self.waiting_on(node) and substitute not in self.replicas:
             self.replicas[self.replicas.index(node)] = substitute
+            if self.dc_of:
+                self.dc_of[substitute] = self.dc_of.get(node, "")
 
     def enough(self) -> bool:
         """R answers arrived, or so many replicas failed that R never can."""
+        if self.by_dc:
+            return _settled(self.by_dc, self.dc_of, self.replicas, self.replies, self.failed)
         got = len(self.replies)
         return got >= self.r or got + self.remaining() < self.r
 
@@ -90,9 +104,15 @@ class GetQuorum:
 
     def outcome(self) -> Clock | None:
         """The merged state for the client; raises Unavailable when fewer than R answered."""
-        if len(self.replies) < self.r:
-            raise Unavailable(needed=self.r, got=len(self.replies))
+        error = missing(self.r, self.by_dc, self.dc_of, self.replies)
+        if error is not None:
+            raise error
         return self.merged()
+
+    def error(self) -> Unavailable:
+        """What is missing, for a read that ends without its answers."""
+        error = missing(self.r, self.by_dc, self.dc_of, self.replies)
+        return error or Unavailable(needed=self.r, got=len(self.replies))
 
     def stale(self) -> list[str]:
         """Replicas whose answer lacks something the merged state has (read repair targets)."""
@@ -110,6 +130,8 @@ class PutQuorum:
     w: int
     acked: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
+    by_dc: ByDc = ()  # as GetQuorum's
+    dc_of: dict[str, str] = field(default_factory=dict)
 
     def ack(self, node: str) -> None:
         if node in self.replicas and node not in self.failed:
@@ -126,8 +148,12 @@ class PutQuorum:
         """Write to `substitute` instead of `node`, which is down (sloppy quorum)."""
         if self.waiting_on(node) and substitute not in self.replicas:
             self.replicas[self.replicas.index(node)] = substitute
+            if self.dc_of:
+                self.dc_of[substitute] = self.dc_of.get(node, "")
 
     def enough(self) -> bool:
+        if self.by_dc:
+            return _settled(self.by_dc, self.dc_of, self.replicas, self.acked, self.failed)
         got = len(self.acked)
         remaining = len(self.replicas) - got - len(self.failed)
         return got >= self.w or got + remaining < self.w
@@ -136,7 +162,48 @@ class PutQuorum:
         return len(self.acked) + len(self.failed) >= len(self.replicas)
 
     def succeeded(self) -> bool:
-        return len(self.acked) >= self.w
+        return missing(self.w, self.by_dc, self.dc_of, self.acked) is None
 
     def error(self) -> Unavailable:
-        return Unavailable(needed=self.w, got=len(self.acked))
+        error = missing(self.w, self.by_dc, self.dc_of, self.acked)
+        return error or Unavailable(needed=self.w, got=len(self.acked))
+
+
+def missing(
+    count: int, by_dc: ByDc, dc_of: dict[str, str], answered: Collection[str]
+) -> Unavailable | None:
+    """What is missing, naming the data center when one is short (`needed 2 in dc2, got
+    0`); None when nothing is."""
+    if by_dc:
+        short = shortfall(by_dc, list(answered), dc_of)
+        if short:
+            text = "; ".join(f"needed {needed} in {site}, got {got}" for site, needed, got in short)
+            return Unavailable(text, needed=short[0][1], got=short[0][2])
+    if len(answered) < count:
+        return Unavailable(needed=count, got=len(answered))
+    return None
+
+
+def _settled(
+    by_dc: ByDc,
+    dc_of: dict[str, str],
+    replicas: list[str],
+    answered: Collection[str],
+    failed: Collection[str],
+) -> bool:
+    """Per data center: every count met, or one that the replicas left can no longer meet."""
+    met = True
+    for site, count in by_dc:
+        got = open_ = 0
+        for node in replicas:
+            if dc_of.get(node) != site:
+                continue
+            if node in answered:
+                got += 1
+            elif node not in failed:
+                open_ += 1
+        if got + open_ < count:
+            return True
+        if got < count:
+            met = False
+    return met

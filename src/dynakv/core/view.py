@@ -213,7 +213,12 @@ class ClusterView:
                 if ring is not None and ring.places:
                     places.update(zip(ring.members(), ring.places, strict=True))
             self._places, self._places_of = places, record
-        return self._places.get(name, ("dc1", ""))[0]
+        place = self._places.get(name)
+        if place is not None:
+            return place[0]
+        # Every member in one place (a ring without places), or not in the ring yet.
+        record = ms.member(self.state, name)
+        return self.config.datacenter if record is None else record.datacenter
 
 
 def _removed_names(state: Membership) -> frozenset[str]:

@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from dynakv import versions
+from dynakv import levels, versions
 from dynakv.config import validate_location
 from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
 from dynakv.messages import (
@@ -66,7 +66,7 @@ def _location(request: web.Request, prefix: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _quorum_param(request: web.Request) -> dict[str, int]:
+def _quorum_param(request: web.Request) -> dict[str, int | str]:
     allowed = ALLOWED_PARAMS.get(request.method, set())
     unknown = set(request.query) - allowed
     if unknown:
@@ -74,13 +74,9 @@ def _quorum_param(request: web.Request) -> dict[str, int]:
             f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
             f"allowed: {', '.join(sorted(allowed)) or 'none'}"
         )
-    params: dict[str, int] = {}
+    params: dict[str, int | str] = {}
     for name in allowed & set(request.query):
-        text = request.query[name]
-        try:
-            params[name] = int(text)
-        except ValueError as exc:
-            raise InvalidRequest(f"{name} must be an integer, got {text!r}") from exc
+        params[name] = levels.parse(name, request.query[name])
     return params
 
 

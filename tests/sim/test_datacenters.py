@@ -1,0 +1,78 @@
+"""Consistency levels across data centers, on simulated nodes running the real core: with the
+link between two data centers cut, `local_quorum` reads and writes keep working on each side,
+while `quorum` and `each_quorum` say which data center they are missing."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message, PutResult
+from dynakv.sim.cluster import SimCluster
+from dynakv.sim.run import node_config
+
+NAMES = [f"n{i}" for i in range(1, 7)]  # n1 n3 n5 in dc1, n2 n4 n6 in dc2; racks r1..r3
+
+
+@pytest.fixture
+def cluster() -> SimCluster:
+    config = functools.partial(node_config, request_timeout=1.0, racks=3, datacenters=2)
+    cluster = SimCluster(NAMES, seed=5, config=config)
+    assert cluster.run_until(cluster.members_agree, limit=60.0)
+    return cluster
+
+
+def ask(cluster: SimCluster, node: str, message: Message) -> Message:
+    client = f"#{node}"
+    inbox = cluster.inbox.setdefault(client, [])
+    before = len(inbox)
+    cluster.request(node, client, message)
+    assert cluster.run_until(lambda: len(inbox) > before, limit=5.0)
+    return inbox[-1]
+
+
+def cut_datacenters(cluster: SimCluster) -> None:
+    dc1 = [n for n in NAMES if cluster.datacenters[n] == "dc1"]
+    dc2 = [n for n in NAMES if cluster.datacenters[n] == "dc2"]
+    cluster.partition({(a, b) for a in dc1 for b in dc2} | {(b, a) for a in dc1 for b in dc2})
+
+
+def replicas(cluster: SimCluster, key: str) -> list[str]:
+    return cluster.nodes["n1"].placement("cart", key).primaries
+
+
+def test_every_key_has_replicas_in_both_data_centers(cluster):
+    for i in range(50):
+        sites = {cluster.datacenters[n] for n in replicas(cluster, f"k{i}")}
+        assert sites == {"dc1", "dc2"}
+
+
+def test_with_the_link_cut_local_quorum_works_on_each_side_and_wider_levels_say_what_is_missing(
+    cluster,
+):
+    cut_datacenters(cluster)
+    cluster.run_for(15.0)  # the failure detectors see the other side down
+    for i in range(10):
+        key = f"k{i}"
+        for node in ("n1", "n2"):  # one coordinator in each data center
+            put = ask(cluster, node, ClientPut(i, "cart", key, node.encode(), w="local_quorum"))
+            assert isinstance(put, PutResult), put
+            got = ask(cluster, node, ClientGet(i, "cart", key, r="local_quorum"))
+            assert isinstance(got, GetResult) and node.encode() in got.values, got
+        failed = ask(cluster, "n1", ClientPut(99, "cart", key, b"x", w="each_quorum"))
+        assert isinstance(failed, ErrorReply) and failed.code == "unavailable"
+        assert "in dc2, got 0" in failed.message
+    cluster.heal()
+    cluster.run_for(15.0)
+    for i in range(10):  # healed: every write of both sides is there, as siblings
+        got = ask(cluster, "n3", ClientGet(i, "cart", f"k{i}", r="each_quorum"))
+        assert isinstance(got, GetResult) and {b"n1", b"n2"} <= set(got.values), got
+
+
+def test_a_put_forwarded_by_a_node_that_is_no_replica_keeps_its_local_data_center(cluster):
+    key = next(f"k{i}" for i in range(200) if "n5" not in replicas(cluster, f"k{i}"))
+    cut_datacenters(cluster)
+    cluster.run_for(15.0)
+    put = ask(cluster, "n5", ClientPut(1, "cart", key, b"v", w="local_quorum"))
+    assert isinstance(put, PutResult), put  # forwarded to a dc1 replica, acked in dc1
