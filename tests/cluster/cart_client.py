@@ -72,7 +72,9 @@ def outcome_of(exc: DynakvError) -> str:
 
 
 # --- run: the workload --------------------------------------------------------------------
-def add_item(client: Client, cart: str, item: str, r: int, w: int) -> list[dict[str, Any]]:
+def add_item(
+    client: Client, cart: str, item: str, r: int | str, w: int | str
+) -> list[dict[str, Any]]:
     """Read the cart with r, add `item` to the union of what was read, write it back with
     the read's context and w. Returns the read record and, if the read worked, the write's."""
     read: dict[str, Any] = {"type": "read", "cart": cart, "r": r, "invoke": time.time()}
@@ -112,7 +114,8 @@ def run_client(
 ) -> None:
     """One client: adds c{index}-{n} to random carts at about args.rate per second. Its home
     node comes first in its list; after an error it starts again from home. A third of the
-    reads use r=1 (stale reads: more siblings) and a third of the writes w=1."""
+    reads use r=1 (stale reads: more siblings) and a third of the writes w=1; with
+    args.level, every read and write uses that level instead (e.g. local_quorum)."""
     nodes = args.nodes.split(",")
     nodes = nodes[index % len(nodes) :] + nodes[: index % len(nodes)]
     rng = random.Random(f"{args.seed}-{index}")
@@ -125,12 +128,15 @@ def run_client(
                 return
             started = time.time()
             cart = f"{args.prefix}cart{rng.randrange(args.carts)}"
-            r = 1 if rng.random() < 1 / 3 else 2
-            w = 1 if rng.random() < 1 / 3 else 2
-            records = add_item(client, cart, f"c{index}-{n}", r, w)
+            r: int | str = 1 if rng.random() < 1 / 3 else 2
+            w: int | str = 1 if rng.random() < 1 / 3 else 2
+            if args.level:
+                r = w = args.level
+            process = f"{args.client_prefix}c{index}"
+            records = add_item(client, cart, f"{process}-{n}", r, w)
             with lock:
                 for record in records:
-                    history.write(json.dumps({"process": f"c{index}", **record}) + "\n")
+                    history.write(json.dumps({"process": process, **record}) + "\n")
                 history.flush()
             if records[-1]["outcome"] != OK:
                 client.close()
@@ -200,6 +206,7 @@ def final(args: argparse.Namespace) -> int:
     nodes = args.nodes.split(",")
     _, view = http_json(f"http://{args.http.split(',')[0]}/v1/cluster")
     ring = Ring(view["ring"]["size"], tuple(view["ring"]["owners"]))
+    ring = ring.placed({m["name"]: (m["datacenter"], m["rack"]) for m in view["members"]})
     http_of = {m["name"]: m["http_addr"] for m in view["members"]}
     carts = [f"{args.prefix}cart{c}" for c in range(args.carts)]
     owners = {cart: ring.preference_list(ring.partition(BUCKET, cart), args.n) for cart in carts}
@@ -279,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--max-adds", type=int, default=100, help="per client")
     p_run.add_argument("--seed", default="0")
     p_run.add_argument("--out", required=True, help="history file, one JSON line per add")
+    p_run.add_argument("--level", default="", help="r and w of every request (a level name)")
+    p_run.add_argument("--client-prefix", default="", help="of client names and item ids")
     p_final = sub.add_parser("final", parents=[common])
     p_final.add_argument("--n", type=int, default=3, help="replicas per key")
     p_final.add_argument("--rounds", type=int, default=3, help="read rounds at least")

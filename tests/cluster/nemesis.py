@@ -121,7 +121,12 @@ class NemesisCluster:
     the namespace's prefix (Python 3.11 has no os.setns), so one code path serves both."""
 
     def __init__(
-        self, root: Path, size: int, netns: Netns | None = None, inject_bug: str | None = None
+        self,
+        root: Path,
+        size: int,
+        netns: Netns | None = None,
+        inject_bug: str | None = None,
+        datacenters: int = 1,
     ) -> None:
         self.root = root
         self.netns = netns
@@ -133,7 +138,12 @@ class NemesisCluster:
             launcher = [*self.prefix, sys.executable, str(NODE_SHIM)]
             launcher += ["--inject-bug", inject_bug] if inject_bug else []
         self.nodes: list[NodeProcess] = []
+        self.datacenter: dict[str, str] = {}  # node name -> its data center
         for i in range(1, size + 1):
+            place: list[str] = []
+            if datacenters > 1:  # node i in dc((i-1) mod D)+1, each node a rack of its own
+                self.datacenter[f"node{i}"] = f"dc{(i - 1) % datacenters + 1}"
+                place = ["--datacenter", self.datacenter[f"node{i}"], "--rack", f"rack{i}"]
             if netns:
                 host = f"127.0.0.{i + 1}"
                 node_addr, http_addr = f"{host}:7000", f"{host}:8000"
@@ -147,7 +157,7 @@ class NemesisCluster:
                     node_addr=node_addr,
                     http_addr=http_addr,
                     log_path=root / f"node{i}.log",
-                    extra_args=["--config", str(config)],
+                    extra_args=["--config", str(config), *place],
                     launcher=launcher,
                 )
             )
@@ -183,6 +193,10 @@ class NemesisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def site(self, datacenter: str) -> list[NodeProcess]:
+        """The nodes of one data center."""
+        return [n for n in self.nodes if self.datacenter.get(n.name, "dc1") == datacenter]
 
     def host(self, node: NodeProcess) -> str:
         return node.node_addr.rpartition(":")[0]
@@ -289,16 +303,20 @@ class CartWorkload:
     rate: float = 6.0  # adds per second per client
     max_adds: int = 150  # per client
     seed: str = "0"
+    level: str = ""  # r and w of every request, when set (e.g. local_quorum)
+    nodes: list[NodeProcess] | None = None  # the nodes the clients talk to (default: all)
+    client_prefix: str = ""  # of client names and item ids: workloads side by side differ
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
 
     def start(self) -> None:
-        nodes = ",".join(n.node_addr for n in self.cluster.nodes)
+        nodes = ",".join(n.node_addr for n in self.nodes or self.cluster.nodes)
         args = [
             *self.cluster.prefix, sys.executable, str(CART_CLIENT), "run",
             "--nodes", nodes, "--clients", str(self.clients), "--carts", str(self.carts),
             "--prefix", self.prefix,
             "--rate", str(self.rate), "--max-adds", str(self.max_adds), "--seed", self.seed,
             "--timeout", str(CLIENT_TIMEOUT), "--out", str(self.history_path),
+            "--level", self.level, "--client-prefix", self.client_prefix,
         ]  # fmt: skip
         stderr = open(self.history_path.with_suffix(".stderr"), "w")  # noqa: SIM115 - to child
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=stderr, text=True)
@@ -527,26 +545,44 @@ def run_cart_under_nemesis(
     rate: float = 6.0,
     seed: str = "0",
     warmup: float = 1.0,
+    sites: tuple[str, ...] = (),
+    level: str = "",
 ) -> CartRun:
     """Start the workload, let `schedule` apply its faults, stop the workload (the schedule
     may leave its last fault on, so replicas differ), heal everything, read the final state
     (read repair must make the replicas converge), check it. Runs on one cluster one after
-    another keep apart: each has its own cart keys and its own folder for the records."""
+    another keep apart: each has its own cart keys and its own folder for the records.
+    With `sites` (data centers), each has a workload of its own that talks to its nodes
+    only, on the same carts; `level` is the r and w of every request."""
     started = time.monotonic()
     slug = "".join(c if c.isalnum() else "-" for c in name)
     out = cluster.root / slug
     out.mkdir()
     cluster.events = []
-    workload = CartWorkload(
-        cluster, out / "history.jsonl", f"{slug}-", clients, carts, rate, seed=seed
-    )
+    workloads = [
+        CartWorkload(
+            cluster,
+            out / f"history{'-' + site if site else ''}.jsonl",
+            f"{slug}-",
+            clients,
+            carts,
+            rate,
+            seed=f"{seed}-{site}" if site else seed,
+            level=level,
+            nodes=cluster.site(site) if site else None,
+            client_prefix=f"{site}-" if site else "",
+        )
+        for site in sites or ("",)
+    ]
     try:
-        workload.start()
+        for workload in workloads:
+            workload.start()
         time.sleep(warmup)
         schedule(cluster)
-        history = workload.stop()
+        history = [op for workload in workloads for op in workload.stop()]
     finally:
-        workload.close()
+        for workload in workloads:
+            workload.close()
         cluster.heal()
     final = final_state(cluster, carts, f"{slug}-")
     (out / "final.json").write_text(json.dumps(final, indent=1))
