@@ -7,6 +7,7 @@ failure. Network faults only touch loopback addresses inside a namespace this mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,27 @@ class NemesisCluster:
             elif node.name in self.paused:
                 self.resume(node)
         self.wait_ready()
+
+
+@contextlib.contextmanager
+def cluster_in_netns(root: Path, size: int, datacenters: int = 1) -> Iterator[NemesisCluster]:
+    """A started cluster inside a namespace of its own, both gone on exit; skips the test
+    (saying why) where namespaces or nftables are not available."""
+    import pytest
+
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    netns = Netns()
+    try:
+        try:
+            netns.create()
+        except RuntimeError as exc:
+            pytest.skip(f"cannot create a network namespace with nftables here: {exc}")
+        with NemesisCluster(root, size, netns, datacenters=datacenters) as cluster:
+            yield cluster
+    finally:
+        netns.delete()
 
 
 # --- the workload ---------------------------------------------------------------------------

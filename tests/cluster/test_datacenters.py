@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.cluster.nemesis import (
-    CartRun,
-    NemesisCluster,
-    Netns,
-    netns_unavailable,
-    run_cart_under_nemesis,
-)
+from tests.cluster.harness import NodeProcess
+from tests.cluster.nemesis import CartRun, NemesisCluster, cluster_in_netns, run_cart_under_nemesis
 
 pytestmark = pytest.mark.nemesis
 SITES = ("dc1", "dc2")
@@ -29,20 +24,9 @@ FAULT = 6.0  # seconds each fault lasts while the clients write
 
 @pytest.fixture(scope="module")
 def two_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NemesisCluster]:
-    reason = netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    netns = Netns()
-    try:
-        try:
-            netns.create()
-        except RuntimeError as exc:
-            pytest.skip(f"cannot create a network namespace with nftables here: {exc}")
-        root = tmp_path_factory.mktemp("two-datacenters")
-        with NemesisCluster(root, 6, netns, datacenters=2) as cluster:
-            yield cluster
-    finally:
-        netns.delete()
+    root = tmp_path_factory.mktemp("two-datacenters")
+    with cluster_in_netns(root, 6, datacenters=2) as cluster:
+        yield cluster
 
 
 def _fault_start(run: CartRun, f: str) -> float:
@@ -59,6 +43,17 @@ def _writes(run: CartRun, site: str, after: float, outcome: str = "ok") -> list[
         and op["invoke"] > after
         and op["outcome"] == outcome
     ]
+
+
+def _every_node_of(site: str, fault: Callable[[NemesisCluster, NodeProcess], None]):
+    """A schedule: `fault` (kill, pause) to every node of `site`, then FAULT seconds."""
+
+    def schedule(cluster: NemesisCluster) -> None:
+        for node in cluster.site(site):
+            fault(cluster, node)
+        time.sleep(FAULT)
+
+    return schedule
 
 
 def _run(cluster: NemesisCluster, name: str, schedule) -> CartRun:
@@ -87,12 +82,7 @@ def test_with_the_link_between_data_centers_cut_both_sides_keep_writing(two_site
 
 
 def test_with_every_node_of_a_data_center_killed_the_other_keeps_writing(two_sites):
-    def kill_dc2(cluster: NemesisCluster) -> None:
-        for node in cluster.site("dc2"):
-            cluster.kill(node)
-        time.sleep(FAULT)
-
-    run = _run(two_sites, "dc-killed", kill_dc2)
+    run = _run(two_sites, "dc-killed", _every_node_of("dc2", NemesisCluster.kill))
     killed = _fault_start(run, "kill") + 1.0
     assert len(_writes(run, "dc1", killed)) >= 5, run.report()
     for outcome in ("failed", "unknown"):
@@ -101,12 +91,7 @@ def test_with_every_node_of_a_data_center_killed_the_other_keeps_writing(two_sit
 
 
 def test_with_a_data_center_paused_local_quorum_writes_elsewhere_do_not_wait_for_it(two_sites):
-    def pause_dc2(cluster: NemesisCluster) -> None:
-        for node in cluster.site("dc2"):
-            cluster.pause(node)
-        time.sleep(FAULT)
-
-    run = _run(two_sites, "dc-paused", pause_dc2)
+    run = _run(two_sites, "dc-paused", _every_node_of("dc2", NemesisCluster.pause))
     paused = _fault_start(run, "pause")
     during = _writes(run, "dc1", paused + 1.0)
     assert len(during) >= 5, run.report()

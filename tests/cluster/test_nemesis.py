@@ -19,10 +19,9 @@ import pytest
 from tests.cluster.cart_client import encode_cart
 from tests.cluster.nemesis import (
     NemesisCluster,
-    Netns,
     check_cart_history,
     checker,
-    netns_unavailable,
+    cluster_in_netns,
     run_cart_under_nemesis,
 )
 
@@ -41,19 +40,8 @@ def host_cluster(tmp_path: Path) -> Iterator[NemesisCluster]:
 def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NemesisCluster]:
     """Five nodes on 127.0.0.2-6 inside a namespace of their own, shared by the partition
     runs (each heals at its end and uses its own carts); all deleted afterwards."""
-    reason = netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    netns = Netns()
-    try:
-        try:
-            netns.create()
-        except RuntimeError as exc:
-            pytest.skip(f"cannot create a network namespace with nftables here: {exc}")
-        with NemesisCluster(tmp_path_factory.mktemp("netns-cluster"), 5, netns) as cluster:
-            yield cluster
-    finally:
-        netns.delete()
+    with cluster_in_netns(tmp_path_factory.mktemp("netns-cluster"), 5) as cluster:
+        yield cluster
 
 
 def test_acknowledged_adds_survive_sigkill_and_restart(host_cluster: NemesisCluster):
