@@ -105,6 +105,10 @@ class ReplicaPut(Message, tag="rput"):
     state: bytes
     overwrite: bool = False  # honoured only by a node built with the read_repair_overwrites bug
     hint: str = ""  # sloppy quorum: the primary this copy stands in for; kept as a hint
+    # A write crossing to another data center goes to one replica there, which passes it on
+    # to these (the other replicas there; Cassandra's forwarding of a remote write)...
+    relay: list[str] = msgspec.field(default_factory=list)
+    reply_to: str = ""  # ... and each of them acknowledges to the coordinator named here
 
 
 class ReplicaPutReply(Message, tag="rput_ok"):

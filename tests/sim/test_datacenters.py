@@ -76,3 +76,35 @@ def test_a_put_forwarded_by_a_node_that_is_no_replica_keeps_its_local_data_cente
     cluster.run_for(15.0)
     put = ask(cluster, "n5", ClientPut(1, "cart", key, b"v", w="local_quorum"))
     assert isinstance(put, PutResult), put  # forwarded to a dc1 replica, acked in dc1
+
+
+def _key_with_two_replicas_in(cluster: SimCluster, site: str) -> tuple[str, list[str]]:
+    for i in range(500):
+        key = f"r{i}"
+        there = [n for n in replicas(cluster, key) if cluster.datacenters[n] == site]
+        if len(there) == 2:
+            return key, there
+    raise AssertionError(f"no key with two replicas in {site}")
+
+
+def test_a_write_crosses_to_another_data_center_once_and_is_relayed_there(cluster):
+    key, there = _key_with_two_replicas_in(cluster, "dc2")
+    before = cluster.crossings.get("ReplicaPut", 0)
+    put = ask(cluster, "n1", ClientPut(1, "cart", key, b"v", w="all"))
+    assert isinstance(put, PutResult), put  # every replica acknowledged, the relayed one too
+    assert cluster.crossings.get("ReplicaPut", 0) - before == 1
+    for node in there:
+        assert cluster.nodes[node].replica("cart", key) is not None
+
+
+def test_a_relay_that_dies_before_passing_the_write_on_is_bypassed(cluster):
+    key, (relay, other) = _key_with_two_replicas_in(cluster, "dc2")
+    coordinator = next(n for n in replicas(cluster, key) if cluster.datacenters[n] == "dc1")
+    cluster.cut(relay, other)  # what the relay passes on is lost...
+    put = ask(cluster, coordinator, ClientPut(1, "cart", key, b"v", w="local_quorum"))
+    assert isinstance(put, PutResult), put
+    cluster.run_for(0.2)
+    assert cluster.nodes[other].replica("cart", key) is None
+    cluster.crash(relay)  # ... and then it dies: the coordinator sends the write direct
+    cluster.run_for(0.5)
+    assert cluster.nodes[other].replica("cart", key) is not None

@@ -70,6 +70,7 @@ class PendingPut:
     spare: list[str]
     mark: int  # Engine.mark() after the local write: the result waits for nothing later
     replied: bool = False
+    relayed: dict[str, list[str]] = field(default_factory=dict)  # relay -> replicas it feeds
 
 
 @dataclass(slots=True)
@@ -128,6 +129,9 @@ class Coordinator(Component):
         r = need.total if need.by_dc else min(need.total, len(replicas))
         # This node's own copy first (no message), then the others in preference order.
         order = [node for node in replicas if node != self.name and node not in down]
+        if self.view.spans_datacenters():  # nearest first: this data center's replicas
+            here = self.view.datacenter(self.name)
+            order.sort(key=lambda node: self.view.datacenter(node) != here)
         if self.name in replicas:
             order.insert(0, self.name)
         if self.config.read_fanout == "n" or (need.by_dc and need.local is None):
@@ -333,14 +337,29 @@ class Coordinator(Component):
             self.logs.append(self.hints.drop_log(stands_in_for, msg.bucket, msg.key, "budget"))
         effects: list[Effect] = []
         down = self.view.down
+        # With several data centers, a write crosses to each other one once: to one replica
+        # there that relays it to the rest (copies standing in for a down one go direct).
+        here = self.view.datacenter(self.name) if self.view.spans_datacenters() else None
+        remote: dict[str, list[str]] = {}
         for node in replicas:
             if node == self.name:
                 continue
             if node in down:
                 quorum.fail(node)
-            else:
-                hint = placement.hints.get(node, "")
-                effects.append(Send(node, ReplicaPut(rid, msg.bucket, msg.key, state, hint=hint)))
+                continue
+            hint = placement.hints.get(node, "")
+            if here is not None and not hint:
+                site = self.view.datacenter(node)
+                if site != here:
+                    remote.setdefault(site, []).append(node)
+                    continue
+            effects.append(Send(node, ReplicaPut(rid, msg.bucket, msg.key, state, hint=hint)))
+        relayed: dict[str, list[str]] = {}
+        for nodes in remote.values():
+            relay, rest = nodes[0], nodes[1:]
+            effects.append(Send(relay, ReplicaPut(rid, msg.bucket, msg.key, state, relay=rest)))
+            if rest:
+                relayed[relay] = rest
         for node in placement.incoming:
             if node not in down and node not in replicas:
                 effects.append(Send(node, ReplicaPut(0, msg.bucket, msg.key, state)))
@@ -363,6 +382,7 @@ class Coordinator(Component):
             dict(placement.hints),
             placement.spare,
             self.engine.mark(),
+            relayed=relayed,
         )
         self.puts[rid] = pending
         effects.extend(self._progress_put(rid, pending))
@@ -461,6 +481,10 @@ class Coordinator(Component):
                     get.quorum.replace(name, fallback)
                     effects.append(Send(fallback, ReplicaGet(rid, get.bucket, get.key)))
         for rid, put in list(self.puts.items()):
+            # A relay found down may not have passed the write on: send it direct.
+            for node in put.relayed.pop(name, []):
+                if put.quorum.waiting_on(node) and node not in down:
+                    effects.append(Send(node, ReplicaPut(rid, put.bucket, put.key, put.state)))
             if put.quorum.waiting_on(name):
                 fallback = self.view.take_spare(put.spare, put.hints.get(name, name))
                 if fallback is None:

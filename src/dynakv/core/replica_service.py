@@ -69,4 +69,10 @@ class ReplicaService(Component):
             self.store.put(msg.bucket, msg.key, incoming)
         else:
             self.store.merge(msg.bucket, msg.key, incoming, lww, msg.state)
-        return [Send(source, ReplicaPutReply(msg.rid))] if msg.rid else []
+        if not msg.rid:
+            return []
+        effects: list[Effect] = [Send(msg.reply_to or source, ReplicaPutReply(msg.rid))]
+        if msg.relay:  # the coordinator's one copy into this data center: pass it on
+            onward = ReplicaPut(msg.rid, msg.bucket, msg.key, msg.state, reply_to=source)
+            effects.extend(Send(node, onward) for node in msg.relay if node != self.view.name)
+        return effects

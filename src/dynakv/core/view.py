@@ -77,6 +77,7 @@ class ClusterView:
         self._placed_moves: object = None
         self._places: dict[str, tuple[str, str]] = {}
         self._places_of: object = None  # the ring record _places was read from
+        self._several_sites = False
 
     # --- membership ------------------------------------------------------------------------
     @property
@@ -206,19 +207,30 @@ class ClusterView:
 
     def datacenter(self, name: str) -> str:
         """The data center the ring (or the ring being moved to) places `name` in."""
-        record = self.state.ring
-        if self._places_of is not record:
-            places: dict[str, tuple[str, str]] = {}
-            for ring in (record.ring, record.next):
-                if ring is not None and ring.places:
-                    places.update(zip(ring.members(), ring.places, strict=True))
-            self._places, self._places_of = places, record
+        self._refresh_places()
         place = self._places.get(name)
         if place is not None:
             return place[0]
         # Every member in one place (a ring without places), or not in the ring yet.
         record = ms.member(self.state, name)
         return self.config.datacenter if record is None else record.datacenter
+
+    def spans_datacenters(self) -> bool:
+        """Whether the ring (or the ring being moved to) places nodes in several data
+        centers: only then does a request look at where its replicas are."""
+        self._refresh_places()
+        return self._several_sites
+
+    def _refresh_places(self) -> None:
+        record = self.state.ring
+        if self._places_of is record:
+            return
+        places: dict[str, tuple[str, str]] = {}
+        for ring in (record.ring, record.next):
+            if ring is not None and ring.places:
+                places.update(zip(ring.members(), ring.places, strict=True))
+        self._places, self._places_of = places, record
+        self._several_sites = len({place[0] for place in places.values()}) > 1
 
 
 def _removed_names(state: Membership) -> frozenset[str]:

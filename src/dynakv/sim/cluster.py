@@ -113,6 +113,7 @@ class SimCluster:
         self._committing: set[str] = set()  # nodes with a commit scheduled
         self.wipes = 0
         self.delivered = 0
+        self.crossings: dict[str, int] = {}  # messages sent between data centers, by type
         for name in names:
             self.engines[name] = MemoryEngine()
             self.start(name, join=None if name == names[0] else names[0])
@@ -352,6 +353,10 @@ class SimCluster:
         self._transmit(sender, to, send.message)
 
     def _transmit(self, sender: str, to: str, message: Message) -> None:
+        site = self.datacenters.get(sender)
+        if site is not None and self.datacenters.get(to, site) != site:
+            kind = type(message).__name__
+            self.crossings[kind] = self.crossings.get(kind, 0) + 1
         fates = self.network.fates(sender, to)
         if not fates:
             self._trace_loss(sender, to, message, "lost")
