@@ -33,7 +33,9 @@ from typing import cast
 
 import msgspec
 
+from dynakv import bucket_types as bt
 from dynakv import messages
+from dynakv.bucket_types import BucketType, ResolvedProps
 from dynakv.core.membership import Membership
 from dynakv.errors import (
     DynakvError,
@@ -45,6 +47,7 @@ from dynakv.errors import (
 )
 from dynakv.messages import (
     MAX_FRAME_BYTES,
+    ClientBucketChange,
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
@@ -420,6 +423,27 @@ class Client:
         assert isinstance(reply, ClusterInfo)
         self._router.stale()
         return reply.state
+
+    def bucket_types(self) -> tuple[BucketType, ...]:
+        """The cluster's bucket types as the node asked knows them, sorted by name."""
+        return self.cluster().types
+
+    def bucket(self, name: str) -> ResolvedProps:
+        """The properties bucket `name` has: its own type's, else the default type's."""
+        found = bt.type_of(self.bucket_types(), name)
+        if found is None:
+            raise InvalidRequest("the node asked knows no bucket types: it has not joined yet")
+        return bt.resolve(found)
+
+    def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
+        """Create (mode "create"), update ("update") or either ("put") bucket type `name`
+        with props among n, r, w (numbers or one, quorum, all), policy, max_value_bytes.
+        Returns the type as the cluster now keeps it; InvalidRequest when refused."""
+        message = ClientBucketChange(next(self._rids), name, props, mode)
+        reply = _check(self._call(message, self._router.for_any(), False))
+        assert isinstance(reply, ClusterInfo)
+        found = next(t for t in reply.state.types if t.name == name)
+        return found
 
     # --- routing -------------------------------------------------------------------------
     def _for_key(self, bucket: str, key: str) -> Sequence[str]:
