@@ -317,6 +317,9 @@ def cluster_status(node: str) -> None:
             "-" if status is None else _reaped(status),
         )  # fmt: skip
     console.print(table)
+    replication = view.get("replication") or {}
+    if replication.get("next"):
+        console.print(f"replication rising from {replication['placed']} to {replication['next']}")
     pending = view.get("transfers_pending", 0)
     if not pending:
         console.print("no transfers in progress")

@@ -148,6 +148,20 @@ def _read_result(reply: Message, resolve: Resolver | None) -> ReadResult:
     return ReadResult(list(reply.values), reply.context, list(reply.content_types), resolved)
 
 
+def _bucket_props(types: tuple[BucketType, ...], name: str) -> ResolvedProps:
+    found = bt.type_of(types, name)
+    if found is None:
+        raise InvalidRequest("the node asked knows no bucket types: it has not joined yet")
+    return bt.resolve(found)
+
+
+def _changed_type(reply: Message, name: str) -> BucketType:
+    """The type `name` as a bucket type change's answer shows it."""
+    reply = _check(reply)
+    assert isinstance(reply, ClusterInfo)
+    return next(t for t in reply.state.types if t.name == name)
+
+
 def _put_context(reply: Message) -> str:
     reply = _check(reply)
     assert isinstance(reply, PutResult)
@@ -430,20 +444,14 @@ class Client:
 
     def bucket(self, name: str) -> ResolvedProps:
         """The properties bucket `name` has: its own type's, else the default type's."""
-        found = bt.type_of(self.bucket_types(), name)
-        if found is None:
-            raise InvalidRequest("the node asked knows no bucket types: it has not joined yet")
-        return bt.resolve(found)
+        return _bucket_props(self.bucket_types(), name)
 
     def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
         """Create (mode "create"), update ("update") or either ("put") bucket type `name`
         with props among n, r, w (numbers or one, quorum, all), policy, max_value_bytes.
         Returns the type as the cluster now keeps it; InvalidRequest when refused."""
         message = ClientBucketChange(next(self._rids), name, props, mode)
-        reply = _check(self._call(message, self._router.for_any(), False))
-        assert isinstance(reply, ClusterInfo)
-        found = next(t for t in reply.state.types if t.name == name)
-        return found
+        return _changed_type(self._call(message, self._router.for_any(), False), name)
 
     # --- routing -------------------------------------------------------------------------
     def _for_key(self, bucket: str, key: str) -> Sequence[str]:
@@ -832,6 +840,16 @@ class AsyncClient:
         if self._router.route:
             self._router.install(reply.state, time.monotonic())
         return reply.state
+
+    async def bucket_types(self) -> tuple[BucketType, ...]:
+        return (await self.cluster()).types
+
+    async def bucket(self, name: str) -> ResolvedProps:
+        return _bucket_props(await self.bucket_types(), name)
+
+    async def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
+        message = ClientBucketChange(next(self._rids), name, props, mode)
+        return _changed_type(await self._call(message, self._router.for_any(), False), name)
 
     # --- routing -------------------------------------------------------------------------
     async def _for_key(self, bucket: str, key: str) -> Sequence[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dynakv.client import Client
 from tests.cluster.harness import HttpReply, ProcessCluster, http
 
 FILE = """
@@ -64,8 +65,11 @@ def test_a_type_made_on_one_node_reaches_the_others_and_writes_use_it(cluster):
 
 def test_r_and_w_changes_apply_at_once_and_the_policy_is_fixed(cluster):
     node2 = cluster.nodes[1]
-    reply = put_type(node2.url, "carts", {"r": 2, "w": "one"})
-    assert reply.status == 200 and (reply.json()["r"], reply.json()["w"]) == (2, 1)
+    with Client(node2.node_addr) as client:  # the binary protocol, as `dynakv bucket` uses
+        changed = client.set_bucket_type("carts", "update", r=2, w="one")
+        assert (changed.r, changed.w, changed.version) == (2, "one", 2)
+    reply = http("GET", f"{node2.url}/v1/buckets/carts")
+    assert (reply.json()["r"], reply.json()["w"]) == (2, 1)
     assert http("GET", f"{node2.url}/v1/kv/carts/alice").body == b"pear"
     refused = put_type(node2.url, "carts", {"policy": "siblings"})
     assert refused.status == 400 and refused.json()["error"] == "invalid_request"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from dynakv import bucket_types as bt
@@ -170,3 +171,10 @@ def test_a_node_whose_file_differs_from_the_cluster_says_so_once_and_follows_the
     differs = [log for log in p.logs if log.event == "bucket_config_differs"]
     assert len(differs) == 1 and differs[0].fields["bucket"] == "carts"
     assert view.bucket("carts").n == 3  # the cluster's default type, not the file
+
+
+def test_the_claimant_of_a_cluster_made_before_bucket_types_seeds_them_from_its_file():
+    p = parts("n1")
+    p.view.adopt(msgspec.structs.replace(p.view.state, types=()))
+    gossiper(p).claim()
+    assert [t.name for t in p.view.state.types] == [bt.DEFAULT]
