@@ -337,6 +337,9 @@ def cluster_status(node: str) -> None:
             "-" if status is None else _reaped(status),
         )  # fmt: skip
     console.print(table)
+    replication = view.get("replication") or {}
+    if replication.get("next"):
+        console.print(f"replication rising from {replication['placed']} to {replication['next']}")
     pending = view.get("transfers_pending", 0)
     if not pending:
         console.print("no transfers in progress")
@@ -401,6 +404,109 @@ def cluster_leave(name: str, node: str) -> None:
 def cluster_remove(name: str, node: str) -> None:
     """Take dead member NAME out; new owners rebuild its partitions from the other replicas."""
     _change(node, "remove", name)
+
+
+@main.group()
+def bucket() -> None:
+    """Bucket types: the N, R, W, conflict policy and value limit of buckets, kept by the
+    cluster. A bucket uses the type of its name, else the default type (_default)."""
+
+
+def _level(value: str | None) -> int | str | None:
+    """An R or W option: a number, or one | quorum | all."""
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def _bucket_options(function):  # type: ignore[no-untyped-def]
+    options = [
+        click.option("--n", "n", type=int, help="Replicas of each key."),
+        click.option("--r", "r", help="Default read quorum: a number or one, quorum, all."),
+        click.option("--w", "w", help="Default write quorum: a number or one, quorum, all."),
+        click.option("--policy", type=click.Choice(["siblings", "lww"]), help="Fixed once set."),
+        click.option("--max-value-bytes", type=int, help="The largest value a put may store."),
+        click.option("--node", default=DEFAULT_NODE, show_default=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _set_bucket(mode: str, name: str, node: str, **given: object) -> None:
+    props = {k: v for k, v in given.items() if v is not None}
+    if "r" in props or "w" in props:
+        props.update({k: _level(props[k]) for k in ("r", "w") if k in props})  # type: ignore[arg-type]
+    try:
+        with _client(node) as client:
+            client.set_bucket_type(name, mode, **props)  # type: ignore[arg-type]
+            _show_bucket(client, name)
+    except DynakvError as exc:
+        _fail(exc)
+
+
+def _show_bucket(client: Client, name: str) -> None:
+    props = client.bucket(name)
+    source = "its own type" if props.type == name else f"the default type {props.type}"
+    click.echo(
+        f"{name}: n={props.n} r={props.r} w={props.w} policy={props.policy} "
+        f"max_value_bytes={props.max_value_bytes} (from {source})"
+    )
+    members = [m for m in client.cluster().members if m.status != "removed"]
+    if props.n > len(members):
+        click.echo(
+            f"note: n={props.n} is more than the {len(members)} members: each key has "
+            f"{len(members)} replicas until more nodes join"
+        )
+
+
+@bucket.command("create")
+@click.argument("name")
+@_bucket_options
+def bucket_create(name: str, node: str, **props: object) -> None:
+    """Create the bucket type NAME (unset props: the default type's)."""
+    _set_bucket("create", name, node, **props)
+
+
+@bucket.command("update")
+@click.argument("name")
+@_bucket_options
+def bucket_update(name: str, node: str, **props: object) -> None:
+    """Change the bucket type NAME: R and W apply at once, a higher N moves data."""
+    _set_bucket("update", name, node, **props)
+
+
+@bucket.command("show")
+@click.argument("name")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+def bucket_show(name: str, node: str) -> None:
+    """The props bucket NAME has now, and which type they come from."""
+    try:
+        with _client(node) as client:
+            _show_bucket(client, name)
+    except DynakvError as exc:
+        _fail(exc)
+
+
+@bucket.command("list")
+@click.option("--node", default=DEFAULT_NODE, show_default=True)
+def bucket_list(node: str) -> None:
+    """Every bucket type of the cluster."""
+    try:
+        with _client(node) as client:
+            types = client.bucket_types()
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    table = Table(title="bucket types")
+    for column in ("name", "n", "r", "w", "policy", "max_value_bytes", "version"):
+        table.add_column(column)
+    for t in types:
+        table.add_row(
+            t.name, str(t.n), str(t.r), str(t.w), t.policy, str(t.max_value_bytes),
+            str(t.version),
+        )  # fmt: skip
+    console.print(table)
 
 
 @cluster.command("ring")

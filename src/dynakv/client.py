@@ -33,7 +33,9 @@ from typing import cast
 
 import msgspec
 
+from dynakv import bucket_types as bt
 from dynakv import messages
+from dynakv.bucket_types import BucketType, ResolvedProps
 from dynakv.core.membership import Membership
 from dynakv.errors import (
     DynakvError,
@@ -45,6 +47,7 @@ from dynakv.errors import (
 )
 from dynakv.messages import (
     MAX_FRAME_BYTES,
+    ClientBucketChange,
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
@@ -143,6 +146,20 @@ def _read_result(reply: Message, resolve: Resolver | None) -> ReadResult:
     if resolve is not None and len(reply.values) > 1:
         resolved = resolve(list(reply.values))
     return ReadResult(list(reply.values), reply.context, list(reply.content_types), resolved)
+
+
+def _bucket_props(types: tuple[BucketType, ...], name: str) -> ResolvedProps:
+    found = bt.type_of(types, name)
+    if found is None:
+        raise InvalidRequest("the node asked knows no bucket types: it has not joined yet")
+    return bt.resolve(found)
+
+
+def _changed_type(reply: Message, name: str) -> BucketType:
+    """The type `name` as a bucket type change's answer shows it."""
+    reply = _check(reply)
+    assert isinstance(reply, ClusterInfo)
+    return next(t for t in reply.state.types if t.name == name)
 
 
 def _put_context(reply: Message) -> str:
@@ -420,6 +437,21 @@ class Client:
         assert isinstance(reply, ClusterInfo)
         self._router.stale()
         return reply.state
+
+    def bucket_types(self) -> tuple[BucketType, ...]:
+        """The cluster's bucket types as the node asked knows them, sorted by name."""
+        return self.cluster().types
+
+    def bucket(self, name: str) -> ResolvedProps:
+        """The properties bucket `name` has: its own type's, else the default type's."""
+        return _bucket_props(self.bucket_types(), name)
+
+    def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
+        """Create (mode "create"), update ("update") or either ("put") bucket type `name`
+        with props among n, r, w (numbers or one, quorum, all), policy, max_value_bytes.
+        Returns the type as the cluster now keeps it; InvalidRequest when refused."""
+        message = ClientBucketChange(next(self._rids), name, props, mode)
+        return _changed_type(self._call(message, self._router.for_any(), False), name)
 
     # --- routing -------------------------------------------------------------------------
     def _for_key(self, bucket: str, key: str) -> Sequence[str]:
@@ -810,6 +842,16 @@ class AsyncClient:
         if self._router.route:
             self._router.install(reply.state, time.monotonic())
         return reply.state
+
+    async def bucket_types(self) -> tuple[BucketType, ...]:
+        return (await self.cluster()).types
+
+    async def bucket(self, name: str) -> ResolvedProps:
+        return _bucket_props(await self.bucket_types(), name)
+
+    async def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
+        message = ClientBucketChange(next(self._rids), name, props, mode)
+        return _changed_type(await self._call(message, self._router.for_any(), False), name)
 
     # --- routing -------------------------------------------------------------------------
     async def _for_key(self, bucket: str, key: str) -> Sequence[str]:

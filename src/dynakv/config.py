@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from dynakv.bucket_types import DEFAULT, LEVELS, MAX_VALUE_LIMIT, BucketType
 from dynakv.errors import InvalidRequest
 
 Policy = Literal["siblings", "lww"]
@@ -19,18 +20,24 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 @dataclass(frozen=True)
 class BucketProps:
-    """Replication and conflict settings of a bucket (Dynamo's N, R, W)."""
+    """Replication and conflict settings of a bucket (Dynamo's N, R, W) as a node's file
+    gives them. They seed the cluster's bucket types when this node founds the cluster;
+    after that the cluster's types rule (bucket_types.py, ClusterView.bucket)."""
 
     n: int = 3
-    r: int = 2
-    w: int = 2
+    r: int | str = 2  # a number 1..n, or a level name (levels.py: one, quorum, local_quorum...)
+    w: int | str = 2
     policy: Policy = "siblings"
+    max_value_bytes: int | None = None  # None: the node's max_value_bytes
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError("n must be at least 1")
-        if not 1 <= self.r <= self.n or not 1 <= self.w <= self.n:
-            raise ValueError(f"r and w must be between 1 and n={self.n}")
+        for level in (self.r, self.w):
+            if isinstance(level, str) and level not in LEVELS:
+                raise ValueError(f"r and w must be numbers or one of {', '.join(LEVELS)}")
+            if isinstance(level, int) and not 1 <= level <= self.n:
+                raise ValueError(f"r and w must be between 1 and n={self.n}")
         if self.policy not in ("siblings", "lww"):
             raise ValueError(f"unknown conflict policy {self.policy!r}")
 
@@ -116,18 +123,35 @@ class NodeConfig:
             raise ValueError("reap_interval and reap_scan must be positive")
         if self.read_fanout not in ("r", "n"):
             raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
-        if self.max_value_bytes < 1:
-            raise ValueError("max_value_bytes must be positive")
+        if not 1 <= self.max_value_bytes <= MAX_VALUE_LIMIT:
+            raise ValueError(f"max_value_bytes must be between 1 and {MAX_VALUE_LIMIT}")
+        if DEFAULT in self.buckets:
+            raise ValueError(f"[buckets.{DEFAULT}] names the default type: use [defaults]")
 
     def bucket(self, name: str) -> BucketProps:
+        """The props this node's file gives bucket `name` (the cluster's types rule: see
+        ClusterView.bucket)."""
         return self.buckets.get(name, self.defaults)
+
+    def bucket_types(self) -> tuple[BucketType, ...]:
+        """The bucket types this file describes, sorted by name: `default` from [defaults],
+        one per [buckets.NAME]. A founder seeds the cluster with them (version 1)."""
+        seeded = {DEFAULT: self._bucket_type(DEFAULT, self.defaults)}
+        for name, props in self.buckets.items():
+            seeded[name] = self._bucket_type(name, props)
+        return tuple(seeded[name] for name in sorted(seeded))
+
+    def _bucket_type(self, name: str, props: BucketProps) -> BucketType:
+        limit = props.max_value_bytes or self.max_value_bytes
+        return BucketType(name, props.n, props.r, props.w, props.policy, limit, 1)
 
 
 def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     """Build the config from an optional TOML file, then flag overrides (None means unset).
 
-    File layout: top-level keys are NodeConfig fields; `[defaults]` holds n/r/w/policy;
-    `[buckets.NAME]` holds per-bucket props.
+    File layout: top-level keys are NodeConfig fields; `[defaults]` holds
+    n/r/w/policy/max_value_bytes; `[buckets.NAME]` holds per-bucket props. They seed the
+    cluster's bucket types when this node founds the cluster (NodeConfig.bucket_types).
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -158,6 +182,8 @@ def with_resp_bucket(config: NodeConfig) -> NodeConfig:
         validate_location(config.resp_bucket, "k")
     except InvalidRequest as exc:
         raise ValueError(f"resp_bucket: {exc.message}") from exc
+    if config.resp_bucket == DEFAULT:
+        raise ValueError(f"resp_bucket: {DEFAULT} is the default type's name, not a bucket")
     if config.resp_bucket in config.buckets:
         return config
     props = replace(config.defaults, policy="lww")

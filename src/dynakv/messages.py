@@ -128,6 +128,16 @@ class ClientClusterChange(Message, tag="cluster_change"):
     name: str
 
 
+class ClientBucketChange(Message, tag="bucket_change"):
+    """An operator creates or updates bucket type `name` (bucket_types.change): mode is
+    "create", "update" or "put" (either). Answered with ClusterInfo (the types after it)."""
+
+    rid: int
+    name: str
+    props: dict[str, int | str]  # n, r, w, policy, max_value_bytes: those to set
+    mode: str = "put"
+
+
 class TransferRequest(Message, tag="xfer"):
     """Ownership transfer: send me up to `limit` objects of key partition, after `after`."""
 
@@ -258,6 +268,7 @@ AnyMessage = (
     | Gossip
     | Heartbeat
     | ClientClusterChange
+    | ClientBucketChange
     | TransferRequest
     | TransferBatch
     | AaeHashes

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from dynakv import versions
+from dynakv.bucket_types import BucketType
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.admission import BackgroundBudget
@@ -33,13 +34,13 @@ def formed(
     ring_size: int = 16,
     cluster: str = "dynakv",
     places: dict[str, tuple[str, str]] | None = None,
+    types: tuple[BucketType, ...] = (),
 ) -> Membership:
     """A cluster of `names`, every one up and owning partitions (the installed ring), each
-    in its place (data center, rack) if given."""
+    in its place (data center, rack) if given, with the bucket types its founder seeded."""
     where = places or {}
-    state = ms.new_cluster(
-        cluster, record(names[0], *where.get(names[0], ("dc1", "rack1"))), ring_size
-    )
+    founder = record(names[0], *where.get(names[0], ("dc1", "rack1")))
+    state = ms.new_cluster(cluster, founder, ring_size, types)
     for name in names[1:]:
         state = ms.request_join(state, record(name, *where.get(name, ("dc1", "rack1"))))
     plan = ms.plan_ring(state)
@@ -74,7 +75,8 @@ def parts(
     base = NodeConfig(name=name, engine="memory", node_addr=f"{name}:7000", ring_size=16)
     node_config = dataclasses.replace(base, **config)  # type: ignore[arg-type]
     engine = MemoryEngine()
-    view = ClusterView(node_config, engine, formed(names, node_config.ring_size, places=places))
+    state = formed(names, node_config.ring_size, places=places, types=node_config.bucket_types())
+    view = ClusterView(node_config, engine, state)
     store = ReplicaStore(engine)
     hints = HintStore(engine, node_config.hint_budget_bytes)
     budget = BackgroundBudget(node_config.background_p99_threshold)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
+from dynakv import bucket_types as bt
+from dynakv.config import BucketProps, NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.component import Context
 from dynakv.core.failure import Liveness
@@ -13,6 +16,7 @@ from dynakv.core.gossip import Gossiper, load_membership, member_record
 from dynakv.core.view import ClusterView, RequestIds
 from dynakv.errors import ClusterError, InvalidRequest
 from dynakv.messages import (
+    ClientBucketChange,
     ClientClusterChange,
     ClusterInfo,
     Gossip,
@@ -107,3 +111,70 @@ def test_removing_a_member_that_is_up_is_refused_and_an_unknown_change_too():
     effects = g.on_cluster_change(0.0, "#c", ClientClusterChange(1, "remove", "n2"))
     (to, info), = sends(effects, ClusterInfo)  # fmt: skip
     assert to == "#c" and ms.member(info.state, "n2").status == "removed"  # type: ignore[union-attr]
+
+
+# --- bucket types --------------------------------------------------------------------------
+
+
+def test_a_bucket_type_change_spreads_by_gossip_and_every_node_agrees():
+    nodes = {name: parts(name) for name in ("n1", "n2", "n3")}
+    gossipers = {name: gossiper(p) for name, p in nodes.items()}
+    change = ClientBucketChange(1, "carts", {"n": 2, "r": "one", "policy": "lww"}, "create")
+    effects = gossipers["n2"].on_bucket_change(0.0, "#c", change)
+    (to, info), = sends(effects, ClusterInfo)  # fmt: skip
+    assert to == "#c" and info.state is nodes["n2"].view.state  # type: ignore[attr-defined]
+    assert nodes["n2"].view.bucket("carts").r == 1
+    assert nodes["n2"].logs[-1].event == "bucket_type_set"
+    for peer, message in sends(effects, Gossip):  # n2 tells every member at once
+        gossipers[peer].on_gossip(0.1, "n2", message)
+    for p in nodes.values():
+        assert p.view.bucket("carts") == bt.ResolvedProps(2, 1, 2, "lww", 1 << 20, "carts")
+        assert p.view.bucket("other").type == bt.DEFAULT
+
+
+def test_a_refused_bucket_type_change_changes_nothing():
+    p = parts("n1")
+    g = gossiper(p)
+    before = p.view.state
+    with pytest.raises(InvalidRequest, match="fixed once set"):
+        g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"policy": "lww"}))
+    with pytest.raises(InvalidRequest, match="w must be between 1 and n=3"):
+        g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"w": 9}))
+    assert p.view.state is before and p.logs == []
+
+
+def test_the_claimant_raises_the_replication_with_a_transfer_to_the_same_owners():
+    p = parts("n1", names=["n1", "n2", "n3", "n4", "n5"])
+    g = gossiper(p)
+    owners = p.view.ring.owners
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"n": 4}))
+    record = p.view.state.ring
+    assert record.next is not None and record.next.owners == owners
+    assert (record.replication, record.next_replication) == (3, 4)
+    assert len(p.view.pending_moves_list()) == 16  # a fourth replica for each partition
+    assert any(log.event == "replication_raised" for log in p.logs)
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(2, bt.DEFAULT, {"n": 2}))
+    assert p.view.state.ring == record  # lowering moves nothing: the copies stay
+
+
+def test_a_node_whose_file_differs_from_the_cluster_says_so_once_and_follows_the_cluster():
+    p = parts("n4", buckets={"carts": BucketProps(n=2, r=1, w=1)})
+    engine = MemoryEngine()
+    me = member_record(p.config, "inc0")
+    view = ClusterView(p.config, engine, load_membership(engine, p.config, me))
+    g = Gossiper(Context(p.config, view, RequestIds(1), p.logs), Liveness(p.context), me,
+                 random.Random(1))  # fmt: skip
+    (_, request), = sends(g.start(0.0, "n1:7000"))  # fmt: skip
+    cluster = formed(["n1", "n2"], types=NodeConfig(ring_size=16).bucket_types())
+    g.on_join_reply(0.1, "n1", JoinReply(request.rid, cluster))
+    g.on_gossip(0.2, "n1", Gossip(cluster))
+    differs = [log for log in p.logs if log.event == "bucket_config_differs"]
+    assert len(differs) == 1 and differs[0].fields["bucket"] == "carts"
+    assert view.bucket("carts").n == 3  # the cluster's default type, not the file
+
+
+def test_the_claimant_of_a_cluster_made_before_bucket_types_seeds_them_from_its_file():
+    p = parts("n1")
+    p.view.adopt(msgspec.structs.replace(p.view.state, types=()))
+    gossiper(p).claim()
+    assert [t.name for t in p.view.state.types] == [bt.DEFAULT]

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dynakv import bucket_types as bt
+from dynakv.config import NodeConfig, with_resp_bucket
 from dynakv.core.membership import (
     MemberRecord,
     Membership,
@@ -29,9 +31,10 @@ from dynakv.core.membership import (
     refresh_self,
     request_join,
     request_leave,
+    set_type,
     start_transfer,
 )
-from dynakv.errors import ClusterError
+from dynakv.errors import ClusterError, InvalidRequest
 from dynakv.ring import claim
 
 RING_SIZE = 16
@@ -274,8 +277,10 @@ def test_decoding_rejects_malformed_states():
 # --- the CRDT laws, over reachable states ---------------------------------------------------------
 
 POOL = [f"n{i}" for i in range(1, 7)]
-KINDS = ("gossip", "join", "install", "transfer", "leave", "remove")
-WEIGHTS = (2, 4, 2, 3, 1, 1)
+KINDS = ("gossip", "join", "install", "transfer", "leave", "remove", "bucket")
+WEIGHTS = (2, 4, 2, 3, 1, 1, 2)
+TYPE_NAMES = (bt.DEFAULT, "carts", "sessions")
+SEEDED = NodeConfig().bucket_types()
 
 
 def apply(rng: random.Random, replicas: list[Membership]) -> None:
@@ -307,7 +312,13 @@ def apply(rng: random.Random, replicas: list[Membership]) -> None:
                 replicas[at] = request_leave(m, name)
             case "remove":
                 replicas[at] = mark_removed(m, name)
-    except (ClusterError, ValueError):
+            case "bucket":  # a type created or changed, concurrently with others at times
+                props = {"n": rng.randint(1, 4), "r": rng.choice([1, "one", "quorum", "all"])}
+                if rng.random() < 0.3:
+                    props["policy"] = rng.choice(bt.POLICIES)
+                changed = bt.change(m.types, rng.choice(TYPE_NAMES), props)
+                replicas[at] = set_type(m, changed)
+    except (ClusterError, ValueError, InvalidRequest):
         pass
 
 
@@ -319,7 +330,7 @@ def reachable(draw, count: int = 3) -> list[Membership]:
     which keeps generation fast and the states rich (a failure replays from its seed).
     Mostly the replicas' final states; sometimes a state one of them held on the way.
     """
-    replicas = [founded("n1")] * draw(st.integers(2, 4))
+    replicas = [new_cluster("c", record("n1"), RING_SIZE, SEEDED)] * draw(st.integers(2, 4))
     rng = random.Random(draw(st.integers(0, 2**32)))
     history = []
     for _ in range(draw(st.integers(0, 100))):
@@ -365,6 +376,9 @@ def test_merge_keeps_the_greater_record_of_every_member(states):
     for state in states:
         for rec in state.members:
             assert member(merged, rec.name).version >= rec.version
+        for bucket_type in state.types:
+            kept = next(t for t in merged.types if t.name == bucket_type.name)
+            assert kept.version >= bucket_type.version
         assert merged.ring.epoch >= state.ring.epoch
     assert decode(encode(merged)) == merged
 
@@ -419,3 +433,46 @@ def test_a_member_that_comes_back_in_another_rack_says_so_with_a_newer_version()
 def test_an_empty_datacenter_or_rack_is_refused():
     with pytest.raises(ValueError):
         MemberRecord("n1", "a:1", "a:2", "i1", "up", 0, "", "rack1")
+
+
+# --- bucket types and replication ---------------------------------------------------------
+
+
+def test_a_founder_seeds_the_types_of_its_file_and_places_the_ring_for_their_largest_n():
+    types = with_resp_bucket(NodeConfig()).bucket_types()
+    m = new_cluster("c", record("n1"), RING_SIZE, types)
+    assert [t.name for t in m.types] == [bt.DEFAULT, "default"]  # "default": the RESP bucket
+    assert m.ring.replication == 3 and m.ring.next_replication == 0
+
+
+def test_a_newer_type_version_wins_the_merge_and_a_tie_settles_alike_everywhere():
+    m = new_cluster("c", record("n1"), RING_SIZE, SEEDED)
+    a = set_type(m, bt.change(m.types, "carts", {"n": 2, "r": 1, "w": 1}))
+    b = set_type(m, bt.change(m.types, "carts", {"n": 4}))  # the same version, concurrently
+    assert merge(a, b) == merge(b, a)
+    c = set_type(a, bt.change(a.types, "carts", {"w": "all"}))  # made after seeing a
+    assert merge(merge(b, a), c).types == merge(b, c).types == c.types
+    assert decode(encode(c)) == c
+
+
+def test_a_state_persisted_before_bucket_types_decodes_with_none():
+    state = founded()
+    as_before = list(msgspec.to_builtins(state))[:4]
+    as_before[2] = as_before[2][:4]  # the ring record as it was: four fields
+    old = decode(msgspec.msgpack.encode(as_before))
+    assert old.types == () and old.ring.replication == 0
+
+
+def test_a_raised_replication_moves_each_partition_to_one_more_replica():
+    m = settle(request_join(request_join(founded(), record("n2")), record("n3")))
+    m = request_join(m, record("n4"))
+    m = settle(m)
+    raised = start_transfer(m, m.ring.ring, claimant(m), 3)  # from the legacy 2 below
+    moves = pending_moves(raised, 2)
+    assert len(moves) == RING_SIZE  # the third replica of every partition
+    for partition, node in moves:
+        assert node == m.ring.ring.preference_list(partition, 3)[2]
+        raised = mark_transferred(raised, partition, node)
+    installed = finish_transfer(raised, claimant(raised))
+    assert installed.ring.ring == m.ring.ring and installed.ring.replication == 3
+    assert pending_moves(installed, 2) == []

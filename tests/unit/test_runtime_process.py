@@ -13,6 +13,7 @@ from typing import cast
 import aiohttp
 import pytest
 
+from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.messages import Message, PutResult
 from dynakv.runtime import frontend
@@ -84,6 +85,11 @@ class HeldServer:
 
     def forget(self, token: str) -> None:
         pass
+
+    def bucket(self, name: str) -> ResolvedProps:
+        props = self.config.bucket(name)
+        limit = self.config.max_value_bytes
+        return ResolvedProps(props.n, 2, 2, props.policy, limit, "")  # r, w: unused
 
 
 async def _a_set_in_flight() -> tuple[

@@ -3,8 +3,11 @@ the cache that must follow every change of ring, down set or transfers."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
+from dynakv import bucket_types as bt
+from dynakv.config import BucketProps
 from dynakv.core import membership as ms
 from dynakv.errors import Unavailable
 from tests.unit.components import NAMES, parts, record
@@ -93,3 +96,42 @@ def test_with_no_healthy_node_left_in_its_data_center_a_down_primary_counts_as_f
     ]  # the dc2 primaries stay as targets: down, they count as failed
     spare = [n for n in SIX if n not in placement.primaries]
     assert p.view.take_spare(spare, placement.primaries[0]) is None
+
+
+# --- bucket properties: from the cluster's bucket types ------------------------------------
+
+
+def test_a_bucket_has_the_props_of_its_own_type_else_of_the_default_type():
+    p = parts("n1")
+    carts = bt.change(p.view.state.types, "carts", {"n": 2, "r": "all", "policy": "lww"})
+    p.view.adopt(ms.set_type(p.view.state, carts))
+    assert p.view.bucket("carts") == bt.ResolvedProps(2, 2, 2, "lww", 1 << 20, "carts")
+    assert p.view.bucket("other").type == bt.DEFAULT and not p.view.is_lww("other")
+    assert len(p.view.placement("carts", "k").primaries) == 2
+    update = bt.change(p.view.state.types, bt.DEFAULT, {"r": 1})
+    p.view.adopt(ms.set_type(p.view.state, update))  # the view follows an adopted state
+    assert p.view.bucket("other").r == 1
+
+
+def test_a_node_that_knows_no_types_yet_uses_its_file():
+    p = parts("n1", buckets={"carts": BucketProps(n=1, r=1, w=1, policy="lww")})
+    p.view.adopt(msgspec.structs.replace(p.view.state, types=()))
+    props = p.view.bucket("carts")
+    assert (props.n, props.policy, props.type) == (1, "lww", "")
+
+
+def test_a_raised_n_takes_effect_partition_by_partition_as_the_transfer_fills_it():
+    p = parts("n1", names=NAMES)
+    four = bt.change(p.view.state.types, "wide", {"n": 4})
+    p.view.adopt(ms.set_type(p.view.state, four))
+    assert p.view.wanted_replication == 4 and p.view.placed_replication == 3
+    assert len(p.view.placement("wide", "k").primaries) == 3  # the ring holds 3 copies
+    state = p.view.state
+    p.view.adopt(ms.start_transfer(state, state.ring.ring, "n1", 4))
+    assert p.view.replication == 4
+    placement = p.view.placement("wide", "k")
+    assert len(placement.primaries) == 3 and len(placement.incoming) == 1
+    partition = p.view.ring.partition("wide", "k")
+    p.view.adopt(ms.mark_transferred(p.view.state, partition, placement.incoming[0]))
+    assert len(p.view.placement("wide", "k").primaries) == 4
+    assert len(p.view.placement("b", "k").primaries) == 3  # a bucket of n=3 keeps 3

@@ -118,7 +118,7 @@ class Coordinator(Component):
         """A client's get (`source` "" for the internal read that mends a corrupt copy)."""
         assert isinstance(msg, ClientGet)
         validate_location(msg.bucket, msg.key)
-        props = self.config.bucket(msg.bucket)
+        props = self.view.bucket(msg.bucket)
         level = props.r if msg.r is None else msg.r
         # Read only: the shared cached placement, no copies (spare is copied if it is kept).
         primaries, replicas, _, spare, _ = self.view.placed_for(msg.bucket, msg.key)[1]
@@ -276,11 +276,12 @@ class Coordinator(Component):
                 return []  # a duplicate of a forwarded put already coordinated
             self._forwarded[(source, msg.rid)] = now + 2 * self.config.request_timeout
         validate_location(msg.bucket, msg.key)
-        if len(msg.value) > self.config.max_value_bytes:
+        props = self.view.bucket(msg.bucket)
+        if len(msg.value) > props.max_value_bytes:
             raise ValueTooLarge(
-                f"value is {len(msg.value)} bytes; the limit is {self.config.max_value_bytes}"
+                f"value is {len(msg.value)} bytes; the limit of bucket {msg.bucket} is "
+                f"{props.max_value_bytes}"
             )
-        props = self.config.bucket(msg.bucket)
         level = props.w if msg.w is None else msg.w
         context = versions.decode_context(msg.context)
         placement = self.view.placement(msg.bucket, msg.key)

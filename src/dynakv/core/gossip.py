@@ -1,5 +1,6 @@
-"""Membership on the wire: joining, gossip rounds, operators' leave and remove, and the
-claimant's duty of planning rings and installing them once their data has moved.
+"""Membership on the wire: joining, gossip rounds, operators' leave and remove, bucket type
+changes, and the claimant's duty of planning rings (and raising the replication) and
+installing them once their data has moved.
 
 The membership itself is a CRDT (core/membership.py); this component decides when to merge,
 adopt and spread it. Pure: time is the `now` passed in, randomness the node's Random.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from dynakv import bucket_types as bt
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.component import Component, Context
@@ -17,6 +19,7 @@ from dynakv.core.failure import Liveness
 from dynakv.core.membership import MemberRecord, Membership
 from dynakv.errors import ClusterError, InvalidRequest
 from dynakv.messages import (
+    ClientBucketChange,
     ClientClusterChange,
     ClientClusterInfo,
     ClusterInfo,
@@ -72,6 +75,7 @@ class Gossiper(Component):
         self.rng = rng
         self.join_target: str | None = None
         self._join_sent_at = float("-inf")
+        self._file_compared = False  # this node's [defaults]/[buckets] against the cluster's
 
     # --- joining ---------------------------------------------------------------------------
     def start(self, now: float, join: str | None) -> list[Effect]:
@@ -79,12 +83,15 @@ class Gossiper(Component):
         every member this node is (back) up, so they stop treating it as down."""
         view = self.view
         effects: list[Effect] = []
+        config = self.config
         if view.epoch == 0 and join is None:
-            view.adopt(ms.new_cluster(self.config.cluster, self.me, self.config.ring_size))
+            types = config.bucket_types()
+            view.adopt(ms.new_cluster(config.cluster, self.me, config.ring_size, types))
             self.logs.append(Log("info", "cluster_created", {"cluster": view.state.cluster}))
         if join is not None and view.epoch == 0:
             self.join_target = "@" + join
             effects.extend(self._send_join(now))
+        self._compare_file()
         effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
         return effects
 
@@ -144,6 +151,7 @@ class Gossiper(Component):
             if merged is not view.state:
                 view.adopt(merged)
                 self.logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
+                self._compare_file()
         return []
 
     def on_error(self, msg: ErrorReply) -> None:
@@ -175,6 +183,7 @@ class Gossiper(Component):
         effects: list[Effect] = []
         if merged is not view.state:
             view.adopt(merged)
+            self._compare_file()
             effects.extend(self.claim())
         if merged != msg.state:
             effects.append(Send(source, Gossip(view.state)))
@@ -211,22 +220,72 @@ class Gossiper(Component):
         effects.append(Send(source, ClusterInfo(msg.rid, view.state)))
         return effects
 
+    def on_bucket_change(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """An operator creates or updates a bucket type, through any member."""
+        assert isinstance(msg, ClientBucketChange)
+        view = self.view
+        if view.epoch == 0:
+            raise InvalidRequest("this node has not joined a cluster yet")
+        changed = bt.change(view.state.types, msg.name, msg.props, msg.mode)
+        existing = next((t for t in view.state.types if t.name == msg.name), None)
+        effects: list[Effect] = []
+        if existing is None or bt.differences(existing, changed):
+            view.adopt(ms.set_type(view.state, changed))
+            fields = {"name": changed.name, "version": changed.version}
+            fields.update({p: getattr(changed, p) for p in bt.PROPS})
+            self.logs.append(Log("info", "bucket_type_set", fields))
+            effects.extend(self.claim())
+            effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
+        effects.append(Send(source, ClusterInfo(msg.rid, view.state)))
+        return effects
+
+    def _compare_file(self) -> None:
+        """Once a node knows the cluster's bucket types: a line for each bucket whose
+        properties in this node's file differ from the cluster's (the cluster's rule)."""
+        state = self.view.state
+        if self._file_compared or not state.types:
+            return
+        self._file_compared = True
+        for mine in self.config.bucket_types():
+            theirs = next((t for t in state.types if t.name == mine.name), None)
+            differences = bt.differences(theirs, mine)
+            if differences:
+                fields: dict[str, object] = {"bucket": mine.name}
+                fields.update(differences)
+                self.logs.append(Log("warning", "bucket_config_differs", fields))
+
     # --- the claimant ----------------------------------------------------------------------
     def claim(self) -> list[Effect]:
-        """The claimant's duty: plan rings, start transfers, install the ring when data moved."""
+        """The claimant's duty: plan rings, start transfers, install the ring when data moved,
+        raise the replication when a bucket type asks for more replicas than the ring has."""
         view = self.view
         state = view.state
         if state.ring.epoch == 0 or ms.claimant(state) != view.name:
             return []
+        if not state.types:  # a cluster made before bucket types: this node's file seeds
+            view.adopt(_seeded(state, self.config.bucket_types()))
+            state = view.state
+        placed = view.placed_replication
+        # The replication never falls by itself: copies beyond a lowered n stay replicas
+        # (anti-entropy keeps them, so a write that reached only them is not stranded).
+        wanted = max(placed, view.wanted_replication)
         plan = ms.plan_ring(state)
         if plan is not None:
             same_owners = plan.owners == state.ring.ring.owners
-            if same_owners and not ms.replica_moves(state.ring.ring, plan, view.replication):
-                new = ms.install_ring(state, plan, view.name)
+            if same_owners and not ms.replica_moves(state.ring.ring, plan, placed, wanted):
+                new = ms.install_ring(state, plan, view.name, wanted)
             else:
-                new = ms.start_transfer(state, plan, view.name)
-                moves = len(ms.pending_moves(new, view.replication))
+                new = ms.start_transfer(state, plan, view.name, wanted)
+                moves = len(ms.pending_moves(new, view.legacy_replication))
                 self.logs.append(Log("info", "transfer_planned", {"moves": moves}))
+        elif state.ring.next is None and wanted > placed:
+            # A transfer to the same owners: the new replicas pull what they lack.
+            new = ms.start_transfer(state, state.ring.ring, view.name, wanted)
+            moves = len(ms.pending_moves(new, view.legacy_replication))
+            if not moves:  # no node to fill (fewer members than n): just record it
+                new = ms.install_ring(state, state.ring.ring, view.name, wanted)
+            fields = {"from": placed, "to": wanted, "moves": moves}
+            self.logs.append(Log("info", "replication_raised", fields))
         elif state.ring.next is not None and not view.pending_moves:
             new = ms.finish_transfer(state, view.name)
             self.logs.append(Log("info", "ring_installed", {"epoch": new.ring.epoch}))
@@ -265,3 +324,10 @@ class Gossiper(Component):
         effects: list[Effect] = [Send(peer, Gossip(view.state)) for peer in view.peers()]
         effects.append(SetTimer("stop", now + 2 * self.config.gossip_interval))
         return effects
+
+
+def _seeded(state: Membership, types: tuple[bt.BucketType, ...]) -> Membership:
+    """state with types added: bucket types for a cluster persisted before they existed."""
+    for bucket_type in types:
+        state = ms.set_type(state, bucket_type)
+    return state

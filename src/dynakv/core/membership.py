@@ -15,6 +15,12 @@ How a state merges:
   ring, e.g. on both sides of a partition) by encoding. A member promoted by the losing
   install is then up but owns nothing in the winning ring; `plan_ring` sees that and the
   claimant installs a ring that includes it, so the state heals itself.
+- Bucket types (bucket_types.py) are per-name records like members: the higher version
+  wins, ties by encoding. Whoever changes a type bumps its version.
+
+Replication: the ring record says for which N its data is placed (`replication`, and
+`next_replication` for `next`): the claimant raises it with a transfer to the same owners
+when a bucket type asks for more replicas than the ring holds (see `pending_moves`).
 
 Who changes what: an operator's join/leave/remove reaches any member, which applies
 `request_join` / `request_leave` / `mark_removed` to its state and gossips it. The claimant
@@ -42,6 +48,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from dynakv.bucket_types import BucketType, merge_types, with_type
 from dynakv.errors import ClusterError
 from dynakv.ring import Ring, claim
 
@@ -66,8 +73,10 @@ __all__ = [
     "plan_ring",
     "refresh_self",
     "replica_moves",
+    "replication",
     "request_join",
     "request_leave",
+    "set_type",
     "start_transfer",
 ]
 
@@ -112,6 +121,12 @@ class RingRecord(msgspec.Struct, frozen=True, array_like=True):
     ring: Ring
     claimant: str
     next: Ring | None = None
+    # The N that ring's data is placed for: every key partition has this many replicas (0
+    # in a record from before bucket types: the N of the node's file). `next_replication`
+    # is the N of `next` (0: the same); a transfer to the same owners at a higher N fills
+    # the new replicas when a bucket type raises n.
+    replication: int = 0
+    next_replication: int = 0
 
 
 class Membership(msgspec.Struct, frozen=True, array_like=True):
@@ -127,17 +142,19 @@ class Membership(msgspec.Struct, frozen=True, array_like=True):
     # (epoch of ring.next, key partition, node): transfers finished towards ring.next; a
     # grow-only set, pruned of entries for other epochs (they describe an abandoned plan).
     transferred: tuple[tuple[int, int, str], ...] = ()
+    # Bucket types, sorted by name without repeats (bucket_types.py).
+    types: tuple[BucketType, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.cluster:
             raise ValueError("a cluster name must be non-empty")
-        members = self.members
-        for i in range(1, len(members)):
-            if members[i - 1].name >= members[i].name:
-                raise ValueError(
-                    f"members must be sorted by name without repeats: "
-                    f"{members[i - 1].name!r} before {members[i].name!r}"
-                )
+        for what, items in (("members", self.members), ("bucket types", self.types)):
+            for i in range(1, len(items)):
+                if items[i - 1].name >= items[i].name:
+                    raise ValueError(
+                        f"{what} must be sorted by name without repeats: "
+                        f"{items[i - 1].name!r} before {items[i].name!r}"
+                    )
 
 
 # --- merge -----------------------------------------------------------------------------------
@@ -227,11 +244,22 @@ def merge(a: Membership, b: Membership) -> Membership:
     ring = _greater_ring(a.ring, b.ring)
     members = _merge_members(a.members, b.members)
     transferred = _merge_transferred(a.transferred, b.transferred, ring.epoch)
-    if members is a.members and ring is a.ring and transferred == a.transferred:
+    types = merge_types(a.types, b.types)
+    if (
+        members is a.members
+        and ring is a.ring
+        and transferred == a.transferred
+        and types is a.types
+    ):
         return a
-    if members is b.members and ring is b.ring and transferred == b.transferred:
+    if (
+        members is b.members
+        and ring is b.ring
+        and transferred == b.transferred
+        and types is b.types
+    ):
         return b
-    return Membership(a.cluster, members, ring, transferred)
+    return Membership(a.cluster, members, ring, transferred, types)
 
 
 def _merge_transferred(
@@ -304,11 +332,16 @@ def plan_ring(m: Membership) -> Ring | None:
 # --- changes ---------------------------------------------------------------------------------
 
 
-def new_cluster(cluster: str, founder: MemberRecord, ring_size: int) -> Membership:
-    """A one-member cluster: the founder is up and owns every partition (epoch 1)."""
+def new_cluster(
+    cluster: str, founder: MemberRecord, ring_size: int, types: tuple[BucketType, ...] = ()
+) -> Membership:
+    """A one-member cluster: the founder is up and owns every partition (epoch 1), with the
+    bucket types it seeds (its ring placed for their largest n)."""
     record = msgspec.structs.replace(founder, status="up")
     ring = claim([founder.name], ring_size)
-    return Membership(cluster, (record,), RingRecord(1, ring, founder.name))
+    replication = max((t.n for t in types), default=0)
+    ring_record = RingRecord(1, ring, founder.name, replication=replication)
+    return Membership(cluster, (record,), ring_record, (), types)
 
 
 def request_join(m: Membership, joiner: MemberRecord) -> Membership:
@@ -390,8 +423,9 @@ def mark_removed(m: Membership, name: str) -> Membership:
     )
 
 
-def install_ring(m: Membership, ring: Ring, by: str) -> Membership:
-    """Install ring as claimant `by`: epoch + 1, and joining members that own partitions are up."""
+def install_ring(m: Membership, ring: Ring, by: str, replication: int = 0) -> Membership:
+    """Install ring as claimant `by`: epoch + 1, and joining members that own partitions are
+    up. Its data is placed for `replication` (0: the N the installed ring has)."""
     if ring.size != m.ring.ring.size:
         raise ValueError(
             f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {ring.size}"
@@ -403,37 +437,53 @@ def install_ring(m: Membership, ring: Ring, by: str) -> Membership:
         else record
         for record in m.members
     )
-    return Membership(m.cluster, members, RingRecord(m.ring.epoch + 1, ring, by))
+    record = RingRecord(m.ring.epoch + 1, ring, by, replication=replication or m.ring.replication)
+    return Membership(m.cluster, members, record, (), m.types)
 
 
-def start_transfer(m: Membership, target: Ring, by: str) -> Membership:
-    """Begin moving towards `target`: the installed ring keeps serving until data has moved."""
+def start_transfer(m: Membership, target: Ring, by: str, replication: int = 0) -> Membership:
+    """Begin moving towards `target`, placed for `replication` replicas (0: as many as the
+    installed ring): the installed ring keeps serving until data has moved. `target` may
+    have the installed ring's owners when only the replication grows."""
     if target.size != m.ring.ring.size:
         raise ValueError(
             f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {target.size}"
         )
-    record = RingRecord(m.ring.epoch + 1, m.ring.ring, by, target)
-    return Membership(m.cluster, m.members, record)
+    placed = m.ring.replication
+    record = RingRecord(m.ring.epoch + 1, m.ring.ring, by, target, placed, replication or placed)
+    return Membership(m.cluster, m.members, record, (), m.types)
 
 
-def replica_moves(old: Ring, new: Ring, n: int) -> list[tuple[int, str]]:
-    """(key partition, node) for every node that `new` makes a replica of that partition."""
+def replica_moves(old: Ring, new: Ring, n: int, new_n: int = 0) -> list[tuple[int, str]]:
+    """(key partition, node) for every node that `new` at `new_n` replicas (0: n) makes a
+    replica of that partition while `old` at `n` does not."""
     moves: list[tuple[int, str]] = []
     for partition in range(old.size):
         before = set(old.preference_list(partition, n))
-        for node in new.preference_list(partition, n):
+        for node in new.preference_list(partition, new_n or n):
             if node not in before:
                 moves.append((partition, node))
     return moves
 
 
+def replication(record: RingRecord, legacy: int) -> tuple[int, int]:
+    """(N the installed ring is placed for, N of ring.next), `legacy` standing in for a
+    record from before bucket types (which says 0)."""
+    placed = record.replication or legacy
+    return placed, record.next_replication or placed
+
+
 def pending_moves(m: Membership, n: int) -> list[tuple[int, str]]:
-    """The moves towards ring.next that have not finished yet ([] when nothing moves)."""
+    """The moves towards ring.next that have not finished yet ([] when nothing moves):
+    replicas of ring.next at its replication that the installed ring at its own lacks. `n`
+    is the replication of a ring record from before bucket types."""
     target = m.ring.next
     if target is None:
         return []
     done = {(partition, node) for epoch, partition, node in m.transferred if epoch == m.ring.epoch}
-    return [move for move in replica_moves(m.ring.ring, target, n) if move not in done]
+    placed, wanted = replication(m.ring, n)
+    moves = replica_moves(m.ring.ring, target, placed, wanted)
+    return [move for move in moves if move not in done]
 
 
 def mark_transferred(m: Membership, partition: int, node: str) -> Membership:
@@ -442,13 +492,18 @@ def mark_transferred(m: Membership, partition: int, node: str) -> Membership:
     if m.ring.next is None or entry in m.transferred:
         return m
     transferred = tuple(sorted({*m.transferred, entry}))
-    return Membership(m.cluster, m.members, m.ring, transferred)
+    return Membership(m.cluster, m.members, m.ring, transferred, m.types)
 
 
 def finish_transfer(m: Membership, by: str) -> Membership:
     """Install ring.next as the ring (every move done): joiners that own partitions are up."""
     assert m.ring.next is not None
-    return install_ring(m, m.ring.next, by)
+    return install_ring(m, m.ring.next, by, m.ring.next_replication)
+
+
+def set_type(m: Membership, bucket_type: BucketType) -> Membership:
+    """m with bucket_type in place of the type of its name (or added)."""
+    return msgspec.structs.replace(m, types=with_type(m.types, bucket_type))
 
 
 # --- persistence -----------------------------------------------------------------------------
@@ -486,7 +541,7 @@ def _with(m: Membership, record: MemberRecord) -> Membership:
     i = bisect_left(members, record.name, key=_name)
     replaced = i < len(members) and members[i].name == record.name
     updated = (*members[:i], record, *members[i + replaced :])
-    return Membership(m.cluster, updated, m.ring, m.transferred)
+    return Membership(m.cluster, updated, m.ring, m.transferred, m.types)
 
 
 def _present(m: Membership, name: str, verb: str) -> MemberRecord:

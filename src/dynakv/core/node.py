@@ -52,6 +52,7 @@ from dynakv.messages import (
     AaeHashesReply,
     AaeKeys,
     AaeKeysReply,
+    ClientBucketChange,
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
@@ -147,6 +148,7 @@ class Node:
             JoinReply: gossip.on_join_reply,
             Gossip: gossip.on_gossip,
             ClientClusterChange: gossip.on_cluster_change,
+            ClientBucketChange: gossip.on_bucket_change,
             Heartbeat: self.liveness.on_heartbeat,
             TransferRequest: transfers.on_request,
             TransferBatch: transfers.on_batch,
@@ -291,7 +293,7 @@ class Node:
             )
             if bucket == "?" or self.view.epoch == 0:
                 continue  # only the digest is known (a transfer scan); anti-entropy finds it
-            props = self.config.bucket(bucket)
+            props = self.view.bucket(bucket)
             effects.extend(self.coordinator.on_get(now, "", ClientGet(0, bucket, key, props.n)))
         return effects
 

@@ -291,7 +291,7 @@ class Reaper(Component):
         if self.hints.holding(digest):
             return False
         ring = self.view.ring
-        primaries = ring.preference_list(ring.partition(bucket, key), self.config.bucket(bucket).n)
+        primaries = ring.preference_list(ring.partition(bucket, key), self.view.bucket(bucket).n)
         if self.view.name in primaries:
             # Settled: a copy that changed lately may have been pushed on from a replica
             # that still held the old value a moment ago; let such messages land first.

@@ -58,7 +58,7 @@ class ReplicaService(Component):
         incoming = versions.decode(msg.state)
         for sibling in versions.values(incoming):
             self.hlc.observe(sibling.timestamp)
-        lww = self.config.bucket(msg.bucket).policy == "lww"
+        lww = self.view.is_lww(msg.bucket)
         if msg.hint and msg.hint != self.view.name:
             digest = key_digest(msg.bucket, msg.key)
             if not self.hints.record(msg.hint, digest, msg.bucket, msg.key, now, len(msg.state)):

@@ -1,5 +1,6 @@
 """What every component of a node reads: the membership and ring it has adopted, which
-peers it treats as down, and where a key's replicas go now (its placement).
+peers it treats as down, where a key's replicas go now (its placement), and the properties
+of a bucket (from the cluster's bucket types).
 
 Pure: no I/O beyond persisting an adopted membership in the engine's metadata, no clock.
 Gossip and transfers adopt states; the failure detector replaces the down set.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dynakv import bucket_types as bt
+from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.membership import Membership, RingRecord
@@ -62,7 +65,14 @@ class ClusterView:
         self.config = config
         self.name = config.name
         self._engine = engine
-        self.replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
+        # The N of a ring record from before bucket types (its replication says 0).
+        self.legacy_replication = max([config.defaults.n, *(b.n for b in config.buckets.values())])
+        # What the installed ring and ring.next are placed for; see _refresh.
+        self.placed_replication = self.next_replication = self.legacy_replication
+        self.wanted_replication = self.legacy_replication
+        self._types: object = None  # the types tuple the caches below were made from
+        self._resolved: dict[str, ResolvedProps] = {}  # type name -> its props
+        self._default: ResolvedProps | None = None
         # Peers treated as down: the runtime could not reach them, or phi-accrual suspects
         # them. It only steers sloppy quorum and waits; it never changes ownership.
         self.down: set[str] = set()
@@ -70,7 +80,7 @@ class ClusterView:
         self.state = state
         self.removed = _removed_names(state)
         self.pending_moves: dict[int, set[str]] = {}
-        self._refresh_moves()
+        self._refresh()
         self._placed: dict[tuple[int, int], Place] = {}  # (partition, n) -> _place(...)
         self._placed_ring: object = None
         self._placed_down: object = None
@@ -93,12 +103,18 @@ class ClusterView:
         """Take `state` as this node's membership, and persist it."""
         self.state = state
         self._engine.meta_put("membership", ms.encode(state))
-        self._refresh_moves()
+        self._refresh()
         self.removed = _removed_names(state)
 
     def peers(self) -> list[str]:
         """Members other than this node that are still part of the cluster."""
         return [m.name for m in self.state.members if m.name != self.name and m.status != "removed"]
+
+    @property
+    def replication(self) -> int:
+        """The N the ring being moved to (or the installed one) is placed for: how many
+        replicas each key partition has, whatever the N of a bucket."""
+        return self.placed_replication if self.state.ring.next is None else self.next_replication
 
     def replicas(self, partition: int) -> list[str]:
         """The partition's replicas in the ring being moved to (or the installed one)."""
@@ -106,16 +122,42 @@ class ClusterView:
         ring = record.ring if record.next is None else record.next
         return ring.preference_list(partition, self.replication)
 
+    def pending_moves_list(self) -> list[tuple[int, str]]:
+        """Every (key partition, node) move towards ring.next not finished yet."""
+        return sorted((p, node) for p, nodes in self.pending_moves.items() for node in nodes)
+
     def my_moves(self) -> list[int]:
         """Partitions this node still has to pull for the next ring."""
         return sorted(p for p, nodes in self.pending_moves.items() if self.name in nodes)
 
     def is_lww(self, bucket: str) -> bool:
-        return self.config.bucket(bucket).policy == "lww"
+        return self.bucket(bucket).policy == "lww"
 
-    def _refresh_moves(self) -> None:
+    def bucket(self, name: str) -> ResolvedProps:
+        """The properties bucket `name` has: from its own bucket type, else from the default
+        type; from this node's file only while it knows no types (it has not joined yet)."""
+        types = self.state.types
+        if types is not self._types:
+            self._types = types
+            self._resolved = {t.name: bt.resolve(t) for t in types}
+            self._default = self._resolved.get(bt.DEFAULT)
+        props = self._resolved.get(name, self._default)
+        if props is None:
+            file = self.config.bucket(name)
+            limit = file.max_value_bytes or self.config.max_value_bytes
+            n = file.n
+            r, w = bt.resolve_level(file.r, n), bt.resolve_level(file.w, n)
+            props = ResolvedProps(n, r, w, file.policy, limit, "")
+        return props
+
+    def _refresh(self) -> None:
+        state = self.state
+        self.wanted_replication = max((t.n for t in state.types), default=self.legacy_replication)
+        self.placed_replication, self.next_replication = ms.replication(
+            state.ring, self.legacy_replication
+        )
         moves: dict[int, set[str]] = {}
-        for partition, node in ms.pending_moves(self.state, self.replication):
+        for partition, node in ms.pending_moves(state, self.legacy_replication):
             moves.setdefault(partition, set()).add(node)
         self.pending_moves = moves
 
@@ -134,7 +176,7 @@ class ClusterView:
         record = self.state.ring
         digest = key_digest(bucket, key)
         partition = partition_of_digest(digest, record.ring.size)
-        n = self.config.bucket(bucket).n
+        n = self.bucket(bucket).n
         # Every request computes this; it changes only with the ring, the down set or the
         # transfers under way (each replaced whole, never changed in place), so it is cached
         # per partition until one of them is replaced.
@@ -152,16 +194,25 @@ class ClusterView:
         return digest, place
 
     def _place(self, record: RingRecord, partition: int, n: int) -> Place:
+        """A bucket's n above what the ring is placed for takes effect once the transfer
+        that raises the replication has filled the partition's new replicas."""
         ring = record.ring
         incoming: list[str] = []
+        placed_n = min(n, self.placed_replication)
         if record.next is not None:
+            next_n = min(n, self.next_replication)
             if partition in self.pending_moves:
                 # Data still moving: the installed ring serves, and the new replicas get
                 # every write too, so nothing written during the transfer is missed.
-                before = ring.preference_list(partition, n)
-                incoming = [x for x in record.next.preference_list(partition, n) if x not in before]
+                before = ring.preference_list(partition, placed_n)
+                incoming = [
+                    x for x in record.next.preference_list(partition, next_n) if x not in before
+                ]
+                n = placed_n
             else:
-                ring = record.next
+                ring, n = record.next, next_n
+        else:
+            n = placed_n
         walk = ring.walk(partition)
         primaries = walk[:n]
         down = self.down

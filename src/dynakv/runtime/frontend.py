@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.messages import Message
 from dynakv.runtime.metrics import Metrics
@@ -18,8 +19,8 @@ class ServerApi(Protocol):
     """The node as its front ends see it (runtime/server.py `Server` provides it).
 
     Requests are the client messages of the binary protocol (ClientGet, ClientPut,
-    ClientRepair, with rid 0); their replies are released only once what they acknowledge is
-    durable. A front end records its requests' latencies in `metrics`.
+    ClientRepair, ClientBucketChange, with rid 0); their replies are released only once
+    what they acknowledge is durable. A front end records its requests' latencies in `metrics`.
     """
 
     config: NodeConfig
@@ -45,6 +46,14 @@ class ServerApi(Protocol):
 
     def cluster(self) -> dict[str, Any]:
         """Membership as this node knows it, as /v1/cluster shows it (JSON-ready)."""
+        ...
+
+    def bucket(self, name: str) -> ResolvedProps:
+        """The properties bucket `name` has now, from the bucket types this node knows."""
+        ...
+
+    def bucket_types(self) -> list[dict[str, Any]]:
+        """The cluster's bucket types as this node knows them (JSON-ready), sorted by name."""
         ...
 
     def replica(self, bucket: str, key: str) -> Clock | None:

@@ -1,4 +1,5 @@
-"""The HTTP front end of a node (aiohttp): /v1/kv, /v1/replica, /v1/status, /v1/cluster, /metrics.
+"""The HTTP front end of a node (aiohttp): /v1/kv, /v1/replica, /v1/buckets, /v1/status,
+/v1/cluster, /metrics.
 
 Handlers turn requests into the messages the binary protocol carries and run them through the
 server's API (frontend.ServerApi). Every error is JSON: {"error": CODE, "message": TEXT}.
@@ -15,12 +16,15 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from dynakv import levels, versions
+from dynakv.bucket_types import DEFAULT, PROPS
 from dynakv.config import validate_location
 from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
 from dynakv.messages import (
+    ClientBucketChange,
     ClientGet,
     ClientPut,
     ClientRepair,
+    ClusterInfo,
     ErrorReply,
     GetResult,
     PutResult,
@@ -78,6 +82,33 @@ def _quorum_param(request: web.Request) -> dict[str, int | str]:
     for name in allowed & set(request.query):
         params[name] = levels.parse(name, request.query[name])
     return params
+
+
+def _bucket_name(request: web.Request) -> str:
+    """The bucket of /v1/buckets/{bucket}, from the raw path (as _location does)."""
+    raw = request.raw_path.split("?", 1)[0][len("/v1/buckets/") :]
+    try:
+        bucket = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("a bucket name must be valid UTF-8") from exc
+    validate_location(bucket, "k")
+    return bucket
+
+
+def _bucket_props(body: bytes) -> dict[str, int | str]:
+    """The JSON object of a bucket type change: property -> number or string."""
+    try:
+        props = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body must be a JSON object of bucket properties: {exc}") from exc
+    if not isinstance(props, dict):
+        raise InvalidRequest(
+            f"the body must be a JSON object of bucket properties ({', '.join(PROPS)})"
+        )
+    for name, value in props.items():
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidRequest(f"{name} must be a number or a string, got {json.dumps(value)}")
+    return props
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -146,7 +177,8 @@ class Api:
         params = _quorum_param(request)
         context = request.headers.get(CONTEXT_HEADER, "")
         versions.decode_context(context)  # refuse a bad context before reading the body
-        value = b"" if delete else await _read_body(request, self.server.config.max_value_bytes)
+        limit = self.server.bucket(bucket).max_value_bytes
+        value = b"" if delete else await _read_body(request, limit)
         content_type = "" if delete else request.headers.get("Content-Type", "")
         message = ClientPut(
             0, bucket, key, value, context, params.get("w"), content_type, delete=delete
@@ -178,6 +210,44 @@ class Api:
             "version_vector": dict(versions.join(clock)),
         }
         return web.json_response(body)
+
+    async def buckets(self, request: web.Request) -> web.StreamResponse:
+        """The cluster's bucket types as this node knows them."""
+        return web.json_response({"default_type": DEFAULT, "types": self.server.bucket_types()})
+
+    async def bucket(self, request: web.Request) -> web.StreamResponse:
+        """GET: the props a bucket has now; PUT: create or update its bucket type."""
+        bucket = _bucket_name(request)
+        if request.method == "PUT":
+            props = _bucket_props(await _read_body(request, 1 << 16))
+            reply = await self.server.call(ClientBucketChange(0, bucket, props, "put"))
+            _raise_reply_error(reply)
+            assert isinstance(reply, ClusterInfo)
+        elif request.method != "GET":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT"])
+        return web.json_response(self._bucket_body(bucket))
+
+    def _bucket_body(self, bucket: str) -> dict[str, Any]:
+        props = self.server.bucket(bucket)
+        stored = next((t for t in self.server.bucket_types() if t["name"] == props.type), None)
+        body: dict[str, Any] = {
+            "bucket": bucket,
+            "type": props.type,
+            "own_type": props.type == bucket,
+            "n": props.n,
+            "r": props.r,
+            "w": props.w,
+            "policy": props.policy,
+            "max_value_bytes": props.max_value_bytes,
+            "stored": stored,  # the type as kept: r and w as given, its version
+        }
+        members = [m for m in self.server.cluster()["members"] if m["status"] != "removed"]
+        if props.n > len(members):
+            body["note"] = (
+                f"n={props.n} is more than the {len(members)} members: each key has "
+                f"{len(members)} replicas (R and W are capped at that) until more nodes join"
+            )
+        return body
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.server.status())
@@ -240,6 +310,8 @@ def build_app(server: ServerApi) -> web.Application:
     app[SERVER_KEY] = server
     app.router.add_route("*", "/v1/kv/{bucket}/{key:.+}", api.kv)
     app.router.add_get("/v1/replica/{bucket}/{key:.+}", api.replica)
+    app.router.add_get("/v1/buckets", api.buckets)
+    app.router.add_route("*", "/v1/buckets/{bucket:.+}", api.bucket)
     app.router.add_get("/v1/status", api.status)
     app.router.add_get("/v1/cluster", api.cluster)
     app.router.add_post("/v1/repair", api.repair)

@@ -88,7 +88,6 @@ class RespConnection(asyncio.Protocol):
         self.frontend = frontend
         self.server = frontend.server
         self.bucket = frontend.bucket
-        self.lww = frontend.lww
         self.id = frontend.next_id()
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -132,7 +131,7 @@ class RespConnection(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         offset = 0
-        max_bulk = self.frontend.max_bulk
+        max_bulk = self.frontend.max_bulk()
         self._batch = True
         try:
             while not self._closing:
@@ -190,7 +189,7 @@ class RespConnection(asyncio.Protocol):
         except CommandError as exc:
             self._answer(exc.line)
             return
-        write = command.write or (command.read_then_write and not self.lww)
+        write = command.write or (command.read_then_write and not self.frontend.lww())
         slot = Slot(args, keys, write, command.run)
         self._replies.append(slot)
         if not self._queued and not self._conflicts(slot):
@@ -303,7 +302,7 @@ class RespConnection(asyncio.Protocol):
     def put(self, slot: Slot, key: str, value: bytes, then: Callable[[Message], None]) -> None:
         """SET's write: blind in a lww bucket; in a siblings bucket, with a read's context."""
         bucket = self.bucket
-        if self.lww:
+        if self.frontend.lww():
             self.request(slot, ClientPut(0, bucket, key, value), "put", then)
             return
 
@@ -338,16 +337,21 @@ class RespFrontend:
         self.server = server
         config = server.config
         self.bucket = config.resp_bucket
-        self.lww = config.bucket(self.bucket).policy == "lww"
-        # Bulk strings a little above the value limit still parse, so an oversized SET gets
-        # the node's value_too_large error and the connection stays usable.
-        self.max_bulk = config.max_value_bytes + 64 * 1024
         self.connections: set[RespConnection] = set()
         self.port = 0
         self.stopping = False  # no more reading: the commands in flight are being answered
         self._ids = 0
         self._tcp: asyncio.AbstractServer | None = None
         self._sweep: asyncio.TimerHandle | None = None
+
+    def lww(self) -> bool:
+        """Whether the bucket's type (the cluster's, as this node knows it) says lww."""
+        return self.server.bucket(self.bucket).policy == "lww"
+
+    def max_bulk(self) -> int:
+        """Bulk strings a little above the bucket's value limit still parse, so an oversized
+        SET gets the node's value_too_large error and the connection stays usable."""
+        return self.server.bucket(self.bucket).max_value_bytes + 64 * 1024
 
     def next_id(self) -> int:
         self._ids += 1

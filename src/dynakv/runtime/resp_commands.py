@@ -227,7 +227,7 @@ def answer_config(conn: RespConnection, args: list[bytes]) -> bytes:
 def answer_info(conn: RespConnection, args: list[bytes]) -> bytes:
     server = conn.server
     config = server.config
-    props = config.bucket(config.resp_bucket)
+    props = server.bucket(config.resp_bucket)
     status = server.status()
     sections = {
         "server": [

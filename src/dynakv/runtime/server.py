@@ -22,8 +22,8 @@ from typing import Any
 import msgspec
 
 from dynakv import messages
+from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
-from dynakv.core import membership as ms
 from dynakv.core.events import (
     Event,
     LoadReport,
@@ -487,8 +487,19 @@ class Server:
             "members": members,
             "ring": {"size": ring.size, "owners": list(ring.owners)},
             "next_ring": None if target is None else {"owners": list(target.owners)},
-            "transfers_pending": len(ms.pending_moves(state, node.replication)),
+            "transfers_pending": len(node.view.pending_moves_list()),
+            "replication": {
+                "placed": node.view.placed_replication,
+                "next": None if target is None else node.view.next_replication,
+                "wanted": node.view.wanted_replication,
+            },
         }
+
+    def bucket(self, name: str) -> ResolvedProps:
+        return self.node.view.bucket(name)
+
+    def bucket_types(self) -> list[dict[str, Any]]:
+        return [msgspec.structs.asdict(t) for t in self.node.state.types]
 
     def replica(self, bucket: str, key: str) -> Clock | None:
         return self.node.replica(bucket, key)

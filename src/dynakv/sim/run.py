@@ -200,7 +200,7 @@ def _reaping_quiet(cluster: SimCluster) -> bool:
 
 def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:
     ring = cluster.nodes[cluster.names[0]].ring
-    n = cluster.nodes[cluster.names[0]].config.bucket(bucket).n
+    n = cluster.nodes[cluster.names[0]].view.bucket(bucket).n
     return ring.preference_list(ring.partition(bucket, key), n)
 
 

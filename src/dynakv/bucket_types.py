@@ -1,0 +1,249 @@
+"""Bucket types: named sets of bucket properties kept in the cluster's gossiped metadata.
+
+A bucket uses the type of its own name if there is one, else the default type, `_default`
+(not `default`: that is the name of the Redis front end's bucket, which is lww). A type
+stores r and w as given (a number or a level: one, quorum, all) and they are resolved
+against its n when used. Pure values and functions: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from dynakv.errors import InvalidRequest
+from dynakv.levels import NAMED
+
+__all__ = [
+    "DEFAULT",
+    "LEVELS",
+    "MAX_VALUE_LIMIT",
+    "POLICIES",
+    "PROPS",
+    "BucketType",
+    "ResolvedProps",
+    "change",
+    "differences",
+    "merge_types",
+    "resolve",
+    "resolve_level",
+    "type_of",
+    "with_type",
+]
+
+DEFAULT = "_default"  # the type of every bucket that has none of its own
+LEVELS = NAMED  # one, quorum, all, local_one, local_quorum, each_quorum (levels.py)
+POLICIES = ("siblings", "lww")
+PROPS = ("n", "r", "w", "policy", "max_value_bytes")  # what a change may set
+MAX_VALUE_LIMIT = 32 << 20  # a value must fit a 64 MiB frame with its siblings' company
+
+Level = int | str
+
+
+class BucketType(msgspec.Struct, frozen=True, array_like=True):
+    """One bucket type as the cluster knows it; a newer version replaces an older one.
+
+    Room for per-data-center replication: a trailing field
+    `datacenters: tuple[tuple[str, int], ...] = ()` (sorted by data center) decodes from
+    older encodings as (), so it can be added after `version` without a format change.
+    """
+
+    name: str
+    n: int  # replicas of each key
+    r: Level  # default read quorum: a number 1..n or one | quorum | all
+    w: Level  # default write quorum, likewise
+    policy: str  # siblings | lww; fixed once the type exists
+    max_value_bytes: int
+    version: int  # bumped by whoever changes the type
+
+    def __post_init__(self) -> None:
+        problems = _problems(self.n, self.r, self.w, self.policy, self.max_value_bytes)
+        if not self.name or "\0" in self.name:
+            problems.append("a type name must be non-empty and without NUL")
+        if self.version < 1:
+            problems.append(f"a type version must be >= 1, got {self.version}")
+        if problems:
+            raise ValueError(f"bucket type {self.name!r}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedProps:
+    """A bucket's properties with r and w as numbers: what requests use."""
+
+    n: int
+    r: int | str  # a number, or a level naming data centers (resolved per key's replicas)
+    w: int | str
+    policy: str
+    max_value_bytes: int
+    type: str  # the type they come from: the bucket's own name, `_default`, or "" (the
+    # node's file, while it knows no types: before it has joined a cluster)
+
+
+def resolve_level(level: Level, n: int) -> int | str:
+    """A quorum as a number against n: one 1, quorum n // 2 + 1, all n, a number itself; a
+    level that names data centers (local_quorum, ...) stays a name: what it needs depends on
+    where each key's replicas are (levels.resolve)."""
+    if isinstance(level, str) and level not in ("one", "quorum", "all"):
+        return level
+    if level == "one":
+        return 1
+    if level == "quorum":
+        return n // 2 + 1
+    if level == "all":
+        return n
+    assert isinstance(level, int)
+    return level
+
+
+def resolve(bucket_type: BucketType) -> ResolvedProps:
+    t = bucket_type
+    n = t.n
+    return ResolvedProps(
+        n, resolve_level(t.r, n), resolve_level(t.w, n), t.policy, t.max_value_bytes, t.name
+    )
+
+
+def type_of(types: Iterable[BucketType], bucket: str) -> BucketType | None:
+    """The type bucket uses: its own, else the default type, else None (no types known)."""
+    fallback = None
+    for t in types:
+        if t.name == bucket:
+            return t
+        if t.name == DEFAULT:
+            fallback = t
+    return fallback
+
+
+# --- merge -----------------------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _greater(a: BucketType, b: BucketType) -> BucketType:
+    """The type that wins for one name: higher version, ties by encoding (a total order)."""
+    if a is b or a == b:
+        return a
+    if a.version != b.version:
+        return a if a.version > b.version else b
+    return a if _encoder.encode(a) > _encoder.encode(b) else b
+
+
+def merge_types(a: tuple[BucketType, ...], b: tuple[BucketType, ...]) -> tuple[BucketType, ...]:
+    """Per-name winners of two name-sorted tuples; a or b itself when it covers the other."""
+    if a == b:
+        return a
+    winners = {t.name: t for t in a}
+    for t in b:
+        mine = winners.get(t.name)
+        winners[t.name] = t if mine is None else _greater(mine, t)
+    merged = tuple(winners[name] for name in sorted(winners))
+    if merged == a:
+        return a
+    if merged == b:
+        return b
+    return merged
+
+
+# --- changes ---------------------------------------------------------------------------------
+
+
+def change(
+    types: tuple[BucketType, ...], name: str, props: Mapping[str, object], mode: str = "put"
+) -> BucketType:
+    """The type `name` after setting `props` (InvalidRequest for anything wrong).
+
+    mode "create" refuses an existing type, "update" a missing one, "put" does either. A new
+    type starts from the properties its bucket has now (the default type's); its version is
+    one above any it had. The policy of an existing type cannot change: copies written under
+    one policy would merge differently under the other.
+    """
+    if mode not in ("create", "update", "put"):
+        raise InvalidRequest(f"unknown bucket type change {mode!r}; use create, update or put")
+    _check_name(name)
+    unknown = sorted(set(props) - set(PROPS))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown bucket propert{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
+            f"known: {', '.join(PROPS)}"
+        )
+    existing = next((t for t in types if t.name == name), None)
+    if mode == "create" and existing is not None:
+        raise InvalidRequest(f"bucket type {name!r} exists; use update to change it")
+    if mode == "update" and existing is None:
+        raise InvalidRequest(f"no bucket type {name!r}; create it first")
+    base = existing or type_of(types, name)
+    if base is None:
+        raise InvalidRequest("this node knows no bucket types yet: it has not joined a cluster")
+    values: dict[str, object] = {p: getattr(base, p) for p in PROPS}
+    values.update(props)
+    n, r, w = values["n"], values["r"], values["w"]
+    policy, limit = values["policy"], values["max_value_bytes"]
+    problems = _problems(n, r, w, policy, limit)
+    if problems:
+        raise InvalidRequest(f"bucket type {name!r}: " + "; ".join(problems))
+    if existing is not None and policy != existing.policy:
+        raise InvalidRequest(
+            f"the conflict policy of {name!r} is {existing.policy!r} and fixed once set: "
+            f"copies written under it would merge differently under {policy!r}"
+        )
+    version = existing.version + 1 if existing is not None else 1
+    return BucketType(name, n, r, w, policy, limit, version)  # type: ignore[arg-type]
+
+
+def with_type(types: tuple[BucketType, ...], bucket_type: BucketType) -> tuple[BucketType, ...]:
+    """types with bucket_type in place of the type of its name (or added), sorted by name."""
+    rest = [t for t in types if t.name != bucket_type.name]
+    return tuple(sorted([*rest, bucket_type], key=lambda t: t.name))
+
+
+def differences(cluster: BucketType | None, mine: BucketType) -> dict[str, str]:
+    """prop -> "file value -> cluster value" where the node's file disagrees with the cluster."""
+    if cluster is None:
+        return {"type": f"{mine.name} -> none (the bucket uses the default type)"}
+    return {
+        p: f"{getattr(mine, p)} -> {getattr(cluster, p)}"
+        for p in PROPS
+        if getattr(mine, p) != getattr(cluster, p)
+    }
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise InvalidRequest("a bucket type name must be a string")
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("a bucket type name must be valid UTF-8") from exc
+    if not 1 <= size <= 255 or "\0" in name:
+        raise InvalidRequest("a bucket type name is a bucket name: 1-255 bytes of UTF-8, no NUL")
+
+
+def _problems(n: object, r: object, w: object, policy: object, limit: object) -> list[str]:
+    """What is wrong with these properties, in words (empty when nothing is)."""
+    problems: list[str] = []
+    if not _is_int(n) or n < 1:  # type: ignore[operator]
+        problems.append(f"n must be an integer >= 1, got {n!r}")
+        n = None
+    for which, level in (("r", r), ("w", w)):
+        if _is_int(level):
+            if level < 1 or (n is not None and level > n):  # type: ignore[operator]
+                problems.append(f"{which} must be between 1 and n={n}, got {level}")
+        elif level not in LEVELS:
+            levels = ", ".join(LEVELS)
+            problems.append(f"{which} must be a number or one of {levels}, got {level!r}")
+    if policy not in POLICIES:
+        problems.append(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if not _is_int(limit) or not 1 <= limit <= MAX_VALUE_LIMIT:  # type: ignore[operator]
+        problems.append(
+            f"max_value_bytes must be an integer in 1..{MAX_VALUE_LIMIT}, got {limit!r}"
+        )
+    return problems
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
