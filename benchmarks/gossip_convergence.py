@@ -7,11 +7,15 @@ Seeds follow Cassandra's rule: a node whose random peer was not a seed also exch
 random seed, with probability seeds / nodes (3 seeds; for 500 nodes that is 0.6%), which is
 what keeps a cluster from splitting into groups that only gossip among themselves.
 
-At round 0 one random node applies a change (it marks another random member leaving); the
-figure is the number of rounds until every node's state holds it. Seeded: the same command
+At round 0 one random node applies a change (`--change leave`: it marks another random
+member leaving; `--change bucket-type`: it creates a bucket type, as `dynakv bucket create`
+does); the figure is the number of rounds until every node's state holds it. (A bucket type
+change is also sent to every member at once by the node that takes it; these rounds are what
+gossip needs alone, for the members that missed that message.) Seeded: the same command
 prints the same table.
 
     .venv/bin/python benchmarks/gossip_convergence.py [--nodes 10 100 500] [--trials 50]
+                                                      [--change leave|bucket-type]
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import random
 import statistics
 import time
 
+from dynakv import bucket_types
+from dynakv.config import NodeConfig, with_resp_bucket
 from dynakv.core.membership import (
     MemberRecord,
     Membership,
@@ -32,6 +38,7 @@ from dynakv.core.membership import (
     plan_ring,
     request_join,
     request_leave,
+    set_type,
 )
 
 
@@ -42,7 +49,8 @@ def founded_cluster(count: int, ring_size: int) -> Membership:
     def record(name: str, i: int) -> MemberRecord:
         return MemberRecord(name, f"10.0.{i // 250}.{i % 250}:7000", "", "inc-1", "joining", 0)
 
-    state = new_cluster("bench", record(names[0], 0), ring_size)
+    types = with_resp_bucket(NodeConfig()).bucket_types()  # what a founder's file seeds
+    state = new_cluster("bench", record(names[0], 0), ring_size, types)
     for i, name in enumerate(names[1:], 1):
         state = request_join(state, record(name, i))
     ring = plan_ring(state)
@@ -50,18 +58,29 @@ def founded_cluster(count: int, ring_size: int) -> Membership:
     return install_ring(state, ring, names[0])
 
 
-def rounds_to_converge(base: Membership, rng: random.Random, seeds: int, limit: int = 1000) -> int:
+def rounds_to_converge(
+    base: Membership, rng: random.Random, seeds: int, change: str = "leave", limit: int = 1000
+) -> int:
     count = len(base.members)
     names = [record.name for record in base.members]
     origin = rng.randrange(count)
     target = rng.choice([name for i, name in enumerate(names) if i != origin])
     states = [base] * count
-    states[origin] = request_leave(base, target)
+    if change == "leave":
+        states[origin] = request_leave(base, target)
+
+        def informed(state: Membership) -> bool:
+            return member(state, target).status == "leaving"
+
+    else:
+        created = bucket_types.change(base.types, "carts", {"r": "local_quorum"}, "create")
+        states[origin] = set_type(base, created)
+
+        def informed(state: Membership) -> bool:
+            return created in state.types
+
     seed_nodes = list(range(min(seeds, count)))
     seed_probability = len(seed_nodes) / count
-
-    def informed(state: Membership) -> bool:
-        return member(state, target).status == "leaving"
 
     for round_ in range(1, limit + 1):
         start = list(states)
@@ -91,18 +110,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seed nodes")
     parser.add_argument("--seed", type=int, default=1, help="random seed")
     parser.add_argument("--ring-size", type=int, default=1024)
+    parser.add_argument("--change", choices=("leave", "bucket-type"), default="leave")
     args = parser.parse_args()
 
     print(
         f"push-pull gossip, one random peer a round, {args.seeds} seeds (probability "
-        f"seeds/nodes), {args.trials} trials, seed {args.seed}"
+        f"seeds/nodes), {args.trials} trials, seed {args.seed}, change {args.change}"
     )
     print(f"{'nodes':>6} {'median':>7} {'p90':>5} {'max':>5} {'min':>5} {'log2 n':>7} {'secs':>6}")
     for count in args.nodes:
         base = founded_cluster(count, args.ring_size)
         rng = random.Random(f"{args.seed}/{count}")
         started = time.perf_counter()
-        results = sorted(rounds_to_converge(base, rng, args.seeds) for _ in range(args.trials))
+        results = sorted(
+            rounds_to_converge(base, rng, args.seeds, args.change) for _ in range(args.trials)
+        )
         elapsed = time.perf_counter() - started
         p90 = results[min(len(results) - 1, math.ceil(0.9 * len(results)) - 1)]
         print(
