@@ -25,15 +25,21 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-# Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 200).
-# About 25 min per workload per core (75 min at SIM_JOBS=1); not part of `make test`.
-# Fails if any seed breaks an invariant.
+# Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 200),
+# then SIM_LONG_DC_SEEDS of each in two data centers of three racks (WAN delays, whole data
+# centers cut off and crashed; `make test` runs 200). About 25 min per workload per core for
+# 10,000 seeds; not part of `make test`. Fails if any seed breaks an invariant.
 SIM_LONG_SEEDS ?= 1-10000
+SIM_LONG_DC_SEEDS ?= 1-2000
 SIM_JOBS ?= 2
 sim-long: $(STAMP)
 	status=0; for workload in cart register lww; do \
 		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_SEEDS) --nodes 5 --faults all \
 			--workload $$workload --jobs $(SIM_JOBS) || status=1; \
+	done; \
+	for workload in cart register lww; do \
+		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 6 --datacenters 2 \
+			--racks 3 --faults all --workload $$workload --jobs $(SIM_JOBS) || status=1; \
 	done; exit $$status
 
 lint: $(STAMP)
