@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dynakv.claim import claim
 from dynakv.core.membership import (
     MemberRecord,
     Membership,
@@ -32,7 +33,6 @@ from dynakv.core.membership import (
     start_transfer,
 )
 from dynakv.errors import ClusterError
-from dynakv.ring import claim
 
 RING_SIZE = 16
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dynakv.claim import claim
 from dynakv.ring import (
     MAX_RING_SIZE,
     Ring,
-    claim,
     key_digest,
     partition_of_digest,
     partition_range,

@@ -42,8 +42,9 @@ from collections.abc import Iterable
 
 import msgspec
 
+from dynakv.claim import claim
 from dynakv.errors import ClusterError
-from dynakv.ring import Ring, claim
+from dynakv.ring import Ring
 
 __all__ = [
     "IN_RING",
