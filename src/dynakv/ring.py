@@ -7,20 +7,26 @@ Pure (no I/O, clock or randomness); a Ring is an immutable value that membership
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import msgspec
 
 __all__ = [
+    "DEFAULT_PLACE",
     "MAX_RING_SIZE",
+    "Place",
     "Ring",
     "key_digest",
     "log2_size",
     "partition_of_digest",
     "partition_range",
+    "spread",
 ]
 
 MAX_RING_SIZE = 65536
+Place = tuple[str, str]  # (data center, rack)
+DEFAULT_PLACE: Place = ("dc1", "rack1")  # a member's place when none is given
 
 _DIGEST_BYTES = 16
 _DIGEST_BITS = 8 * _DIGEST_BYTES
@@ -75,7 +81,7 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
     owners: tuple[str, ...]  # owner node name of each partition, len == size
     # (data center, rack) of each member, in the order of members(); () when all share one.
     # Part of the ring, so a change of place moves data through the claimant like any other.
-    places: tuple[tuple[str, str], ...] = ()
+    places: tuple[Place, ...] = ()
 
     def __post_init__(self) -> None:
         log2_size(self.size)
@@ -91,10 +97,10 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
                 f"got {len(self.places)}"
             )
 
-    def placed(self, places: dict[str, tuple[str, str]]) -> Ring:
+    def placed(self, places: Mapping[str, Place]) -> Ring:
         """This ring with each member's (data center, rack) from `places` (default
-        ("dc1", "rack1")); with no places when every member shares one."""
-        chosen = tuple(places.get(name, ("dc1", "rack1")) for name in _members(self))
+        DEFAULT_PLACE); with no places when every member shares one."""
+        chosen = tuple(places.get(name, DEFAULT_PLACE) for name in _members(self))
         if len(set(chosen)) <= 1:
             chosen = ()
         return Ring(self.size, self.owners, chosen)
@@ -122,6 +128,27 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
             raise ValueError(f"n must be >= 0, got {n}")
         return list(_walk(self, partition)[n:])
 
+    def preference_lists_by_dc(
+        self, partition: int, counts: Mapping[str, int]
+    ) -> dict[str, list[str]]:
+        """Each data center's replicas of a partition, for per-data-center replication counts.
+
+        For each data center in `counts` (in its order): that data center's nodes in ring
+        order from the partition, each next one the first from a rack of that data center not
+        used yet, else the first left: Cassandra's NetworkTopologyStrategy. So the replicas
+        are on distinct racks while the data center has racks to spare, then on distinct
+        nodes; a count above the data center's nodes gives all of them, a data center without
+        members gets []. Without places every member is in one data center whose name the
+        ring does not record, so `counts` must then name exactly one. Cached per ring.
+        """
+        for dc, count in counts.items():
+            if type(count) is not int or count < 0:
+                raise ValueError(
+                    f"the count of data center {dc!r} must be an int >= 0, got {count!r}"
+                )
+        chosen = _by_datacenter(self, partition, tuple(counts.items()))
+        return {dc: list(names) for dc, names in chosen}
+
     def members(self) -> list[str]:
         """The sorted distinct owner names."""
         return list(_members(self))
@@ -146,6 +173,14 @@ def _members(ring: Ring) -> tuple[str, ...]:
 @lru_cache(maxsize=1 << 16)
 def _walk(ring: Ring, partition: int) -> tuple[str, ...]:
     """One partition's walk, cached: a Ring is immutable and hashes in O(1) (cache_hash)."""
+    plain = _plain_walk(ring, partition)
+    if not ring.places:
+        return plain
+    return spread(plain, _places(ring))
+
+
+def _plain_walk(ring: Ring, partition: int) -> tuple[str, ...]:
+    """The distinct owners of partition, partition + 1, ... (mod Q), each at its first place."""
     size = ring.size
     if type(partition) is not int or not 0 <= partition < size:
         raise ValueError(f"partition {partition!r} is not in 0..{size - 1}")
@@ -158,19 +193,26 @@ def _walk(ring: Ring, partition: int) -> tuple[str, ...]:
             seen[name] = None
             if len(seen) == total:
                 break
-    if not ring.places:
-        return tuple(seen)
-    return _spread(list(seen), dict(zip(_members(ring), ring.places, strict=True)))
+    return tuple(seen)
 
 
-def _spread(walk: list[str], places: dict[str, tuple[str, str]]) -> tuple[str, ...]:
+@lru_cache(maxsize=256)
+def _places(ring: Ring) -> dict[str, Place]:
+    return dict(zip(_members(ring), ring.places, strict=True))
+
+
+def spread(
+    walk: Sequence[str], places: Mapping[str, Place], limit: int | None = None
+) -> tuple[str, ...]:
     """Reorder a plain walk: each next node the first of a new data center, else of a new
-    rack, else the first left. With a single place it is the walk itself."""
+    rack, else the first left; the first `limit` of them (all by default). With a single
+    place it is the walk itself."""
     chosen: list[str] = []
     datacenters: set[str] = set()
-    racks: set[tuple[str, str]] = set()
+    racks: set[Place] = set()
     left = list(walk)
-    while left:
+    wanted = len(left) if limit is None else min(limit, len(left))
+    while len(chosen) < wanted:
         pick = next((n for n in left if places[n][0] not in datacenters), None)
         if pick is None:
             pick = next((n for n in left if places[n] not in racks), left[0])
@@ -179,3 +221,24 @@ def _spread(walk: list[str], places: dict[str, tuple[str, str]]) -> tuple[str, .
         datacenters.add(places[pick][0])
         racks.add(places[pick])
     return tuple(chosen)
+
+
+@lru_cache(maxsize=1 << 14)
+def _by_datacenter(
+    ring: Ring, partition: int, counts: tuple[tuple[str, int], ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    plain = _plain_walk(ring, partition)
+    if not ring.places:
+        if len(counts) > 1:
+            raise ValueError(
+                "a ring without places has its members in one data center, which it does not "
+                f"name: counts must name one data center, got {[dc for dc, _ in counts]}"
+            )
+        return tuple((dc, plain[:count]) for dc, count in counts)
+    places = _places(ring)
+    # Within one data center, spread() is NetworkTopologyStrategy: a new rack first, else
+    # the first left in ring order.
+    return tuple(
+        (dc, spread([name for name in plain if places[name][0] == dc], places, count))
+        for dc, count in counts
+    )
