@@ -419,3 +419,31 @@ def test_a_member_that_comes_back_in_another_rack_says_so_with_a_newer_version()
 def test_an_empty_datacenter_or_rack_is_refused():
     with pytest.raises(ValueError):
         MemberRecord("n1", "a:1", "a:2", "i1", "up", 0, "", "rack1")
+
+
+def test_the_claimant_plans_with_the_members_places():
+    """Joins in two data centers: each plan is the place-aware claim from the ring before,
+    so the two data centers' nodes end with even replica shares."""
+    m = new_cluster("c", _placed("n1", "dc1", "r1"), 64)
+    places = {"n1": ("dc1", "r1")}
+    for name, dc in (("n2", "dc2"), ("n3", "dc1"), ("n4", "dc2")):
+        m = request_join(m, _placed(name, dc, "r1"))
+        places[name] = (dc, "r1")
+        expected = claim(sorted(places), 64, m.ring.ring, places)
+        assert plan_ring(m) == expected and expected.places == tuple(
+            places[n] for n in sorted(places)
+        )
+        m = settle(m)
+    replicas = {name: 0 for name in places}
+    for p in range(64):
+        for name in m.ring.ring.preference_list(p, 3):
+            replicas[name] += 1
+    assert all(45 <= count <= 51 for count in replicas.values()), replicas  # 48 is even
+
+
+def test_one_place_for_all_plans_the_ring_of_the_claim_without_places():
+    m = new_cluster("c", _placed("n1", "east", "r1"), 16)
+    for name in ("n2", "n3"):
+        m = request_join(m, _placed(name, "east", "r1"))
+    assert plan_ring(m) == claim(["n1", "n2", "n3"], 16, m.ring.ring)
+    assert plan_ring(m).places == ()
