@@ -3,7 +3,7 @@ joining node (issue 4's figure), with real `dynakv serve` processes on loopback.
 
 Each run: node1 starts alone (N=R=W=1, so the partition has exactly one source and the
 joiner takes it whole); the partition that node2 will take on joining is computed with
-`ring.claim` exactly as the claimant plans it, and `--keys` keys that fall into it are
+`claim` exactly as the claimant plans it, and `--keys` keys that fall into it are
 loaded through AsyncClient (pipelined, `--in-flight` at once). Then node2 starts with
 `--join` and the figures come from the nodes' own log lines:
 
@@ -38,9 +38,10 @@ from typing import Any
 from _procs import Processes, Server, begin, run_all, table, write_config, write_report
 
 from dynakv import AsyncClient
+from dynakv.claim import claim
 from dynakv.config import NodeConfig
 from dynakv.errors import DynakvError
-from dynakv.ring import claim, key_digest, partition_of_digest
+from dynakv.ring import key_digest, partition_of_digest
 
 BUCKET = "xfer"
 DEFAULTS = NodeConfig()

@@ -1,4 +1,5 @@
-"""Consistent hashing: keys to Q equal partitions, partitions to owner nodes, balanced claim.
+"""Consistent hashing: keys to Q equal partitions, partitions to owner nodes, and the walks
+that pick a partition's replicas. Who owns what is decided by `dynakv.claim`.
 
 Pure (no I/O, clock or randomness); a Ring is an immutable value that membership gossips.
 """
@@ -6,34 +7,33 @@ Pure (no I/O, clock or randomness); a Ring is an immutable value that membership
 from __future__ import annotations
 
 import hashlib
-import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import msgspec
 
 __all__ = [
+    "DEFAULT_PLACE",
     "MAX_RING_SIZE",
-    "TARGET_N_VAL",
+    "Place",
     "Ring",
-    "claim",
     "key_digest",
+    "log2_size",
     "partition_of_digest",
     "partition_range",
+    "spread",
 ]
 
 MAX_RING_SIZE = 65536
-TARGET_N_VAL = 3  # claim tries to give every window of this many partitions distinct owners
+Place = tuple[str, str]  # (data center, rack)
+DEFAULT_PLACE: Place = ("dc1", "rack1")  # a member's place when none is given
 
 _DIGEST_BYTES = 16
 _DIGEST_BITS = 8 * _DIGEST_BYTES
 _LOG2 = {1 << bits: bits for bits in range(MAX_RING_SIZE.bit_length())}
-# Window-violation weights by distance: two neighbours with one owner (distance 1) cost more
-# than any number of distance-2 repeats a single swap can create (at most 4).
-_WEIGHT = (0, 5, 1)
 
 
-def _log2_size(size: int) -> int:
+def log2_size(size: int) -> int:
     """log2 of a valid ring size, or ValueError."""
     bits = _LOG2.get(size) if type(size) is int else None
     if bits is None:
@@ -53,7 +53,7 @@ def key_digest(bucket: str, key: str) -> bytes:
 
 def partition_of_digest(digest: bytes, size: int) -> int:
     """The partition of a digest: its top log2(size) bits, read as a big-endian integer."""
-    bits = _log2_size(size)
+    bits = log2_size(size)
     if len(digest) != _DIGEST_BYTES:
         raise ValueError(f"a digest has {_DIGEST_BYTES} bytes, got {len(digest)}")
     return int.from_bytes(digest, "big") >> (_DIGEST_BITS - bits)
@@ -61,7 +61,7 @@ def partition_of_digest(digest: bytes, size: int) -> int:
 
 def partition_range(partition: int, size: int) -> tuple[bytes, bytes]:
     """[start, end) of the digests in a partition; end is b"" (unbounded) for the last one."""
-    bits = _log2_size(size)
+    bits = log2_size(size)
     if not 0 <= partition < size:
         raise ValueError(f"partition {partition} is not in 0..{size - 1}")
     shift = _DIGEST_BITS - bits
@@ -72,7 +72,7 @@ def partition_range(partition: int, size: int) -> tuple[bytes, bytes]:
 
 
 class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
-    """Q partitions and the owner of each; build one with `claim`.
+    """Q partitions and the owner of each; build one with `dynakv.claim.claim`.
 
     Validated on construction and on decode (a bad ring from the wire is a ValidationError).
     """
@@ -81,10 +81,10 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
     owners: tuple[str, ...]  # owner node name of each partition, len == size
     # (data center, rack) of each member, in the order of members(); () when all share one.
     # Part of the ring, so a change of place moves data through the claimant like any other.
-    places: tuple[tuple[str, str], ...] = ()
+    places: tuple[Place, ...] = ()
 
     def __post_init__(self) -> None:
-        _log2_size(self.size)
+        log2_size(self.size)
         if len(self.owners) != self.size:
             raise ValueError(
                 f"a ring of size {self.size} needs {self.size} owners, got {len(self.owners)}"
@@ -97,10 +97,10 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
                 f"got {len(self.places)}"
             )
 
-    def placed(self, places: dict[str, tuple[str, str]]) -> Ring:
+    def placed(self, places: Mapping[str, Place]) -> Ring:
         """This ring with each member's (data center, rack) from `places` (default
-        ("dc1", "rack1")); with no places when every member shares one."""
-        chosen = tuple(places.get(name, ("dc1", "rack1")) for name in _members(self))
+        DEFAULT_PLACE); with no places when every member shares one."""
+        chosen = tuple(places.get(name, DEFAULT_PLACE) for name in _members(self))
         if len(set(chosen)) <= 1:
             chosen = ()
         return Ring(self.size, self.owners, chosen)
@@ -128,6 +128,27 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
             raise ValueError(f"n must be >= 0, got {n}")
         return list(_walk(self, partition)[n:])
 
+    def preference_lists_by_dc(
+        self, partition: int, counts: Mapping[str, int]
+    ) -> dict[str, list[str]]:
+        """Each data center's replicas of a partition, for per-data-center replication counts.
+
+        For each data center in `counts` (in its order): that data center's nodes in ring
+        order from the partition, each next one the first from a rack of that data center not
+        used yet, else the first left: Cassandra's NetworkTopologyStrategy. So the replicas
+        are on distinct racks while the data center has racks to spare, then on distinct
+        nodes; a count above the data center's nodes gives all of them, a data center without
+        members gets []. Without places every member is in one data center whose name the
+        ring does not record, so `counts` must then name exactly one. Cached per ring.
+        """
+        for dc, count in counts.items():
+            if type(count) is not int or count < 0:
+                raise ValueError(
+                    f"the count of data center {dc!r} must be an int >= 0, got {count!r}"
+                )
+        chosen = _by_datacenter(self, partition, tuple(counts.items()))
+        return {dc: list(names) for dc, names in chosen}
+
     def members(self) -> list[str]:
         """The sorted distinct owner names."""
         return list(_members(self))
@@ -152,6 +173,14 @@ def _members(ring: Ring) -> tuple[str, ...]:
 @lru_cache(maxsize=1 << 16)
 def _walk(ring: Ring, partition: int) -> tuple[str, ...]:
     """One partition's walk, cached: a Ring is immutable and hashes in O(1) (cache_hash)."""
+    plain = _plain_walk(ring, partition)
+    if not ring.places:
+        return plain
+    return spread(plain, _places(ring))
+
+
+def _plain_walk(ring: Ring, partition: int) -> tuple[str, ...]:
+    """The distinct owners of partition, partition + 1, ... (mod Q), each at its first place."""
     size = ring.size
     if type(partition) is not int or not 0 <= partition < size:
         raise ValueError(f"partition {partition!r} is not in 0..{size - 1}")
@@ -164,19 +193,26 @@ def _walk(ring: Ring, partition: int) -> tuple[str, ...]:
             seen[name] = None
             if len(seen) == total:
                 break
-    if not ring.places:
-        return tuple(seen)
-    return _spread(list(seen), dict(zip(_members(ring), ring.places, strict=True)))
+    return tuple(seen)
 
 
-def _spread(walk: list[str], places: dict[str, tuple[str, str]]) -> tuple[str, ...]:
+@lru_cache(maxsize=256)
+def _places(ring: Ring) -> dict[str, Place]:
+    return dict(zip(_members(ring), ring.places, strict=True))
+
+
+def spread(
+    walk: Sequence[str], places: Mapping[str, Place], limit: int | None = None
+) -> tuple[str, ...]:
     """Reorder a plain walk: each next node the first of a new data center, else of a new
-    rack, else the first left. With a single place it is the walk itself."""
+    rack, else the first left; the first `limit` of them (all by default). With a single
+    place it is the walk itself."""
     chosen: list[str] = []
     datacenters: set[str] = set()
-    racks: set[tuple[str, str]] = set()
+    racks: set[Place] = set()
     left = list(walk)
-    while left:
+    wanted = len(left) if limit is None else min(limit, len(left))
+    while len(chosen) < wanted:
         pick = next((n for n in left if places[n][0] not in datacenters), None)
         if pick is None:
             pick = next((n for n in left if places[n] not in racks), left[0])
@@ -187,220 +223,22 @@ def _spread(walk: list[str], places: dict[str, tuple[str, str]]) -> tuple[str, .
     return tuple(chosen)
 
 
-def claim(members: Iterable[str], size: int = 64, previous: Ring | None = None) -> Ring:
-    """A balanced ring owned by exactly `members` (Dynamo strategy 3, after Riak's claim).
-
-    Every member owns floor(Q/n) or ceil(Q/n) partitions. Without `previous`, owners go
-    round-robin over the sorted names, so windows of TARGET_N_VAL partitions have distinct
-    owners wherever the counts allow. With `previous`, only the partitions that must move do:
-    those of departed members and, when members join, the excess of the most-loaded owners,
-    placed to keep windows distinct where possible. Deterministic: no randomness.
-    """
-    _log2_size(size)
-    given = list(members)
-    for name in given:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"member names must be non-empty strings, got {name!r}")
-    names = sorted(set(given))
-    if not names:
-        raise ValueError("a ring needs at least one member")
-    if len(names) > size:
-        raise ValueError(
-            f"{len(names)} members cannot share a ring of {size} partitions: every member needs "
-            f"at least one partition (the ring size is fixed at cluster creation)"
-        )
-    if previous is None:
-        owners = _initial_owners(names, size)
-    elif previous.size != size:
-        raise ValueError(
-            f"the ring size is fixed at cluster creation: previous ring has {previous.size} "
-            f"partitions, asked for {size}"
-        )
-    else:
-        owners = _rebalanced_owners(names, previous.owners)
-    return Ring(size, tuple(owners))
-
-
-def _window(member_count: int) -> int:
-    return min(TARGET_N_VAL, member_count)
-
-
-def _initial_owners(names: list[str], size: int) -> list[str]:
-    """Round-robin over the sorted names, then mend the wrap-around where Q % n is small."""
-    count = len(names)
-    owners = [names[p % count] for p in range(size)]
-    _repair(owners, _window(count), dict.fromkeys(names, 0))
-    return owners
-
-
-def _rebalanced_owners(names: list[str], previous: Sequence[str]) -> list[str]:
-    """Move the fewest partitions that make `previous` a balanced ring owned by `names`."""
-    size = len(previous)
-    window = _window(len(names))
-    staying = set(names)
-    count = dict.fromkeys(names, 0)
-    owners: list[str | None] = []
-    for owner in previous:
-        if owner in staying:
-            count[owner] += 1
-            owners.append(owner)
-        else:
-            owners.append(None)  # a departed member's partition: must move
-
-    # The ceil(Q/n) shares go to the currently most-loaded members: that moves the least.
-    kept = dict(count)
-    base, extra = divmod(size, len(names))
-    by_load = sorted(names, key=lambda name: (-count[name], name))
-    target = {name: base + (rank < extra) for rank, name in enumerate(by_load)}
-    excess = {name: count[name] - target[name] for name in names if count[name] > target[name]}
-    gainers = [(count[name], name) for name in names if count[name] < target[name]]
-    heapq.heapify(gainers)
-
-    def take(p: int, strict: bool) -> str | None:
-        """Give p to the least-loaded gainer (one that keeps p's window distinct, if strict)."""
-        skipped = []
-        chosen = None
-        while gainers:
-            item = heapq.heappop(gainers)
-            if not strict or not _conflicts(owners, p, item[1], window):
-                chosen = item
-                break
-            skipped.append(item)  # at most 2 * (window - 1) names conflict
-        for item in skipped:
-            heapq.heappush(gainers, item)
-        if chosen is None:
-            return None
-        load, name = chosen[0] + 1, chosen[1]
-        count[name] = load
-        if load < target[name]:
-            heapq.heappush(gainers, (load, name))
-        owners[p] = name
-        return name
-
-    for p in range(size):
-        if owners[p] is None and take(p, strict=True) is None:
-            take(p, strict=False)
-
-    # Take the excess of over-loaded members, each spread evenly over its own partitions (a
-    # Bresenham schedule, phase-shifted per member so that they do not shed side by side), and
-    # only to a gainer that keeps the window distinct; then anywhere such a gainer fits; then
-    # anywhere at all: balance always wins over spread.
-    losers = sorted(excess)
-    quota = dict(excess)
-    phase = {name: rank * kept[name] // len(losers) for rank, name in enumerate(losers)}
-    remaining = sum(excess.values())
-    for mode in range(3):
-        seen = dict.fromkeys(losers, 0)
-        shed = dict.fromkeys(losers, 0)
-        for p in range(size):
-            if not remaining:
-                break
-            owner = owners[p]
-            if owner is None or owner not in excess:
-                continue
-            seen[owner] += 1
-            if not excess[owner]:
-                continue
-            if mode == 0:
-                due = (seen[owner] * quota[owner] + phase[owner]) // kept[owner]
-                if shed[owner] >= due:
-                    continue
-            if take(p, strict=mode < 2) is not None:
-                excess[owner] -= 1
-                shed[owner] += 1
-                remaining -= 1
-
-    result = [owner for owner in owners if owner is not None]
-    assert len(result) == size and not remaining, "claim accounting is off"
-    _repair(result, window, kept, previous)
-    return result
-
-
-def _conflicts(owners: Sequence[str | None], p: int, name: str, window: int) -> bool:
-    """Whether name owns a partition within window - 1 of p (other than p itself)."""
-    size = len(owners)
-    for d in range(1, window):
-        if owners[(p - d) % size] == name or owners[(p + d) % size] == name:
-            return True
-    return False
-
-
-def _local_cost(owners: list[str], p: int, window: int) -> int:
-    size = len(owners)
-    name = owners[p]
-    cost = 0
-    for d in range(1, window):
-        cost += _WEIGHT[d] * ((owners[(p - d) % size] == name) + (owners[(p + d) % size] == name))
-    return cost
-
-
-def _repair(
-    owners: list[str],
-    window: int,
-    kept: dict[str, int],
-    previous: Sequence[str] | None = None,
-    budget: int = 300_000,
-) -> None:
-    """Improve window distinctness in place without losing balance or minimal movement.
-
-    Two steps, each taken only when it lowers the window-violation cost: swap the owners of
-    two partitions (every count stays), where against `previous` the number of partitions
-    that changed hands may not grow (so a swap trades which partition of a loser moves, or
-    which gainer gets one); or hand a moved partition from a member at ceil(Q/n) to one at
-    floor(Q/n) that started with the same count in `kept` (the other tie-break for who gets
-    the larger share). Deterministic first-improvement local search in index order, bounded
-    by a budget of `budget` steps examined.
-    """
-    size = len(owners)
-    if window < 2 or size < 2:
-        return
-    floor, extra = divmod(size, len(kept))
-    ceil = floor + (extra > 0)
-    counts = dict.fromkeys(sorted(kept), 0)
-    for owner in owners:
-        counts[owner] += 1
-    improved = True
-    while improved:
-        improved = False
-        for i in range(size):
-            budget -= 1
-            if budget < 0:
-                return
-            if not _local_cost(owners, i, window):
-                continue
-            a = owners[i]
-            for j in range(size):
-                budget -= 1
-                if budget < 0:
-                    return
-                b = owners[j]
-                if a == b:
-                    continue
-                if previous is not None and (a != previous[j]) + (b != previous[i]) > (
-                    a != previous[i]
-                ) + (b != previous[j]):
-                    continue
-                before = _local_cost(owners, i, window) + _local_cost(owners, j, window)
-                owners[i], owners[j] = b, a
-                if _local_cost(owners, i, window) + _local_cost(owners, j, window) < before:
-                    improved = True
-                    break
-                owners[i], owners[j] = a, b
-            if improved or ceil == floor or counts[a] != ceil:
-                continue
-            if previous is not None and a == previous[i]:
-                continue  # moving a partition that stayed put would add movement
-            before = _local_cost(owners, i, window)
-            for b, held in counts.items():
-                if held != floor or kept[b] != kept[a] or (previous and b == previous[i]):
-                    continue
-                budget -= 1
-                if budget < 0:
-                    return
-                owners[i] = b
-                if _local_cost(owners, i, window) < before:
-                    counts[a] -= 1
-                    counts[b] += 1
-                    improved = True
-                    break
-                owners[i] = a
+@lru_cache(maxsize=1 << 14)
+def _by_datacenter(
+    ring: Ring, partition: int, counts: tuple[tuple[str, int], ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    plain = _plain_walk(ring, partition)
+    if not ring.places:
+        if len(counts) > 1:
+            raise ValueError(
+                "a ring without places has its members in one data center, which it does not "
+                f"name: counts must name one data center, got {[dc for dc, _ in counts]}"
+            )
+        return tuple((dc, plain[:count]) for dc, count in counts)
+    places = _places(ring)
+    # Within one data center, spread() is NetworkTopologyStrategy: a new rack first, else
+    # the first left in ring order.
+    return tuple(
+        (dc, spread([name for name in plain if places[name][0] == dc], places, count))
+        for dc, count in counts
+    )

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from dynakv.claim import claim
 from dynakv.client import Routes, _Router
 from dynakv.core.membership import (
     MemberRecord,
@@ -17,7 +18,7 @@ from dynakv.core.membership import (
     request_join,
     start_transfer,
 )
-from dynakv.ring import claim, key_digest, partition_of_digest
+from dynakv.ring import key_digest, partition_of_digest
 
 RING_SIZE = 16
 SEEDS = ["10.0.0.9:7000"]

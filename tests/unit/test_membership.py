@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynakv import bucket_types as bt
+from dynakv.claim import claim
 from dynakv.config import NodeConfig, with_resp_bucket
 from dynakv.core.membership import (
     MemberRecord,
@@ -35,7 +36,6 @@ from dynakv.core.membership import (
     start_transfer,
 )
 from dynakv.errors import ClusterError, InvalidRequest
-from dynakv.ring import claim
 
 RING_SIZE = 16
 
@@ -476,3 +476,31 @@ def test_a_raised_replication_moves_each_partition_to_one_more_replica():
     installed = finish_transfer(raised, claimant(raised))
     assert installed.ring.ring == m.ring.ring and installed.ring.replication == 3
     assert pending_moves(installed, 2) == []
+
+
+def test_the_claimant_plans_with_the_members_places():
+    """Joins in two data centers: each plan is the place-aware claim from the ring before,
+    so the two data centers' nodes end with even replica shares."""
+    m = new_cluster("c", _placed("n1", "dc1", "r1"), 64)
+    places = {"n1": ("dc1", "r1")}
+    for name, dc in (("n2", "dc2"), ("n3", "dc1"), ("n4", "dc2")):
+        m = request_join(m, _placed(name, dc, "r1"))
+        places[name] = (dc, "r1")
+        expected = claim(sorted(places), 64, m.ring.ring, places)
+        assert plan_ring(m) == expected and expected.places == tuple(
+            places[n] for n in sorted(places)
+        )
+        m = settle(m)
+    replicas = {name: 0 for name in places}
+    for p in range(64):
+        for name in m.ring.ring.preference_list(p, 3):
+            replicas[name] += 1
+    assert all(45 <= count <= 51 for count in replicas.values()), replicas  # 48 is even
+
+
+def test_one_place_for_all_plans_the_ring_of_the_claim_without_places():
+    m = new_cluster("c", _placed("n1", "east", "r1"), 16)
+    for name in ("n2", "n3"):
+        m = request_join(m, _placed(name, "east", "r1"))
+    assert plan_ring(m) == claim(["n1", "n2", "n3"], 16, m.ring.ring)
+    assert plan_ring(m).places == ()

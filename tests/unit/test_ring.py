@@ -12,10 +12,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dynakv.claim import claim
 from dynakv.ring import (
     MAX_RING_SIZE,
     Ring,
-    claim,
     key_digest,
     partition_of_digest,
     partition_range,
@@ -506,3 +506,59 @@ def test_a_placed_ring_round_trips_and_a_wrong_count_of_places_is_refused() -> N
     wire[2] = wire[2][:2]
     with pytest.raises(msgspec.ValidationError):
         msgspec.msgpack.decode(msgspec.msgpack.encode(wire), type=Ring)
+
+
+# --- per-data-center preference lists -----------------------------------------------------
+
+
+@given(_places, st.integers(0, 63), st.data())
+def test_per_dc_lists_take_each_data_centers_count_in_ring_order_on_new_racks_first(
+    places: list[tuple[str, str]], partition: int, data: st.DataObject
+) -> None:
+    ring, where = _placed_ring(places)
+    if not ring.places:
+        return  # one place: the next test
+    counts = {dc: data.draw(st.integers(0, 5), label=dc) for dc in ("dc1", "dc2", "dc3")}
+    lists = ring.preference_lists_by_dc(partition, counts)
+    assert list(lists) == list(counts)
+    plain = Ring(ring.size, ring.owners).walk(partition)
+    for dc, count in counts.items():
+        nodes = [name for name in plain if where[name][0] == dc]  # ring order
+        racks = {where[name] for name in nodes}
+        chosen = lists[dc]
+        assert len(chosen) == min(count, len(nodes)) == len(set(chosen))  # all when too few
+        assert set(chosen) <= set(nodes)
+        # Distinct racks while the data center has racks to spare, then distinct nodes;
+        # each next one the first in ring order of a new rack, else the first left.
+        assert len({where[name] for name in chosen}) == min(len(chosen), len(racks))
+        used: set[tuple[str, str]] = set()
+        for k, name in enumerate(chosen):
+            left = [n for n in nodes if n not in chosen[:k]]
+            new = [n for n in left if where[n] not in used]
+            assert name == (new or left)[0]
+            used.add(where[name])
+
+
+def test_per_dc_lists_prefer_a_new_rack_to_the_next_node() -> None:
+    # dc1: a and b in rack x, c in rack y; dc2: d. Owners a b d c, twice.
+    where = {"a": ("dc1", "x"), "b": ("dc1", "x"), "c": ("dc1", "y"), "d": ("dc2", "z")}
+    ring = Ring(8, ("a", "b", "d", "c") * 2).placed(where)
+    assert ring.preference_lists_by_dc(0, {"dc1": 2, "dc2": 1}) == {"dc1": ["a", "c"], "dc2": ["d"]}
+    assert ring.preference_lists_by_dc(0, {"dc1": 3}) == {"dc1": ["a", "c", "b"]}
+    assert ring.preference_lists_by_dc(1, {"dc1": 9, "dc2": 0, "dc9": 2}) == {
+        "dc1": ["b", "c", "a"],
+        "dc2": [],
+        "dc9": [],
+    }
+
+
+def test_per_dc_lists_without_places_name_one_data_center() -> None:
+    ring = claim(names(4), 16)
+    assert ring.places == ()
+    assert ring.preference_lists_by_dc(3, {"any": 3}) == {"any": ring.walk(3)[:3]}
+    with pytest.raises(ValueError, match="one data center"):
+        ring.preference_lists_by_dc(3, {"east": 3, "west": 3})
+    with pytest.raises(ValueError, match="int >= 0"):
+        ring.preference_lists_by_dc(3, {"any": -1})
+    with pytest.raises(ValueError):
+        ring.preference_lists_by_dc(16, {"any": 1})

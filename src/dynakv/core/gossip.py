@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from dynakv import bucket_types as bt
+from dynakv.claim import claim
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.component import Component, Context
@@ -29,7 +30,6 @@ from dynakv.messages import (
     JoinRequest,
     Message,
 )
-from dynakv.ring import claim
 from dynakv.storage.engine import Engine
 
 JOIN_RETRY = 2.0  # seconds between two join requests while no answer came

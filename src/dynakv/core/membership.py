@@ -49,8 +49,9 @@ from collections.abc import Iterable
 import msgspec
 
 from dynakv.bucket_types import BucketType, merge_types, with_type
+from dynakv.claim import claim
 from dynakv.errors import ClusterError
-from dynakv.ring import Ring, claim
+from dynakv.ring import Ring
 
 __all__ = [
     "IN_RING",
@@ -305,11 +306,12 @@ def claimant(m: Membership) -> str:
 def plan_ring(m: Membership) -> Ring | None:
     """The ring the claimant would install now, or None when installing would change nothing.
 
-    claim() over the members that are up or joining, moving as few partitions of the
-    current ring as possible, with each member's data center and rack (a change of place
-    plans a new ring too: the walk, and so the replicas, depend on places). Not None while
-    a joining member could be promoted, even when the owners stay the same (a member that
-    rejoined before its leave was installed).
+    claim() over the members that are up or joining, moving few partitions of the current
+    ring, given each member's data center and rack: claim spreads each data center's and
+    rack's partitions around the ring, and a change of place plans a new ring too (the
+    walk, and so the replicas, depend on places). Not None while a joining member could be
+    promoted, even when the owners stay the same (a member that rejoined before its leave
+    was installed).
     When concurrent joins pushed the count past the ring size, the up members and then the
     lowest-named joiners get partitions; the rest stay joining.
     """
@@ -322,8 +324,8 @@ def plan_ring(m: Membership) -> Ring | None:
     # since left or been removed (then plan afresh from the installed ring).
     if m.ring.next is not None and set(m.ring.next.owners) <= set(up + joining):
         return None
-    ring = claim((up + joining)[: current.size], current.size, previous=current)
-    ring = ring.placed({r.name: (r.datacenter, r.rack) for r in m.members})
+    places = {r.name: (r.datacenter, r.rack) for r in m.members}
+    ring = claim((up + joining)[: current.size], current.size, current, places)
     if ring == current and set(joining).isdisjoint(ring.owners):
         return None
     return ring
