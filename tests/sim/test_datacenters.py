@@ -108,3 +108,16 @@ def test_a_relay_that_dies_before_passing_the_write_on_is_bypassed(cluster):
     cluster.crash(relay)  # ... and then it dies: the coordinator sends the write direct
     cluster.run_for(0.5)
     assert cluster.nodes[other].replica("cart", key) is not None
+
+
+def test_a_relayed_replica_that_refuses_answers_the_coordinator_not_the_relay(cluster):
+    key, (relay, other) = _key_with_two_replicas_in(cluster, "dc2")
+    coordinator = next(n for n in replicas(cluster, key) if cluster.datacenters[n] == "dc1")
+    # `other` believes the relay was removed (its view ahead of the coordinator's): it refuses
+    # what the relay passes on, and says so to the coordinator, which answers at once.
+    view = cluster.nodes[other].view
+    view.removed = view.removed | {relay}
+    start = cluster.now
+    reply = ask(cluster, coordinator, ClientPut(1, "cart", key, b"v", w="all"))
+    assert isinstance(reply, ErrorReply) and reply.code == "unavailable", reply
+    assert cluster.now - start < 0.5  # not the 1 s request timeout

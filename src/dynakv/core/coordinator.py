@@ -357,7 +357,9 @@ class Coordinator(Component):
             effects.append(Send(node, ReplicaPut(rid, msg.bucket, msg.key, state, hint=hint)))
         relayed: dict[str, list[str]] = {}
         for nodes in remote.values():
-            relay, rest = nodes[0], nodes[1:]
+            # Not a node this one knows was removed: the others would refuse what it relays.
+            relay = next((x for x in nodes if x not in self.view.removed), nodes[0])
+            rest = [x for x in nodes if x != relay]
             effects.append(Send(relay, ReplicaPut(rid, msg.bucket, msg.key, state, relay=rest)))
             if rest:
                 relayed[relay] = rest
@@ -459,8 +461,18 @@ class Coordinator(Component):
         put = self.puts.get(msg.rid)
         if put is not None:
             put.quorum.fail(source)
-            return self._progress_put(msg.rid, put)
+            return self._bypass(msg.rid, put, source) + self._progress_put(msg.rid, put)
         return None
+
+    def _bypass(self, rid: int, put: PendingPut, relay: str) -> list[Effect]:
+        """A relay that failed or went down may not have passed the write on: send it direct
+        to the replicas it was to feed that have not answered."""
+        down = self.view.down
+        return [
+            Send(node, ReplicaPut(rid, put.bucket, put.key, put.state))
+            for node in put.relayed.pop(relay, [])
+            if put.quorum.waiting_on(node) and node not in down
+        ]
 
     def peer_down(self, name: str) -> list[Effect]:
         """Sloppy quorum: a replica found down mid-request is replaced by the next healthy
@@ -482,10 +494,7 @@ class Coordinator(Component):
                     get.quorum.replace(name, fallback)
                     effects.append(Send(fallback, ReplicaGet(rid, get.bucket, get.key)))
         for rid, put in list(self.puts.items()):
-            # A relay found down may not have passed the write on: send it direct.
-            for node in put.relayed.pop(name, []):
-                if put.quorum.waiting_on(node) and node not in down:
-                    effects.append(Send(node, ReplicaPut(rid, put.bucket, put.key, put.state)))
+            effects.extend(self._bypass(rid, put, name))
             if put.quorum.waiting_on(name):
                 fallback = self.view.take_spare(put.spare, put.hints.get(name, name))
                 if fallback is None:

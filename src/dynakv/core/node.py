@@ -207,7 +207,9 @@ class Node:
                     effects = handler(now, event.source, event.message)
                 except DynakvError as exc:
                     rid = getattr(event.message, "rid", 0)
-                    effects = [Send(event.source, error_reply(rid, exc))]
+                    # A relayed write's error goes to its coordinator, as its ack would.
+                    to = getattr(event.message, "reply_to", "") or event.source
+                    effects = [Send(to, error_reply(rid, exc))]
         elif type(event) is TimerFired:
             timer = self._timers.get(event.name)
             effects = [] if timer is None else timer(now)

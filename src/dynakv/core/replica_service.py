@@ -50,10 +50,12 @@ class ReplicaService(Component):
 
     def on_put(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReplicaPut)
-        if source in self.view.removed:
-            # A removed node that comes back with its old disk must not hand old copies
-            # around (they could bring back keys reaped since); it stops once it learns.
-            raise ClusterError(f"{source} was removed from the cluster")
+        origin = msg.reply_to or source  # the coordinator, also of a write relayed to us
+        for sender in {source, origin}:
+            if sender in self.view.removed:
+                # A removed node that comes back with its old disk must not hand old copies
+                # around (they could bring back keys reaped since); it stops once it learns.
+                raise ClusterError(f"{sender} was removed from the cluster")
         validate_location(msg.bucket, msg.key)
         incoming = versions.decode(msg.state)
         for sibling in versions.values(incoming):
@@ -64,14 +66,14 @@ class ReplicaService(Component):
             if not self.hints.record(msg.hint, digest, msg.bucket, msg.key, now, len(msg.state)):
                 self.logs.append(self.hints.drop_log(msg.hint, msg.bucket, msg.key, "budget"))
                 error = Unavailable("this fallback's hint budget is spent", needed=1, got=0)
-                return [Send(source, error_reply(msg.rid, error))] if msg.rid else []
+                return [Send(origin, error_reply(msg.rid, error))] if msg.rid else []
         if msg.overwrite and self.bugs.read_repair_overwrites:
             self.store.put(msg.bucket, msg.key, incoming)
         else:
             self.store.merge(msg.bucket, msg.key, incoming, lww, msg.state)
         if not msg.rid:
             return []
-        effects: list[Effect] = [Send(msg.reply_to or source, ReplicaPutReply(msg.rid))]
+        effects: list[Effect] = [Send(origin, ReplicaPutReply(msg.rid))]
         if msg.relay:  # the coordinator's one copy into this data center: pass it on
             onward = ReplicaPut(msg.rid, msg.bucket, msg.key, msg.state, reply_to=source)
             effects.extend(Send(node, onward) for node in msg.relay if node != self.view.name)
