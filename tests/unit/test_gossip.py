@@ -178,3 +178,17 @@ def test_the_claimant_of_a_cluster_made_before_bucket_types_seeds_them_from_its_
     p.view.adopt(msgspec.structs.replace(p.view.state, types=()))
     gossiper(p).claim()
     assert [t.name for t in p.view.state.types] == [bt.DEFAULT]
+
+
+def test_a_type_asking_more_of_a_data_center_than_it_has_is_refused_and_changes_nothing():
+    places = {"n1": ("dc1", "r1"), "n2": ("dc1", "r2"), "n3": ("dc2", "r1")}
+    p = parts("n1", places=places)
+    g = gossiper(p)
+    before = p.view.state
+    with pytest.raises(InvalidRequest, match="dc2 has 1 node, asked for 2"):
+        g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc2": 2}}))
+    with pytest.raises(InvalidRequest, match="unknown data center dc9: members are in dc1, dc2"):
+        g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc9": 1}}))
+    assert p.view.state is before and p.logs == []
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc1": 2}}))
+    assert p.view.bucket("carts").datacenters == (("dc1", 2),)

@@ -227,6 +227,12 @@ class Gossiper(Component):
         if view.epoch == 0:
             raise InvalidRequest("this node has not joined a cluster yet")
         changed = bt.change(view.state.types, msg.name, msg.props, msg.mode)
+        if changed.datacenters:
+            sizes: dict[str, int] = {}
+            for member in view.state.members:
+                if member.status != "removed":
+                    sizes[member.datacenter] = sizes.get(member.datacenter, 0) + 1
+            bt.check_datacenters(changed, sizes)
         existing = next((t for t in view.state.types if t.name == msg.name), None)
         effects: list[Effect] = []
         if existing is None or bt.differences(existing, changed):
