@@ -24,7 +24,7 @@ from dynakv.messages import (
     JoinRequest,
 )
 from dynakv.storage.memory import MemoryEngine
-from tests.unit.components import Parts, formed, parts, record, sends
+from tests.unit.components import NAMES, Parts, formed, parts, record, sends
 
 
 def gossiper(p: Parts) -> Gossiper:
@@ -192,3 +192,29 @@ def test_a_type_asking_more_of_a_data_center_than_it_has_is_refused_and_changes_
     assert p.view.state is before and p.logs == []
     g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc1": 2}}))
     assert p.view.bucket("carts").datacenters == (("dc1", 2),)
+
+
+def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_one():
+    places = {n: ("dc1" if n in ("n1", "n2", "n3") else "dc2", "rack1") for n in NAMES}
+    p = parts("n1", names=[*NAMES, "n6"], places={**places, "n6": ("dc2", "rack1")})
+    g = gossiper(p)
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc1": 3}}))
+    record = p.view.state.ring
+    # dc1's three nodes are each among the first 3 of the walk or not: some partitions move.
+    assert record.next is not None and record.next_datacenters == (("dc1", 3),)
+    assert p.view.pending_moves_list()
+    for partition, node in p.view.pending_moves_list():
+        assert node in p.view.replicas(partition)
+        assert node not in p.view.placed_replicas(partition)
+        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    g.claim()
+    assert p.view.state.ring.next is None
+    assert p.view.state.ring.datacenters == (("dc1", 3),)
+    change = ClientBucketChange(2, "carts", {"datacenters": {"dc1": 3, "dc2": 3}})
+    g.on_bucket_change(0.0, "#c", change)
+    record = p.view.state.ring
+    assert record.next_datacenters == (("dc1", 3), ("dc2", 3)) and p.view.pending_moves_list()
+    assert any(log.event == "replication_raised" for log in p.logs)
+    before = p.view.state.ring
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(3, "carts", {"datacenters": {"dc1": 1}}))
+    assert p.view.state.ring == before  # lowering moves nothing: the copies stay

@@ -200,8 +200,9 @@ def _reaping_quiet(cluster: SimCluster) -> bool:
 
 def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:
     ring = cluster.nodes[cluster.names[0]].ring
-    n = cluster.nodes[cluster.names[0]].view.bucket(bucket).n
-    return ring.preference_list(ring.partition(bucket, key), n)
+    props = cluster.nodes[cluster.names[0]].view.bucket(bucket)
+    n = 0 if props.datacenters else props.n
+    return ring.replicas(ring.partition(bucket, key), n, props.datacenters)
 
 
 def _repair(cluster: SimCluster, bucket: str, keys: list[str], config: RunConfig) -> list[Read]:
