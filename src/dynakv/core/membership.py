@@ -507,13 +507,24 @@ def replica_moves(
 ) -> list[tuple[int, str]]:
     """(key partition, node) for every node that `new` at `new_n` replicas (0: n) and
     `new_datacenters` (None: `datacenters`) makes a replica of that partition while `old` at
-    `n` and `datacenters` does not."""
+    `n` and `datacenters` does not. Each part on its own: a node new to the first N of the
+    walk moves even if it was in a data center's list before, and the other way round, as
+    writes to a bucket go only to its own part (anti-entropy alone would fill it)."""
     after = datacenters if new_datacenters is None else new_datacenters
+    new_n = new_n or n
     moves: list[tuple[int, str]] = []
     for partition in range(old.size):
-        before = set(old.replicas(partition, n, datacenters))
-        for node in new.replicas(partition, new_n or n, after):
-            if node not in before:
+        walked = set(old.preference_list(partition, n))
+        if not datacenters and not after:
+            moves.extend(
+                (partition, x) for x in new.preference_list(partition, new_n) if x not in walked
+            )
+            continue
+        listed = set(old.replicas(partition, 0, datacenters)) if datacenters else set()
+        walking = set(new.preference_list(partition, new_n))
+        listing = set(new.replicas(partition, 0, after)) if after else set()
+        for node in new.replicas(partition, new_n, after):
+            if (node in walking and node not in walked) or (node in listing and node not in listed):
                 moves.append((partition, node))
     return moves
 
