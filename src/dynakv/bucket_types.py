@@ -10,6 +10,7 @@ values and functions: no I/O, no clock.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT",
     "LEVELS",
     "MAX_VALUE_LIMIT",
+    "PLACE_NAME",
     "POLICIES",
     "PROPS",
     "BucketType",
@@ -42,6 +44,7 @@ DEFAULT = "_default"  # the type of every bucket that has none of its own
 LEVELS = NAMED  # one, quorum, all, local_one, local_quorum, each_quorum (levels.py)
 POLICIES = ("siblings", "lww")
 PROPS = ("n", "r", "w", "policy", "max_value_bytes", "datacenters")  # what a change may set
+PLACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a data center's or rack's
 MAX_VALUE_LIMIT = 32 << 20  # a value must fit a 64 MiB frame with its siblings' company
 
 Level = int | str
@@ -288,8 +291,7 @@ def _datacenter_problems(datacenters: object) -> list[str]:
     for dc, count in datacenters:  # type: ignore[attr-defined]
         if not isinstance(dc, str) or not valid_datacenter(dc):
             problems.append(
-                f"invalid data center name {dc!r}: 1-64 characters, no spaces, commas, '=' "
-                "or NUL"
+                f"invalid data center name {dc!r}: use 1-64 letters, digits, '.', '_' or '-'"
             )
         elif not _is_int(count) or count < 1:
             problems.append(f"the count of data center {dc} must be an integer >= 1, got {count!r}")
@@ -297,8 +299,8 @@ def _datacenter_problems(datacenters: object) -> list[str]:
 
 
 def valid_datacenter(name: str) -> bool:
-    """Whether name can be a data center's: 1-64 characters, no whitespace, ',', '=' or NUL."""
-    return 1 <= len(name) <= 64 and not any(c.isspace() or c in ",=\0" for c in name)
+    """Whether name can be a data center's, as a node's --datacenter must be (PLACE_NAME)."""
+    return PLACE_NAME.fullmatch(name) is not None
 
 
 def _check_name(name: object) -> None:

@@ -5,17 +5,16 @@ Nothing reads the environment after start-up; the core receives this object.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dynakv.bucket_types import DEFAULT, LEVELS, MAX_VALUE_LIMIT, BucketType
+from dynakv.bucket_types import DEFAULT, LEVELS, MAX_VALUE_LIMIT, PLACE_NAME, BucketType
 from dynakv.errors import InvalidRequest
 
 Policy = Literal["siblings", "lww"]
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = PLACE_NAME  # node names, data centers and racks alike
 
 
 @dataclass(frozen=True)
