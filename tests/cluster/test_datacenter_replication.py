@@ -5,6 +5,8 @@ nodes shows), and bad counts or names are refused with 400 and change nothing.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 from dynakv.client import Client
@@ -78,5 +80,12 @@ def test_a_type_with_datacenters_places_keys_per_data_center_and_bad_input_is_re
             assert reply.json()["error"] == "invalid_request"
             assert message in reply.json()["message"], (props, reply.body)
         assert http("GET", f"{url}/v1/buckets/carts").json() == before
+
+        command = [sys.executable, "-m", "dynakv", "bucket", "create", "orders"]
+        command += ["--datacenters", "dc1=1,dc2=1", "--node", cluster[1].node_addr]
+        made = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        assert "n=2 r=local_quorum w=local_quorum" in made.stdout
+        assert "datacenters=dc1=1,dc2=1" in made.stdout
     finally:
         cluster.stop()
