@@ -9,7 +9,8 @@ import dataclasses
 
 from dynakv.messages import ClientBucketChange, ClientPut, ClusterInfo, PutResult
 from dynakv.sim.cluster import SimCluster
-from dynakv.sim.run import node_config
+from dynakv.sim.options import SimOptions
+from dynakv.sim.run import RunConfig, node_config, run_seeds
 from tests.sim.test_datacenters import ask
 
 NAMES = [f"n{i}" for i in range(1, 7)]  # n1 n3 n5 in dc1, n2 n4 n6 in dc2; racks r1..r3
@@ -58,3 +59,19 @@ def test_a_raised_data_center_count_moves_every_key_to_its_new_replica():
         sites = sorted(cluster.datacenters[name] for name in primaries)
         assert sites == ["dc1", "dc1", "dc2", "dc2"], (key, primaries)
         assert set(primaries) <= holders(cluster, key), key
+
+
+def test_seeds_with_a_bucket_placed_per_data_center_keep_every_acknowledged_write():
+    config = RunConfig(
+        nodes=6,
+        options=SimOptions().with_faults("all"),
+        racks=3,
+        datacenters=2,
+        bucket_datacenters=(("dc1", 1), ("dc2", 2)),
+    )
+    failed = [
+        f"seed {r.seed}: {r.report.summary()}"
+        for r in run_seeds(list(range(1, 21)), config)
+        if not r.report.ok
+    ]
+    assert not failed, failed
