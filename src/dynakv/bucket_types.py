@@ -3,11 +3,14 @@
 A bucket uses the type of its own name if there is one, else the default type, `_default`
 (not `default`: that is the name of the Redis front end's bucket, which is lww). A type
 stores r and w as given (a number or a level: one, quorum, all) and they are resolved
-against its n when used. Pure values and functions: no I/O, no clock.
+against its n when used. A type may list replication counts per data center
+(`datacenters`, as Cassandra's NetworkTopologyStrategy): its n is then their sum. Pure
+values and functions: no I/O, no clock.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -20,35 +23,36 @@ __all__ = [
     "DEFAULT",
     "LEVELS",
     "MAX_VALUE_LIMIT",
+    "PLACE_NAME",
     "POLICIES",
     "PROPS",
     "BucketType",
+    "Datacenters",
     "ResolvedProps",
     "change",
+    "check_datacenters",
     "differences",
     "merge_types",
     "resolve",
     "resolve_level",
     "type_of",
+    "valid_datacenter",
     "with_type",
 ]
 
 DEFAULT = "_default"  # the type of every bucket that has none of its own
 LEVELS = NAMED  # one, quorum, all, local_one, local_quorum, each_quorum (levels.py)
 POLICIES = ("siblings", "lww")
-PROPS = ("n", "r", "w", "policy", "max_value_bytes")  # what a change may set
+PROPS = ("n", "r", "w", "policy", "max_value_bytes", "datacenters")  # what a change may set
+PLACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a data center's or rack's
 MAX_VALUE_LIMIT = 32 << 20  # a value must fit a 64 MiB frame with its siblings' company
 
 Level = int | str
+Datacenters = tuple[tuple[str, int], ...]  # (data center, replicas there), sorted by name
 
 
 class BucketType(msgspec.Struct, frozen=True, array_like=True):
-    """One bucket type as the cluster knows it; a newer version replaces an older one.
-
-    Room for per-data-center replication: a trailing field
-    `datacenters: tuple[tuple[str, int], ...] = ()` (sorted by data center) decodes from
-    older encodings as (), so it can be added after `version` without a format change.
-    """
+    """One bucket type as the cluster knows it; a newer version replaces an older one."""
 
     name: str
     n: int  # replicas of each key
@@ -57,9 +61,18 @@ class BucketType(msgspec.Struct, frozen=True, array_like=True):
     policy: str  # siblings | lww; fixed once the type exists
     max_value_bytes: int
     version: int  # bumped by whoever changes the type
+    # Replicas per data center, sorted by name; n is their sum. () (and in an encoding from
+    # before the field): n replicas along the ring's walk, whatever their data centers.
+    datacenters: Datacenters = ()
 
     def __post_init__(self) -> None:
         problems = _problems(self.n, self.r, self.w, self.policy, self.max_value_bytes)
+        problems.extend(_datacenter_problems(self.datacenters))
+        if self.datacenters and not problems:
+            if list(self.datacenters) != sorted(self.datacenters):
+                problems.append("datacenters must be sorted by name")
+            if self.n != sum(count for _, count in self.datacenters):
+                problems.append(f"n must be the sum of the datacenters' counts, got {self.n}")
         if not self.name or "\0" in self.name:
             problems.append("a type name must be non-empty and without NUL")
         if self.version < 1:
@@ -79,6 +92,7 @@ class ResolvedProps:
     max_value_bytes: int
     type: str  # the type they come from: the bucket's own name, `_default`, or "" (the
     # node's file, while it knows no types: before it has joined a cluster)
+    datacenters: Datacenters = ()  # replicas per data center; () for n along the walk
 
 
 def resolve_level(level: Level, n: int) -> int | str:
@@ -101,7 +115,13 @@ def resolve(bucket_type: BucketType) -> ResolvedProps:
     t = bucket_type
     n = t.n
     return ResolvedProps(
-        n, resolve_level(t.r, n), resolve_level(t.w, n), t.policy, t.max_value_bytes, t.name
+        n,
+        resolve_level(t.r, n),
+        resolve_level(t.w, n),
+        t.policy,
+        t.max_value_bytes,
+        t.name,
+        t.datacenters,
     )
 
 
@@ -157,7 +177,10 @@ def change(
     mode "create" refuses an existing type, "update" a missing one, "put" does either. A new
     type starts from the properties its bucket has now (the default type's); its version is
     one above any it had. The policy of an existing type cannot change: copies written under
-    one policy would merge differently under the other.
+    one policy would merge differently under the other. `datacenters` (data center -> count,
+    a mapping or pairs; empty to drop them) sets n to the sum of the counts; a type that
+    starts listing data centers without a given r or w gets local_quorum for them. Whether
+    each data center has that many members is for the caller (check_datacenters).
     """
     if mode not in ("create", "update", "put"):
         raise InvalidRequest(f"unknown bucket type change {mode!r}; use create, update or put")
@@ -178,9 +201,27 @@ def change(
         raise InvalidRequest("this node knows no bucket types yet: it has not joined a cluster")
     values: dict[str, object] = {p: getattr(base, p) for p in PROPS}
     values.update(props)
+    problems: list[str] = []
+    if "datacenters" in props:
+        given, problems = _datacenters(props["datacenters"])
+        if problems:
+            raise InvalidRequest(f"bucket type {name!r}: " + "; ".join(problems))
+        values["datacenters"] = given
+        if given and not base.datacenters:
+            for level in ("r", "w"):
+                values[level] = props.get(level, "local_quorum")
+    datacenters = values["datacenters"]
+    if datacenters:
+        total = sum(count for _, count in datacenters)  # type: ignore[attr-defined]
+        if "n" in props and props["n"] != total:
+            problems.append(
+                f"n is the sum of the datacenters' counts ({total}) when a type lists them, "
+                f"got {props['n']!r}"
+            )
+        values["n"] = total
     n, r, w = values["n"], values["r"], values["w"]
     policy, limit = values["policy"], values["max_value_bytes"]
-    problems = _problems(n, r, w, policy, limit)
+    problems.extend(_problems(n, r, w, policy, limit))
     if problems:
         raise InvalidRequest(f"bucket type {name!r}: " + "; ".join(problems))
     if existing is not None and policy != existing.policy:
@@ -189,7 +230,21 @@ def change(
             f"copies written under it would merge differently under {policy!r}"
         )
     version = existing.version + 1 if existing is not None else 1
-    return BucketType(name, n, r, w, policy, limit, version)  # type: ignore[arg-type]
+    return BucketType(name, n, r, w, policy, limit, version, datacenters)  # type: ignore[arg-type]
+
+
+def check_datacenters(bucket_type: BucketType, members: Mapping[str, int]) -> None:
+    """InvalidRequest unless every data center the type lists has members (`members`: data
+    center -> how many members it has) and at least as many as the replicas asked of it."""
+    known = ", ".join(sorted(members)) or "none"
+    for dc, count in bucket_type.datacenters:
+        have = members.get(dc, 0)
+        if not have:
+            raise InvalidRequest(f"unknown data center {dc}: members are in {known}")
+        if count > have:
+            raise InvalidRequest(
+                f"{dc} has {have} node{'s' if have != 1 else ''}, asked for {count}"
+            )
 
 
 def with_type(types: tuple[BucketType, ...], bucket_type: BucketType) -> tuple[BucketType, ...]:
@@ -210,6 +265,42 @@ def differences(cluster: BucketType | None, mine: BucketType) -> dict[str, str]:
 
 
 # --- validation ------------------------------------------------------------------------------
+
+
+def _datacenters(given: object) -> tuple[Datacenters, list[str]]:
+    """A change's datacenters as sorted pairs, and what is wrong with them."""
+    pairs: list[object]
+    if isinstance(given, Mapping):
+        pairs = list(given.items())
+    elif isinstance(given, list | tuple):
+        pairs = list(given)
+    else:
+        return (), [f"datacenters must map data center names to counts, got {given!r}"]
+    if not all(isinstance(p, list | tuple) and len(p) == 2 for p in pairs):
+        return (), [f"datacenters must map data center names to counts, got {given!r}"]
+    chosen = tuple(sorted((tuple(p) for p in pairs), key=lambda p: str(p[0])))
+    problems = _datacenter_problems(chosen)  # type: ignore[arg-type]
+    names = [dc for dc, _ in chosen]
+    if len(set(names)) != len(names):
+        problems.append("datacenters names a data center twice")
+    return chosen, problems  # type: ignore[return-value]
+
+
+def _datacenter_problems(datacenters: object) -> list[str]:
+    problems: list[str] = []
+    for dc, count in datacenters:  # type: ignore[attr-defined]
+        if not isinstance(dc, str) or not valid_datacenter(dc):
+            problems.append(
+                f"invalid data center name {dc!r}: use 1-64 letters, digits, '.', '_' or '-'"
+            )
+        elif not _is_int(count) or count < 1:
+            problems.append(f"the count of data center {dc} must be an integer >= 1, got {count!r}")
+    return problems
+
+
+def valid_datacenter(name: str) -> bool:
+    """Whether name can be a data center's, as a node's --datacenter must be (PLACE_NAME)."""
+    return PLACE_NAME.fullmatch(name) is not None
 
 
 def _check_name(name: object) -> None:

@@ -426,6 +426,10 @@ def _bucket_options(function):  # type: ignore[no-untyped-def]
         click.option("--w", "w", help="Default write quorum: a number or one, quorum, all."),
         click.option("--policy", type=click.Choice(["siblings", "lww"]), help="Fixed once set."),
         click.option("--max-value-bytes", type=int, help="The largest value a put may store."),
+        click.option(
+            "--datacenters",
+            help="Replicas per data center, e.g. dc1=3,dc2=2 (n is their sum); '' drops them.",
+        ),
         click.option("--node", default=DEFAULT_NODE, show_default=True),
     ]
     for option in reversed(options):
@@ -437,6 +441,8 @@ def _set_bucket(mode: str, name: str, node: str, **given: object) -> None:
     props = {k: v for k, v in given.items() if v is not None}
     if "r" in props or "w" in props:
         props.update({k: _level(props[k]) for k in ("r", "w") if k in props})  # type: ignore[arg-type]
+    if "datacenters" in props:
+        props["datacenters"] = _datacenter_counts(str(props["datacenters"]))
     try:
         with _client(node) as client:
             client.set_bucket_type(name, mode, **props)  # type: ignore[arg-type]
@@ -445,12 +451,26 @@ def _set_bucket(mode: str, name: str, node: str, **given: object) -> None:
         _fail(exc)
 
 
+def _datacenter_counts(text: str) -> dict[str, int]:
+    """--datacenters dc1=3,dc2=2 as {"dc1": 3, "dc2": 2} ("" for none)."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        dc, sep, count = item.partition("=")
+        if not sep or not count.strip().lstrip("-").isdigit():
+            raise click.BadParameter(f"{item!r} is not DC=COUNT", param_hint="--datacenters")
+        counts[dc.strip()] = int(count)
+    return counts
+
+
 def _show_bucket(client: Client, name: str) -> None:
     props = client.bucket(name)
     source = "its own type" if props.type == name else f"the default type {props.type}"
+    placed = ""
+    if props.datacenters:
+        placed = " datacenters=" + ",".join(f"{dc}={c}" for dc, c in props.datacenters)
     click.echo(
         f"{name}: n={props.n} r={props.r} w={props.w} policy={props.policy} "
-        f"max_value_bytes={props.max_value_bytes} (from {source})"
+        f"max_value_bytes={props.max_value_bytes}{placed} (from {source})"
     )
     members = [m for m in client.cluster().members if m.status != "removed"]
     if props.n > len(members):
@@ -499,12 +519,13 @@ def bucket_list(node: str) -> None:
         _fail(exc)
         return
     table = Table(title="bucket types")
-    for column in ("name", "n", "r", "w", "policy", "max_value_bytes", "version"):
+    for column in ("name", "n", "r", "w", "policy", "max_value_bytes", "datacenters", "version"):
         table.add_column(column)
     for t in types:
+        datacenters = ",".join(f"{dc}={count}" for dc, count in t.datacenters)
         table.add_row(
             t.name, str(t.n), str(t.r), str(t.w), t.policy, str(t.max_value_bytes),
-            str(t.version),
+            datacenters, str(t.version),
         )  # fmt: skip
     console.print(table)
 

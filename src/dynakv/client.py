@@ -446,9 +446,12 @@ class Client:
         """The properties bucket `name` has: its own type's, else the default type's."""
         return _bucket_props(self.bucket_types(), name)
 
-    def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
+    def set_bucket_type(
+        self, name: str, mode: str = "put", **props: int | str | dict[str, int]
+    ) -> BucketType:
         """Create (mode "create"), update ("update") or either ("put") bucket type `name`
-        with props among n, r, w (numbers or one, quorum, all), policy, max_value_bytes.
+        with props among n, r, w (numbers or one, quorum, all), policy, max_value_bytes,
+        datacenters ({data center: replicas there}; n becomes their sum).
         Returns the type as the cluster now keeps it; InvalidRequest when refused."""
         message = ClientBucketChange(next(self._rids), name, props, mode)
         return _changed_type(self._call(message, self._router.for_any(), False), name)
@@ -849,7 +852,9 @@ class AsyncClient:
     async def bucket(self, name: str) -> ResolvedProps:
         return _bucket_props(await self.bucket_types(), name)
 
-    async def set_bucket_type(self, name: str, mode: str = "put", **props: int | str) -> BucketType:
+    async def set_bucket_type(
+        self, name: str, mode: str = "put", **props: int | str | dict[str, int]
+    ) -> BucketType:
         message = ClientBucketChange(next(self._rids), name, props, mode)
         return _changed_type(await self._call(message, self._router.for_any(), False), name)
 

@@ -5,17 +5,16 @@ Nothing reads the environment after start-up; the core receives this object.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dynakv.bucket_types import DEFAULT, LEVELS, MAX_VALUE_LIMIT, BucketType
+from dynakv.bucket_types import DEFAULT, LEVELS, MAX_VALUE_LIMIT, PLACE_NAME, BucketType
 from dynakv.errors import InvalidRequest
 
 Policy = Literal["siblings", "lww"]
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = PLACE_NAME  # node names, data centers and racks alike
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,15 @@ class BucketProps:
     w: int | str = 2
     policy: Policy = "siblings"
     max_value_bytes: int | None = None  # None: the node's max_value_bytes
+    # Replicas per data center ({} for n along the walk); n is their sum, and r and w
+    # default to local_quorum when the file lists data centers (see load).
+    datacenters: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError("n must be at least 1")
+        if self.datacenters and self.n != sum(self.datacenters.values()):
+            raise ValueError("n must be the sum of datacenters' counts")
         for level in (self.r, self.w):
             if isinstance(level, str) and level not in LEVELS:
                 raise ValueError(f"r and w must be numbers or one of {', '.join(LEVELS)}")
@@ -102,12 +106,12 @@ class NodeConfig:
     phi_acceptable_pause: float = 3.0
 
     def __post_init__(self) -> None:
-        if not NAME_PATTERN.match(self.name):
+        if not NAME_PATTERN.fullmatch(self.name):
             raise ValueError(
                 f"invalid node name {self.name!r}: use 1-64 letters, digits, '.', '_' or '-'"
             )
         for what, value in (("datacenter", self.datacenter), ("rack", self.rack)):
-            if not NAME_PATTERN.match(value):
+            if not NAME_PATTERN.fullmatch(value):
                 raise ValueError(
                     f"invalid {what} {value!r}: use 1-64 letters, digits, '.', '_' or '-'"
                 )
@@ -143,7 +147,8 @@ class NodeConfig:
 
     def _bucket_type(self, name: str, props: BucketProps) -> BucketType:
         limit = props.max_value_bytes or self.max_value_bytes
-        return BucketType(name, props.n, props.r, props.w, props.policy, limit, 1)
+        datacenters = tuple(sorted(props.datacenters.items()))
+        return BucketType(name, props.n, props.r, props.w, props.policy, limit, 1, datacenters)
 
 
 def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
@@ -162,14 +167,24 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     if unknown:
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
     if "defaults" in raw:
-        raw["defaults"] = BucketProps(**raw["defaults"])
+        raw["defaults"] = _bucket_props(raw["defaults"])
     if "buckets" in raw:
-        raw["buckets"] = {name: BucketProps(**props) for name, props in raw["buckets"].items()}
+        raw["buckets"] = {name: _bucket_props(props) for name, props in raw["buckets"].items()}
     config = NodeConfig(**raw)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
         config = replace(config, **changes)
     return with_resp_bucket(config)
+
+
+def _bucket_props(props: dict[str, Any]) -> BucketProps:
+    """A [defaults] or [buckets.NAME] table; one that lists datacenters has n = their sum
+    and r = w = local_quorum unless it says otherwise."""
+    datacenters = props.get("datacenters")
+    if isinstance(datacenters, dict) and datacenters:
+        props = {"r": "local_quorum", "w": "local_quorum", **props}
+        props.setdefault("n", sum(datacenters.values()))
+    return BucketProps(**props)
 
 
 def with_resp_bucket(config: NodeConfig) -> NodeConfig:

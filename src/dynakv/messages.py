@@ -134,7 +134,8 @@ class ClientBucketChange(Message, tag="bucket_change"):
 
     rid: int
     name: str
-    props: dict[str, int | str]  # n, r, w, policy, max_value_bytes: those to set
+    # n, r, w, policy, max_value_bytes, datacenters (data center -> count): those to set
+    props: dict[str, int | str | dict[str, int]]
     mode: str = "put"
 
 

@@ -149,6 +149,18 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
         chosen = _by_datacenter(self, partition, tuple(counts.items()))
         return {dc: list(names) for dc, names in chosen}
 
+    def replicas(
+        self, partition: int, n: int, counts: Sequence[tuple[str, int]] = ()
+    ) -> list[str]:
+        """The first n nodes of the walk and, for each (data center, count) of `counts`, that
+        data center's list (preference_lists_by_dc), in the order of the walk. Without places
+        (one data center the ring does not name) the counts add up along the walk. A list of
+        a data center grows by its tail as its count grows (each next node is chosen from
+        those chosen before), so a set at smaller counts lies within one at larger counts."""
+        if not counts:
+            return self.preference_list(partition, n)
+        return list(_replicas(self, partition, n, tuple(counts)))
+
     def members(self) -> list[str]:
         """The sorted distinct owner names."""
         return list(_members(self))
@@ -221,6 +233,19 @@ def spread(
         datacenters.add(places[pick][0])
         racks.add(places[pick])
     return tuple(chosen)
+
+
+@lru_cache(maxsize=1 << 14)
+def _replicas(
+    ring: Ring, partition: int, n: int, counts: tuple[tuple[str, int], ...]
+) -> tuple[str, ...]:
+    walk = _walk(ring, partition)
+    if not ring.places:
+        return walk[: max(n, sum(count for _, count in counts))]
+    chosen = set(walk[:n])
+    for _, names in _by_datacenter(ring, partition, counts):
+        chosen.update(names)
+    return tuple(name for name in walk if name in chosen)
 
 
 @lru_cache(maxsize=1 << 14)

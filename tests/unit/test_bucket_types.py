@@ -119,3 +119,77 @@ def test_differences_name_each_property_the_file_has_otherwise():
     cluster = bt.change(SEEDED, DEFAULT, {"n": 4, "w": 3})
     assert bt.differences(cluster, SEEDED[0]) == {"n": "3 -> 4", "w": "2 -> 3"}
     assert "none" in bt.differences(None, SEEDED[1])["type"]
+
+
+# --- replicas per data center ----------------------------------------------------------------
+
+
+def test_a_type_with_datacenters_round_trips_and_an_old_encoding_has_none():
+    carts = BucketType("carts", 5, "local_quorum", 2, "siblings", 10, 1, (("dc1", 3), ("dc2", 2)))
+    raw = msgspec.msgpack.encode(carts)
+    assert msgspec.msgpack.decode(raw, type=BucketType) == carts
+    raw = msgspec.msgpack.encode(["x", 2, 1, 1, "lww", 10, 3])
+    old = msgspec.msgpack.decode(raw, type=BucketType)
+    assert old.datacenters == ()
+    with pytest.raises(ValueError, match="sum"):
+        BucketType("x", 4, 1, 1, "lww", 10, 1, (("dc1", 3), ("dc2", 2)))
+
+
+def test_datacenters_set_n_to_their_sum_and_r_w_to_local_quorum():
+    carts = bt.change(SEEDED, "carts", {"datacenters": {"dc2": 2, "dc1": 3}}, "create")
+    assert carts.datacenters == (("dc1", 3), ("dc2", 2))
+    assert (carts.n, carts.r, carts.w) == (5, "local_quorum", "local_quorum")
+    assert bt.resolve(carts).datacenters == carts.datacenters
+    raised = bt.change((carts,), "carts", {"datacenters": {"dc1": 3, "dc2": 3}}, "update")
+    assert (raised.n, raised.r, raised.version) == (6, "local_quorum", 2)
+    given = bt.change(SEEDED, "carts", {"datacenters": {"dc1": 2}, "r": 1, "w": "all"})
+    assert (given.n, given.r, given.w) == (2, 1, "all")
+    dropped = bt.change((carts,), "carts", {"datacenters": {}, "n": 3, "r": 2, "w": 2})
+    assert (dropped.datacenters, dropped.n) == ((), 3)
+
+
+@pytest.mark.parametrize(
+    ("datacenters", "message"),
+    [
+        ({"dc1": 0}, "count of data center dc1 must be an integer >= 1, got 0"),
+        ({"dc1": "3"}, "count of data center dc1 must be an integer >= 1"),
+        ({"dc1": True}, "count of data center dc1 must be an integer >= 1"),
+        ({"d c": 1}, "invalid data center name 'd c'"),
+        ({"": 1}, "invalid data center name ''"),
+        ([1, 2], "datacenters must map data center names to counts"),
+        ("dc1=3", "datacenters must map data center names to counts"),
+    ],
+)
+def test_bad_datacenters_are_refused(datacenters, message):
+    with pytest.raises(InvalidRequest, match=message):
+        bt.change(SEEDED, "carts", {"datacenters": datacenters})
+
+
+def test_n_must_agree_with_the_datacenters_it_sums():
+    with pytest.raises(InvalidRequest, match=r"n is the sum of the datacenters' counts \(3\)"):
+        bt.change(SEEDED, "carts", {"datacenters": {"dc1": 2, "dc2": 1}, "n": 4})
+
+
+def test_datacenters_must_name_data_centers_with_enough_members():
+    carts = bt.change(SEEDED, "carts", {"datacenters": {"dc1": 2, "dc2": 3}})
+    with pytest.raises(InvalidRequest, match="dc2 has 2 nodes, asked for 3"):
+        bt.check_datacenters(carts, {"dc1": 2, "dc2": 2})
+    with pytest.raises(InvalidRequest, match="unknown data center dc2: members are in dc1, dc9"):
+        bt.check_datacenters(carts, {"dc1": 2, "dc9": 4})
+    bt.check_datacenters(carts, {"dc1": 2, "dc2": 3})
+
+
+def test_a_file_may_list_replicas_per_data_center(tmp_path):
+    from dynakv import config
+
+    path = tmp_path / "node.toml"
+    path.write_text("[buckets.carts]\ndatacenters = {dc1 = 3, dc2 = 2}\n")
+    carts = next(t for t in config.load(path).bucket_types() if t.name == "carts")
+    assert (carts.n, carts.r, carts.w) == (5, "local_quorum", "local_quorum")
+    assert carts.datacenters == (("dc1", 3), ("dc2", 2))
+
+
+@pytest.mark.parametrize("field", ["name", "datacenter", "rack"])
+def test_a_name_with_a_trailing_newline_is_refused(field):
+    with pytest.raises(ValueError, match=f"invalid {'node name' if field == 'name' else field}"):
+        NodeConfig(**{field: "x1\n"})

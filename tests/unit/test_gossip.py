@@ -24,7 +24,7 @@ from dynakv.messages import (
     JoinRequest,
 )
 from dynakv.storage.memory import MemoryEngine
-from tests.unit.components import Parts, formed, parts, record, sends
+from tests.unit.components import NAMES, Parts, formed, parts, record, sends
 
 
 def gossiper(p: Parts) -> Gossiper:
@@ -178,3 +178,44 @@ def test_the_claimant_of_a_cluster_made_before_bucket_types_seeds_them_from_its_
     p.view.adopt(msgspec.structs.replace(p.view.state, types=()))
     gossiper(p).claim()
     assert [t.name for t in p.view.state.types] == [bt.DEFAULT]
+
+
+def test_a_type_asking_more_of_a_data_center_than_it_has_is_refused_and_changes_nothing():
+    places = {"n1": ("dc1", "r1"), "n2": ("dc1", "r2"), "n3": ("dc2", "r1")}
+    p = parts("n1", places=places)
+    g = gossiper(p)
+    before = p.view.state
+    with pytest.raises(InvalidRequest, match="dc2 has 1 node, asked for 2"):
+        g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc2": 2}}))
+    with pytest.raises(InvalidRequest, match="unknown data center dc9: members are in dc1, dc2"):
+        g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc9": 1}}))
+    assert p.view.state is before and p.logs == []
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc1": 2}}))
+    assert p.view.bucket("carts").datacenters == (("dc1", 2),)
+
+
+def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_one():
+    places = {n: ("dc1" if n in ("n1", "n2", "n3") else "dc2", "rack1") for n in NAMES}
+    p = parts("n1", names=[*NAMES, "n6"], places={**places, "n6": ("dc2", "rack1")})
+    g = gossiper(p)
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"datacenters": {"dc1": 3}}))
+    record = p.view.state.ring
+    # Writes to carts go to dc1's three nodes only from now on: each pulls what the ring
+    # holds (the bucket may have data under the default type), even one among the first 3.
+    assert record.next is not None and record.next_datacenters == (("dc1", 3),)
+    assert len(p.view.pending_moves_list()) == 3 * 16
+    for partition, node in p.view.pending_moves_list():
+        assert node in p.view.replicas(partition)
+        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    g.claim()
+    assert p.view.state.ring.next is None
+    assert p.view.state.ring.datacenters == (("dc1", 3),)
+    change = ClientBucketChange(2, "carts", {"datacenters": {"dc1": 3, "dc2": 3}})
+    g.on_bucket_change(0.0, "#c", change)
+    record = p.view.state.ring
+    assert record.next_datacenters == (("dc1", 3), ("dc2", 3))
+    assert len(p.view.pending_moves_list()) == 3 * 16  # dc2's nodes, new to its list
+    assert any(log.event == "replication_raised" for log in p.logs)
+    before = p.view.state.ring
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(3, "carts", {"datacenters": {"dc1": 1}}))
+    assert p.view.state.ring == before  # lowering moves nothing: the copies stay

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dynakv import bucket_types as bt
 from dynakv.claim import claim
 from dynakv.config import NodeConfig, with_resp_bucket
+from dynakv.core import membership as ms
 from dynakv.core.membership import (
     MemberRecord,
     Membership,
@@ -504,3 +505,22 @@ def test_one_place_for_all_plans_the_ring_of_the_claim_without_places():
         m = request_join(m, _placed(name, "east", "r1"))
     assert plan_ring(m) == claim(["n1", "n2", "n3"], 16, m.ring.ring)
     assert plan_ring(m).places == ()
+
+
+def test_a_ring_record_from_before_per_datacenter_counts_decodes_with_none():
+    ring = claim(["a", "b"], 8)
+    old = msgspec.msgpack.encode([3, ring, "a", None, 3, 0])
+    record = msgspec.msgpack.decode(old, type=ms.RingRecord)
+    assert (record.datacenters, record.next_datacenters) == ((), ())
+    placed = ms.RingRecord(4, ring, "a", ring, 3, 3, (("dc1", 2),), (("dc1", 2), ("dc2", 1)))
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(placed), type=ms.RingRecord) == placed
+
+
+def test_the_storage_rule_is_the_largest_plain_n_and_each_data_centers_largest_count():
+    types = (
+        bt.BucketType("a", 3, 2, 2, "siblings", 10, 1),
+        bt.BucketType("b", 3, 1, 1, "siblings", 10, 1, (("dc1", 2), ("dc2", 1))),
+        bt.BucketType("c", 5, 1, 1, "siblings", 10, 1, (("dc2", 3), ("dc3", 2))),
+        bt.BucketType("d", 2, 1, 1, "siblings", 10, 1),
+    )
+    assert ms.storage_rule(types) == (3, (("dc1", 2), ("dc2", 3), ("dc3", 2)))

@@ -562,3 +562,33 @@ def test_per_dc_lists_without_places_name_one_data_center() -> None:
         ring.preference_lists_by_dc(3, {"any": -1})
     with pytest.raises(ValueError):
         ring.preference_lists_by_dc(16, {"any": 1})
+
+
+@given(_places, st.integers(0, 63), st.data())
+def test_per_dc_lists_at_smaller_counts_are_prefixes_of_those_at_larger_counts(
+    places: list[tuple[str, str]], partition: int, data: st.DataObject
+) -> None:
+    # The storage set of a ring (Ring.replicas at the largest count of each data center)
+    # holds every bucket's replicas only because of this law.
+    ring, _ = _placed_ring(places)
+    if not ring.places:
+        return
+    larger = {dc: data.draw(st.integers(0, 6), label=dc) for dc in ("dc1", "dc2", "dc3")}
+    smaller = {dc: data.draw(st.integers(0, count), label=f"{dc}<") for dc, count in larger.items()}
+    big = ring.preference_lists_by_dc(partition, larger)
+    small = ring.preference_lists_by_dc(partition, smaller)
+    for dc in larger:
+        assert small[dc] == big[dc][: len(small[dc])]
+    within = set(ring.replicas(partition, 0, tuple(larger.items())))
+    assert set(ring.replicas(partition, 0, tuple(smaller.items()))) <= within
+
+
+def test_replicas_are_the_walk_prefix_and_each_data_centers_list_in_walk_order() -> None:
+    where = {"a": ("dc1", "x"), "b": ("dc1", "x"), "c": ("dc1", "y"), "d": ("dc2", "z")}
+    ring = Ring(8, ("a", "b", "d", "c") * 2).placed(where)
+    assert ring.walk(0) == ["a", "d", "c", "b"]
+    assert ring.replicas(0, 0, (("dc1", 2), ("dc2", 1))) == ["a", "d", "c"]
+    assert ring.replicas(0, 1, (("dc1", 3),)) == ["a", "c", "b"]
+    assert ring.replicas(0, 2, ()) == ring.preference_list(0, 2) == ["a", "d"]
+    plain = claim(names(4), 16)
+    assert plain.replicas(3, 1, (("dc1", 2),)) == plain.walk(3)[:2]

@@ -135,3 +135,68 @@ def test_a_raised_n_takes_effect_partition_by_partition_as_the_transfer_fills_it
     p.view.adopt(ms.mark_transferred(p.view.state, partition, placement.incoming[0]))
     assert len(p.view.placement("wide", "k").primaries) == 4
     assert len(p.view.placement("b", "k").primaries) == 3  # a bucket of n=3 keeps 3
+
+
+# --- replicas per data center ----------------------------------------------------------------
+
+
+def _with_type(p, name: str, props: dict) -> None:
+    """Set a bucket type the way the claimant does: the type, then its replication."""
+    changed = bt.change(p.view.state.types, name, props)
+    state = ms.set_type(p.view.state, changed)
+    n, datacenters = ms.storage_rule(state.types)
+    p.view.adopt(ms.install_ring(state, state.ring.ring, "n1", n, datacenters))
+
+
+def test_a_type_with_datacenters_places_each_data_centers_count_in_walk_order():
+    p = parts("n1", names=SIX, places=TWO_DCS)
+    _with_type(p, "carts", {"datacenters": {"dc1": 2, "dc2": 1}})
+    ring = p.view.ring
+    for key in (f"k{i}" for i in range(40)):
+        partition = ring.partition("carts", key)
+        placement = p.view.placement("carts", key)
+        lists = ring.preference_lists_by_dc(partition, {"dc1": 2, "dc2": 1})
+        assert set(placement.primaries) == {*lists["dc1"], *lists["dc2"]}
+        walk = ring.walk(partition)
+        assert placement.primaries == [x for x in walk if x in placement.primaries]
+        assert placement.spare == [x for x in walk if x not in placement.primaries]
+        assert placement.targets == placement.primaries and placement.hints == {}
+        # Every primary is a storage replica of the partition, as is every plain one.
+        storage = p.view.replicas(partition)
+        assert set(placement.primaries) <= set(storage)
+        plain = p.view.placement("b", key).primaries
+        assert set(plain) <= set(p.view.replicas(ring.partition("b", key)))
+        assert storage == [x for x in walk if x in {*walk[:3], *lists["dc1"], *lists["dc2"]}]
+
+
+def test_a_down_primary_of_a_data_center_list_gets_a_fallback_from_that_data_center():
+    p = parts("n1", names=SIX, places=TWO_DCS)
+    _with_type(p, "carts", {"datacenters": {"dc1": 2, "dc2": 1}})
+    before = p.view.placement("carts", "k")
+    remote = next(x for x in before.primaries if TWO_DCS[x][0] == "dc2")
+    p.view.down = {remote}
+    after = p.view.placement("carts", "k")
+    (fallback, primary), = after.hints.items()  # fmt: skip
+    assert primary == remote and TWO_DCS[fallback][0] == "dc2"
+    assert fallback not in before.primaries
+
+
+def test_a_raised_data_center_count_waits_for_the_transfer_that_fills_it():
+    p = parts("n1", names=SIX, places=TWO_DCS)
+    _with_type(p, "carts", {"datacenters": {"dc1": 2, "dc2": 1}})
+    raised = bt.change(p.view.state.types, "carts", {"datacenters": {"dc1": 2, "dc2": 2}})
+    p.view.adopt(ms.set_type(p.view.state, raised))
+    assert p.view.wanted_datacenters == (("dc1", 2), ("dc2", 2))
+    assert len(p.view.placement("carts", "k").primaries) == 3  # the ring holds 1 in dc2
+    state = p.view.state
+    p.view.adopt(ms.start_transfer(state, state.ring.ring, "n1", 0, p.view.wanted_datacenters))
+    # A partition whose second dc2 node is among the first 3 of its walk has it already.
+    moving = {partition for partition, _ in p.view.pending_moves_list()}
+    ring = p.view.ring
+    key = next(k for k in (f"k{i}" for i in range(100)) if ring.partition("carts", k) in moving)
+    placement = p.view.placement("carts", key)
+    assert len(placement.primaries) == 3 and len(placement.incoming) == 1
+    assert TWO_DCS[placement.incoming[0]][0] == "dc2"
+    partition = ring.partition("carts", key)
+    p.view.adopt(ms.mark_transferred(p.view.state, partition, placement.incoming[0]))
+    assert len(p.view.placement("carts", key).primaries) == 4

@@ -229,6 +229,12 @@ class Gossiper(Component):
         if view.epoch == 0:
             raise InvalidRequest("this node has not joined a cluster yet")
         changed = bt.change(view.state.types, msg.name, msg.props, msg.mode)
+        if changed.datacenters:
+            sizes: dict[str, int] = {}
+            for member in view.state.members:
+                if member.status != "removed":
+                    sizes[member.datacenter] = sizes.get(member.datacenter, 0) + 1
+            bt.check_datacenters(changed, sizes)
         existing = next((t for t in view.state.types if t.name == msg.name), None)
         effects: list[Effect] = []
         if existing is None or bt.differences(existing, changed):
@@ -268,25 +274,32 @@ class Gossiper(Component):
             view.adopt(_seeded(state, self.config.bucket_types()))
             state = view.state
         placed = view.placed_replication
+        placed_dcs = view.placed_datacenters
         # The replication never falls by itself: copies beyond a lowered n stay replicas
         # (anti-entropy keeps them, so a write that reached only them is not stranded).
         wanted = max(placed, view.wanted_replication)
+        wanted_dcs = ms.widest(placed_dcs, view.wanted_datacenters)
         plan = self._plan(state)
         if plan is not None:
             same_owners = plan.owners == state.ring.ring.owners
-            if same_owners and not ms.replica_moves(state.ring.ring, plan, placed, wanted):
-                new = ms.install_ring(state, plan, view.name, wanted)
+            ring = state.ring.ring
+            if same_owners and not ms.replica_moves(
+                ring, plan, placed, wanted, placed_dcs, wanted_dcs
+            ):
+                new = ms.install_ring(state, plan, view.name, wanted, wanted_dcs)
             else:
-                new = ms.start_transfer(state, plan, view.name, wanted)
+                new = ms.start_transfer(state, plan, view.name, wanted, wanted_dcs)
                 moves = len(ms.pending_moves(new, view.legacy_replication))
                 self.logs.append(Log("info", "transfer_planned", {"moves": moves}))
-        elif state.ring.next is None and wanted > placed:
+        elif state.ring.next is None and (wanted > placed or wanted_dcs != placed_dcs):
             # A transfer to the same owners: the new replicas pull what they lack.
-            new = ms.start_transfer(state, state.ring.ring, view.name, wanted)
+            new = ms.start_transfer(state, state.ring.ring, view.name, wanted, wanted_dcs)
             moves = len(ms.pending_moves(new, view.legacy_replication))
             if not moves:  # no node to fill (fewer members than n): just record it
-                new = ms.install_ring(state, state.ring.ring, view.name, wanted)
-            fields = {"from": placed, "to": wanted, "moves": moves}
+                new = ms.install_ring(state, state.ring.ring, view.name, wanted, wanted_dcs)
+            fields: dict[str, object] = {"from": placed, "to": wanted, "moves": moves}
+            if wanted_dcs != placed_dcs:
+                fields["datacenters"] = ",".join(f"{dc}={c}" for dc, c in wanted_dcs)
             self.logs.append(Log("info", "replication_raised", fields))
         elif state.ring.next is not None and not view.pending_moves:
             new = ms.finish_transfer(state, view.name)

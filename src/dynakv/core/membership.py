@@ -18,9 +18,12 @@ How a state merges:
 - Bucket types (bucket_types.py) are per-name records like members: the higher version
   wins, ties by encoding. Whoever changes a type bumps its version.
 
-Replication: the ring record says for which N its data is placed (`replication`, and
-`next_replication` for `next`): the claimant raises it with a transfer to the same owners
-when a bucket type asks for more replicas than the ring holds (see `pending_moves`).
+Replication: the ring record says for which rule its data is placed: N along the walk
+(`replication`, and `next_replication` for `next`) and replicas per data center
+(`datacenters`, `next_datacenters`). A partition's replicas are the first N of its walk
+and each data center's list at its count (`Ring.replicas`). The claimant raises either
+with a transfer to the same owners when a bucket type asks for more replicas than the ring
+holds (see `pending_moves`); lowering a type's counts moves nothing.
 
 Who changes what: an operator's join/leave/remove reaches any member, which applies
 `request_join` / `request_leave` / `mark_removed` to its state and gossips it. The claimant
@@ -48,7 +51,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from dynakv.bucket_types import BucketType, merge_types, with_type
+from dynakv.bucket_types import BucketType, Datacenters, merge_types, with_type
 from dynakv.claim import claim
 from dynakv.errors import ClusterError
 from dynakv.ring import Ring
@@ -60,6 +63,7 @@ __all__ = [
     "Membership",
     "RingRecord",
     "claimant",
+    "datacenters",
     "decode",
     "encode",
     "finish_transfer",
@@ -79,6 +83,8 @@ __all__ = [
     "request_leave",
     "set_type",
     "start_transfer",
+    "storage_rule",
+    "widest",
 ]
 
 STATUSES = ("joining", "up", "leaving", "removed")  # in merge order of precedence, low first
@@ -128,6 +134,10 @@ class RingRecord(msgspec.Struct, frozen=True, array_like=True):
     # the new replicas when a bucket type raises n.
     replication: int = 0
     next_replication: int = 0
+    # Replicas per data center that ring's data is placed for, beside the N above (sorted;
+    # () for none), and those of `next` (only read while `next` is set).
+    datacenters: Datacenters = ()
+    next_datacenters: Datacenters = ()
 
 
 class Membership(msgspec.Struct, frozen=True, array_like=True):
@@ -341,8 +351,10 @@ def new_cluster(
     bucket types it seeds (its ring placed for their largest n)."""
     record = msgspec.structs.replace(founder, status="up")
     ring = claim([founder.name], ring_size)
-    replication = max((t.n for t in types), default=0)
-    ring_record = RingRecord(1, ring, founder.name, replication=replication)
+    replication, datacenters = storage_rule(types)
+    ring_record = RingRecord(
+        1, ring, founder.name, replication=replication, datacenters=datacenters
+    )
     return Membership(cluster, (record,), ring_record, (), types)
 
 
@@ -425,9 +437,16 @@ def mark_removed(m: Membership, name: str) -> Membership:
     )
 
 
-def install_ring(m: Membership, ring: Ring, by: str, replication: int = 0) -> Membership:
+def install_ring(
+    m: Membership,
+    ring: Ring,
+    by: str,
+    replication: int = 0,
+    datacenters: Datacenters | None = None,
+) -> Membership:
     """Install ring as claimant `by`: epoch + 1, and joining members that own partitions are
-    up. Its data is placed for `replication` (0: the N the installed ring has)."""
+    up. Its data is placed for `replication` (0: the N the installed ring has) and
+    `datacenters` (None: those of the installed ring)."""
     if ring.size != m.ring.ring.size:
         raise ValueError(
             f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {ring.size}"
@@ -439,31 +458,73 @@ def install_ring(m: Membership, ring: Ring, by: str, replication: int = 0) -> Me
         else record
         for record in m.members
     )
-    record = RingRecord(m.ring.epoch + 1, ring, by, replication=replication or m.ring.replication)
+    record = RingRecord(
+        m.ring.epoch + 1,
+        ring,
+        by,
+        replication=replication or m.ring.replication,
+        datacenters=m.ring.datacenters if datacenters is None else datacenters,
+    )
     return Membership(m.cluster, members, record, (), m.types)
 
 
-def start_transfer(m: Membership, target: Ring, by: str, replication: int = 0) -> Membership:
+def start_transfer(
+    m: Membership,
+    target: Ring,
+    by: str,
+    replication: int = 0,
+    datacenters: Datacenters | None = None,
+) -> Membership:
     """Begin moving towards `target`, placed for `replication` replicas (0: as many as the
-    installed ring): the installed ring keeps serving until data has moved. `target` may
-    have the installed ring's owners when only the replication grows."""
+    installed ring) and `datacenters` (None: the installed ring's): the installed ring
+    keeps serving until data has moved. `target` may have the installed ring's owners when
+    only the replication grows."""
     if target.size != m.ring.ring.size:
         raise ValueError(
             f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {target.size}"
         )
     placed = m.ring.replication
-    record = RingRecord(m.ring.epoch + 1, m.ring.ring, by, target, placed, replication or placed)
+    record = RingRecord(
+        m.ring.epoch + 1,
+        m.ring.ring,
+        by,
+        target,
+        placed,
+        replication or placed,
+        m.ring.datacenters,
+        m.ring.datacenters if datacenters is None else datacenters,
+    )
     return Membership(m.cluster, m.members, record, (), m.types)
 
 
-def replica_moves(old: Ring, new: Ring, n: int, new_n: int = 0) -> list[tuple[int, str]]:
-    """(key partition, node) for every node that `new` at `new_n` replicas (0: n) makes a
-    replica of that partition while `old` at `n` does not."""
+def replica_moves(
+    old: Ring,
+    new: Ring,
+    n: int,
+    new_n: int = 0,
+    datacenters: Datacenters = (),
+    new_datacenters: Datacenters | None = None,
+) -> list[tuple[int, str]]:
+    """(key partition, node) for every node that `new` at `new_n` replicas (0: n) and
+    `new_datacenters` (None: `datacenters`) makes a replica of that partition while `old` at
+    `n` and `datacenters` does not. Each part on its own: a node new to the first N of the
+    walk moves even if it was in a data center's list before, and the other way round, as
+    writes to a bucket go only to its own part (anti-entropy alone would fill it)."""
+    after = datacenters if new_datacenters is None else new_datacenters
+    new_n = new_n or n
     moves: list[tuple[int, str]] = []
     for partition in range(old.size):
-        before = set(old.preference_list(partition, n))
-        for node in new.preference_list(partition, new_n or n):
-            if node not in before:
+        walked = set(old.preference_list(partition, n))
+        if not datacenters and not after:
+            moves.extend(
+                (partition, x) for x in new.preference_list(partition, new_n) if x not in walked
+            )
+            continue
+        listed = set(old.replicas(partition, 0, datacenters)) if datacenters else set()
+        walking = set(new.preference_list(partition, new_n))
+        listing = set(new.replicas(partition, 0, after)) if after else set()
+        for node in new.replicas(partition, new_n, after):
+            if (node in walking and node not in walked) or (node in listing and node not in listed):
                 moves.append((partition, node))
     return moves
 
@@ -475,6 +536,28 @@ def replication(record: RingRecord, legacy: int) -> tuple[int, int]:
     return placed, record.next_replication or placed
 
 
+def datacenters(record: RingRecord) -> tuple[Datacenters, Datacenters]:
+    """(replicas per data center the installed ring is placed for, those of ring.next)."""
+    placed = record.datacenters
+    return placed, placed if record.next is None else record.next_datacenters
+
+
+def storage_rule(types: tuple[BucketType, ...]) -> tuple[int, Datacenters]:
+    """What the types ask the ring to hold: the largest n of a type that lists no data
+    centers (0 when none), and the largest count of each data center the others list."""
+    n = max((t.n for t in types if not t.datacenters), default=0)
+    return n, widest(*(t.datacenters for t in types))
+
+
+def widest(*rules: Datacenters) -> Datacenters:
+    """The largest count of each data center any of `rules` lists, sorted by name."""
+    counts: dict[str, int] = {}
+    for rule in rules:
+        for dc, count in rule:
+            counts[dc] = max(count, counts.get(dc, 0))
+    return tuple(sorted(counts.items()))
+
+
 def pending_moves(m: Membership, n: int) -> list[tuple[int, str]]:
     """The moves towards ring.next that have not finished yet ([] when nothing moves):
     replicas of ring.next at its replication that the installed ring at its own lacks. `n`
@@ -484,7 +567,7 @@ def pending_moves(m: Membership, n: int) -> list[tuple[int, str]]:
         return []
     done = {(partition, node) for epoch, partition, node in m.transferred if epoch == m.ring.epoch}
     placed, wanted = replication(m.ring, n)
-    moves = replica_moves(m.ring.ring, target, placed, wanted)
+    moves = replica_moves(m.ring.ring, target, placed, wanted, *datacenters(m.ring))
     return [move for move in moves if move not in done]
 
 
@@ -500,7 +583,7 @@ def mark_transferred(m: Membership, partition: int, node: str) -> Membership:
 def finish_transfer(m: Membership, by: str) -> Membership:
     """Install ring.next as the ring (every move done): joiners that own partitions are up."""
     assert m.ring.next is not None
-    return install_ring(m, m.ring.next, by, m.ring.next_replication)
+    return install_ring(m, m.ring.next, by, m.ring.next_replication, m.ring.next_datacenters)
 
 
 def set_type(m: Membership, bucket_type: BucketType) -> Membership:

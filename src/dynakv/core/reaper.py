@@ -291,7 +291,9 @@ class Reaper(Component):
         if self.hints.holding(digest):
             return False
         ring = self.view.ring
-        primaries = ring.preference_list(ring.partition(bucket, key), self.view.bucket(bucket).n)
+        props = self.view.bucket(bucket)
+        n = 0 if props.datacenters else props.n  # a type's own lists, else n along the walk
+        primaries = ring.replicas(ring.partition(bucket, key), n, props.datacenters)
         if self.view.name in primaries:
             # Settled: a copy that changed lately may have been pushed on from a replica
             # that still held the old value a moment ago; let such messages land first.

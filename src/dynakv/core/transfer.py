@@ -121,9 +121,10 @@ class Transfers(Component):
             if len(self.pulls) >= self.budget.scale(self.config.transfer_concurrency):
                 break
             if partition not in self.pulls:
+                rule = view.next_datacenters if record.next is not None else ()
                 sources = [
                     x
-                    for x in record.ring.preference_list(partition, view.replication)
+                    for x in record.ring.replicas(partition, view.replication, rule)
                     if x != view.name
                 ]
                 pull = Pull(record.epoch, partition, sources)

@@ -70,6 +70,10 @@ class ClusterView:
         # What the installed ring and ring.next are placed for; see _refresh.
         self.placed_replication = self.next_replication = self.legacy_replication
         self.wanted_replication = self.legacy_replication
+        # Replicas per data center, beside the N above (membership.storage_rule).
+        self.placed_datacenters: bt.Datacenters = ()
+        self.next_datacenters: bt.Datacenters = ()
+        self.wanted_datacenters: bt.Datacenters = ()
         self._types: object = None  # the types tuple the caches below were made from
         self._resolved: dict[str, ResolvedProps] = {}  # type name -> its props
         self._default: ResolvedProps | None = None
@@ -81,7 +85,8 @@ class ClusterView:
         self.removed = _removed_names(state)
         self.pending_moves: dict[int, set[str]] = {}
         self._refresh()
-        self._placed: dict[tuple[int, int], Place] = {}  # (partition, n) -> _place(...)
+        # (partition, n, datacenters) -> _place(...)
+        self._placed: dict[tuple[int, int, bt.Datacenters], Place] = {}
         self._placed_ring: object = None
         self._placed_down: object = None
         self._placed_moves: object = None
@@ -117,10 +122,17 @@ class ClusterView:
         return self.placed_replication if self.state.ring.next is None else self.next_replication
 
     def replicas(self, partition: int) -> list[str]:
-        """The partition's replicas in the ring being moved to (or the installed one)."""
+        """The partition's replicas in the ring being moved to (or the installed one): the
+        first N of its walk and each data center's list at its count, in walk order."""
         record = self.state.ring
-        ring = record.ring if record.next is None else record.next
-        return ring.preference_list(partition, self.replication)
+        if record.next is None:
+            return record.ring.replicas(partition, self.placed_replication, self.placed_datacenters)
+        return record.next.replicas(partition, self.next_replication, self.next_datacenters)
+
+    def placed_replicas(self, partition: int) -> list[str]:
+        """The partition's replicas in the installed ring: where its data is now."""
+        ring = self.state.ring.ring
+        return ring.replicas(partition, self.placed_replication, self.placed_datacenters)
 
     def pending_moves_list(self) -> list[tuple[int, str]]:
         """Every (key partition, node) move towards ring.next not finished yet."""
@@ -152,10 +164,12 @@ class ClusterView:
 
     def _refresh(self) -> None:
         state = self.state
-        self.wanted_replication = max((t.n for t in state.types), default=self.legacy_replication)
+        wanted, self.wanted_datacenters = ms.storage_rule(state.types)
+        self.wanted_replication = wanted or self.legacy_replication
         self.placed_replication, self.next_replication = ms.replication(
             state.ring, self.legacy_replication
         )
+        self.placed_datacenters, self.next_datacenters = ms.datacenters(state.ring)
         moves: dict[int, set[str]] = {}
         for partition, node in ms.pending_moves(state, self.legacy_replication):
             moves.setdefault(partition, set()).add(node)
@@ -176,7 +190,8 @@ class ClusterView:
         record = self.state.ring
         digest = key_digest(bucket, key)
         partition = partition_of_digest(digest, record.ring.size)
-        n = self.bucket(bucket).n
+        props = self.bucket(bucket)
+        rule = (partition, props.n, props.datacenters)
         # Every request computes this; it changes only with the ring, the down set or the
         # transfers under way (each replaced whole, never changed in place), so it is cached
         # per partition until one of them is replaced.
@@ -188,35 +203,43 @@ class ClusterView:
             self._placed.clear()
             self._placed_ring, self._placed_down = record, self.down
             self._placed_moves = self.pending_moves
-        place = self._placed.get((partition, n))
+        place = self._placed.get(rule)
         if place is None:
-            place = self._placed[(partition, n)] = self._place(record, partition, n)
+            place = self._placed[rule] = self._place(record, partition, *rule[1:])
         return digest, place
 
-    def _place(self, record: RingRecord, partition: int, n: int) -> Place:
-        """A bucket's n above what the ring is placed for takes effect once the transfer
-        that raises the replication has filled the partition's new replicas."""
+    def _place(
+        self, record: RingRecord, partition: int, n: int, datacenters: bt.Datacenters = ()
+    ) -> Place:
+        """A bucket's n (or count in a data center) above what the ring is placed for takes
+        effect once the transfer that raises the replication has filled the partition's new
+        replicas. A bucket whose type lists data centers has each one's list (in walk
+        order) as primaries; the rest of the walk is spare."""
         ring = record.ring
         incoming: list[str] = []
-        placed_n = min(n, self.placed_replication)
+        placed = (self.placed_replication, self.placed_datacenters)
         if record.next is not None:
-            next_n = min(n, self.next_replication)
+            following = (self.next_replication, self.next_datacenters)
             if partition in self.pending_moves:
                 # Data still moving: the installed ring serves, and the new replicas get
                 # every write too, so nothing written during the transfer is missed.
-                before = ring.preference_list(partition, placed_n)
+                primaries = _primaries(ring, partition, n, datacenters, placed)
                 incoming = [
-                    x for x in record.next.preference_list(partition, next_n) if x not in before
+                    x
+                    for x in _primaries(record.next, partition, n, datacenters, following)
+                    if x not in primaries
                 ]
-                n = placed_n
             else:
-                ring, n = record.next, next_n
+                ring = record.next
+                primaries = _primaries(ring, partition, n, datacenters, following)
         else:
-            n = placed_n
+            primaries = _primaries(ring, partition, n, datacenters, placed)
         walk = ring.walk(partition)
-        primaries = walk[:n]
         down = self.down
-        spare = [node for node in walk[n:] if node not in down]
+        if datacenters:
+            spare = [node for node in walk if node not in down and node not in primaries]
+        else:
+            spare = [node for node in walk[len(primaries) :] if node not in down]
         if not down or not any(node in down for node in primaries):
             return primaries, primaries, {}, spare, incoming
         targets: list[str] = []
@@ -282,6 +305,26 @@ class ClusterView:
                 places.update(zip(ring.members(), ring.places, strict=True))
         self._places, self._places_of = places, record
         self._several_sites = len({place[0] for place in places.values()}) > 1
+
+
+def _primaries(
+    ring: Ring,
+    partition: int,
+    n: int,
+    datacenters: bt.Datacenters,
+    placed: tuple[int, bt.Datacenters],
+) -> list[str]:
+    """A bucket's primaries on `ring`, capped at what the ring is `placed` for: the first n
+    of the walk, or each data center's list at its count. A data center the ring holds no
+    replicas in yet (its type was just made) counts nothing; with none of them placed yet,
+    the bucket's n follows the walk until the claimant has raised the replication."""
+    placed_n, placed_datacenters = placed
+    if datacenters:
+        room = dict(placed_datacenters)
+        counts = [(dc, min(c, room.get(dc, 0))) for dc, c in datacenters if room.get(dc, 0)]
+        if counts:
+            return ring.replicas(partition, 0, counts)
+    return ring.walk(partition)[: min(n, placed_n)]
 
 
 def _removed_names(state: Membership) -> frozenset[str]:

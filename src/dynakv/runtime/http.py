@@ -95,8 +95,9 @@ def _bucket_name(request: web.Request) -> str:
     return bucket
 
 
-def _bucket_props(body: bytes) -> dict[str, int | str]:
-    """The JSON object of a bucket type change: property -> number or string."""
+def _bucket_props(body: bytes) -> dict[str, int | str | dict[str, int]]:
+    """The JSON object of a bucket type change: property -> number or string, and
+    datacenters -> an object of data center -> count (bucket_types.change checks them)."""
     try:
         props = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -106,7 +107,13 @@ def _bucket_props(body: bytes) -> dict[str, int | str]:
             f"the body must be a JSON object of bucket properties ({', '.join(PROPS)})"
         )
     for name, value in props.items():
-        if isinstance(value, bool) or not isinstance(value, int | str):
+        if name == "datacenters":
+            if not isinstance(value, dict):
+                raise InvalidRequest(
+                    f"datacenters must be an object of data center -> count, got "
+                    f"{json.dumps(value)}"
+                )
+        elif isinstance(value, bool) or not isinstance(value, int | str):
             raise InvalidRequest(f"{name} must be a number or a string, got {json.dumps(value)}")
     return props
 
@@ -239,6 +246,7 @@ class Api:
             "w": props.w,
             "policy": props.policy,
             "max_value_bytes": props.max_value_bytes,
+            "datacenters": dict(props.datacenters),
             "stored": stored,  # the type as kept: r and w as given, its version
         }
         members = [m for m in self.server.cluster()["members"] if m["status"] != "removed"]

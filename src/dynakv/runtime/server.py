@@ -492,6 +492,10 @@ class Server:
                 "placed": node.view.placed_replication,
                 "next": None if target is None else node.view.next_replication,
                 "wanted": node.view.wanted_replication,
+                # replicas per data center, beside N (bucket types that list them)
+                "datacenters": dict(node.view.placed_datacenters),
+                "next_datacenters": None if target is None else dict(node.view.next_datacenters),
+                "wanted_datacenters": dict(node.view.wanted_datacenters),
             },
         }
 

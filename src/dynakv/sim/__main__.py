@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="node i in dc((i-1) mod D)+1: placement, WAN delays, data-center-wide faults",
     )
+    parser.add_argument(
+        "--bucket-datacenters",
+        default="",
+        help="replicas per data center of the workload's bucket, e.g. dc1=2,dc2=1",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -95,7 +100,19 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         read_fanout=args.read_fanout,
         racks=args.racks,
         datacenters=args.datacenters,
+        bucket_datacenters=_counts(args.bucket_datacenters),
     )
+
+
+def _counts(text: str) -> tuple[tuple[str, int], ...]:
+    """dc1=2,dc2=1 as (("dc1", 2), ("dc2", 1)); ValueError when malformed."""
+    counts: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        dc, sep, count = item.partition("=")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--bucket-datacenters: {item!r} is not DC=COUNT (COUNT >= 1)")
+        counts[dc] = int(count)
+    return tuple(sorted(counts.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

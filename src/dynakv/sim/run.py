@@ -37,7 +37,7 @@ from dynakv.sim.checker import (
 from dynakv.sim.cluster import SimCluster, default_config
 from dynakv.sim.nemesis import Nemesis
 from dynakv.sim.options import SimOptions
-from dynakv.sim.workload import Workload, WorkloadName, WorkloadOptions
+from dynakv.sim.workload import BUCKET, Workload, WorkloadName, WorkloadOptions
 
 CHECKERS = {"cart": check_cart, "register": check_register, "lww": check_lww}
 BUGS = tuple(f.name for f in dataclasses.fields(InjectedBugs))
@@ -59,6 +59,9 @@ class RunConfig:
     read_fanout: str = "r"  # the nodes' NodeConfig.read_fanout: "r" (default) or "n"
     racks: int = 1  # node i (from 1) in rack r((i-1) mod racks)+1
     datacenters: int = 1  # node i in dc((i-1) mod datacenters)+1
+    # Replicas per data center of the workload's bucket (its type lists them; r = w =
+    # quorum); () for n=3 along the walk.
+    bucket_datacenters: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -89,16 +92,27 @@ TOMBSTONE_GRACE = 4.0  # virtual seconds: deletes early in a run are reaped duri
 
 
 def node_config(
-    name: str, request_timeout: float, read_fanout: str = "r", racks: int = 1, datacenters: int = 1
+    name: str,
+    request_timeout: float,
+    read_fanout: str = "r",
+    racks: int = 1,
+    datacenters: int = 1,
+    bucket_datacenters: tuple[tuple[str, int], ...] = (),
 ) -> NodeConfig:
     index = int(name.lstrip("n")) - 1
+    buckets = {"lww": BucketProps(policy="lww")}
+    if bucket_datacenters:
+        counts = dict(bucket_datacenters)
+        placed = {"n": sum(counts.values()), "r": "quorum", "w": "quorum", "datacenters": counts}
+        buckets = {bucket: BucketProps(**placed) for bucket in BUCKET.values()}  # type: ignore[arg-type]
+        buckets["lww"] = BucketProps(policy="lww", **placed)  # type: ignore[arg-type]
     return dataclasses.replace(
         default_config(name),
         datacenter=f"dc{index % datacenters + 1}",
         rack=f"r{index % racks + 1}" if racks > 1 else "rack1",
         request_timeout=request_timeout,
         read_fanout=read_fanout,
-        buckets={"lww": BucketProps(policy="lww")},
+        buckets=buckets,
         tombstone_grace=TOMBSTONE_GRACE,
         reap_interval=0.5,
     )
@@ -113,6 +127,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.read_fanout,
         config.racks,
         config.datacenters,
+        config.bucket_datacenters,
     )
     cluster = copy.deepcopy(formed)
     options = config.options.with_datacenters(config.datacenters)
@@ -156,6 +171,7 @@ def formed_cluster(
     read_fanout: str = "r",
     racks: int = 1,
     datacenters: int = 1,
+    bucket_datacenters: tuple[tuple[str, int], ...] = (),
 ) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
     network with true clocks. Seed-independent, so it is formed once per process."""
@@ -167,6 +183,7 @@ def formed_cluster(
         read_fanout=read_fanout,
         racks=racks,
         datacenters=datacenters,
+        bucket_datacenters=bucket_datacenters,
     )
     cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
@@ -200,8 +217,9 @@ def _reaping_quiet(cluster: SimCluster) -> bool:
 
 def replicas_of(cluster: SimCluster, bucket: str, key: str) -> list[str]:
     ring = cluster.nodes[cluster.names[0]].ring
-    n = cluster.nodes[cluster.names[0]].view.bucket(bucket).n
-    return ring.preference_list(ring.partition(bucket, key), n)
+    props = cluster.nodes[cluster.names[0]].view.bucket(bucket)
+    n = 0 if props.datacenters else props.n
+    return ring.replicas(ring.partition(bucket, key), n, props.datacenters)
 
 
 def _repair(cluster: SimCluster, bucket: str, keys: list[str], config: RunConfig) -> list[Read]:
