@@ -181,24 +181,36 @@ class Routes:
     order for requests about no key: the given nodes, then the members. Members marked
     removed are left out. Without a state (or before the cluster has a ring) both are the
     given nodes.
+
+    When the ring spans data centers, the walk's nodes in the client's own data center come
+    first (the first of them is the key's nearest replica): `datacenter` when given, else
+    the data center of the first given node, learnt from the membership.
     """
 
     __slots__ = (
         "_addrs",
         "_cache",
+        "_local",
         "_partitions",
         "_ring",
         "_shift",
         "_tail",
+        "datacenter",
         "epoch",
         "everyone",
         "seeds",
     )
 
     def __init__(
-        self, state: Membership | None, seeds: Sequence[str], previous: Routes | None = None
+        self,
+        state: Membership | None,
+        seeds: Sequence[str],
+        previous: Routes | None = None,
+        datacenter: str | None = None,
     ) -> None:
         self.seeds = tuple(dict.fromkeys(seeds))
+        self.datacenter = datacenter
+        self._local: frozenset[str] = frozenset()  # members in this client's data center
         # bucket -> key -> partition, for the keys seen lately: hashing a key costs more than
         # the rest of routing. Kept from `previous` while the ring size stays the same.
         self._partitions: dict[str, dict[str, int]] = {}
@@ -218,6 +230,12 @@ class Routes:
         if previous is not None and previous._shift == self._shift:
             self._partitions = previous._partitions
         self._addrs = {m.name: m.node_addr for m in state.members if m.status != "removed"}
+        if ring.places:  # several places: route to this client's data center first
+            if datacenter is None:
+                first = next((m for m in state.members if m.node_addr == self.seeds[0]), None)
+                datacenter = self.datacenter = None if first is None else first.datacenter
+            places = dict(zip(ring.members(), ring.places, strict=True))
+            self._local = frozenset(n for n, place in places.items() if place[0] == datacenter)
         owners = set(ring.owners)
         idle = [addr for name, addr in self._addrs.items() if name not in owners]
         self._tail = tuple(dict.fromkeys([*idle, *self.seeds]))
@@ -248,26 +266,40 @@ class Routes:
     def for_partition(self, partition: int) -> tuple[str, ...]:
         assert self._ring is not None
         addrs = self._addrs
-        walk = [addrs[name] for name in self._ring.walk(partition) if name in addrs]
-        return tuple(dict.fromkeys([*walk, *self._tail]))
+        walk = [name for name in self._ring.walk(partition) if name in addrs]
+        if self._local:
+            walk.sort(key=lambda name: name not in self._local)  # stable: walk order kept
+        return tuple(dict.fromkeys([*(addrs[name] for name in walk), *self._tail]))
 
 
 class _Router:
     """A client's view (Routes), when to refresh it, and which nodes failed lately."""
 
-    __slots__ = ("down", "down_until", "fetched_at", "refresh_at", "route", "routes", "seeds")
+    __slots__ = (
+        "datacenter",
+        "down",
+        "down_until",
+        "fetched_at",
+        "refresh_at",
+        "route",
+        "routes",
+        "seeds",
+    )
 
-    def __init__(self, nodes: str | Sequence[str], route: bool) -> None:
+    def __init__(
+        self, nodes: str | Sequence[str], route: bool, datacenter: str | None = None
+    ) -> None:
         self.seeds = _nodes(nodes)
         self.route = route
-        self.routes = Routes(None, self.seeds)
+        self.datacenter = datacenter
+        self.routes = Routes(None, self.seeds, datacenter=datacenter)
         self.refresh_at = 0.0 if route else float("inf")  # monotonic time a fetch is due
         self.fetched_at = float("-inf")
         self.down: dict[str, tuple[float, float]] = {}  # address -> (until, back-off)
         self.down_until = 0.0  # the latest `until` of `down`: past it, no node is shunned
 
     def install(self, state: Membership, now: float) -> None:
-        self.routes = Routes(state, self.seeds, self.routes)
+        self.routes = Routes(state, self.seeds, self.routes, self.datacenter)
         self.fetched_at = now
         self.refresh_at = now + REFRESH_INTERVAL
 
@@ -369,8 +401,9 @@ class Client:
     """Blocking client. Not thread-safe: use one per thread.
 
     `route=True` (the default) sends each request to a replica of its key (see the module
-    docstring); `route=False` uses the given nodes in order. `last_node` is the address of the
-    node that answered the last request.
+    docstring), in `datacenter` first when the cluster spans several (default: the data
+    center of the first node given); `route=False` uses the given nodes in order.
+    `last_node` is the address of the node that answered the last request.
     """
 
     def __init__(
@@ -379,8 +412,9 @@ class Client:
         timeout: float = 10.0,
         *,
         route: bool = True,
+        datacenter: str | None = None,
     ):
-        self._router = _Router(nodes, route)
+        self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
         self._socks: dict[str, _Socket] = {}
         self._rids = itertools.count(1)
@@ -706,8 +740,9 @@ class AsyncClient:
         timeout: float = 10.0,
         *,
         route: bool = True,
+        datacenter: str | None = None,
     ):
-        self._router = _Router(nodes, route)
+        self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
         self._conns: dict[str, _Node] = {}
         self._connecting: dict[str, asyncio.Lock] = {}

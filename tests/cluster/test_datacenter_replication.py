@@ -66,6 +66,16 @@ def test_a_type_with_datacenters_places_keys_per_data_center_and_bad_input_is_re
                 got = http("GET", f"{urls[name]}/v1/replica/carts/{key}")
                 assert got.status == 200, (key, name, got.body)
 
+        # A client given a node of dc2 learns its data center and sends each request to
+        # the key's replica there: that node coordinates (answers), no forward to dc1.
+        dc2_node = next(n for n in cluster.nodes if where[n.name] == "dc2")
+        with Client([dc2_node.node_addr]) as client:
+            for key in keys[:10]:
+                client.put("carts", key, b"from dc2")
+                assert client.last_node is not None
+                answered = next(n for n in cluster.nodes if n.node_addr == client.last_node)
+                assert where[answered.name] == "dc2", (key, answered.name)
+
         before = http("GET", f"{url}/v1/buckets/carts").json()
         for props, message in [
             ({"datacenters": {"dc1": 0}}, "must be an integer >= 1"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from dynakv.claim import claim
@@ -178,3 +179,36 @@ def test_a_key_falls_in_the_partition_the_nodes_compute_for_every_ring_size(size
         routes.for_key(bucket, key)
     cached = {p for p, route in enumerate(routes._cache) if route is not None}
     assert cached == {partition_of_digest(key_digest(b, k), size) for b, k in KEYS}
+
+
+def placed_cluster() -> Membership:
+    """n1, n3, n5 in dc1 and n2, n4, n6 in dc2, each its own rack; the ring placed."""
+    names = [f"n{i}" for i in range(1, 7)]
+    records = {
+        n: msgspec.structs.replace(record(n), datacenter=f"dc{2 - int(n[1:]) % 2}", rack=n)
+        for n in names
+    }
+    state = new_cluster("c", records["n1"], RING_SIZE)
+    for name in names[1:]:
+        state = request_join(state, records[name])
+    places = {n: (r.datacenter, r.rack) for n, r in records.items()}
+    return install_ring(state, claim(names, RING_SIZE, state.ring.ring, places), "n1")
+
+
+@pytest.mark.parametrize(("seed", "given", "local"), [
+    ("n2", None, "dc2"),  # learnt from the first node given
+    ("n1", None, "dc1"),
+    ("n1", "dc2", "dc2"),  # said outright
+])  # fmt: skip
+def test_across_data_centers_a_key_goes_first_to_its_nearest_replica(seed, given, local):
+    state = placed_cluster()
+    ring = state.ring.ring
+    site = {m.node_addr: m.datacenter for m in state.members}
+    routes = Routes(state, [addr(seed)], datacenter=given)
+    assert routes.datacenter == local
+    for bucket, key in KEYS[:100]:
+        route = routes.for_key(bucket, key)
+        walk = [addr(n) for n in ring.walk(partition(bucket, key, state))]
+        mine = [a for a in walk if site[a] == local]
+        assert list(route[:3]) == mine  # this data center's nodes first, in walk order
+        assert route[0] in [addr(n) for n in ring.preference_list(partition(bucket, key, state), 3)]
