@@ -121,3 +121,21 @@ def test_a_relayed_replica_that_refuses_answers_the_coordinator_not_the_relay(cl
     reply = ask(cluster, coordinator, ClientPut(1, "cart", key, b"v", w="all"))
     assert isinstance(reply, ErrorReply) and reply.code == "unavailable", reply
     assert cluster.now - start < 0.5  # not the 1 s request timeout
+
+
+def test_anti_entropy_exchanges_with_other_data_centers_at_a_quarter_of_the_pace():
+    config = functools.partial(node_config, request_timeout=1.0, racks=3, datacenters=2)
+    lines: list[str] = []
+    cluster = SimCluster(NAMES, seed=5, config=config, trace=lines.append)
+    assert cluster.run_until(cluster.members_agree, limit=60.0)
+    lines.clear()
+    cluster.run_for(120.0)  # trees built, then exchanges every aae_interval
+    local = remote = 0
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 4 and parts[2] == "->" and parts[4] == "AaeHashes":
+            same = cluster.datacenters[parts[1]] == cluster.datacenters[parts[3]]
+            local, remote = local + same, remote + (not same)
+    assert local > 50, (local, remote)
+    assert remote > 0  # remote replicas are still compared...
+    assert remote < local / 2  # ... at a lower pace (each node has as many of each)

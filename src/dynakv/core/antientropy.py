@@ -47,6 +47,7 @@ from dynakv.versions import Clock
 
 KEYS_PER_REQUEST = 256  # segments per key-map request; digests per fetch
 BUILD_PACE = 0.25  # seconds between two tree builds while trees are missing
+REMOTE_PACE = 4  # with several data centers, one exchange start in this many may go remote
 
 
 @dataclass
@@ -207,6 +208,7 @@ class Exchanges(Component):
         self.budget = budget
         self.rounds: dict[int, ExchangeRound] = {}
         self._cursor = 0
+        self._starts = 0  # exchange starts so far (see REMOTE_PACE)
         self._next_exchange = 0.0
         # operator repairs: (source, rid) -> [rounds left, pushed, pulled, rounds]
         self._repairs: dict[tuple[str, int], list[int]] = {}
@@ -248,6 +250,13 @@ class Exchanges(Component):
             for peer in view.replicas(partition)
             if peer != view.name and peer not in view.down
         ]
+        if view.spans_datacenters():
+            # Replicas in other data centers are exchanged with at a quarter of the pace:
+            # the WAN is the scarce link, and writes already cross it on every put.
+            self._starts += 1
+            if self._starts % REMOTE_PACE:
+                here = view.datacenter(view.name)
+                pairs = [pair for pair in pairs if view.datacenter(pair[1]) == here]
         busy = {(r.partition, r.peer) for r in self.rounds.values()}
         for _ in range(min(len(pairs), concurrency - len(self.rounds))):
             partition, peer = pairs[self._cursor % len(pairs)]
