@@ -121,12 +121,9 @@ class Transfers(Component):
             if len(self.pulls) >= self.budget.scale(self.config.transfer_concurrency):
                 break
             if partition not in self.pulls:
-                rule = view.next_datacenters if record.next is not None else ()
-                sources = [
-                    x
-                    for x in record.ring.replicas(partition, view.replication, rule)
-                    if x != view.name
-                ]
+                # Where the partition's data is now: the installed ring's replicas at the
+                # placed replication (not the wanted one, whose new replicas are empty).
+                sources = [x for x in view.placed_replicas(partition) if x != view.name]
                 pull = Pull(record.epoch, partition, sources)
                 pull.restore(self.engine.meta_get(pull.meta_name))
                 self.pulls[partition] = pull
