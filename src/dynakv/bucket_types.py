@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 
 from dynakv.errors import InvalidRequest
-from dynakv.levels import NAMED
+from dynakv.levels import NAMED, plain
 
 __all__ = [
     "DEFAULT",
@@ -99,16 +99,8 @@ def resolve_level(level: Level, n: int) -> int | str:
     """A quorum as a number against n: one 1, quorum n // 2 + 1, all n, a number itself; a
     level that names data centers (local_quorum, ...) stays a name: what it needs depends on
     where each key's replicas are (levels.resolve)."""
-    if isinstance(level, str) and level not in ("one", "quorum", "all"):
-        return level
-    if level == "one":
-        return 1
-    if level == "quorum":
-        return n // 2 + 1
-    if level == "all":
-        return n
-    assert isinstance(level, int)
-    return level
+    count = plain(level, n)
+    return level if count is None else count
 
 
 def resolve(bucket_type: BucketType) -> ResolvedProps:

@@ -234,7 +234,7 @@ class Routes:
             if datacenter is None:
                 first = next((m for m in state.members if m.node_addr == self.seeds[0]), None)
                 datacenter = self.datacenter = None if first is None else first.datacenter
-            places = dict(zip(ring.members(), ring.places, strict=True))
+            places = ring.place_map()
             self._local = frozenset(n for n, place in places.items() if place[0] == datacenter)
         owners = set(ring.owners)
         idle = [addr for name, addr in self._addrs.items() if name not in owners]

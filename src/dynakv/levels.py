@@ -59,6 +59,14 @@ def parse(name: str, text: str) -> Level:
     return level
 
 
+def plain(level: Level, n: int) -> int | None:
+    """What a level needs of n replicas anywhere: a number itself, one 1, quorum a majority,
+    all n; None for a level that names data centers (it depends on where the replicas are)."""
+    if isinstance(level, int):
+        return level
+    return {"one": 1, "quorum": n // 2 + 1, "all": n}.get(level)
+
+
 def resolve(
     name: str,
     level: Level,
@@ -74,17 +82,14 @@ def resolve(
     A number above n is refused (InvalidRequest); a local level in a data center that holds
     no replica of the key cannot be met (Unavailable, naming it).
     """
-    check(name, level)
-    if isinstance(level, int):
-        if level > n:
+    if isinstance(level, int) and not isinstance(level, bool):
+        if not 1 <= level <= n:
             raise InvalidRequest(f"{name} must be between 1 and n={n}, got {level}")
         return Need(level)
-    if level == "one":
-        return Need(1)
-    if level == "quorum":
-        return Need(n // 2 + 1)
-    if level == "all":
-        return Need(n)
+    check(name, level)
+    count = plain(level, n)
+    if count is not None:
+        return Need(count)
     counts: dict[str, int] = {}
     for node in primaries:
         site = datacenter_of(node)

@@ -97,6 +97,11 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
                 f"got {len(self.places)}"
             )
 
+    def place_map(self) -> Mapping[str, Place]:
+        """Member name -> its (data center, rack); empty without places. Cached per ring:
+        shared, never to be changed."""
+        return _places(self) if self.places else {}
+
     def placed(self, places: Mapping[str, Place]) -> Ring:
         """This ring with each member's (data center, rack) from `places` (default
         DEFAULT_PLACE); with no places when every member shares one."""
@@ -149,9 +154,7 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
         chosen = _by_datacenter(self, partition, tuple(counts.items()))
         return {dc: list(names) for dc, names in chosen}
 
-    def replicas(
-        self, partition: int, n: int, counts: Sequence[tuple[str, int]] = ()
-    ) -> list[str]:
+    def replicas(self, partition: int, n: int, counts: Sequence[tuple[str, int]] = ()) -> list[str]:
         """The first n nodes of the walk and, for each (data center, count) of `counts`, that
         data center's list (preference_lists_by_dc), in the order of the walk. Without places
         (one data center the ring does not name) the counts add up along the walk. A list of

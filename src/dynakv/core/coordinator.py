@@ -418,9 +418,7 @@ class Coordinator(Component):
     def need(self, name: str, level: int | str, n: int, primaries: list[str], local: str) -> Need:
         """What a request's level needs of the key's replicas (`local`: the data center a
         forwarding node named, else this node's own)."""
-        if isinstance(level, int) and not isinstance(level, bool):
-            if not 1 <= level <= n:
-                raise InvalidRequest(f"{name} must be between 1 and n={n}, got {level}")
+        if type(level) is int and 1 <= level <= n:
             return Need(level)  # the common case: no data centers to look up
         here = local or self.view.datacenter(self.name)
         return resolve(name, level, n, primaries, self.view.datacenter, here)

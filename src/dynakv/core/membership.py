@@ -447,10 +447,7 @@ def install_ring(
     """Install ring as claimant `by`: epoch + 1, and joining members that own partitions are
     up. Its data is placed for `replication` (0: the N the installed ring has) and
     `datacenters` (None: those of the installed ring)."""
-    if ring.size != m.ring.ring.size:
-        raise ValueError(
-            f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {ring.size}"
-        )
+    _same_size(m, ring)
     owners = set(ring.owners)
     members = tuple(
         msgspec.structs.replace(record, status="up", version=record.version + 1)
@@ -479,10 +476,7 @@ def start_transfer(
     installed ring) and `datacenters` (None: the installed ring's): the installed ring
     keeps serving until data has moved. `target` may have the installed ring's owners when
     only the replication grows."""
-    if target.size != m.ring.ring.size:
-        raise ValueError(
-            f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {target.size}"
-        )
+    _same_size(m, target)
     placed = m.ring.replication
     record = RingRecord(
         m.ring.epoch + 1,
@@ -605,6 +599,13 @@ def decode(data: bytes) -> Membership:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _same_size(m: Membership, ring: Ring) -> None:
+    if ring.size != m.ring.ring.size:
+        raise ValueError(
+            f"the ring size is fixed at cluster creation: {m.ring.ring.size}, got {ring.size}"
+        )
 
 
 def _name(record: MemberRecord) -> str:

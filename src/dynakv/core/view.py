@@ -244,7 +244,7 @@ class ClusterView:
             return primaries, primaries, {}, spare, incoming
         targets: list[str] = []
         hints: dict[str, str] = {}
-        places = dict(zip(ring.members(), ring.places, strict=True)) if ring.places else None
+        places = ring.place_map() if ring.places else None
         for node in primaries:
             if node not in down or not spare:
                 targets.append(node)  # a down primary with no fallback left counts as failed
@@ -302,7 +302,7 @@ class ClusterView:
         places: dict[str, tuple[str, str]] = {}
         for ring in (record.ring, record.next):
             if ring is not None and ring.places:
-                places.update(zip(ring.members(), ring.places, strict=True))
+                places.update(ring.place_map())
         self._places, self._places_of = places, record
         self._several_sites = len({place[0] for place in places.values()}) > 1
 
