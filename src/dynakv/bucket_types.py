@@ -31,7 +31,10 @@ __all__ = [
     "ResolvedProps",
     "change",
     "check_datacenters",
+    "covers",
     "differences",
+    "held",
+    "holders_missing",
     "merge_types",
     "resolve",
     "resolve_level",
@@ -64,6 +67,10 @@ class BucketType(msgspec.Struct, frozen=True, array_like=True):
     # Replicas per data center, sorted by name; n is their sum. () (and in an encoding from
     # before the field): n replicas along the ring's walk, whatever their data centers.
     datacenters: Datacenters = ()
+    # The members that hold this version, sorted; None once every member does (and in an
+    # encoding from before the field). A change answers its operator only when every member
+    # that is up holds it, so no request after that finds a node with the old properties.
+    seen: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         problems = _problems(self.n, self.r, self.w, self.policy, self.max_value_bytes)
@@ -134,12 +141,52 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 def _greater(a: BucketType, b: BucketType) -> BucketType:
-    """The type that wins for one name: higher version, ties by encoding (a total order)."""
+    """The type that wins for one name: higher version, ties by the encoding of the
+    properties (a total order); one version with the same properties joins who holds it."""
     if a is b or a == b:
         return a
     if a.version != b.version:
         return a if a.version > b.version else b
-    return a if _encoder.encode(a) > _encoder.encode(b) else b
+    mine, theirs = _content(a), _content(b)
+    if mine == theirs:
+        return a if covers(a, b) else b if covers(b, a) else _joined(a, b)
+    return a if mine > theirs else b
+
+
+def _content(t: BucketType) -> bytes:
+    return _encoder.encode(msgspec.structs.replace(t, seen=None))
+
+
+def covers(a: BucketType, b: BucketType) -> bool:
+    """Whether a's holders include b's (None: every member)."""
+    return a.seen is None or (b.seen is not None and set(b.seen) <= set(a.seen))
+
+
+def _joined(a: BucketType, b: BucketType) -> BucketType:
+    assert a.seen is not None and b.seen is not None
+    return msgspec.structs.replace(a, seen=tuple(sorted(set(a.seen) | set(b.seen))))
+
+
+def held(t: BucketType, name: str, members: Iterable[str]) -> BucketType:
+    """t once member `name` holds it: `name` added to its holders, and None for holders
+    once they cover `members` (every member that is not removed); t itself when nothing
+    changes."""
+    if t.seen is None:
+        return t
+    seen = set(t.seen)
+    seen.add(name)
+    if seen.issuperset(members):
+        return msgspec.structs.replace(t, seen=None)
+    if len(seen) == len(t.seen):
+        return t
+    return msgspec.structs.replace(t, seen=tuple(sorted(seen)))
+
+
+def holders_missing(t: BucketType, members: Iterable[str]) -> list[str]:
+    """The members that are not known to hold t yet (none once every member does)."""
+    if t.seen is None:
+        return []
+    return sorted(set(members) - set(t.seen))
 
 
 def merge_types(a: tuple[BucketType, ...], b: tuple[BucketType, ...]) -> tuple[BucketType, ...]:
@@ -222,7 +269,7 @@ def change(
             f"copies written under it would merge differently under {policy!r}"
         )
     version = existing.version + 1 if existing is not None else 1
-    return BucketType(name, n, r, w, policy, limit, version, datacenters)  # type: ignore[arg-type]
+    return BucketType(name, n, r, w, policy, limit, version, datacenters, ())  # type: ignore[arg-type]
 
 
 def check_datacenters(bucket_type: BucketType, members: Mapping[str, int]) -> None:

@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
 from dynakv.client import Client
@@ -445,8 +446,17 @@ def _set_bucket(mode: str, name: str, node: str, **given: object) -> None:
         props["datacenters"] = _datacenter_counts(str(props["datacenters"]))
     try:
         with _client(node) as client:
-            client.set_bucket_type(name, mode, **props)  # type: ignore[arg-type]
+            changed = client.set_bucket_type(name, mode, **props)  # type: ignore[arg-type]
             _show_bucket(client, name)
+            members = [m.name for m in client.cluster().members if m.status != "removed"]
+            missing = bt.holders_missing(changed, members)
+            if missing:
+                click.echo(
+                    f"warning: not yet held by {', '.join(missing)} (down or not reached in "
+                    f"time): requests they coordinate use the old properties until gossip "
+                    f"brings them the change",
+                    err=True,
+                )
     except DynakvError as exc:
         _fail(exc)
 

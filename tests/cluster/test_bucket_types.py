@@ -54,7 +54,9 @@ def test_a_type_made_on_one_node_reaches_the_others_and_writes_use_it(cluster):
     reply = put_type(node1.url, "carts", {"policy": "lww", "r": "one", "w": "all"})
     assert reply.status == 200, reply.body
     assert reply.json()["own_type"] and reply.json()["w"] == 2  # all of n=2
-    wait_for(lambda: http("GET", f"{node3.url}/v1/buckets/carts").json()["own_type"], "gossip")
+    assert "not_yet_held_by" not in reply.json()
+    # Answered only once every member holds the type: node3 has it already, no waiting.
+    assert http("GET", f"{node3.url}/v1/buckets/carts").json()["own_type"]
     listed = http("GET", f"{node3.url}/v1/buckets").json()["types"]
     assert [t["name"] for t in listed] == ["_default", "carts", "default"]
     for value in (b"apple", b"pear"):  # blind writes: lww keeps the last, no siblings
@@ -136,3 +138,24 @@ def test_a_node_restarted_with_a_stale_file_says_so_and_follows_the_cluster(clus
     line = next(x for x in log.splitlines()[::-1] if "bucket_config_differs" in x)
     assert "bucket=_default" in line and "n=2 -> 3" in line
     assert http("PUT", f"{node3.url}/v1/kv/carts/bob", b"x").status == 204
+
+
+def test_a_change_is_answered_without_a_stopped_member_and_says_which_one_lacks_it(cluster):
+    node1, _, node3 = cluster.nodes
+    node3.kill(signal.SIGSTOP)  # up as far as anyone knows, but answering nothing
+    try:
+        started = time.monotonic()
+        reply = put_type(node1.url, "sessions", {"n": 2, "policy": "lww"})
+        waited = time.monotonic() - started
+        assert reply.status == 200, reply.body
+        assert reply.json()["not_yet_held_by"] == ["node3"]
+        assert waited >= 1.0  # it waited for node3 (the request timeout, or until node3
+        # was found down) rather than answering at once
+    finally:
+        node3.kill(signal.SIGCONT)
+
+    def held_everywhere() -> bool:
+        return "not_yet_held_by" not in http("GET", f"{node1.url}/v1/buckets/sessions").json()
+
+    wait_for(held_everywhere, "node3 to hold the type after it resumed")
+    assert http("GET", f"{node3.url}/v1/buckets/sessions").json()["policy"] == "lww"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dynakv import bucket_types as bt
 from dynakv.bucket_types import DEFAULT, BucketType
@@ -52,7 +54,7 @@ def test_a_file_may_not_name_the_default_type_as_a_bucket():
 
 def test_a_new_type_starts_from_what_its_bucket_has_now():
     carts = bt.change(SEEDED, "carts", {"n": 5, "w": "quorum"}, "create")
-    assert carts == BucketType("carts", 5, 2, "quorum", "siblings", 1 << 20, 1)
+    assert carts == BucketType("carts", 5, 2, "quorum", "siblings", 1 << 20, 1, (), ())
     again = bt.change((*SEEDED, carts), "carts", {"r": "one"}, "update")
     assert again.version == 2 and (again.n, again.r, again.w) == (5, "one", "quorum")
 
@@ -113,6 +115,42 @@ def test_merge_keeps_the_higher_version_of_each_name():
     merged = bt.merge_types((newer, resp), (default, carts, resp))
     assert merged == (newer, carts, resp)
     assert bt.merge_types(merged, (default,)) is merged
+
+
+_holders = st.one_of(
+    st.none(), st.lists(st.sampled_from(["n1", "n2", "n3"]), unique=True).map(sorted).map(tuple)
+)
+_versions_of_carts = st.builds(
+    lambda version, policy, seen: BucketType("carts", 2, 1, 1, policy, 10, version, (), seen),
+    st.integers(1, 2),
+    st.sampled_from(bt.POLICIES),
+    _holders,
+)
+
+
+@given(_versions_of_carts, _versions_of_carts, _versions_of_carts)
+def test_merging_types_with_their_holders_is_a_semilattice(a, b, c):
+    def merge(x: tuple[BucketType, ...], y: tuple[BucketType, ...]) -> tuple[BucketType, ...]:
+        return bt.merge_types(x, y)
+
+    assert merge((a,), (b,)) == merge((b,), (a,))
+    assert merge(merge((a,), (b,)), (c,)) == merge((a,), merge((b,), (c,)))
+    assert merge((a,), (a,)) == (a,)
+    (winner,) = merge((a,), (b,))
+    if a.version == b.version and a.policy == b.policy:  # same change: holders join
+        assert bt.covers(winner, a) and bt.covers(winner, b)
+
+
+def test_a_type_is_held_by_every_member_once_each_has_said_so():
+    carts = BucketType("carts", 2, 1, 1, "lww", 10, 1, (), ())
+    members = ["n1", "n2", "n3"]
+    one = bt.held(carts, "n1", members)
+    assert one.seen == ("n1",) and bt.holders_missing(one, members) == ["n2", "n3"]
+    assert bt.held(one, "n1", members) is one
+    both = bt.merge_types((one,), (bt.held(carts, "n3", members),))[0]
+    assert both.seen == ("n1", "n3")
+    assert bt.held(both, "n2", members).seen is None  # everyone: nothing more to keep
+    assert bt.held(both, "n1", ["n1", "n3"]).seen is None  # n2 was removed meanwhile
 
 
 def test_differences_name_each_property_the_file_has_otherwise():

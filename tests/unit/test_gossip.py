@@ -19,6 +19,7 @@ from dynakv.messages import (
     ClientBucketChange,
     ClientClusterChange,
     ClusterInfo,
+    ErrorReply,
     Gossip,
     JoinReply,
     JoinRequest,
@@ -116,20 +117,64 @@ def test_removing_a_member_that_is_up_is_refused_and_an_unknown_change_too():
 # --- bucket types --------------------------------------------------------------------------
 
 
-def test_a_bucket_type_change_spreads_by_gossip_and_every_node_agrees():
+def test_a_bucket_type_change_spreads_by_gossip_and_is_answered_once_every_member_holds_it():
     nodes = {name: parts(name) for name in ("n1", "n2", "n3")}
     gossipers = {name: gossiper(p) for name, p in nodes.items()}
     change = ClientBucketChange(1, "carts", {"n": 2, "r": "one", "policy": "lww"}, "create")
     effects = gossipers["n2"].on_bucket_change(0.0, "#c", change)
-    (to, info), = sends(effects, ClusterInfo)  # fmt: skip
-    assert to == "#c" and info.state is nodes["n2"].view.state  # type: ignore[attr-defined]
+    assert sends(effects, ClusterInfo) == []  # not yet: n1 and n3 have not heard of it
     assert nodes["n2"].view.bucket("carts").r == 1
     assert nodes["n2"].logs[-1].event == "bucket_type_set"
+    answers = []
     for peer, message in sends(effects, Gossip):  # n2 tells every member at once
-        gossipers[peer].on_gossip(0.1, "n2", message)
+        back = sends(gossipers[peer].on_gossip(0.1, "n2", message), Gossip)
+        assert [to for to, _ in back] == ["n2"]  # each says it holds the type now
+        answers += sends(gossipers["n2"].on_gossip(0.2, peer, back[0][1]), ClusterInfo)
+    (to, info), = answers  # fmt: skip
+    assert to == "#c" and info.state is nodes["n2"].view.state  # type: ignore[attr-defined]
     for p in nodes.values():
         assert p.view.bucket("carts") == bt.ResolvedProps(2, 1, 2, "lww", 1 << 20, "carts")
         assert p.view.bucket("other").type == bt.DEFAULT
+    held = next(t for t in nodes["n2"].view.state.types if t.name == "carts")
+    assert held.seen is None  # every member holds it: nothing more to record
+
+
+def test_a_bucket_type_change_does_not_wait_for_a_member_down_and_answers_at_its_deadline():
+    p = parts("n1")
+    g = gossiper(p)
+    p.view.down = {"n3"}
+    effects = g.on_bucket_change(0.0, "#c", ClientBucketChange(1, "carts", {"n": 2}, "create"))
+    assert sends(effects, ClusterInfo) == []
+    state = p.view.state
+    theirs = msgspec.structs.replace(
+        state, types=tuple(bt.held(t, "n2", ["n1", "n2", "n3"]) for t in state.types)
+    )
+    (to, info), = sends(g.on_gossip(0.1, "n2", Gossip(theirs)), ClusterInfo)  # fmt: skip
+    carts = next(t for t in info.state.types if t.name == "carts")  # type: ignore[attr-defined]
+    assert to == "#c" and bt.holders_missing(carts, ["n1", "n2", "n3"]) == ["n3"]
+    # Without an answer from n2 either, the operator hears back at the request timeout.
+    effects = g.on_bucket_change(0.2, "#c", ClientBucketChange(2, "carts", {"r": 1}, "update"))
+    assert sends(effects, ClusterInfo) == [] and sends(g.on_tick(1.0), ClusterInfo) == []
+    (to, _), = sends(g.on_tick(0.2 + p.config.request_timeout), ClusterInfo)  # fmt: skip
+    assert to == "#c"
+
+
+def test_of_two_concurrent_creates_of_one_type_the_loser_is_told_so():
+    a, b = parts("n1"), parts("n2")
+    ga, gb = gossiper(a), gossiper(b)
+    lww = ClientBucketChange(1, "carts", {"policy": "lww"}, "create")
+    siblings = ClientBucketChange(1, "carts", {"policy": "siblings", "n": 2}, "create")
+    to_b = sends(ga.on_bucket_change(0.0, "#a", lww), Gossip)
+    to_a = sends(gb.on_bucket_change(0.0, "#b", siblings), Gossip)
+    replies = ga.on_gossip(0.1, "n2", dict(to_a)["n1"])
+    replies += gb.on_gossip(0.1, "n1", dict(to_b)["n2"])
+    errors = sends(replies, ErrorReply)
+    assert len(errors) == 1
+    assert "a concurrent change of bucket type 'carts' won" in errors[0][1].message
+    assert a.view.bucket("carts") == b.view.bucket("carts")  # both sides settled on the winner
+    loser = errors[0][0]
+    winner_policy = a.view.bucket("carts").policy
+    assert (loser, winner_policy) in (("#a", "siblings"), ("#b", "lww"))
 
 
 def test_a_refused_bucket_type_change_changes_nothing():

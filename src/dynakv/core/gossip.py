@@ -9,6 +9,9 @@ adopt and spread it. Pure: time is the `now` passed in, randomness the node's Ra
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+
+import msgspec
 
 from dynakv import bucket_types as bt
 from dynakv.claim import claim
@@ -34,6 +37,16 @@ from dynakv.ring import Ring
 from dynakv.storage.engine import Engine
 
 JOIN_RETRY = 2.0  # seconds between two join requests while no answer came
+
+
+@dataclass(frozen=True, slots=True)
+class TypeWait:
+    """An operator's bucket type change, answered once every member that is up holds it."""
+
+    source: str
+    rid: int
+    changed: bt.BucketType
+    deadline: float
 
 
 def load_membership(engine: Engine, config: NodeConfig, me: MemberRecord) -> Membership:
@@ -78,6 +91,7 @@ class Gossiper(Component):
         self._join_sent_at = float("-inf")
         self._file_compared = False  # this node's [defaults]/[buckets] against the cluster's
         self._last_plan: tuple[object, Ring | None] | None = None  # see _plan
+        self._type_waits: list[TypeWait] = []
 
     # --- joining ---------------------------------------------------------------------------
     def start(self, now: float, join: str | None) -> list[Effect]:
@@ -94,6 +108,7 @@ class Gossiper(Component):
             self.join_target = "@" + join
             effects.extend(self._send_join(now))
         self._compare_file()
+        self._hold_types()
         effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
         return effects
 
@@ -154,6 +169,8 @@ class Gossiper(Component):
                 view.adopt(merged)
                 self.logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
                 self._compare_file()
+                if self._hold_types():
+                    return [Send(source, Gossip(view.state))]
         return []
 
     def on_error(self, msg: ErrorReply) -> None:
@@ -165,6 +182,8 @@ class Gossiper(Component):
     def on_tick(self, now: float) -> list[Effect]:
         """Each gossip interval: the claimant's duty, a finished leave, one push-pull."""
         effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
+        self._hold_types()  # a member removed may leave a type held by every other one
+        effects.extend(self._answer_type_waits(now))
         effects.extend(self.claim())
         effects.extend(self._leave_when_done(now))
         peers = self.view.peers()
@@ -186,9 +205,11 @@ class Gossiper(Component):
         if merged is not view.state:
             view.adopt(merged)
             self._compare_file()
+            self._hold_types()
             effects.extend(self.claim())
-        if merged != msg.state:
+        if view.state != msg.state:
             effects.append(Send(source, Gossip(view.state)))
+        effects.extend(self._answer_type_waits(now))
         return effects
 
     def on_cluster_info(self, now: float, source: str, msg: Message) -> list[Effect]:
@@ -237,14 +258,68 @@ class Gossiper(Component):
             bt.check_datacenters(changed, sizes)
         existing = next((t for t in view.state.types if t.name == msg.name), None)
         effects: list[Effect] = []
-        if existing is None or bt.differences(existing, changed):
+        if existing is not None and not bt.differences(existing, changed):
+            changed = existing  # nothing to change: answered once every member holds it
+        else:
             view.adopt(ms.set_type(view.state, changed))
+            self._hold_types()
             fields = {"name": changed.name, "version": changed.version}
             fields.update({p: getattr(changed, p) for p in bt.PROPS})
             self.logs.append(Log("info", "bucket_type_set", fields))
             effects.extend(self.claim())
             effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
-        effects.append(Send(source, ClusterInfo(msg.rid, view.state)))
+        deadline = now + self.config.request_timeout
+        self._type_waits.append(TypeWait(source, msg.rid, changed, deadline))
+        effects.extend(self._answer_type_waits(now))
+        return effects
+
+    def _hold_types(self) -> bool:
+        """Record that this node holds every bucket type it knows (bucket_types.held);
+        whether that changed the membership."""
+        view = self.view
+        state = view.state
+        if not state.types:
+            return False
+        members = [m.name for m in state.members if m.status != "removed"]
+        types = tuple(bt.held(t, view.name, members) for t in state.types)
+        if all(a is b for a, b in zip(types, state.types, strict=True)):
+            return False
+        view.adopt(msgspec.structs.replace(state, types=types))
+        return True
+
+    def _answer_type_waits(self, now: float) -> list[Effect]:
+        """Answer the bucket type changes that every member up now holds, that a newer
+        change replaced, or that lost to a concurrent change; and, at their deadline, those
+        still waiting for a member (their answer names it)."""
+        if not self._type_waits:
+            return []
+        view = self.view
+        members = [
+            m.name
+            for m in view.state.members
+            if m.status != "removed" and (m.name == view.name or m.name not in view.down)
+        ]
+        effects: list[Effect] = []
+        waiting: list[TypeWait] = []
+        for wait in self._type_waits:
+            mine = wait.changed
+            now_type = next((t for t in view.state.types if t.name == mine.name), None)
+            assert now_type is not None  # types are never dropped
+            if now_type.version == mine.version and bt.differences(now_type, mine):
+                text = (
+                    f"a concurrent change of bucket type {mine.name!r} won: it is now "
+                    + ", ".join(f"{p}={getattr(now_type, p)}" for p in bt.PROPS)
+                )
+                effects.append(Send(wait.source, ErrorReply(wait.rid, ClusterError.code, text)))
+            elif (
+                now_type.version > mine.version
+                or not bt.holders_missing(now_type, members)
+                or now >= wait.deadline
+            ):
+                effects.append(Send(wait.source, ClusterInfo(wait.rid, view.state)))
+            else:
+                waiting.append(wait)
+        self._type_waits = waiting
         return effects
 
     def _compare_file(self) -> None:

@@ -250,6 +250,11 @@ class Api:
             "stored": stored,  # the type as kept: r and w as given, its version
         }
         members = [m for m in self.server.cluster()["members"] if m["status"] != "removed"]
+        if stored is not None and stored.get("seen") is not None:
+            # The change is in force here but not yet known to hold everywhere.
+            body["not_yet_held_by"] = sorted(
+                {m["name"] for m in members} - set(stored["seen"])
+            )
         if props.n > len(members):
             body["note"] = (
                 f"n={props.n} is more than the {len(members)} members: each key has "
