@@ -27,7 +27,8 @@ bench: $(STAMP)
 
 # Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 200),
 # then SIM_LONG_DC_SEEDS of each in two data centers of three racks (WAN delays, whole data
-# centers cut off and crashed; `make test` runs 200). About 25 min per workload per core for
+# centers cut off and crashed; `make test` runs 200), and as many with three replicas per data
+# center written at each_quorum, where a crashed data center may come back wiped (60). About 25 min per workload per core for
 # 10,000 seeds; not part of `make test`. Fails if any seed breaks an invariant.
 SIM_LONG_SEEDS ?= 1-10000
 SIM_LONG_DC_SEEDS ?= 1-2000
@@ -40,6 +41,9 @@ sim-long: $(STAMP)
 	for workload in cart register lww; do \
 		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 6 --datacenters 2 \
 			--racks 3 --faults all --workload $$workload --jobs $(SIM_JOBS) || status=1; \
+		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 6 --datacenters 2 \
+			--racks 3 --faults all --workload $$workload --jobs $(SIM_JOBS) \
+			--bucket-datacenters dc1=3,dc2=3 --write-level each_quorum || status=1; \
 	done; exit $$status
 
 lint: $(STAMP)

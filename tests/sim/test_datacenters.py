@@ -4,13 +4,15 @@ while `quorum` and `each_quorum` say which data center they are missing."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
 
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message, PutResult
 from dynakv.sim.cluster import SimCluster
-from dynakv.sim.run import node_config
+from dynakv.sim.options import SimOptions
+from dynakv.sim.run import RunConfig, node_config, run_seeds
 
 NAMES = [f"n{i}" for i in range(1, 7)]  # n1 n3 n5 in dc1, n2 n4 n6 in dc2; racks r1..r3
 
@@ -139,3 +141,26 @@ def test_anti_entropy_exchanges_with_other_data_centers_at_a_quarter_of_the_pace
     assert local > 50, (local, remote)
     assert remote > 0  # remote replicas are still compared...
     assert remote < local / 2  # ... at a lower pace (each node has as many of each)
+
+
+def test_a_wiped_data_center_loses_what_only_its_own_quorum_acknowledged():
+    """The fault bites: with writes at local_quorum (a quorum of one data center), bringing
+    crashed data centers back wiped loses acknowledged writes, and the checker says so —
+    which is why the simulator wipes data centers only in runs writing at each_quorum."""
+    options = dataclasses.replace(
+        SimOptions().with_faults("all"),
+        datacenter_crash_probability=0.1,
+        datacenter_wipe_probability=0.9,
+    )
+    config = RunConfig(
+        "cart",
+        nodes=6,
+        options=options,
+        racks=3,
+        datacenters=2,
+        bucket_datacenters=(("dc1", 3), ("dc2", 3)),
+        write_level="local_quorum",
+    )
+    results = list(run_seeds(list(range(1, 31)), config, jobs=2))
+    assert sum(r.sites_wiped for r in results) >= 5
+    assert any(not r.report.ok for r in results)

@@ -105,6 +105,37 @@ def test_every_invariant_holds_with_nodes_in_two_datacenters_and_three_racks(wor
     assert not failures, "\n".join([f"{window(PLACED_SEEDS)} ({replay})", *failures])
 
 
+SITE_WIPE_SEEDS = list(range(START, START + 60))
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_a_data_center_wiped_loses_nothing_written_at_each_quorum(workload):
+    """Three replicas in each of two data centers, writes at each_quorum: a crashed data
+    center may come back on empty disks, and every acknowledged write still survives."""
+    config = RunConfig(
+        workload,
+        nodes=6,
+        options=SimOptions().with_faults("all"),
+        racks=3,
+        datacenters=2,
+        bucket_datacenters=(("dc1", 3), ("dc2", 3)),
+        write_level="each_quorum",
+    )
+    failures = []
+    sites_wiped = 0
+    for r in run_seeds(SITE_WIPE_SEEDS, config, jobs=JOBS):
+        sites_wiped += r.sites_wiped
+        if not r.report.ok:
+            failures.append(f"seed {r.seed}: {r.report.summary()}")
+    replay = (
+        f"replay: --workload {workload} --nodes 6 --racks 3 --datacenters 2 "
+        "--bucket-datacenters dc1=3,dc2=3 --write-level each_quorum --seed S"
+    )
+    assert not failures, "\n".join([f"{window(SITE_WIPE_SEEDS)} ({replay})", *failures])
+    assert sites_wiped >= 3  # the fault struck
+
+
 TOMBSTONE_SEEDS = list(range(START, START + 50))  # another config: the same seeds differ
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from dataclasses import replace
 
+from dynakv import levels
+from dynakv.errors import InvalidRequest
 from dynakv.sim.options import SimOptions, parse_faults
 from dynakv.sim.run import BUGS, RunConfig, run_seed, run_seeds
 from dynakv.sim.workload import WORKLOADS, WorkloadOptions
@@ -66,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="replicas per data center of the workload's bucket, e.g. dc1=2,dc2=1",
     )
+    parser.add_argument(
+        "--write-level",
+        help="the workload's write level (a number, quorum, each_quorum, ...); each_quorum "
+        "with --datacenters and wipes also brings crashed data centers back wiped",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -101,7 +108,17 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         racks=args.racks,
         datacenters=args.datacenters,
         bucket_datacenters=_counts(args.bucket_datacenters),
+        write_level=_level(args.write_level),
     )
+
+
+def _level(text: str | None) -> int | str | None:
+    if not text:
+        return None
+    try:
+        return levels.parse("--write-level", text)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from exc
 
 
 def _counts(text: str) -> tuple[tuple[str, int], ...]:

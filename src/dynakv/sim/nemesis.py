@@ -25,6 +25,12 @@ class Nemesis:
         self.rng = rng
         self.end = end
         names = sorted(cluster.names)
+        # The data center whose crashes may wipe it, and then the wipe victim is one of its
+        # nodes: every other site keeps its copies of what each_quorum acknowledged.
+        self.victim_site: str | None = None
+        if options.datacenter_wipe_probability:
+            self.victim_site = rng.choice(sorted(set(cluster.datacenters.values())))
+            names = [n for n in names if cluster.datacenters[n] == self.victim_site]
         self.victim = rng.choice(names) if options.wipe_probability else None
         self.crashed: list[str] = []
         self.site_down: list[str] = []  # the nodes of the data center crashed, if one is
@@ -32,6 +38,7 @@ class Nemesis:
         self.stopped = False
         self.partitions = 0
         self.crashes = 0
+        self.sites_wiped = 0
         self._partition_token = 0
         cluster.call_at(cluster.now + options.nemesis_interval, self._tick)
 
@@ -97,16 +104,22 @@ class Nemesis:
         downtime = self.rng.uniform(self.options.crash_min, self.options.dc_crash_max)
         if not victims:
             return
+        wipe = False
+        if site == self.victim_site:
+            wipe = self.rng.random() < self.options.datacenter_wipe_probability
         cluster.note(f"datacenter {site} down {victims}")
         for name in victims:
             cluster.crash(name)
         self.site_down = victims
         self.crashes += len(victims)
-        cluster.call_at(cluster.now + downtime, self._restart_datacenter)
+        cluster.call_at(cluster.now + downtime, lambda: self._restart_datacenter(wipe))
 
-    def _restart_datacenter(self) -> None:
+    def _restart_datacenter(self, wipe: bool = False) -> None:
+        if wipe and self.site_down:
+            self.cluster.note(f"datacenter {self.cluster.datacenters[self.site_down[0]]} wiped")
+            self.sites_wiped += 1
         for name in self.site_down:
-            self.cluster.restart(name)
+            self.cluster.restart(name, wipe=wipe)
         self.site_down = []
 
     def _restart(self, name: str, wipe: bool) -> None:

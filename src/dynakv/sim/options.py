@@ -68,6 +68,12 @@ class SimOptions:
     # their own disks (a wiped data center could lose writes acknowledged by its quorum).
     datacenter_crash_probability: float = 0.0
     dc_crash_max: float = 6.0
+    # A crash of the run's victim data center (one, drawn at the start) comes back with every
+    # node of it on an empty disk with this probability. Only for runs whose writes wait for
+    # a quorum in every data center (each_quorum): what a single site's quorum acknowledged is
+    # lost with it. The single-node wipe victim is then drawn from that data center too, so
+    # the other sites' copies of every acknowledged write are never wiped.
+    datacenter_wipe_probability: float = 0.0
     # --- durability ---------------------------------------------------------------------------
     # 0: commit after every handled event, before its effects leave. > 0: the runtime's
     # pipelined group commit: peer requests leave at once, acknowledgements and replies to
@@ -90,6 +96,7 @@ class SimOptions:
             "wipe_probability",
             "victim_crash_share",
             "datacenter_crash_probability",
+            "datacenter_wipe_probability",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -131,9 +138,10 @@ class SimOptions:
             changes.update(clock_skew_max=2.0)
         return replace(self, **changes)
 
-    def with_datacenters(self, count: int) -> SimOptions:
+    def with_datacenters(self, count: int, wipe_sites: bool = False) -> SimOptions:
         """With several data centers, the faults switched on also strike whole ones: the
-        partitions may cut a data center off, and the crashes may take one down."""
+        partitions may cut a data center off, and the crashes may take one down — and, with
+        `wipe_sites` (writes at each_quorum) and wipes on, bring it back wiped."""
         if count < 2:
             return self
         changes: dict[str, object] = {}
@@ -141,6 +149,8 @@ class SimOptions:
             changes["partition_modes"] = (*self.partition_modes, "datacenter")
         if self.crash_probability and not self.datacenter_crash_probability:
             changes["datacenter_crash_probability"] = 0.04
+        if wipe_sites and self.wipe_probability and not self.datacenter_wipe_probability:
+            changes["datacenter_wipe_probability"] = 0.5
         return replace(self, **changes)
 
 

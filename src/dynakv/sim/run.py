@@ -62,6 +62,10 @@ class RunConfig:
     # Replicas per data center of the workload's bucket (its type lists them; r = w =
     # quorum); () for n=3 along the walk.
     bucket_datacenters: tuple[tuple[str, int], ...] = ()
+    # The workload's write level (a number or a level name), else its bucket's default. With
+    # each_quorum every acknowledged write has copies in every data center, so the nemesis
+    # may also bring a crashed data center back wiped (SimOptions.datacenter_wipe_probability).
+    write_level: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -86,6 +90,7 @@ class RunResult:
     crashes: int
     wipes: int
     reaped: int  # tombstones the nodes deleted (counted since each one's last start)
+    sites_wiped: int = 0  # data centers brought back on empty disks
 
 
 TOMBSTONE_GRACE = 4.0  # virtual seconds: deletes early in a run are reaped during its faults
@@ -98,14 +103,18 @@ def node_config(
     racks: int = 1,
     datacenters: int = 1,
     bucket_datacenters: tuple[tuple[str, int], ...] = (),
+    write_level: int | str | None = None,
 ) -> NodeConfig:
     index = int(name.lstrip("n")) - 1
-    buckets = {"lww": BucketProps(policy="lww")}
+    props: dict[str, object] = {}
     if bucket_datacenters:
         counts = dict(bucket_datacenters)
-        placed = {"n": sum(counts.values()), "r": "quorum", "w": "quorum", "datacenters": counts}
-        buckets = {bucket: BucketProps(**placed) for bucket in BUCKET.values()}  # type: ignore[arg-type]
-        buckets["lww"] = BucketProps(policy="lww", **placed)  # type: ignore[arg-type]
+        props = {"n": sum(counts.values()), "r": "quorum", "w": "quorum", "datacenters": counts}
+    if write_level is not None:
+        props["w"] = write_level
+    buckets = {"lww": BucketProps(policy="lww", **props)}  # type: ignore[arg-type]
+    if props:
+        buckets.update({bucket: BucketProps(**props) for bucket in set(BUCKET.values()) - {"lww"}})  # type: ignore[arg-type]
     return dataclasses.replace(
         default_config(name),
         datacenter=f"dc{index % datacenters + 1}",
@@ -128,9 +137,11 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.racks,
         config.datacenters,
         config.bucket_datacenters,
+        config.write_level,
     )
     cluster = copy.deepcopy(formed)
-    options = config.options.with_datacenters(config.datacenters)
+    each_quorum = config.write_level == "each_quorum"
+    options = config.options.with_datacenters(config.datacenters, wipe_sites=each_quorum)
     cluster.reseed(seed, options, trace)
     end = cluster.now + config.load.duration
     workload = Workload(
@@ -160,6 +171,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         nemesis.crashes,
         cluster.wipes,
         sum(cluster.nodes[name].reaper.stats.reaped for name in cluster.up),
+        nemesis.sites_wiped,
     )
 
 
@@ -172,6 +184,7 @@ def formed_cluster(
     racks: int = 1,
     datacenters: int = 1,
     bucket_datacenters: tuple[tuple[str, int], ...] = (),
+    write_level: int | str | None = None,
 ) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
     network with true clocks. Seed-independent, so it is formed once per process."""
@@ -184,6 +197,7 @@ def formed_cluster(
         racks=racks,
         datacenters=datacenters,
         bucket_datacenters=bucket_datacenters,
+        write_level=write_level,
     )
     cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
