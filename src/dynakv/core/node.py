@@ -345,6 +345,7 @@ class Node:
             "partitions_owned": len(self.view.ring.owned(self.name)),
             "hints_pending": self.hints.pending(),
             "hints_dropped": self.hints.dropped,
+            "handoff": self.handoff.status(),
             "corrupt_records_found": self.store.corrupt_total,
             "anti_entropy": self.exchanges.status(),
             "tombstone_reaping": self.reaper.status(),
