@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="replicas per data center of the workload's bucket, e.g. dc1=2,dc2=1",
     )
+    parser.add_argument(
+        "--lower-replication",
+        action="store_true",
+        help="a third into the run, lower every bucket type's n to 2 (each data center's "
+        "count by one): the claimant's lowering and the hand-back of surplus copies",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -101,6 +107,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         racks=args.racks,
         datacenters=args.datacenters,
         bucket_datacenters=_counts(args.bucket_datacenters),
+        lower_replication=args.lower_replication,
     )
 
 
