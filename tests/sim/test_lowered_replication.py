@@ -19,7 +19,8 @@ from dynakv.messages import (
     PutResult,
 )
 from dynakv.sim.cluster import SimCluster
-from dynakv.sim.run import node_config
+from dynakv.sim.options import SimOptions
+from dynakv.sim.run import RunConfig, node_config, run_seeds
 from tests.sim.test_datacenters import ask
 
 NAMES = [f"n{i}" for i in range(1, 6)]
@@ -77,3 +78,13 @@ def test_a_lowered_n_keeps_every_write_on_the_remaining_replicas_and_frees_the_t
         assert isinstance(got, GetResult) and set(got.values) == (
             {b"w"} if key in only_third else {b"v"}
         ), key
+
+
+def test_seeds_lowering_every_type_under_faults_keep_every_acknowledged_write():
+    config = RunConfig(options=SimOptions().with_faults("all"), lower_replication=True)
+    failed = [
+        f"seed {r.seed}: {r.report.summary()}"
+        for r in run_seeds(list(range(1, 21)), config)
+        if not r.report.ok
+    ]
+    assert not failed, failed

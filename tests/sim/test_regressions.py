@@ -23,6 +23,9 @@ REGRESSIONS = [
 # while a reap round's ReapCommits were still held for its coordinator's commit (pipelined
 # commit), so two replicas still held the tombstone the coordinator had deleted (divergent).
 HARNESS_REGRESSIONS = [("register", 9181), ("register", 9244), ("register", 9641)]
+# The hand-back of surplus copies changed every trace after it: those seeds no longer reap,
+# so the wait is exercised on nearby seeds that do (with the traces since).
+REAPING = [("register", 9183), ("register", 9190), ("register", 9196)]
 
 
 @pytest.mark.parametrize("read_fanout", ["n", "r"])  # found with "n" (the default then)
@@ -33,12 +36,13 @@ def test_seed_that_found_a_core_bug_stays_clean(workload, seed, read_fanout):
     assert report.ok, [str(v) for v in report.violations]
 
 
-@pytest.mark.parametrize(("workload", "seed"), HARNESS_REGRESSIONS)
+@pytest.mark.parametrize(("workload", "seed"), HARNESS_REGRESSIONS + REAPING)
 def test_final_check_waits_for_reap_commits_held_by_the_commit(workload, seed):
     options = SimOptions().with_faults("all")
     result = run_seed(seed, RunConfig(workload, options=options))
     assert result.report.ok, [str(v) for v in result.report.violations]
-    assert result.reaped > 0  # the run did reap, so the wait was exercised
+    if (workload, seed) in REAPING:
+        assert result.reaped > 0  # the run did reap, so the wait was exercised
 
 
 def test_a_forwarded_put_delivered_twice_is_written_once():

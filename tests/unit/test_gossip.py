@@ -281,3 +281,16 @@ def test_a_lowering_with_fewer_members_than_either_n_is_recorded_at_once():
     g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"n": 2}))
     record = p.view.state.ring
     assert record.next is None and record.replication == 2
+
+
+def test_cluster_status_says_whether_the_replication_rises_or_falls():
+    from dynakv.cli import _replication_change
+
+    assert _replication_change({"placed": 3, "next": None}) == ""
+    assert _replication_change({"placed": 3, "next": 3}) == ""  # a join: owners move only
+    assert _replication_change({"placed": 3, "next": 2}) == "replication falling from 3 to 2"
+    change = {"placed": 2, "next": 2, "datacenters": {"dc1": 2, "dc2": 1},
+              "next_datacenters": {"dc1": 1, "dc2": 2}}  # fmt: skip
+    assert _replication_change(change) == (
+        "replication falling in dc1 from 2 to 1; rising in dc2 from 1 to 2"
+    )
