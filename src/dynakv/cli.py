@@ -307,6 +307,25 @@ def _reaped(status: dict) -> str:
     return f"{text} (waiting: {reaping['blocked']})" if reaping.get("blocked") else text
 
 
+def _replication_change(replication: dict) -> str:
+    """"replication rising/falling from .. to .." while a transfer changes the replication
+    (N, or a data center's count); "" when none does."""
+    placed, target = replication.get("placed"), replication.get("next")
+    before = replication.get("datacenters") or {}
+    after = replication.get("next_datacenters")
+    if target is None:
+        return ""
+    parts = []
+    if target != placed:
+        parts.append(f"{'rising' if target > placed else 'falling'} from {placed} to {target}")
+    for dc in sorted(set(before) | set(after or {})):
+        old, new = before.get(dc, 0), (after or {}).get(dc, 0)
+        if old != new:
+            trend = "rising" if new > old else "falling"
+            parts.append(f"{trend} in {dc} from {old} to {new}")
+    return "replication " + "; ".join(parts) if parts else ""
+
+
 @cluster.command("status")
 @click.option("--node", default=DEFAULT_NODE, show_default=True)
 def cluster_status(node: str) -> None:
@@ -338,9 +357,9 @@ def cluster_status(node: str) -> None:
             "-" if status is None else _reaped(status),
         )  # fmt: skip
     console.print(table)
-    replication = view.get("replication") or {}
-    if replication.get("next"):
-        console.print(f"replication rising from {replication['placed']} to {replication['next']}")
+    line = _replication_change(view.get("replication") or {})
+    if line:
+        console.print(line)
     pending = view.get("transfers_pending", 0)
     if not pending:
         console.print("no transfers in progress")

@@ -1,6 +1,7 @@
 """Bucket types on real processes: made on one node, seen on every other after gossip, used
 by writes, updated, refused when bad; a raised n fills the new replicas; a node restarted
-with a stale file follows the cluster. One cluster for the module, its file saying n=2."""
+with a stale file follows the cluster; a lowered n frees the surplus copies. One cluster for
+the module, its file saying n=2."""
 
 from __future__ import annotations
 
@@ -159,3 +160,31 @@ def test_a_change_is_answered_without_a_stopped_member_and_says_which_one_lacks_
 
     wait_for(held_everywhere, "node3 to hold the type after it resumed")
     assert http("GET", f"{node3.url}/v1/buckets/sessions").json()["policy"] == "lww"
+
+
+def test_lowering_n_frees_the_surplus_copies_and_loses_no_acknowledged_write(cluster):
+    node1, node2, _ = cluster.nodes
+    keys = [f"low{i}" for i in range(40)]
+    for key in keys:
+        assert http("PUT", f"{node2.url}/v1/kv/data/{key}", key.encode()).status == 204
+    assert all(has(n, key) for key in keys for n in cluster.nodes)  # n=3 of 3 nodes
+    for name in ("_default", "wide"):  # the ring holds the largest n of every type
+        reply = put_type(node1.url, name, {"n": 2, "r": 1, "w": 1})
+        assert reply.status == 200 and reply.json()["n"] == 2, reply.body
+
+    def lowered() -> bool:
+        views = [http("GET", f"{n.url}/v1/cluster").json() for n in cluster.nodes]
+        return all(v["replication"]["placed"] == 2 and v["next_ring"] is None for v in views)
+
+    wait_for(lowered, "the transfer that lowers the replication to 2", timeout=60)
+
+    def freed() -> bool:  # every key on exactly its two replicas: the third handed it back
+        return all(sum(has(n, key) for n in cluster.nodes) == 2 for key in keys)
+
+    wait_for(freed, "the surplus copies to be handed back and deleted", timeout=60)
+    for key in keys:
+        for node in cluster.nodes:  # read through every node, the surplus one included
+            got = http("GET", f"{node.url}/v1/kv/data/{key}")
+            assert (got.status, got.body) == (200, key.encode()), (key, node.name)
+    handed_back = sum(n.status()["handoff"]["handed_back"] for n in cluster.nodes)
+    assert handed_back >= len(keys)

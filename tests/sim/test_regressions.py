@@ -23,6 +23,10 @@ REGRESSIONS = [
 # while a reap round's ReapCommits were still held for its coordinator's commit (pipelined
 # commit), so two replicas still held the tombstone the coordinator had deleted (divergent).
 HARNESS_REGRESSIONS = [("register", 9181), ("register", 9244), ("register", 9641)]
+# Changes to the core (the hand-back of surplus copies, bucket type acknowledgements) change
+# every trace after them, so those seeds may no longer reap; the wait is exercised by the
+# seeds near them that do (at least one must).
+REAPING_SEEDS = range(9181, 9201)
 
 
 @pytest.mark.parametrize("read_fanout", ["n", "r"])  # found with "n" (the default then)
@@ -38,7 +42,16 @@ def test_final_check_waits_for_reap_commits_held_by_the_commit(workload, seed):
     options = SimOptions().with_faults("all")
     result = run_seed(seed, RunConfig(workload, options=options))
     assert result.report.ok, [str(v) for v in result.report.violations]
-    assert result.reaped > 0  # the run did reap, so the wait was exercised
+
+
+def test_the_final_check_waits_for_reaping_on_seeds_that_reap():
+    options = SimOptions().with_faults("all")
+    reaped = 0
+    for seed in REAPING_SEEDS:
+        result = run_seed(seed, RunConfig("register", options=options))
+        assert result.report.ok, (seed, [str(v) for v in result.report.violations])
+        reaped += result.reaped
+    assert reaped > 0  # some run did reap, so the wait was exercised
 
 
 def test_a_forwarded_put_delivered_twice_is_written_once():

@@ -199,7 +199,7 @@ def test_the_claimant_raises_the_replication_with_a_transfer_to_the_same_owners(
     assert len(p.view.pending_moves_list()) == 16  # a fourth replica for each partition
     assert any(log.event == "replication_raised" for log in p.logs)
     g.on_bucket_change(0.0, "#c", ClientBucketChange(2, bt.DEFAULT, {"n": 2}))
-    assert p.view.state.ring == record  # lowering moves nothing: the copies stay
+    assert p.view.state.ring == record  # a transfer under way is finished first
 
 
 def test_a_node_whose_file_differs_from_the_cluster_says_so_once_and_follows_the_cluster():
@@ -263,4 +263,79 @@ def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_
     assert any(log.event == "replication_raised" for log in p.logs)
     before = p.view.state.ring
     g.on_bucket_change(0.0, "#c", ClientBucketChange(3, "carts", {"datacenters": {"dc1": 1}}))
-    assert p.view.state.ring == before  # lowering moves nothing: the copies stay
+    assert p.view.state.ring == before  # a transfer under way is finished first
+
+
+def finish_moves(p: Parts) -> None:
+    for partition, node in p.view.pending_moves_list():
+        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+
+
+def test_the_claimant_lowers_the_replication_only_after_the_remaining_replicas_pulled():
+    p = parts("n1", names=["n1", "n2", "n3", "n4", "n5"])
+    g = gossiper(p)
+    before = {q: p.view.placed_replicas(q) for q in range(16)}
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"n": 2}))
+    record = p.view.state.ring
+    assert record.next is not None and record.next.owners == record.ring.owners
+    assert (record.replication, record.next_replication) == (3, 2)
+    assert any(log.event == "replication_lowered" for log in p.logs)
+    # Every partition loses its third replica: its first two pull (from all three) first.
+    assert p.view.pending_moves_list() == [
+        (q, node) for q in range(16) for node in sorted(before[q][:2])
+    ]
+    assert p.view.placed_replicas(0) == before[0]  # the old replicas still serve
+    moves = p.view.pending_moves_list()
+    for partition, node in moves[:-1]:
+        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    g.claim()
+    assert p.view.state.ring.next is not None  # one pull left: not installed yet
+    p.view.adopt(ms.mark_transferred(p.view.state, *moves[-1]))
+    g.claim()
+    record = p.view.state.ring
+    assert record.next is None and record.replication == 2
+    assert p.view.placed_replicas(0) == before[0][:2]
+
+
+def test_lowering_a_data_center_count_or_dropping_it_waits_for_the_pulls_too():
+    places = {n: ("dc1" if n in ("n1", "n2", "n3") else "dc2", "rack1") for n in NAMES}
+    p = parts("n1", names=[*NAMES, "n6"], places={**places, "n6": ("dc2", "rack1")})
+    g = gossiper(p)
+    change = ClientBucketChange(1, "carts", {"datacenters": {"dc1": 2, "dc2": 2}})
+    g.on_bucket_change(0.0, "#c", change)
+    finish_moves(p)
+    g.claim()
+    assert p.view.state.ring.datacenters == (("dc1", 2), ("dc2", 2))
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(2, "carts", {"datacenters": {"dc1": 2}}))
+    record = p.view.state.ring
+    assert record.next is not None and record.next_datacenters == (("dc1", 2),)
+    assert p.view.pending_moves_list() and any(
+        log.event == "replication_lowered" for log in p.logs
+    )
+    for partition, node in p.view.pending_moves_list():
+        assert node in p.view.replicas(partition)  # only replicas that remain pull
+    finish_moves(p)
+    g.claim()
+    assert p.view.state.ring.next is None
+    assert p.view.state.ring.datacenters == (("dc1", 2),)
+
+
+def test_a_lowering_with_fewer_members_than_either_n_is_recorded_at_once():
+    p = parts("n1", names=["n1", "n2"])
+    g = gossiper(p)
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"n": 2}))
+    record = p.view.state.ring
+    assert record.next is None and record.replication == 2
+
+
+def test_cluster_status_says_whether_the_replication_rises_or_falls():
+    from dynakv.cli import _replication_change
+
+    assert _replication_change({"placed": 3, "next": None}) == ""
+    assert _replication_change({"placed": 3, "next": 3}) == ""  # a join: owners move only
+    assert _replication_change({"placed": 3, "next": 2}) == "replication falling from 3 to 2"
+    change = {"placed": 2, "next": 2, "datacenters": {"dc1": 2, "dc2": 1},
+              "next_datacenters": {"dc1": 1, "dc2": 2}}  # fmt: skip
+    assert _replication_change(change) == (
+        "replication falling in dc1 from 2 to 1; rising in dc2 from 1 to 2"
+    )

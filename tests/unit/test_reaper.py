@@ -7,6 +7,7 @@ from dynakv import versions
 from dynakv.core.bugs import NO_BUGS
 from dynakv.core.reaper import Reaper
 from dynakv.messages import ReapCheck, ReapCheckReply, ReapCommit
+from dynakv.ring import key_digest
 from tests.unit.components import Parts, key_placed, parts, sends
 
 GRACE = 4.0
@@ -83,3 +84,15 @@ def test_a_check_from_another_epoch_is_answered_no():
     check = ReapCheck(9, p.view.epoch + 1, [("b", "k", state)])
     (_, reply), = sends(r.on_check(6.0, "n1", check))  # fmt: skip
     assert reply == ReapCheckReply(9, [False])
+
+
+def test_a_node_handing_its_copy_back_holds_the_reap_until_the_push_has_landed():
+    p = parts("n1", tombstone_grace=GRACE, names=["n1", "n2", "n3", "n4", "n5"])
+    key = next(f"k{i}" for i in range(1000) if "n1" not in p.view.placement("b", f"k{i}").primaries)
+    state = tombstone(parts("n2", tombstone_grace=GRACE), key, at=0.0)  # a primary's state
+    pushing: set[bytes] = set()
+    r = Reaper(p.context, p.store, p.engine, p.hints, p.budget, NO_BUGS, pushing.__contains__)
+    pushing.add(key_digest("b", key))  # n1 is pushing an old copy of the key to its primaries
+    assert r._may_reap(GRACE + 1.0, "b", key, state, clean=True) is False
+    pushing.clear()
+    assert r._may_reap(GRACE + 1.0, "b", key, state, clean=True) is True

@@ -340,7 +340,8 @@ class Gossiper(Component):
     # --- the claimant ----------------------------------------------------------------------
     def claim(self) -> list[Effect]:
         """The claimant's duty: plan rings, start transfers, install the ring when data moved,
-        raise the replication when a bucket type asks for more replicas than the ring has."""
+        raise or lower the replication to what the bucket types ask for (membership
+        .storage_rule), through a transfer to the same owners."""
         view = self.view
         state = view.state
         if state.ring.epoch == 0 or ms.claimant(state) != view.name:
@@ -350,10 +351,12 @@ class Gossiper(Component):
             state = view.state
         placed = view.placed_replication
         placed_dcs = view.placed_datacenters
-        # The replication never falls by itself: copies beyond a lowered n stay replicas
-        # (anti-entropy keeps them, so a write that reached only them is not stranded).
+        # A ring whose owners change keeps at least the replicas it has: the replication
+        # falls only in a transfer of its own (below), in which the remaining replicas
+        # pull from the surplus ones first.
         wanted = max(placed, view.wanted_replication)
         wanted_dcs = ms.widest(placed_dcs, view.wanted_datacenters)
+        rule = (view.wanted_replication, view.wanted_datacenters)
         plan = self._plan(state)
         if plan is not None:
             same_owners = plan.owners == state.ring.ring.owners
@@ -366,16 +369,22 @@ class Gossiper(Component):
                 new = ms.start_transfer(state, plan, view.name, wanted, wanted_dcs)
                 moves = len(ms.pending_moves(new, view.legacy_replication))
                 self.logs.append(Log("info", "transfer_planned", {"moves": moves}))
-        elif state.ring.next is None and (wanted > placed or wanted_dcs != placed_dcs):
-            # A transfer to the same owners: the new replicas pull what they lack.
-            new = ms.start_transfer(state, state.ring.ring, view.name, wanted, wanted_dcs)
+        elif state.ring.next is None and rule != (placed, placed_dcs):
+            # A transfer to the same owners at the types' rule: new replicas pull what they
+            # lack; where it falls, the remaining replicas pull from the surplus ones, and
+            # the lower rule serves a partition only once they have (ms.replica_moves).
+            n, dcs = rule
+            new = ms.start_transfer(state, state.ring.ring, view.name, n, dcs)
             moves = len(ms.pending_moves(new, view.legacy_replication))
-            if not moves:  # no node to fill (fewer members than n): just record it
-                new = ms.install_ring(state, state.ring.ring, view.name, wanted, wanted_dcs)
-            fields: dict[str, object] = {"from": placed, "to": wanted, "moves": moves}
-            if wanted_dcs != placed_dcs:
-                fields["datacenters"] = ",".join(f"{dc}={c}" for dc, c in wanted_dcs)
-            self.logs.append(Log("info", "replication_raised", fields))
+            if not moves:  # nothing to fill (fewer members than n): just record it
+                new = ms.install_ring(state, state.ring.ring, view.name, n, dcs)
+            fields: dict[str, object] = {"from": placed, "to": n, "moves": moves}
+            if dcs != placed_dcs:
+                fields["datacenters"] = ",".join(f"{dc}={c}" for dc, c in dcs)
+            falls = ms.lowered(placed, n, placed_dcs, dcs)
+            self.logs.append(
+                Log("info", "replication_lowered" if falls else "replication_raised", fields)
+            )
         elif state.ring.next is not None and not view.pending_moves:
             new = ms.finish_transfer(state, view.name)
             self.logs.append(Log("info", "ring_installed", {"epoch": new.ring.epoch}))

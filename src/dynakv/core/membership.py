@@ -23,7 +23,10 @@ Replication: the ring record says for which rule its data is placed: N along the
 (`datacenters`, `next_datacenters`). A partition's replicas are the first N of its walk
 and each data center's list at its count (`Ring.replicas`). The claimant raises either
 with a transfer to the same owners when a bucket type asks for more replicas than the ring
-holds (see `pending_moves`); lowering a type's counts moves nothing.
+holds (see `pending_moves`), and lowers them the same way once the types ask for fewer:
+the replicas that remain pull from every old replica first, so they hold everything the
+surplus ones held before the lower rule serves (the surplus copies are then handed back
+and deleted: core/handoff.py).
 
 Who changes what: an operator's join/leave/remove reaches any member, which applies
 `request_join` / `request_leave` / `mark_removed` to its state and gossips it. The claimant
@@ -68,6 +71,7 @@ __all__ = [
     "encode",
     "finish_transfer",
     "install_ring",
+    "lowered",
     "mark_removed",
     "mark_transferred",
     "member",
@@ -503,11 +507,20 @@ def replica_moves(
     `new_datacenters` (None: `datacenters`) makes a replica of that partition while `old` at
     `n` and `datacenters` does not. Each part on its own: a node new to the first N of the
     walk moves even if it was in a data center's list before, and the other way round, as
-    writes to a bucket go only to its own part (anti-entropy alone would fill it)."""
+    writes to a bucket go only to its own part (anti-entropy alone would fill it).
+
+    When the rule falls (a lower N, a data center's count lowered or dropped), every
+    replica `new` keeps of a partition that loses a replica in some part moves too: it
+    pulls from the old replicas, so the remaining ones hold everything the surplus ones
+    held before the lower rule serves."""
     after = datacenters if new_datacenters is None else new_datacenters
     new_n = new_n or n
     moves: list[tuple[int, str]] = []
+    falls = _falls(n, new_n, datacenters, after)
     for partition in range(old.size):
+        if falls and _shrinks(old, new, partition, n, new_n, datacenters, after):
+            moves.extend((partition, x) for x in new.replicas(partition, new_n, after))
+            continue
         walked = set(old.preference_list(partition, n))
         if not datacenters and not after:
             moves.extend(
@@ -521,6 +534,42 @@ def replica_moves(
             if (node in walking and node not in walked) or (node in listing and node not in listed):
                 moves.append((partition, node))
     return moves
+
+
+def _falls(n: int, new_n: int, datacenters: Datacenters, after: Datacenters) -> bool:
+    """Whether the rule (N, counts per data center) asks for fewer replicas somewhere."""
+    counts = dict(after)
+    return new_n < n or any(counts.get(dc, 0) < count for dc, count in datacenters)
+
+
+def _shrinks(
+    old: Ring,
+    new: Ring,
+    partition: int,
+    n: int,
+    new_n: int,
+    datacenters: Datacenters,
+    after: Datacenters,
+) -> bool:
+    """Whether some part of the partition's replicas (the walk's first N, a data center's
+    list) loses a node from `old` at the old rule to `new` at the new one."""
+    if set(old.preference_list(partition, n)) - set(new.preference_list(partition, new_n)):
+        return True
+    counts = dict(after)
+    for dc, count in datacenters:
+        before = set(old.replicas(partition, 0, ((dc, count),)))
+        kept = counts.get(dc, 0)
+        if before - (set(new.replicas(partition, 0, ((dc, kept),))) if kept else set()):
+            return True
+    return False
+
+
+def lowered(
+    placed: int, wanted: int, placed_dcs: Datacenters, wanted_dcs: Datacenters
+) -> bool:
+    """Whether the rule the types ask for (`wanted`, `wanted_dcs`) falls below what the
+    ring is placed for anywhere: the claimant then lowers it, after a transfer."""
+    return _falls(placed, wanted, placed_dcs, wanted_dcs)
 
 
 def replication(record: RingRecord, legacy: int) -> tuple[int, int]:

@@ -130,7 +130,9 @@ class Node:
         self.handoff = Handoff(context, store, hints, budget)
         self.transfers = Transfers(context, store, engine, self.gossip, budget)
         self.exchanges = Exchanges(context, store, self.aae, budget)
-        self.reaper = Reaper(context, store, engine, hints, budget, bugs)
+        self.reaper = Reaper(
+            context, store, engine, hints, budget, bugs, self.handoff.handing_back
+        )
         coordinator, replicas, exchanges = self.coordinator, self.replicas, self.exchanges
         reaper, gossip, transfers = self.reaper, self.gossip, self.transfers
         self._handlers: dict[type, Handler] = {
@@ -345,6 +347,7 @@ class Node:
             "partitions_owned": len(self.view.ring.owned(self.name)),
             "hints_pending": self.hints.pending(),
             "hints_dropped": self.hints.dropped,
+            "handoff": self.handoff.status(),
             "corrupt_records_found": self.store.corrupt_total,
             "anti_entropy": self.exchanges.status(),
             "tombstone_reaping": self.reaper.status(),

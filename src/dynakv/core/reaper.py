@@ -8,10 +8,11 @@ when all of these hold:
 - the grace period has passed since the newest tombstone of S was written (its hybrid
   clock timestamp), so no message from before the delete can still be on its way;
 - every member of the cluster is up and answers a check for S: no member holds a hint for
-  the key; a primary replica holds exactly S, unchanged for two request timeouts (so a
-  push from a replica that held the old value a moment ago has landed); any other member
-  holds no copy that S does not cover, and deletes a covered one (an old fallback copy, or
-  one left behind by ownership transfer) right there, while the asking primary holds S;
+  the key or is handing its copy back (a push in flight could land after the reap); a
+  primary replica holds exactly S, unchanged for two request timeouts (so a push from a
+  replica that held the old value a moment ago has landed); any other member holds no copy
+  that S does not cover, and deletes a covered one (an old fallback copy, or one left
+  behind by ownership transfer) right there, while the asking primary holds S;
 - no ownership transfer is under way and the members agree on the ring epoch.
 
 Then every member deletes its copy if S covers it (compare-and-delete: a write that came
@@ -30,6 +31,7 @@ Pure: time is the `now` passed in; storage through synchronous engine and store 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dynakv import versions
@@ -143,11 +145,15 @@ class Reaper(Component):
         hints: HintStore,
         budget: BackgroundBudget,
         bugs: InjectedBugs,
+        handing_back: Callable[[bytes], bool] = lambda digest: False,
     ) -> None:
         super().__init__(context)
         self.store = store
         self.engine = engine
         self.hints = hints
+        # Whether this node is pushing its copy of a key to the key's primaries (handoff.py's
+        # hand-back of surplus copies): that push must land before the tombstone may go.
+        self.handing_back = handing_back
         self.budget = budget
         self.bugs = bugs
         self.stats = ReapStats()
@@ -288,7 +294,7 @@ class Reaper(Component):
         if tombstone_age(tombstone, now) is None:
             return False
         digest = key_digest(bucket, key)
-        if self.hints.holding(digest):
+        if self.hints.holding(digest) or self.handing_back(digest):
             return False
         ring = self.view.ring
         props = self.view.bucket(bucket)

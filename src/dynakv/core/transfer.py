@@ -101,7 +101,10 @@ class Transfers(Component):
     def on_tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer("transfer", now + self.config.transfer_interval)]
         effects.extend(self._start_pulls(now))
-        for pull in self.pulls.values():
+        # A copy: a pull whose sources are all down finishes (and others start) in the loop.
+        for pull in list(self.pulls.values()):
+            if self.pulls.get(pull.partition) is not pull:
+                continue
             if pull.in_flight and now < pull.deadline:
                 continue
             effects.extend(self._request_batch(pull, now))

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the workload's write level (a number, quorum, each_quorum, ...); each_quorum "
         "with --datacenters and wipes also brings crashed data centers back wiped",
     )
+    parser.add_argument(
+        "--lower-replication",
+        action="store_true",
+        help="a third into the run, lower every bucket type's n to 2 (each data center's "
+        "count by one): the claimant's lowering and the hand-back of surplus copies",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -109,6 +115,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         datacenters=args.datacenters,
         bucket_datacenters=_counts(args.bucket_datacenters),
         write_level=_level(args.write_level),
+        lower_replication=args.lower_replication,
     )
 
 

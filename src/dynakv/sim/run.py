@@ -24,7 +24,15 @@ from multiprocessing import get_context
 from dynakv import versions
 from dynakv.config import BucketProps, NodeConfig
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
-from dynakv.messages import ClientGet, GetResult, Message, ReapCheck, ReapCheckReply, ReapCommit
+from dynakv.messages import (
+    ClientBucketChange,
+    ClientGet,
+    GetResult,
+    Message,
+    ReapCheck,
+    ReapCheckReply,
+    ReapCommit,
+)
 from dynakv.sim.checker import (
     Op,
     Read,
@@ -66,6 +74,9 @@ class RunConfig:
     # each_quorum every acknowledged write has copies in every data center, so the nemesis
     # may also bring a crashed data center back wiped (SimOptions.datacenter_wipe_probability).
     write_level: int | str | None = None
+    # A third into the run, lower every bucket type (n to 2, each data center's count by
+    # one, at least 1), under the faults: the claimant's lowering and the hand-back.
+    lower_replication: bool = False
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -148,7 +159,12 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.workload, cluster, random.Random(f"workload-{seed}"), config.load, end
     )
     nemesis = Nemesis(cluster, options, random.Random(f"nemesis-{seed}"), end)
-    cluster.run_for(config.load.duration)
+    if config.lower_replication:
+        cluster.run_for(config.load.duration / 3)
+        _lower_replication(cluster, random.Random(f"lower-{seed}"))
+        cluster.run_for(end - cluster.now)
+    else:
+        cluster.run_for(config.load.duration)
     nemesis.stop()
     cluster.run_until(workload.idle, limit=config.load.client_timeout + 1.0)
     workload.finish()
@@ -173,6 +189,20 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         sum(cluster.nodes[name].reaper.stats.reaped for name in cluster.up),
         nemesis.sites_wiped,
     )
+
+
+def _lower_replication(cluster: SimCluster, rng: random.Random) -> None:
+    """Ask a node that is up to lower every bucket type: n to 2, or each data center's
+    count by one (at least 1); the answer is not awaited (gossip spreads the change)."""
+    node = rng.choice(sorted(cluster.up))
+    for i, bucket_type in enumerate(cluster.nodes[node].state.types):
+        if bucket_type.datacenters:
+            counts = {dc: max(1, c - 1) for dc, c in bucket_type.datacenters}
+            change: dict[str, object] = {"datacenters": counts}
+        else:
+            change = {"n": 2, "r": "quorum", "w": "quorum"}
+        message = ClientBucketChange(i + 1, bucket_type.name, change, "update")
+        cluster.request(node, "#lower", message)
 
 
 @functools.lru_cache(maxsize=8)
