@@ -109,15 +109,3 @@ def resolve(
         return Need(len(primaries) // 2 + 1)
     by_dc = tuple((site, here // 2 + 1) for site, here in counts.items())
     return Need(sum(count for _, count in by_dc), by_dc)
-
-
-def shortfall(
-    by_dc: tuple[tuple[str, int], ...], answered: Sequence[str], dc_of: dict[str, str]
-) -> list[tuple[str, int, int]]:
-    """Each data center with fewer than its count among `answered`: (dc, needed, got)."""
-    short = []
-    for site, count in by_dc:
-        got = sum(1 for node in answered if dc_of.get(node) == site)
-        if got < count:
-            short.append((site, count, got))
-    return short

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dynakv import versions
+from dynakv.core import membership as ms
 from dynakv.core.bugs import NO_BUGS
 from dynakv.core.coordinator import Coordinator
 from dynakv.core.minting import Minter
@@ -26,6 +27,7 @@ from tests.unit.components import (
     key_not_replicated_by,
     key_placed,
     parts,
+    record,
     sends,
     state_of,
 )
@@ -150,3 +152,81 @@ def test_rids_come_from_the_shared_counter():
     first = p.ids.upcoming
     c.on_get(0.0, "#c", ClientGet(7, "b", key_placed(p.view, "n1"), r=2))
     assert p.ids.upcoming == first + 1
+
+
+# --- while a transfer changes a key's replicas: a level is met in both lists ---------------
+
+THREE = NAMES[:3]
+
+
+def in_transfer(name: str, done: bool, **config: object) -> Parts:
+    """Node `name` of n1-n3 while n4 joins: the transfer planned and, if `done`, every
+    move finished as far as this node has heard (ring.next not installed yet)."""
+    p = parts(name, names=THREE, **config)
+    state = ms.request_join(p.view.state, record("n4"))
+    plan = ms.plan_ring(state)
+    assert plan is not None
+    p.view.adopt(ms.start_transfer(state, plan, "n1"))
+    if done:
+        for partition, node in p.view.pending_moves_list():
+            p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    return p
+
+
+def moved_key() -> tuple[str, list[str], list[str]]:
+    """A key of bucket b whose primaries n4's join changes: (key, old ones, new ones)."""
+    record_ = in_transfer("n1", False).view.state.ring
+    for key in (f"k{i}" for i in range(500)):
+        partition = record_.ring.partition("b", key)
+        old, new = record_.ring.walk(partition)[:3], record_.next.walk(partition)[:3]
+        if set(old) != set(new):
+            return key, old, new
+    raise AssertionError("no key moves")
+
+
+def test_a_write_acknowledged_where_a_transfer_is_done_is_read_where_it_is_pending():
+    # x counts W=2 over the new primaries, y R=2 over the old: {x, d} and {y, a} are
+    # disjoint unless each of them needs its count in both lists.
+    key, old, new = moved_key()
+    x = next(n for n in old if n in new)
+    y = next(n for n in old if n not in new)
+    (a,) = set(old) - {x, y}
+    (d,) = set(new) - set(old)
+    writer = coordinator(in_transfer(x, done=True))
+    effects = writer.on_put(0.0, "#w", ClientPut(1, "b", key, b"v", w=2))
+    sent = {to for to, _ in sends(effects, ReplicaPut)}
+    rid = sends(effects, ReplicaPut)[0][1].rid
+    acknowledged = sends(writer.on_put_ack(0.01, d, ReplicaPutReply(rid)), PutResult)
+    reader = coordinator(in_transfer(y, done=False, read_fanout="n"))
+    asked = sends(reader.on_get(0.0, "#r", ClientGet(2, "b", key, r=2)), ReplicaGet)
+    answer = sends(reader.on_replica_get_reply(0.01, a, ReplicaGetReply(asked[0][1].rid, None)))
+    assert not (acknowledged and answer == [("#r", GetResult(2, [], [], ""))])
+    assert not acknowledged and not answer  # each waits for the other list
+    assert sent == {y, a, d} and d in {to for to, _ in asked}  # both lists are asked
+    # a's ack gives the write 2 of the old list too; d's answer gives the read 2 of the new.
+    assert sends(writer.on_put_ack(0.02, a, ReplicaPutReply(rid)), PutResult)
+    stored = writer.store.get_encoded("b", key)[1]
+    answer = reader.on_replica_get_reply(0.02, d, ReplicaGetReply(asked[0][1].rid, stored))
+    ((_, result),) = sends(answer, GetResult)
+    assert result.values == [b"v"]
+
+
+def test_a_get_during_a_transfer_asks_every_replica_of_both_lists():
+    key, old, new = moved_key()
+    y = next(n for n in old if n not in new)
+    reader = coordinator(in_transfer(y, done=False))
+    asked = {to for to, _ in sends(reader.on_get(0.0, "#r", ClientGet(2, "b", key)), ReplicaGet)}
+    assert asked == (set(old) | set(new)) - {y}
+
+
+def test_once_ring_next_is_installed_only_the_new_replicas_count():
+    key, old, new = moved_key()
+    x = next(n for n in old if n in new)
+    (d,) = set(new) - set(old)
+    p = in_transfer(x, done=True)
+    p.view.adopt(ms.finish_transfer(p.view.state, "n1"))
+    writer = coordinator(p)
+    effects = writer.on_put(0.0, "#w", ClientPut(1, "b", key, b"v", w=2))
+    assert {to for to, _ in sends(effects, ReplicaPut)} == set(new) - {x}
+    rid = sends(effects, ReplicaPut)[0][1].rid
+    assert sends(writer.on_put_ack(0.01, d, ReplicaPutReply(rid)), PutResult)

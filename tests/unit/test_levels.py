@@ -8,12 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynakv import levels
-from dynakv.core.quorum import GetQuorum, PutQuorum
+from dynakv.core.quorum import GetQuorum, PutQuorum, Requirements, requirements
 from dynakv.errors import InvalidRequest, Unavailable
 from dynakv.levels import Need, resolve
 
 SITES = {"a1": "dc1", "a2": "dc1", "a3": "dc1", "b1": "dc2", "b2": "dc2", "c1": "dc3"}
 where = SITES.__getitem__
+
+
+def per_dc(replicas: list[str], by_dc: tuple[tuple[str, int], ...]) -> Requirements:
+    """The requirements of a level that names data centers, over `replicas` (no fallbacks)."""
+    need = Need(sum(count for _, count in by_dc), by_dc)
+    return requirements([(need, replicas)], replicas, {}, where)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +60,8 @@ def test_levels_parse_from_text():
 
 
 def test_a_write_at_local_quorum_is_done_when_its_own_data_center_is():
-    quorum = PutQuorum(["a1", "b1", "a2", "b2"], 2, by_dc=(("dc1", 2),), dc_of=dict(SITES))
+    replicas = ["a1", "b1", "a2", "b2"]
+    quorum = PutQuorum(list(replicas), 2, requirements=per_dc(replicas, (("dc1", 2),)))
     quorum.ack("b1")
     quorum.ack("b2")
     assert not quorum.enough()  # two acks, but not from dc1
@@ -65,9 +72,8 @@ def test_a_write_at_local_quorum_is_done_when_its_own_data_center_is():
 
 
 def test_a_write_at_each_quorum_fails_naming_the_data_center_that_cannot_answer():
-    quorum = PutQuorum(
-        ["a1", "b1", "a2", "b2"], 4, by_dc=(("dc1", 2), ("dc2", 2)), dc_of=dict(SITES)
-    )
+    replicas = ["a1", "b1", "a2", "b2"]
+    quorum = PutQuorum(list(replicas), 4, requirements=per_dc(replicas, (("dc1", 2), ("dc2", 2))))
     quorum.ack("a1")
     quorum.ack("a2")
     quorum.fail("b2")
@@ -76,9 +82,7 @@ def test_a_write_at_each_quorum_fails_naming_the_data_center_that_cannot_answer(
 
 
 def test_a_fallback_counts_in_the_data_center_of_the_replica_it_stands_in_for():
-    quorum = PutQuorum(
-        ["a1", "b1"], 2, by_dc=(("dc1", 1), ("dc2", 1)), dc_of={"a1": "dc1", "b1": "dc2"}
-    )
+    quorum = PutQuorum(["a1", "b1"], 2, requirements=per_dc(["a1", "b1"], (("dc1", 1), ("dc2", 1))))
     quorum.replace("b1", "b9")
     quorum.ack("a1")
     quorum.ack("b9")
@@ -86,9 +90,8 @@ def test_a_fallback_counts_in_the_data_center_of_the_replica_it_stands_in_for():
 
 
 def test_a_read_at_each_quorum_answers_once_every_data_center_has():
-    quorum = GetQuorum(
-        ["a1", "b1", "a2", "b2"], 4, by_dc=(("dc1", 2), ("dc2", 2)), dc_of=dict(SITES)
-    )
+    replicas = ["a1", "b1", "a2", "b2"]
+    quorum = GetQuorum(list(replicas), 4, requirements=per_dc(replicas, (("dc1", 2), ("dc2", 2))))
     for node in ("a1", "a2", "b1"):
         quorum.add(node, None)
         assert not quorum.enough()
@@ -102,8 +105,8 @@ def test_a_read_at_each_quorum_answers_once_every_data_center_has():
 )
 def test_each_quorum_succeeds_exactly_when_every_data_center_has_a_majority(replicas, acks):
     need = resolve("w", "each_quorum", len(replicas), replicas, where, "dc1")
-    by_dc = need.by_dc or ()
-    quorum = PutQuorum(list(replicas), need.total, by_dc=by_dc, dc_of=dict(SITES))
+    wanted = requirements([(need, replicas)], replicas, {}, where) if need.by_dc else ()
+    quorum = PutQuorum(list(replicas), need.total, requirements=wanted)
     for node, ok in zip(replicas, acks, strict=False):
         (quorum.ack if ok else quorum.fail)(node)
     assert quorum.enough()

@@ -39,15 +39,40 @@ def test_a_placement_is_a_copy_the_caller_may_change():
     assert len(again.targets) == 3 and len(again.spare) == 2
 
 
-def test_during_a_transfer_new_replicas_get_every_write_as_incoming():
+def test_during_a_transfer_a_key_whose_replicas_change_is_placed_on_both_lists():
     p = parts("n1")
     state = ms.request_join(p.view.state, record("n4"))
     plan = ms.plan_ring(state)
     assert plan is not None
     p.view.adopt(ms.start_transfer(state, plan, "n1"))
-    incoming = {n for k in (f"k{i}" for i in range(200)) for n in p.view.placement("b", k).incoming}
-    assert incoming == {"n4"}
     assert "n4" in {n for ns in p.view.pending_moves.values() for n in ns}
+    keys = [f"k{i}" for i in range(200)]
+    moved = [key for key in keys if _moved(p, key)]
+    assert moved
+    for key in keys:
+        placement = p.view.placement("b", key)
+        if key not in moved:
+            assert placement.lists == () and len(placement.primaries) == 3
+            continue
+        before, after = placement.lists
+        assert len(before) == len(after) == 3 and "n4" in after
+        assert placement.primaries == before + [x for x in after if x not in before]
+        assert placement.targets == placement.primaries  # writes go to both lists
+        assert not set(placement.spare) & set(placement.primaries)
+    # Done in this node's view, or not: both lists until ring.next is installed.
+    for partition, node in p.view.pending_moves_list():
+        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    assert not p.view.pending_moves
+    assert all(p.view.placement("b", key).lists for key in moved)
+    p.view.adopt(ms.finish_transfer(p.view.state, "n1"))
+    assert not any(p.view.placement("b", key).lists for key in keys)
+
+
+def _moved(p, key: str) -> bool:
+    """Whether `key` of bucket b has other primaries on ring.next than on the ring."""
+    record = p.view.state.ring
+    partition = record.ring.partition("b", key)
+    return set(record.ring.walk(partition)[:3]) != set(record.next.walk(partition)[:3])
 
 
 def test_a_node_that_never_joined_places_nothing():
@@ -130,11 +155,16 @@ def test_a_raised_n_takes_effect_partition_by_partition_as_the_transfer_fills_it
     p.view.adopt(ms.start_transfer(state, state.ring.ring, "n1", 4))
     assert p.view.replication == 4
     placement = p.view.placement("wide", "k")
-    assert len(placement.primaries) == 3 and len(placement.incoming) == 1
+    before, after = placement.lists  # a level is met in the 3 copies there are, and the 4
+    assert len(before) == 3 and len(after) == 4 and placement.primaries == after
+    assert p.view.placement("b", "k").lists == ()  # a bucket of n=3 keeps its 3
     partition = p.view.ring.partition("wide", "k")
-    p.view.adopt(ms.mark_transferred(p.view.state, partition, placement.incoming[0]))
-    assert len(p.view.placement("wide", "k").primaries) == 4
-    assert len(p.view.placement("b", "k").primaries) == 3  # a bucket of n=3 keeps 3
+    p.view.adopt(ms.mark_transferred(p.view.state, partition, after[3]))
+    assert p.view.placement("wide", "k").lists == (before, after)  # until ring.next is in
+    p.view.adopt(ms.finish_transfer(p.view.state, "n1"))
+    placement = p.view.placement("wide", "k")
+    assert placement.primaries == after and placement.lists == ()
+    assert len(p.view.placement("b", "k").primaries) == 3
 
 
 # --- replicas per data center ----------------------------------------------------------------
@@ -195,8 +225,10 @@ def test_a_raised_data_center_count_waits_for_the_transfer_that_fills_it():
     ring = p.view.ring
     key = next(k for k in (f"k{i}" for i in range(100)) if ring.partition("carts", k) in moving)
     placement = p.view.placement("carts", key)
-    assert len(placement.primaries) == 3 and len(placement.incoming) == 1
-    assert TWO_DCS[placement.incoming[0]][0] == "dc2"
-    partition = ring.partition("carts", key)
-    p.view.adopt(ms.mark_transferred(p.view.state, partition, placement.incoming[0]))
-    assert len(p.view.placement("carts", key).primaries) == 4
+    before, after = placement.lists
+    assert len(before) == 3 and len(placement.primaries) == 4 and set(after) > set(before)
+    (added,) = set(after) - set(before)
+    assert TWO_DCS[added][0] == "dc2"
+    p.view.adopt(ms.finish_transfer(p.view.state, "n1"))
+    placement = p.view.placement("carts", key)
+    assert len(placement.primaries) == 4 and placement.lists == ()

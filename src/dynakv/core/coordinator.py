@@ -20,7 +20,7 @@ from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send
 from dynakv.core.handoff import HintStore
 from dynakv.core.minting import Minter, counter_of
-from dynakv.core.quorum import GetQuorum, PutQuorum
+from dynakv.core.quorum import GetQuorum, PutQuorum, Requirements, requirements
 from dynakv.core.replica import CorruptRecord, ReplicaStore
 from dynakv.errors import DynakvError, InvalidRequest, Unavailable, ValueTooLarge
 from dynakv.levels import Need, resolve
@@ -121,12 +121,12 @@ class Coordinator(Component):
         props = self.view.bucket(msg.bucket)
         level = props.r if msg.r is None else msg.r
         # Read only: the shared cached placement, no copies (spare is copied if it is kept).
-        primaries, replicas, _, spare, _ = self.view.placed_for(msg.bucket, msg.key)[1]
-        need = self.need("r", level, props.n, primaries, "")
+        primaries, replicas, hints, spare, lists = self.view.placed_for(msg.bucket, msg.key)[1]
+        need, wanted = self.requirements("r", level, props.n, primaries, replicas, hints, lists, "")
         down = self.view.down
         if need.local is not None:  # a local level reads (and repairs) local replicas only
             replicas = [x for x in replicas if self.view.datacenter(x) == need.local]
-        r = need.total if need.by_dc else min(need.total, len(replicas))
+        r = need.total if wanted else min(need.total, len(replicas))
         # This node's own copy first (no message), then the others in preference order.
         order = [node for node in replicas if node != self.name and node not in down]
         if self.view.spans_datacenters():  # nearest first: this data center's replicas
@@ -134,8 +134,10 @@ class Coordinator(Component):
             order.sort(key=lambda node: self.view.datacenter(node) != here)
         if self.name in replicas:
             order.insert(0, self.name)
-        if self.config.read_fanout == "n" or (need.by_dc and need.local is None):
-            fanout = len(order)  # each_quorum asks every replica: a reserve has no place
+        if self.config.read_fanout == "n" or (wanted and (lists or need.local is None)):
+            # each_quorum, and a read during a transfer that meets its level in two lists,
+            # ask every replica: a reserve chosen for one count may not help another.
+            fanout = len(order)
         else:
             fanout = r
         asked, reserve = order[:fanout], order[fanout:]
@@ -149,17 +151,14 @@ class Coordinator(Component):
             except DynakvError as exc:
                 self._log_local_failure(msg.bucket, msg.key, exc)
                 local_failed = True
-            if len(asked) == 1 and r == 1 and not local_failed and source:
+            if len(asked) == 1 and r == 1 and not wanted and not local_failed and source:
                 # Answered by this node's own copy alone: the read is over in this call,
                 # with no other answer to merge or repair, so no quorum and no pending entry.
                 # (Not the internal read that mends a corrupt copy: it has no client.)
                 if local is not None and lww:
                     local = versions.lww(local)
                 return [Send(source, get_result(msg.rid, local))]
-        quorum = GetQuorum(asked, r, lww=lww)
-        if need.by_dc:
-            quorum.by_dc = need.by_dc
-            quorum.dc_of = {node: self.view.datacenter(node) for node in replicas}
+        quorum = GetQuorum(asked, r, lww=lww, requirements=wanted)
         rid = self.ids.next()
         pending = PendingGet(
             source,
@@ -285,8 +284,11 @@ class Coordinator(Component):
         level = props.w if msg.w is None else msg.w
         context = versions.decode_context(msg.context)
         placement = self.view.placement(msg.bucket, msg.key)
-        need = self.need("w", level, props.n, placement.primaries, msg.datacenter)
         replicas = placement.targets
+        need, wanted = self.requirements(
+            "w", level, props.n, placement.primaries, replicas, placement.hints,
+            placement.lists, msg.datacenter,
+        )  # fmt: skip
         if self.name not in replicas and msg.hops == 0:
             return self._forward(now, source, msg, replicas)
         lww = props.policy == "lww"
@@ -321,9 +323,8 @@ class Coordinator(Component):
             self._deferred.append((msg.bucket, msg.key, clock))
             return [Send(source, PutResult(msg.rid, versions.encode_context(versions.join(clock))))]
         state = versions.encode(clock)
-        if need.by_dc:
-            dc_of = {node: self.view.datacenter(node) for node in replicas}
-            quorum = PutQuorum(replicas, need.total, by_dc=need.by_dc, dc_of=dc_of)
+        if wanted:
+            quorum = PutQuorum(replicas, need.total, requirements=wanted)
         else:
             quorum = PutQuorum(replicas, min(need.total, len(replicas)))
         stands_in_for = placement.hints.get(self.name)
@@ -363,9 +364,6 @@ class Coordinator(Component):
             effects.append(Send(relay, ReplicaPut(rid, msg.bucket, msg.key, state, relay=rest)))
             if rest:
                 relayed[relay] = rest
-        for node in placement.incoming:
-            if node not in down and node not in replicas:
-                effects.append(Send(node, ReplicaPut(0, msg.bucket, msg.key, state)))
         # The new state's context would also cover siblings the client never saw (a blind
         # write beside them); handing it out would let the next put drop them silently.
         # Then the client keeps its own context, and its next read shows the siblings.
@@ -414,6 +412,44 @@ class Coordinator(Component):
         self.forwards[rid] = PendingForward(source, msg.rid, deadline, target)
         forwarded = msgspec.structs.replace(msg, rid=rid, hops=1, datacenter=here)
         return [Send(target, forwarded)]
+
+    def requirements(
+        self,
+        name: str,
+        level: int | str,
+        n: int,
+        primaries: list[str],
+        targets: list[str],
+        hints: dict[str, str],
+        lists: tuple[list[str], ...],
+        local: str,
+    ) -> tuple[Need, Requirements]:
+        """What a request's level needs (`need.total`, `need.local`) and the requirements
+        its quorum must meet: none in the common case (need.total answers from anywhere),
+        one per data center for a level naming them, and during a transfer that changes the
+        key's primaries, the level in the old list and in the new one (placement `lists`)."""
+        if not lists:
+            need = self.need(name, level, n, primaries, local)
+            if not need.by_dc:
+                return need, ()
+            return need, requirements([(need, primaries)], targets, hints, self.view.datacenter)
+        needs: list[tuple[Need, list[str]]] = []
+        refused: Unavailable | None = None
+        for members in lists:
+            try:
+                needs.append((self.need(name, level, n, members, local), members))
+            except Unavailable as exc:
+                # A local level in a data center where this list has no replica: no node
+                # counting over this list alone serves it there either, so only the other
+                # list's count can be missed, and that one is met.
+                refused = exc
+        if not needs:
+            assert refused is not None
+            raise refused
+        wanted = requirements(needs, targets, hints, self.view.datacenter)
+        # Every list's need has the same local data center (the coordinator's); the total
+        # only sizes an error when no requirement names what is missing.
+        return Need(max(need.total for need, _ in needs), (), needs[0][0].local), wanted
 
     def need(self, name: str, level: int | str, n: int, primaries: list[str], local: str) -> Need:
         """What a request's level needs of the key's replicas (`local`: the data center a

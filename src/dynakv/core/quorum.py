@@ -4,24 +4,87 @@ Modelled on riak_kv_get_core: `add`/`fail` record answers, `enough` says whether
 can be answered, `outcome` gives the answer, `stale` names replicas that need read repair.
 No I/O, no clock: the node decides when time is up.
 
-A quorum counts answers from anywhere (`r`, `w`) and, for the levels that name data centers
-(levels.py), also per data center (`by_dc`, with `dc_of` saying where each replica is;
-a fallback that stands in for a replica counts in that replica's data center).
+A quorum counts answers from anywhere (`r`, `w`: the common case, kept to a count), or
+meets `requirements` that must all hold, each a count of answers from a set of replicas:
+one per data center for the levels that name them (levels.py), and, while a transfer
+changes a key's replicas, what the level needs of the old list and of the new one (joint
+quorum). A fallback that stands in for a replica counts wherever that replica does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dynakv import versions
 from dynakv.errors import Unavailable
-from dynakv.levels import shortfall
+from dynakv.levels import Need
 from dynakv.versions import Clock
 
-ByDc = tuple[tuple[str, int], ...]
-
 _UNMERGED = object()
+
+# Which list of primaries a requirement comes from, during a transfer (index in `lists`).
+_WHEN = (" (before the transfer)", " (after the transfer)")
+
+
+@dataclass(slots=True)
+class Requirement:
+    """`count` answers from `members` (replicas, and the fallbacks standing in for them);
+    `label` names them in an error: `in dc1`, `of n1, n2, n3 (before the transfer)`."""
+
+    members: set[str]
+    count: int
+    label: str
+
+
+Requirements = tuple[Requirement, ...]
+
+
+def requirements(
+    lists: Sequence[tuple[Need, Sequence[str]]],
+    targets: Sequence[str],
+    hints: Mapping[str, str],
+    datacenter_of: Callable[[str], str],
+) -> Requirements:
+    """What a request must meet, for each list of primaries with what its level needs of it:
+    one list, or two during a transfer (before, after), whose every requirement must hold so
+    that it meets whatever a coordinator counting over either list alone would. Members are
+    the `targets` standing for the list's primaries (`hints`: fallback -> primary). A
+    requirement both lists make counts once."""
+    made: list[tuple[Requirement, set[int]]] = []
+    for index, (need, primaries) in enumerate(lists):
+        members = {node for node in targets if hints.get(node, node) in primaries}
+        if need.by_dc:
+            wanted = [
+                Requirement(
+                    {x for x in members if datacenter_of(hints.get(x, x)) == site},
+                    count,
+                    f"in {site}",
+                )
+                for site, count in need.by_dc
+            ]
+        else:
+            count = min(need.total, len(primaries))
+            wanted = [Requirement(members, count, f"of {', '.join(primaries)}")]
+        for requirement in wanted:
+            same = next(
+                (
+                    whose
+                    for made_one, whose in made
+                    if made_one.count == requirement.count
+                    and made_one.members == requirement.members
+                ),
+                None,
+            )
+            if same is None:
+                made.append((requirement, {index}))
+            else:
+                same.add(index)
+    if len(lists) > 1:
+        for requirement, whose in made:
+            if len(whose) == 1:
+                requirement.label += _WHEN[min(whose)]
+    return tuple(requirement for requirement, _ in made)
 
 
 @dataclass(slots=True)
@@ -40,8 +103,8 @@ class GetQuorum:
     # the same bytes, and an answer found here needs neither decoding nor merging. A list,
     # not a dict: comparing a few kilobytes costs less than hashing them.
     _encoded: list[tuple[bytes, Clock]] = field(default_factory=list, repr=False, compare=False)
-    by_dc: ByDc = ()  # (data center, answers needed there), for levels that name them
-    dc_of: dict[str, str] = field(default_factory=dict)  # replica -> its data center
+    # Counts that must all hold instead of `r` (see requirements()); () in the common case.
+    requirements: Requirements = ()
 
     def add(self, node: str, state: Clock | None, encoded: bytes | None = None) -> None:
         """Record `node`'s answer; `encoded` is the state's encoding, when the caller has it."""
@@ -70,13 +133,12 @@ class GetQuorum:
         """Ask `substitute` instead of `node`, which is down (sloppy quorum)."""
         if self.waiting_on(node) and substitute not in self.replicas:
             self.replicas[self.replicas.index(node)] = substitute
-            if self.dc_of:
-                self.dc_of[substitute] = self.dc_of.get(node, "")
+            _stand_in(self.requirements, node, substitute)
 
     def enough(self) -> bool:
         """R answers arrived, or so many replicas failed that R never can."""
-        if self.by_dc:
-            return _settled(self.by_dc, self.dc_of, self.replicas, self.replies, self.failed)
+        if self.requirements:
+            return _settled(self.requirements, self.replicas, self.replies, self.failed)
         got = len(self.replies)
         return got >= self.r or got + self.remaining() < self.r
 
@@ -104,14 +166,14 @@ class GetQuorum:
 
     def outcome(self) -> Clock | None:
         """The merged state for the client; raises Unavailable when fewer than R answered."""
-        error = missing(self.r, self.by_dc, self.dc_of, self.replies)
+        error = missing(self.r, self.requirements, self.replies)
         if error is not None:
             raise error
         return self.merged()
 
     def error(self) -> Unavailable:
         """What is missing, for a read that ends without its answers."""
-        error = missing(self.r, self.by_dc, self.dc_of, self.replies)
+        error = missing(self.r, self.requirements, self.replies)
         return error or Unavailable(needed=self.r, got=len(self.replies))
 
     def stale(self) -> list[str]:
@@ -130,8 +192,7 @@ class PutQuorum:
     w: int
     acked: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
-    by_dc: ByDc = ()  # as GetQuorum's
-    dc_of: dict[str, str] = field(default_factory=dict)
+    requirements: Requirements = ()  # as GetQuorum's
 
     def ack(self, node: str) -> None:
         if node in self.replicas and node not in self.failed:
@@ -148,12 +209,11 @@ class PutQuorum:
         """Write to `substitute` instead of `node`, which is down (sloppy quorum)."""
         if self.waiting_on(node) and substitute not in self.replicas:
             self.replicas[self.replicas.index(node)] = substitute
-            if self.dc_of:
-                self.dc_of[substitute] = self.dc_of.get(node, "")
+            _stand_in(self.requirements, node, substitute)
 
     def enough(self) -> bool:
-        if self.by_dc:
-            return _settled(self.by_dc, self.dc_of, self.replicas, self.acked, self.failed)
+        if self.requirements:
+            return _settled(self.requirements, self.replicas, self.acked, self.failed)
         got = len(self.acked)
         remaining = len(self.replicas) - got - len(self.failed)
         return got >= self.w or got + remaining < self.w
@@ -162,48 +222,58 @@ class PutQuorum:
         return len(self.acked) + len(self.failed) >= len(self.replicas)
 
     def succeeded(self) -> bool:
-        return missing(self.w, self.by_dc, self.dc_of, self.acked) is None
+        return missing(self.w, self.requirements, self.acked) is None
 
     def error(self) -> Unavailable:
-        error = missing(self.w, self.by_dc, self.dc_of, self.acked)
+        error = missing(self.w, self.requirements, self.acked)
         return error or Unavailable(needed=self.w, got=len(self.acked))
 
 
 def missing(
-    count: int, by_dc: ByDc, dc_of: dict[str, str], answered: Collection[str]
+    count: int, requirements: Requirements, answered: Collection[str]
 ) -> Unavailable | None:
-    """What is missing, naming the data center when one is short (`needed 2 in dc2, got
-    0`); None when nothing is."""
-    if by_dc:
-        short = shortfall(by_dc, list(answered), dc_of)
-        if short:
-            text = "; ".join(f"needed {needed} in {site}, got {got}" for site, needed, got in short)
-            return Unavailable(text, needed=short[0][1], got=short[0][2])
+    """What is missing, naming each requirement that is short (`needed 2 in dc2, got 0`);
+    None when nothing is. Without requirements: `count` answers from anywhere."""
+    if requirements:
+        short = [
+            (requirement, got)
+            for requirement in requirements
+            if (got := sum(1 for node in requirement.members if node in answered))
+            < requirement.count
+        ]
+        if not short:
+            return None
+        text = "; ".join(f"needed {r.count} {r.label}, got {got}" for r, got in short)
+        return Unavailable(text, needed=short[0][0].count, got=short[0][1])
     if len(answered) < count:
         return Unavailable(needed=count, got=len(answered))
     return None
 
 
+def _stand_in(requirements: Requirements, node: str, substitute: str) -> None:
+    """`substitute` answers for `node` from now on, in every requirement `node` is in."""
+    for requirement in requirements:
+        if node in requirement.members:
+            requirement.members.add(substitute)
+
+
 def _settled(
-    by_dc: ByDc,
-    dc_of: dict[str, str],
-    replicas: list[str],
+    requirements: Requirements,
+    asked: list[str],
     answered: Collection[str],
     failed: Collection[str],
 ) -> bool:
-    """Per data center: every count met, or one that the replicas left can no longer meet."""
+    """Every requirement met, or one that the replicas still asked can no longer meet."""
     met = True
-    for site, count in by_dc:
+    for requirement in requirements:
         got = open_ = 0
-        for node in replicas:
-            if dc_of.get(node) != site:
-                continue
+        for node in requirement.members:
             if node in answered:
                 got += 1
-            elif node not in failed:
+            elif node not in failed and node in asked:
                 open_ += 1
-        if got + open_ < count:
+        if got + open_ < requirement.count:
             return True
-        if got < count:
+        if got < requirement.count:
             met = False
     return met

@@ -25,15 +25,17 @@ class Placement:
     """Where one key's replicas go now: the N primaries, or fallbacks for those down."""
 
     digest: bytes
-    primaries: list[str]
-    targets: list[str]  # the N nodes asked: healthy primaries, fallbacks for down ones
+    primaries: list[str]  # during a transfer that changes them: the old ones and the new
+    targets: list[str]  # the nodes asked: healthy primaries, fallbacks for down ones
     hints: dict[str, str]  # fallback -> the primary it stands in for (sloppy quorum)
     spare: list[str]  # the healthy rest of the walk, for replicas that turn out to be down
-    incoming: list[str]  # replicas-to-be of a partition in transfer: copied on every write
+    # During a transfer that changes the key's primaries: (the installed ring's, ring.next's),
+    # a level to be met in each (joint quorum); () otherwise.
+    lists: tuple[list[str], ...]
 
 
-# A key's placement as _place computes it: primaries, targets, hints, spare, incoming.
-Place = tuple[list[str], list[str], dict[str, str], list[str], list[str]]
+# A key's placement as _place computes it: primaries, targets, hints, spare, lists.
+Place = tuple[list[str], list[str], dict[str, str], list[str], tuple[list[str], ...]]
 
 
 class RequestIds:
@@ -179,9 +181,9 @@ class ClusterView:
     def placement(self, bucket: str, key: str) -> Placement:
         """The key's N primaries and, for each one down, the next healthy node of the walk."""
         digest, place = self.placed_for(bucket, key)
-        primaries, targets, hints, spare, incoming = place
+        primaries, targets, hints, spare, lists = place
         # The quorums replace down targets in place and spare fallbacks are used up: copies.
-        return Placement(digest, primaries, list(targets), hints, list(spare), incoming)
+        return Placement(digest, primaries, list(targets), hints, list(spare), lists)
 
     def placed_for(self, bucket: str, key: str) -> tuple[bytes, Place]:
         """The key's digest and its cached placement (shared: callers copy what they change)."""
@@ -211,37 +213,37 @@ class ClusterView:
     def _place(
         self, record: RingRecord, partition: int, n: int, datacenters: bt.Datacenters = ()
     ) -> Place:
-        """A bucket's n (or count in a data center) above what the ring is placed for takes
-        effect once the transfer that raises the replication has filled the partition's new
-        replicas. A bucket whose type lists data centers has each one's list (in walk
-        order) as primaries; the rest of the walk is spare."""
+        """A bucket's primaries on the installed ring, or, while a transfer changes them, on
+        both rings: a request then meets its level in each list (joint quorum), whether or
+        not this node has heard that the partition's moves are done. Other nodes hear it at
+        other times, and one counting over the old list alone and one over the new alone
+        could miss each other; each list's quorum meets both. A bucket's n (or count in a
+        data center) above what the ring is placed for takes effect with the transfer that
+        raises the replication. A bucket whose type lists data centers has each one's list
+        (in walk order) as primaries; the rest of the walk is spare."""
         ring = record.ring
-        incoming: list[str] = []
+        lists: tuple[list[str], ...] = ()
         placed = (self.placed_replication, self.placed_datacenters)
+        primaries = _primaries(ring, partition, n, datacenters, placed)
         if record.next is not None:
             following = (self.next_replication, self.next_datacenters)
-            if partition in self.pending_moves:
-                # Data still moving: the installed ring serves, and the new replicas get
-                # every write too, so nothing written during the transfer is missed.
-                primaries = _primaries(ring, partition, n, datacenters, placed)
-                incoming = [
-                    x
-                    for x in _primaries(record.next, partition, n, datacenters, following)
-                    if x not in primaries
-                ]
-            else:
+            after = _primaries(record.next, partition, n, datacenters, following)
+            if set(after) != set(primaries):
+                # Writes go to both lists, so the new replicas also get everything written
+                # while they pull. Fallbacks come from the walk of the ring moved to.
+                lists = (primaries, after)
+                primaries = primaries + [x for x in after if x not in primaries]
                 ring = record.next
-                primaries = _primaries(ring, partition, n, datacenters, following)
-        else:
-            primaries = _primaries(ring, partition, n, datacenters, placed)
+            elif partition not in self.pending_moves:
+                ring, primaries = record.next, after
         walk = ring.walk(partition)
         down = self.down
-        if datacenters:
+        if datacenters or lists:
             spare = [node for node in walk if node not in down and node not in primaries]
         else:
             spare = [node for node in walk[len(primaries) :] if node not in down]
         if not down or not any(node in down for node in primaries):
-            return primaries, primaries, {}, spare, incoming
+            return primaries, primaries, {}, spare, lists
         targets: list[str] = []
         hints: dict[str, str] = {}
         places = ring.place_map() if ring.places else None
@@ -260,7 +262,7 @@ class ClusterView:
             assert fallback is not None
             targets.append(fallback)
             hints[fallback] = node
-        return primaries, targets, hints, spare, incoming
+        return primaries, targets, hints, spare, lists
 
     def take_spare(self, spare: list[str], instead_of: str) -> str | None:
         """Take from `spare` the first node that is not down and is in the data center of
