@@ -253,6 +253,10 @@ def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_
         assert node in p.view.replicas(partition)
         p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
     g.claim()
+    assert p.view.state.ring.next is not None  # not every member has seen ring.next yet
+    assert ms.next_unseen(p.view.state) == ["n2", "n3", "n4", "n5", "n6"]
+    every_member_saw_next(p)
+    g.claim()
     assert p.view.state.ring.next is None
     assert p.view.state.ring.datacenters == (("dc1", 3),)
     change = ClientBucketChange(2, "carts", {"datacenters": {"dc1": 3, "dc2": 3}})
@@ -267,8 +271,15 @@ def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_
 
 
 def finish_moves(p: Parts) -> None:
+    """Every pull done, and every member has adopted ring.next (as gossip would tell)."""
     for partition, node in p.view.pending_moves_list():
         p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    every_member_saw_next(p)
+
+
+def every_member_saw_next(p: Parts) -> None:
+    for name in ms.next_unseen(p.view.state):
+        p.view.adopt(ms.saw_next(p.view.state, name))
 
 
 def test_the_claimant_lowers_the_replication_only_after_the_remaining_replicas_pulled():
@@ -291,6 +302,7 @@ def test_the_claimant_lowers_the_replication_only_after_the_remaining_replicas_p
     g.claim()
     assert p.view.state.ring.next is not None  # one pull left: not installed yet
     p.view.adopt(ms.mark_transferred(p.view.state, *moves[-1]))
+    every_member_saw_next(p)
     g.claim()
     record = p.view.state.ring
     assert record.next is None and record.replication == 2
@@ -339,3 +351,23 @@ def test_cluster_status_says_whether_the_replication_rises_or_falls():
     assert _replication_change(change) == (
         "replication falling in dc1 from 2 to 1; rising in dc2 from 1 to 2"
     )
+
+
+def test_ring_next_is_installed_only_once_every_member_up_has_adopted_it():
+    p = parts("n1", names=["n1", "n2", "n3", "n4", "n5"])
+    g = gossiper(p)
+    g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"n": 4}))
+    assert p.view.state.ring.next is not None
+    for partition, node in p.view.pending_moves_list():  # every pull done
+        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+    for name in ("n2", "n3"):
+        p.view.adopt(ms.saw_next(p.view.state, name))
+    g.claim()
+    # n4 and n5 may still count requests over the installed ring alone.
+    assert p.view.state.ring.next is not None
+    p.view.down = {"n4"}  # a member down serves no requests: not waited for
+    g.claim()
+    assert p.view.state.ring.next is not None
+    p.view.adopt(ms.saw_next(p.view.state, "n5"))
+    g.claim()
+    assert p.view.state.ring.next is None and p.view.state.ring.replication == 4

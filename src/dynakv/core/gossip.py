@@ -108,7 +108,7 @@ class Gossiper(Component):
             self.join_target = "@" + join
             effects.extend(self._send_join(now))
         self._compare_file()
-        self._hold_types()
+        self._acknowledge()
         effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
         return effects
 
@@ -169,7 +169,7 @@ class Gossiper(Component):
                 view.adopt(merged)
                 self.logs.append(Log("info", "joined", {"cluster": msg.state.cluster}))
                 self._compare_file()
-                if self._hold_types():
+                if self._acknowledge():
                     return [Send(source, Gossip(view.state))]
         return []
 
@@ -182,7 +182,7 @@ class Gossiper(Component):
     def on_tick(self, now: float) -> list[Effect]:
         """Each gossip interval: the claimant's duty, a finished leave, one push-pull."""
         effects: list[Effect] = [SetTimer("gossip", now + self.config.gossip_interval)]
-        self._hold_types()  # a member removed may leave a type held by every other one
+        self._acknowledge()  # a member removed may leave a type held by every other one
         effects.extend(self._answer_type_waits(now))
         effects.extend(self.claim())
         effects.extend(self._leave_when_done(now))
@@ -205,7 +205,7 @@ class Gossiper(Component):
         if merged is not view.state:
             view.adopt(merged)
             self._compare_file()
-            self._hold_types()
+            self._acknowledge()
             effects.extend(self.claim())
         if view.state != msg.state:
             effects.append(Send(source, Gossip(view.state)))
@@ -262,7 +262,7 @@ class Gossiper(Component):
             changed = existing  # nothing to change: answered once every member holds it
         else:
             view.adopt(ms.set_type(view.state, changed))
-            self._hold_types()
+            self._acknowledge()
             fields = {"name": changed.name, "version": changed.version}
             fields.update({p: getattr(changed, p) for p in bt.PROPS})
             self.logs.append(Log("info", "bucket_type_set", fields))
@@ -273,18 +273,20 @@ class Gossiper(Component):
         effects.extend(self._answer_type_waits(now))
         return effects
 
-    def _hold_types(self) -> bool:
-        """Record that this node holds every bucket type it knows (bucket_types.held);
-        whether that changed the membership."""
+    def _acknowledge(self) -> bool:
+        """Record that this node holds every bucket type it knows (bucket_types.held) and
+        has adopted the ring being moved to (membership.saw_next); whether that changed the
+        membership."""
         view = self.view
-        state = view.state
-        if not state.types:
+        state = ms.saw_next(view.state, view.name)
+        if state.types:
+            members = [m.name for m in state.members if m.status != "removed"]
+            types = tuple(bt.held(t, view.name, members) for t in state.types)
+            if not all(a is b for a, b in zip(types, state.types, strict=True)):
+                state = msgspec.structs.replace(state, types=types)
+        if state is view.state:
             return False
-        members = [m.name for m in state.members if m.status != "removed"]
-        types = tuple(bt.held(t, view.name, members) for t in state.types)
-        if all(a is b for a, b in zip(types, state.types, strict=True)):
-            return False
-        view.adopt(msgspec.structs.replace(state, types=types))
+        view.adopt(state)
         return True
 
     def _answer_type_waits(self, now: float) -> list[Effect]:
@@ -385,12 +387,18 @@ class Gossiper(Component):
             self.logs.append(
                 Log("info", "replication_lowered" if falls else "replication_raised", fields)
             )
-        elif state.ring.next is not None and not view.pending_moves:
+        elif (
+            state.ring.next is not None
+            and not view.pending_moves
+            and all(x in view.down for x in ms.next_unseen(state))
+        ):
+            # Every member up has adopted ring.next, so none counts over the installed ring
+            # alone any more: installing it cannot leave two members with disjoint lists.
             new = ms.finish_transfer(state, view.name)
             self.logs.append(Log("info", "ring_installed", {"epoch": new.ring.epoch}))
         else:
             return []
-        view.adopt(new)
+        view.adopt(ms.saw_next(new, view.name))
         return [Send(peer, Gossip(view.state)) for peer in view.peers()]
 
     def _plan(self, state: Membership) -> Ring | None:

@@ -35,16 +35,16 @@ it applies `install_ring`, which raises the epoch and promotes joiners that now 
 partitions. A node that sees its own record carry a stale address or incarnation re-asserts
 it with `request_join` (a newer version), as Cassandra and Akka nodes refute stale gossip.
 
-Room for ownership transfers (not built yet): the old owner must keep serving a partition
-until its data has moved. The way to add that is a trailing field of `RingRecord`,
-`next: Ring | None = None` (the ring being moved towards; `install_ring` would set `next`
-instead of `ring` whenever owners change), plus a trailing field of `Membership`,
-`transferred: tuple[tuple[int, int], ...] = ()` — the (epoch of `next`, partition) pairs
-whose transfer has finished, merged as a grow-only set (union). Each new owner adds its
-pairs when a transfer completes; the claimant, once every moved partition of `next` is in
-the set, installs `next` as `ring` (epoch + 1, `next` None) and a leaving member that then
-owns nothing is marked removed. Trailing fields with defaults keep old encodings decodable
-(msgspec's array_like structs accept a shorter array).
+Ownership transfers: while `RingRecord.next` is set, the old owners keep serving a
+partition until its data has moved. `Membership.transferred` holds the (epoch of `next`,
+partition, node) triples whose pull has finished, merged as a grow-only set (union) and
+pruned of other epochs; the claimant, once every move of `next` is in it, installs `next`
+as `ring` (epoch + 1) and a leaving member that then owns nothing is marked removed. The
+same set records, as (epoch, SEEN_NEXT, node), that a member has adopted `next`: until
+then it counts a request over the installed ring alone, so the claimant installs `next`
+only once every member it does not treat as down has (`next_unseen`), and no two members
+ever count over lists that need not intersect (one the old ring's, one the new ring's);
+in between, members count over both (joint quorum, core/view.py).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from dynakv.ring import Ring
 
 __all__ = [
     "IN_RING",
+    "SEEN_NEXT",
     "STATUSES",
     "MemberRecord",
     "Membership",
@@ -78,6 +79,7 @@ __all__ = [
     "merge",
     "names",
     "new_cluster",
+    "next_unseen",
     "pending_moves",
     "plan_ring",
     "refresh_self",
@@ -85,6 +87,7 @@ __all__ = [
     "replication",
     "request_join",
     "request_leave",
+    "saw_next",
     "set_type",
     "start_transfer",
     "storage_rule",
@@ -612,6 +615,22 @@ def pending_moves(m: Membership, n: int) -> list[tuple[int, str]]:
     placed, wanted = replication(m.ring, n)
     moves = replica_moves(m.ring.ring, target, placed, wanted, *datacenters(m.ring))
     return [move for move in moves if move not in done]
+
+
+SEEN_NEXT = -1  # the partition of a `transferred` entry that says its node has seen ring.next
+
+
+def saw_next(m: Membership, node: str) -> Membership:
+    """Record that `node` has adopted ring.next (m itself when there is none, or already)."""
+    return mark_transferred(m, SEEN_NEXT, node)
+
+
+def next_unseen(m: Membership) -> list[str]:
+    """Members (not removed) not yet known to have adopted ring.next; [] without one."""
+    if m.ring.next is None:
+        return []
+    seen = {node for epoch, p, node in m.transferred if p == SEEN_NEXT and epoch == m.ring.epoch}
+    return [x.name for x in m.members if x.status != "removed" and x.name not in seen]
 
 
 def mark_transferred(m: Membership, partition: int, node: str) -> Membership:
