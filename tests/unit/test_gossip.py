@@ -221,8 +221,9 @@ def test_a_node_whose_file_differs_from_the_cluster_says_so_once_and_follows_the
 def test_the_claimant_of_a_cluster_made_before_bucket_types_seeds_them_from_its_file():
     p = parts("n1")
     p.view.adopt(msgspec.structs.replace(p.view.state, types=()))
-    gossiper(p).claim()
+    effects = gossiper(p).claim()
     assert [t.name for t in p.view.state.types] == [bt.DEFAULT]
+    assert sorted(to for to, _ in sends(effects, Gossip)) == ["n2", "n3"]  # told at once
 
 
 def test_a_type_asking_more_of_a_data_center_than_it_has_is_refused_and_changes_nothing():

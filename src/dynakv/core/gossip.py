@@ -348,8 +348,10 @@ class Gossiper(Component):
         state = view.state
         if state.ring.epoch == 0 or ms.claimant(state) != view.name:
             return []
-        if not state.types:  # a cluster made before bucket types: this node's file seeds
+        seeded = not state.types
+        if seeded:  # a cluster made before bucket types: this node's file seeds them
             view.adopt(_seeded(state, self.config.bucket_types()))
+            self._acknowledge()
             state = view.state
         placed = view.placed_replication
         placed_dcs = view.placed_datacenters
@@ -396,6 +398,8 @@ class Gossiper(Component):
             # alone any more: installing it cannot leave two members with disjoint lists.
             new = ms.finish_transfer(state, view.name)
             self.logs.append(Log("info", "ring_installed", {"epoch": new.ring.epoch}))
+        elif seeded:  # tell every member at once, as for an operator's change
+            return [Send(peer, Gossip(view.state)) for peer in view.peers()]
         else:
             return []
         view.adopt(ms.saw_next(new, view.name))
