@@ -24,6 +24,19 @@ from dynakv.processes import stop_processes
 
 console = Console()
 DEFAULT_NODE = "127.0.0.1:7001"
+NODE_OPTION = click.option(
+    "--node",
+    default=DEFAULT_NODE,
+    show_default=True,
+    help="Any member's node port (binary protocol), HOST:PORT; not its HTTP or Redis port.",
+)
+# serve's flags default to None so that a --config file's values stand unless a flag is
+# given; their help shows the default that applies when neither says anything.
+SERVE_DEFAULTS = config_mod.NodeConfig()
+
+
+def _with_default(text: str, setting: str) -> str:
+    return f"{text} [default: {getattr(SERVE_DEFAULTS, setting)}]"
 
 
 @click.group()
@@ -33,18 +46,51 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--name", help="Member name: this node's identity in the ring.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where LMDB keeps data.")
-@click.option("--listen", "node_addr", help="HOST:PORT for the binary protocol (default :7000).")
-@click.option("--http", "http_addr", help="HOST:PORT for the HTTP API (default :8000).")
+@click.option(
+    "--name", help=_with_default("Member name: this node's identity in the ring.", "name")
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help=_with_default("Where LMDB keeps this node's data.", "data_dir"),
+)
+@click.option(
+    "--listen",
+    "node_addr",
+    help=_with_default("HOST:PORT for the binary protocol (clients and peers).", "node_addr"),
+)
+@click.option("--http", "http_addr", help=_with_default("HOST:PORT for the HTTP API.", "http_addr"))
 @click.option("--resp", "resp_addr", help="HOST:PORT for the Redis protocol (RESP2); off if unset.")
-@click.option("--join", help="Join the cluster through this member's HOST:PORT.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--cluster", help="Cluster name; nodes of another cluster are refused.")
-@click.option("--durability", type=click.Choice(["fsync", "os", "none"]))
-@click.option("--ring-size", type=int, help="Partitions Q (power of two), fixed at creation.")
-@click.option("--datacenter", help="This node's data center (default dc1).")
-@click.option("--rack", help="This node's rack (default rack1); nodes on one machine share one.")
+@click.option(
+    "--join",
+    help="Join the cluster through this member's node port HOST:PORT; unset: found a "
+    "cluster, or rejoin the one in --data-dir.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A TOML file of settings (README, Configuration); flags override it.",
+)
+@click.option(
+    "--cluster",
+    help=_with_default("Cluster name; nodes of another cluster are refused.", "cluster"),
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["fsync", "os", "none"]),
+    help="fsync: a write is acknowledged once on disk (group commit); os: once written, "
+    "not synced; none: in memory until the OS writes it. [default: fsync]",
+)
+@click.option(
+    "--ring-size",
+    type=int,
+    help=_with_default("Partitions Q (a power of two), fixed at creation.", "ring_size"),
+)
+@click.option("--datacenter", help=_with_default("This node's data center.", "datacenter"))
+@click.option(
+    "--rack", help=_with_default("This node's rack; nodes on one machine share one.", "rack")
+)
 def serve(
     name: str | None,
     data_dir: str | None,
@@ -60,7 +106,7 @@ def serve(
     rack: str | None,
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
-    from dynakv.runtime.process import run
+    from dynakv.runtime.process import CannotListen, run
 
     try:
         cfg = config_mod.load(
@@ -78,7 +124,10 @@ def serve(
         )
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    run(cfg, join)
+    try:
+        run(cfg, join)
+    except CannotListen as exc:
+        raise click.ClickException(exc.strerror) from exc
 
 
 def _wait_http(addr: str, timeout: float) -> bool:
@@ -99,9 +148,22 @@ def _members_of(addr: str) -> int:
 
 
 @main.command("dev-cluster")
-@click.option("--nodes", "count", default=3, show_default=True, type=click.IntRange(1, 64))
-@click.option("--data-dir", default="./data", show_default=True, type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--nodes",
+    "count",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="How many nodes, node1..nodeN.",
+)
+@click.option(
+    "--data-dir",
+    default="./data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Node i keeps its data in DATA_DIR/nodeI; a second run keeps it.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address every port uses.")
 @click.option("--base-port", default=7000, show_default=True, help="Node i listens on base+i.")
 @click.option("--base-http-port", default=8000, show_default=True, help="HTTP on base+i.")
 @click.option("--resp-base-port", type=int, help="Redis protocol (RESP2) on base+i; off if unset.")
@@ -198,12 +260,16 @@ class _Level(click.ParamType):
 
 LEVEL = _Level()
 LEVEL_HELP = "a count, or one|quorum|all|local_one|local_quorum|each_quorum"
+CONTEXT_HELP = (
+    "The context of a get: replace the values it read (default: none, a blind write kept "
+    "beside the others as a sibling)."
+)
 
 
 @main.command()
 @click.argument("bucket")
 @click.argument("key")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 @click.option("--r", "r", type=LEVEL, help=LEVEL_HELP)
 def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
     """Print the value of BUCKET/KEY (siblings: one per line, base64, plus the context)."""
@@ -235,10 +301,10 @@ def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
 @click.argument("bucket")
 @click.argument("key")
 @click.argument("value")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
-@click.option("--context", default=None)
+@NODE_OPTION
+@click.option("--context", default=None, help=CONTEXT_HELP)
 @click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
-@click.option("--content-type", default="")
+@click.option("--content-type", default="", help="Stored with the value, returned by reads.")
 def put(
     bucket: str, key: str, value: str, node: str, context: str | None, w: int | str | None,
     content_type: str,
@@ -259,8 +325,12 @@ def put(
 @main.command()
 @click.argument("bucket")
 @click.argument("key")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
-@click.option("--context", default=None)
+@NODE_OPTION
+@click.option(
+    "--context",
+    default=None,
+    help="The context of a get: delete what it read (default: what the coordinator holds).",
+)
 @click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
 def delete(bucket: str, key: str, node: str, context: str | None, w: int | str | None) -> None:
     """Delete BUCKET/KEY (a tombstone, reaped later)."""
@@ -273,7 +343,8 @@ def delete(bucket: str, key: str, node: str, context: str | None, w: int | str |
 
 @main.group()
 def cluster() -> None:
-    """Inspect the cluster."""
+    """Inspect the cluster (status, ring, repair) and change its membership (leave, remove);
+    nodes join with `dynakv serve --join`."""
 
 
 def _cluster_json(node: str) -> dict:
@@ -308,7 +379,7 @@ def _reaped(status: dict) -> str:
 
 
 @cluster.command("status")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def cluster_status(node: str) -> None:
     """Members (status, addresses, ownership share) and transfers in progress."""
     from rich.progress import BarColumn, Progress, TextColumn
@@ -360,7 +431,7 @@ def cluster_status(node: str) -> None:
 
 
 @cluster.command("repair")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 @click.option("--partition", type=int, default=-1, help="One partition (default: all of them).")
 def cluster_repair(node: str, partition: int) -> None:
     """Run anti-entropy now between NODE and the other replicas of its partitions."""
@@ -393,7 +464,7 @@ def _change(node: str, op: str, name: str) -> None:
 
 @cluster.command("leave")
 @click.argument("name")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def cluster_leave(name: str, node: str) -> None:
     """Hand every partition of NAME to its new owner; then NAME stops."""
     _change(node, "leave", name)
@@ -401,7 +472,7 @@ def cluster_leave(name: str, node: str) -> None:
 
 @cluster.command("remove")
 @click.argument("name")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def cluster_remove(name: str, node: str) -> None:
     """Take dead member NAME out; new owners rebuild its partitions from the other replicas."""
     _change(node, "remove", name)
@@ -431,7 +502,7 @@ def _bucket_options(function):  # type: ignore[no-untyped-def]
             "--datacenters",
             help="Replicas per data center, e.g. dc1=3,dc2=2 (n is their sum); '' drops them.",
         ),
-        click.option("--node", default=DEFAULT_NODE, show_default=True),
+        NODE_OPTION,
     ]
     for option in reversed(options):
         function = option(function)
@@ -508,7 +579,7 @@ def bucket_update(name: str, node: str, **props: object) -> None:
 
 @bucket.command("show")
 @click.argument("name")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def bucket_show(name: str, node: str) -> None:
     """The props bucket NAME has now, and which type they come from."""
     try:
@@ -519,7 +590,7 @@ def bucket_show(name: str, node: str) -> None:
 
 
 @bucket.command("list")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def bucket_list(node: str) -> None:
     """Every bucket type of the cluster."""
     try:
@@ -541,7 +612,7 @@ def bucket_list(node: str) -> None:
 
 
 @cluster.command("ring")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def cluster_ring(node: str) -> None:
     """The owner of every partition."""
     view = _cluster_json(node)
@@ -596,6 +667,7 @@ def cluster_ring(node: str) -> None:
     type=click.Choice(["zipfian", "uniform"]),
     default="zipfian",
     show_default=True,
+    help="How keys are chosen: a few hot ones (YCSB's zipfian), or all alike.",
 )
 @click.option(
     "--records",
@@ -620,7 +692,13 @@ def cluster_ring(node: str) -> None:
     type=click.IntRange(1),
     help="Connections per generator process (default about one per 8-16 in flight).",
 )
-@click.option("--value-size", default=1024, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--value-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bytes per value.",
+)
 @click.option(
     "--rate",
     type=float,
@@ -633,8 +711,8 @@ def cluster_ring(node: str) -> None:
     type=click.IntRange(1),
     help="Generator processes; their histograms are merged.",
 )
-@click.option("--bucket", default="bench", show_default=True)
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--bucket", default="bench", show_default=True, help="The bucket written and read.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the key choice.")
 @click.option("--no-load", is_flag=True, help="Skip the load phase (records already there).")
 @click.option(
     "--blind-writes", is_flag=True, help="Updates without the context last seen (siblings pile up)."

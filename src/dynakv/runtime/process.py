@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,26 @@ def frontends(server: ServerApi) -> list[Frontend]:
     return chosen
 
 
+class CannotListen(OSError):
+    """A port of the node is taken (or not ours to bind): `dynakv serve` says which in one
+    line and exits, before the node has joined or gossiped anything."""
+
+
+def _port_of(frontend: Frontend, config: NodeConfig) -> tuple[str, str]:
+    if isinstance(frontend, RespFrontend):
+        return "Redis port (--resp)", config.resp_addr or ""
+    return "HTTP port (--http)", config.http_addr
+
+
+@asynccontextmanager
+async def _binding(what: str, addr: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(exc.errno, f"cannot listen on {addr}, the {what}: {reason}") from exc
+
+
 @asynccontextmanager
 async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[Server]:
     """A started node with its front ends. The ports are all bound before the node starts
@@ -41,11 +62,13 @@ async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[
     front ends stop first (the requests in flight answered), then the server — except after
     a storage failure, when the node stops at once and the front ends after it."""
     server = Server(config, join)
-    await server.listen()
+    async with _binding("node port (--listen)", config.node_addr):
+        await server.listen()
     started: list[Frontend] = []
     try:
         for frontend in frontends(server):
-            await frontend.start()
+            async with _binding(*_port_of(frontend, config)):
+                await frontend.start()
             started.append(frontend)
         server.begin()
         yield server
