@@ -201,6 +201,17 @@ def test_errors_keep_the_connection_usable(conn: Resp) -> None:
     assert conn.call("GET", k) == b"still here"
 
 
+@pytest.mark.parametrize("size", [(1 << 20) + 1, (1 << 20) + 70_000, 2 << 20, 16 << 20])
+def test_a_value_above_the_limit_gets_value_too_large_at_every_size(conn: Resp, size) -> None:
+    limit = "the limit of bucket default is 1048576"
+    k = key()
+    conn.send(encode("SET", k, b"x" * size) + encode("MSET", k, b"y" * size, key(), "v"))
+    for _ in range(2):
+        assert error_text(conn.read()) == f"ERR value_too_large: value is {size} bytes; {limit}"
+    assert conn.call("PING") == "PONG"  # the connection stays usable
+    assert conn.call("GET", k) is None
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"*x\r\n", b"*2\r\n:1\r\n", b"*1\r\n$abc\r\n", b"*1\r\n$3\r\nGETxx", b"PING 'open\r\n"],
