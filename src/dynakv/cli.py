@@ -235,8 +235,17 @@ def dev_cluster(
         console.print("all nodes stopped")
 
 
-def _client(node: str) -> Client:
-    return Client(node)
+def _client(node: str, timeout: float = 10.0) -> Client:
+    return Client(node, timeout=timeout)
+
+
+TIMEOUT_OPTION = click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for the node to connect and to answer.",
+)
 
 
 def _fail(exc: DynakvError) -> None:
@@ -271,12 +280,14 @@ CONTEXT_HELP = (
 @click.argument("key")
 @NODE_OPTION
 @click.option("--r", "r", type=LEVEL, help=LEVEL_HELP)
-def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
-    """Print the value of BUCKET/KEY (siblings: one per line, base64, plus the context)."""
+@TIMEOUT_OPTION
+def get(bucket: str, key: str, node: str, r: int | str | None, timeout: float) -> None:
+    """Print the value of BUCKET/KEY and a newline; the context goes to stderr. Siblings:
+    each value base64-encoded on a line of its own, and their count on stderr."""
     import base64
 
     try:
-        with _client(node) as client:
+        with _client(node, timeout) as client:
             result = client.get(bucket, key, r=r)
     except DynakvError as exc:
         _fail(exc)
@@ -287,14 +298,13 @@ def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
             click.echo(f"context: {result.context}", err=True)
         sys.exit(1)
     if len(result.values) == 1:
-        sys.stdout.buffer.write(result.values[0])
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
-        click.echo(f"context: {result.context}", err=True)
-        return
-    click.echo(f"{len(result.values)} siblings; context: {result.context}")
-    for value in result.values:
-        click.echo(base64.b64encode(value).decode())
+        sys.stdout.buffer.write(result.values[0] + b"\n")
+        sys.stdout.flush()
+    else:
+        click.echo(f"{len(result.values)} siblings, base64, one per line:", err=True)
+        for value in result.values:
+            click.echo(base64.b64encode(value).decode())
+    click.echo(f"context: {result.context}", err=True)
 
 
 @main.command()
@@ -305,14 +315,15 @@ def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
 @click.option("--context", default=None, help=CONTEXT_HELP)
 @click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
 @click.option("--content-type", default="", help="Stored with the value, returned by reads.")
+@TIMEOUT_OPTION
 def put(
     bucket: str, key: str, value: str, node: str, context: str | None, w: int | str | None,
-    content_type: str,
+    content_type: str, timeout: float,
 ) -> None:  # fmt: skip
     """Store VALUE (or stdin when VALUE is '-') at BUCKET/KEY; prints the new context."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode()
     try:
-        with _client(node) as client:
+        with _client(node, timeout) as client:
             new_context = client.put(
                 bucket, key, data, context=context, w=w, content_type=content_type
             )
@@ -332,10 +343,13 @@ def put(
     help="The context of a get: delete what it read (default: what the coordinator holds).",
 )
 @click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
-def delete(bucket: str, key: str, node: str, context: str | None, w: int | str | None) -> None:
+@TIMEOUT_OPTION
+def delete(
+    bucket: str, key: str, node: str, context: str | None, w: int | str | None, timeout: float
+) -> None:
     """Delete BUCKET/KEY (a tombstone, reaped later)."""
     try:
-        with _client(node) as client:
+        with _client(node, timeout) as client:
             client.delete(bucket, key, context=context, w=w)
     except DynakvError as exc:
         _fail(exc)

@@ -108,7 +108,8 @@ def test_cli_put_get_delete_and_cluster_status(cluster: ProcessCluster):
     assert put.returncode == 0, put.stderr
     got = subprocess.run([*dynakv, "get", "cli", "k", *node], capture_output=True)
     assert got.returncode == 0, got.stderr
-    assert got.stdout == b"hello"
+    assert got.stdout == b"hello\n"
+    assert got.stderr.startswith(b"context: ")
     deleted = subprocess.run([*dynakv, "delete", "cli", "k", *node], capture_output=True)
     assert deleted.returncode == 0, deleted.stderr
     missing = subprocess.run([*dynakv, "get", "cli", "k", *node], capture_output=True)
@@ -121,6 +122,34 @@ def test_cli_put_get_delete_and_cluster_status(cluster: ProcessCluster):
         assert name in status.stdout
     assert "up" in status.stdout
     assert "reaped" in status.stdout
+
+
+def test_cli_get_prints_siblings_like_a_single_value(cluster: ProcessCluster):
+    node = ["--node", cluster[0].node_addr]
+    dynakv = [sys.executable, "-m", "dynakv"]
+    for value in ("apple", "pear"):  # blind writes: siblings
+        put = subprocess.run([*dynakv, "put", "cli", "s", value, *node], capture_output=True)
+        assert put.returncode == 0, put.stderr
+    got = subprocess.run([*dynakv, "get", "cli", "s", *node], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert sorted(got.stdout.splitlines()) == ["YXBwbGU=", "cGVhcg=="]  # base64, a line each
+    assert got.stdout.endswith("\n")
+    assert "2 siblings" in got.stderr
+    assert got.stderr.splitlines()[-1].startswith("context: ")
+
+
+def test_cli_pointed_at_an_http_port_says_so_at_once(cluster: ProcessCluster):
+    dynakv = [sys.executable, "-m", "dynakv"]
+    for command in (["get", "cli", "k"], ["put", "cli", "k", "v"], ["cluster", "status"]):
+        args = [*dynakv, *command, "--node", cluster[0].http_addr]
+        if command[0] != "cluster":
+            args += ["--timeout", "3"]
+        started = time.monotonic()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert f"{cluster[0].http_addr} answers HTTP" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert time.monotonic() - started < 5
 
 
 def _wide_env() -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,6 +232,16 @@ def test_malformed_resp_gets_an_error_then_close(rcluster: ProcessCluster, garba
         assert other.call("PING") == "PONG"
     finally:
         other.close()
+
+
+def test_the_cli_pointed_at_a_resp_port_says_so_at_once(rcluster: ProcessCluster) -> None:
+    addr = resp_addr(rcluster, 0)
+    args = [sys.executable, "-m", "dynakv", "get", "b", "k", "--node", addr, "--timeout", "3"]
+    started = time.monotonic()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{addr} answers the Redis protocol" in done.stderr
+    assert time.monotonic() - started < 5
 
 
 def test_quit_answers_earlier_commands_then_closes(rcluster: ProcessCluster) -> None:

@@ -60,3 +60,11 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path):
         f"Error: cannot listen on 127.0.0.1:{port}, the node port (--listen): "
         "Address already in use"
     )
+
+
+def test_a_cli_request_nothing_answers_names_the_address_and_make_run():
+    address = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, ["get", "b", "k", "--node", address, "--timeout", "2"])
+    assert result.exit_code == 1
+    assert f"no node reachable at {address}" in result.output
+    assert "make run" in result.output

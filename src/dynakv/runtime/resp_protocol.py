@@ -107,6 +107,11 @@ def parse_command(
     end = len(buf)
     if pos >= end:
         return None, pos
+    if buf[pos] == 0:  # a dynakv frame's length (no Redis command starts with NUL)
+        raise ProtocolError(
+            "Protocol error: this is a dynakv node's Redis (RESP) port; dynakv clients and "
+            "the CLI use its node port"
+        )
     if buf[pos] != 0x2A:  # not '*': an inline command, one line of space-separated words
         nl = buf.find(b"\n", pos)
         if nl < 0:
