@@ -125,14 +125,17 @@ def serve(
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        run(cfg, join)
+        status = run(cfg, join)
     except CannotListen as exc:
         raise click.ClickException(exc.strerror) from exc
+    sys.exit(status)
 
 
-def _wait_http(addr: str, timeout: float) -> bool:
+def _wait_http(addr: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(f"http://{addr}/v1/status", timeout=1) as response:
                 if response.status == 200:
@@ -143,8 +146,26 @@ def _wait_http(addr: str, timeout: float) -> bool:
 
 
 def _members_of(addr: str) -> int:
-    with urllib.request.urlopen(f"http://{addr}/v1/cluster", timeout=2) as response:
-        return len(json.load(response)["members"])
+    """Members of the cluster as the node at HTTP `addr` knows them, not counting removed
+    ones; 0 when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}/v1/cluster", timeout=2) as response:
+            members = json.load(response)["members"]
+    except (OSError, ValueError):
+        return 0
+    return sum(1 for m in members if m["status"] != "removed")
+
+
+def _exit_reason(code: int) -> str:
+    """A node's exit status as an operator reads it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == 0:
+        return "stopped (code 0: it left the cluster, or was told to stop)"
+    return f"failed with code {code}; its log lines above say why"
 
 
 @main.command("dev-cluster")
@@ -178,8 +199,11 @@ def dev_cluster(
     """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all.
 
     Every node gets a rack of its own (rackI): on one machine they share it, but each stands
-    for a machine of a real cluster."""
+    for a machine of a real cluster. A node that exits (it left the cluster, was killed,
+    failed) is named and the others keep serving; one that left earlier does not start
+    again (its log says how to add it back)."""
     procs: list[subprocess.Popen[bytes]] = []
+    running: dict[str, subprocess.Popen[bytes]] = {}
     root = Path(data_dir)
     stopping = False
 
@@ -210,23 +234,35 @@ def dev_cluster(
             resp = "" if resp_base_port is None else f"{host}:{resp_base_port + i}"
             if resp:
                 args += ["--resp", resp]
-            procs.append(subprocess.Popen(args, start_new_session=True))
-            if not _wait_http(http_addr, 30):
-                raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
+            proc = subprocess.Popen(args, start_new_session=True)
+            procs.append(proc)
+            if not _wait_http(http_addr, 30, proc):
+                if proc.poll() is None:
+                    raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
+                console.print(f"[red]node{i} did not start: {_exit_reason(proc.returncode)}[/]")
+                continue
+            running[f"node{i}"] = proc
             place = f"dc{(i - 1) % datacenters + 1}/rack{i}"
             line = f"node{i} ({place}): node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
             console.print(line + (f"  resp [bold]{resp}[/]" if resp else ""))
-        first_http = f"{host}:{base_http_port + 1}"
+        if not running:
+            raise click.ClickException("no node started")
+        first = int(next(iter(running))[len("node") :])
+        first_http = f"{host}:{base_http_port + first}"
         deadline = time.monotonic() + 30
-        while _members_of(first_http) < count and time.monotonic() < deadline:
+        while _members_of(first_http) < len(running) and time.monotonic() < deadline:
             time.sleep(0.2)
-        console.print(f"cluster of {count} up; dashboard: http://{first_http}/")
+        console.print(f"cluster of {len(running)} up; dashboard: http://{first_http}/")
         console.print("Ctrl-C stops all nodes.")
-        while not stopping:
-            for proc in procs:
+        while not stopping and running:
+            for name, proc in list(running.items()):
                 if proc.poll() is not None:
-                    console.print(f"[red]a node exited with code {proc.returncode}[/]")
-                    stopping = True
+                    del running[name]
+                    others = ", ".join(running) or "none"
+                    console.print(
+                        f"[red]{name} exited: {_exit_reason(proc.returncode)}[/]; still "
+                        f"serving: {others}"
+                    )
             time.sleep(0.3)
     except KeyboardInterrupt:
         pass

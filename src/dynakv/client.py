@@ -366,12 +366,9 @@ class _NotANodePort(Exception):
     """What answered is no node port: its first bytes are no frame (`kind` says what)."""
 
     def __init__(self, head: bytes) -> None:
-        if head.startswith(b"HTTP/"):
-            self.kind = "HTTP: it is a node's HTTP port"
-        elif head[:1] in (b"-", b"+"):
-            self.kind = "the Redis protocol: it is a node's RESP port"
-        else:
-            self.kind = f"{bytes(head[:8])!r}..., no dynakv frame"
+        what = messages.other_protocol(head)
+        port = {"HTTP": "HTTP", "the Redis protocol": "RESP"}.get(what or "")
+        self.kind = f"{what}: it is a node's {port} port" if port else f"{head[:8]!r}..."
         super().__init__(self.kind)
 
     def error(self, address: str) -> InvalidRequest:

@@ -81,19 +81,21 @@ async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[
             await server.stop()
 
 
-async def serve(config: NodeConfig, join: str | None = None) -> None:
-    """Run one node until SIGINT or SIGTERM (or until it leaves the cluster or its storage
-    fails)."""
+async def serve(config: NodeConfig, join: str | None = None) -> int:
+    """Run one node until SIGINT or SIGTERM (or until it leaves the cluster, its join is
+    refused or its storage fails); the process's exit status."""
     async with running(config, join) as server:
         loop = asyncio.get_running_loop()
         stop = server.stop_requested
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+    return server.exit_status
 
 
-def run(config: NodeConfig, join: str | None = None) -> None:
-    """`dynakv serve`: log to stderr, raise the collector's young threshold, serve on uvloop."""
+def run(config: NodeConfig, join: str | None = None) -> int:
+    """`dynakv serve`: log to stderr, raise the collector's young threshold, serve on uvloop;
+    the exit status (non-zero when the node stopped on an error, such as a refused join)."""
     import uvloop
 
     logging.basicConfig(
@@ -102,4 +104,4 @@ def run(config: NodeConfig, join: str | None = None) -> None:
     )
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-    uvloop.run(serve(config, join))
+    return uvloop.run(serve(config, join))
