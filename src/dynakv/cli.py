@@ -421,44 +421,67 @@ def _member_status(http_addr: str) -> dict | None:
         return None
 
 
-def _reaped(status: dict) -> str:
-    """Tombstones this node reaped, and why its sweep waits if it does."""
-    reaping = status.get("tombstone_reaping", {})
-    text = str(reaping.get("reaped", 0))
-    return f"{text} (waiting: {reaping['blocked']})" if reaping.get("blocked") else text
+def _reaping_waits(status: dict | None) -> str:
+    """Why this node's tombstone sweep waits, if it does ("" if not)."""
+    return str((status or {}).get("tombstone_reaping", {}).get("blocked") or "")
+
+
+def _addresses(member: dict) -> str:
+    """Node port and HTTP port in one cell: the HTTP host only when it differs."""
+    node_host, _, _ = member["node_addr"].rpartition(":")
+    http_host, _, http_port = member["http_addr"].rpartition(":")
+    http = f":{http_port}" if http_host == node_host else member["http_addr"]
+    return f"{member['node_addr']} {http}"
 
 
 @cluster.command("status")
 @NODE_OPTION
-def cluster_status(node: str) -> None:
-    """Members (status, addresses, ownership share) and transfers in progress."""
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead.")
+def cluster_status(node: str, as_json: bool) -> None:
+    """Members (status, place, node and HTTP ports, ownership share, hints, tombstones
+    reaped) and transfers in progress."""
+    from rich import box
     from rich.progress import BarColumn, Progress, TextColumn
 
     view = _cluster_json(node)
     size = view["ring"]["size"]
-    title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
-    table = Table(title=title)
-    columns = ("dc", "rack", "name", "status", "node", "http", "partitions", "share", "hints")
-    for column in (*columns, "reaped"):
-        table.add_column(column)
-    transfers: list[tuple[str, dict]] = []
     members = sorted(view["members"], key=lambda m: (m.get("datacenter", ""), m["name"]))
+    statuses = {
+        m["name"]: _member_status(m["http_addr"]) if m["status"] != "removed" else None
+        for m in members
+    }
+    if as_json:
+        click.echo(json.dumps({**view, "member_status": statuses}, indent=2))
+        return
+    title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
+    # Fits 80 columns: place and ports share a cell each, and cells fold rather than cut.
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, title_justify="left",
+        collapse_padding=True, pad_edge=False,
+    )  # fmt: skip
+    for column in ("name", "status", "place", "node, http port"):
+        table.add_column(column, overflow="fold")
+    for column in ("parts", "share", "hints", "reaped"):
+        table.add_column(column, justify="right", overflow="fold")
+    transfers: list[tuple[str, dict]] = []
     for i, m in enumerate(members):
         dc = m.get("datacenter", "")
         if i and dc != members[i - 1].get("datacenter", ""):
             table.add_section()  # one section per data center
-        status = _member_status(m["http_addr"]) if m["status"] != "removed" else None
+        status = statuses[m["name"]]
         if status is not None:
             transfers.extend((m["name"], t) for t in status.get("transfers", []))
         colour = _STATUS_COLOURS.get(m["status"], "red")
         table.add_row(
-            dc, m.get("rack", ""), m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"],
-            m["http_addr"],
-            str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
+            m["name"], f"[{colour}]{m['status']}[/]", f"{dc}/{m.get('rack', '')}",
+            _addresses(m), str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
             "-" if status is None else str(status.get("hints_pending", 0)),
-            "-" if status is None else _reaped(status),
+            "-" if status is None else str(status.get("tombstone_reaping", {}).get("reaped", 0)),
         )  # fmt: skip
     console.print(table)
+    for name, status in statuses.items():
+        if _reaping_waits(status):
+            console.print(f"{name}: tombstone reaping waits: {_reaping_waits(status)}")
     replication = view.get("replication") or {}
     if replication.get("next"):
         console.print(f"replication rising from {replication['placed']} to {replication['next']}")
@@ -486,6 +509,12 @@ def cluster_status(node: str) -> None:
 def cluster_repair(node: str, partition: int) -> None:
     """Run anti-entropy now between NODE and the other replicas of its partitions."""
     view = _cluster_json(node)
+    size = view["ring"]["size"]
+    if not -1 <= partition < size:
+        raise click.BadParameter(
+            f"{partition} is no partition: the ring has {size}, 0 to {size - 1}",
+            param_hint="--partition",
+        )
     me = next((m for m in view["members"] if m["node_addr"] == node), view["members"][0])
     url = f"http://{me['http_addr']}/v1/repair?partition={partition}"
     request = urllib.request.Request(url, method="POST", data=b"")
@@ -663,9 +692,13 @@ def bucket_list(node: str) -> None:
 
 @cluster.command("ring")
 @NODE_OPTION
-def cluster_ring(node: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the ring as JSON instead.")
+def cluster_ring(node: str, as_json: bool) -> None:
     """The owner of every partition."""
     view = _cluster_json(node)
+    if as_json:
+        click.echo(json.dumps({"epoch": view["epoch"], **view["ring"]}, indent=2))
+        return
     for index, owner in enumerate(view["ring"]["owners"]):
         click.echo(f"{index:5d} {owner}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -154,6 +155,34 @@ def test_cli_pointed_at_an_http_port_says_so_at_once(cluster: ProcessCluster):
         assert f"{cluster[0].http_addr} answers HTTP" in done.stderr
         assert "Traceback" not in done.stderr
         assert time.monotonic() - started < 5
+
+
+def test_cluster_status_fits_80_columns_when_piped_and_speaks_json(cluster: ProcessCluster):
+    node = ["--node", cluster[0].node_addr]
+    dynakv = [sys.executable, "-m", "dynakv", "cluster"]
+    env = {**os.environ, "COLUMNS": "80"}
+    status = subprocess.run([*dynakv, "status", *node], capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    assert max(len(line.rstrip()) for line in status.stdout.splitlines()) <= 80
+    assert "…" not in status.stdout  # nothing cut short
+    for member in cluster.nodes:
+        assert member.node_addr in status.stdout
+    as_json = subprocess.run([*dynakv, "status", "--json", *node], capture_output=True, text=True)
+    view = json.loads(as_json.stdout)
+    assert sorted(m["name"] for m in view["members"]) == ["node1", "node2", "node3"]
+    assert view["member_status"]["node2"]["name"] == "node2"
+    ring = subprocess.run([*dynakv, "ring", "--json", *node], capture_output=True, text=True)
+    assert len(json.loads(ring.stdout)["owners"]) == 64
+
+
+@pytest.mark.parametrize("partition", ["64", "-2"])
+def test_cluster_repair_checks_the_partition_is_in_the_ring(cluster: ProcessCluster, partition):
+    args = [sys.executable, "-m", "dynakv", "cluster", "repair", "--partition", partition]
+    done = subprocess.run([*args, "--node", cluster[0].node_addr], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "the ring has 64, 0 to 63" in done.stderr
+    url = f"{cluster[0].url}/v1/repair?partition={partition}"
+    assert http("POST", url, b"").json()["error"] == "invalid_request"
 
 
 def _wide_env() -> dict[str, str]:

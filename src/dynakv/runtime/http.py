@@ -287,6 +287,9 @@ class Api:
             partition = int(text)
         except ValueError as exc:
             raise InvalidRequest(f"partition must be an integer, got {text!r}") from exc
+        size = self.server.config.ring_size
+        if not -1 <= partition < size:
+            raise InvalidRequest(f"partition must be 0 to {size - 1} (or -1: all), got {partition}")
         timeout = 8 * self.server.config.request_timeout
         reply = await self.server.call(ClientRepair(0, partition), timeout=timeout)
         _raise_reply_error(reply)
