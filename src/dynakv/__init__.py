@@ -1,15 +1,32 @@
 """dynakv: a highly available, eventually consistent key-value store on Dynamo's techniques."""
 
 from dynakv.client import AsyncClient, Client, ReadResult
-from dynakv.errors import InvalidRequest, SiblingsError, Timeout, Unavailable
+from dynakv.errors import (
+    ClusterError,
+    DynakvError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    SiblingsError,
+    Timeout,
+    Unavailable,
+    ValueTooLarge,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Client",
+    "ClusterError",
+    "DynakvError",
+    "InternalError",
     "InvalidRequest",
+    "MethodNotAllowed",
+    "NotFound",
     "ReadResult",
     "SiblingsError",
     "Timeout",
     "Unavailable",
+    "ValueTooLarge",
 ]

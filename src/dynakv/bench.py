@@ -382,6 +382,15 @@ Slot = Callable[[AsyncClient, Finished], None]  # starts one in-flight slot on a
 REQUEST_ERRORS = (DynakvError, OSError, TimeoutError)
 
 
+# A phase whose first FAIL_FAST requests all failed stops there: nothing is listening, or the
+# cluster cannot serve at all, and figures of failures measure nothing.
+FAIL_FAST = 200
+
+
+class NothingSucceeded(RuntimeError):
+    """Every request of a phase failed: the bench stops and `dynakv bench` exits non-zero."""
+
+
 def error_kind(exc: BaseException) -> str:
     if isinstance(exc, DynakvError):
         return exc.code
@@ -423,6 +432,7 @@ class Generator:
         self.contexts: dict[int, str] = {}
         self.done = 0
         self.errors = 0
+        self.first_error = ""  # the first failure of the phase, for NothingSucceeded
         self.phase = LOAD
         self.stopping = False
 
@@ -531,7 +541,9 @@ class Generator:
                     self.done += 1
                 elif isinstance(reply, REQUEST_ERRORS):
                     errors[error_kind(reply)] += 1
-                    self.errors += 1
+                    if self._failed(reply):
+                        finished(self._nothing_succeeded())
+                        return
                 else:
                     finished(_unexpected(reply))
                     return
@@ -656,11 +668,15 @@ class Generator:
                 begin()
 
             def failed(stats: OpStats, reply: Message | BaseException) -> None:
+                nonlocal last_done
                 if not isinstance(reply, REQUEST_ERRORS):
                     finished(_unexpected(reply))
                     return
+                last_done = clock()  # the phase lasts until its last answer, success or not
                 stats.errors[error_kind(reply)] += 1
-                self.errors += 1
+                if self._failed(reply):
+                    finished(self._nothing_succeeded())
+                    return
                 begin()
 
             begin()
@@ -670,6 +686,25 @@ class Generator:
         used = {name: s for name, s in ops.items() if s.hist.count or s.errors}
         return PhaseResult(used, last_done - began, time.process_time() - cpu)
 
+    def _failed(self, reply: BaseException) -> bool:
+        """Count a failed request; True when the phase must stop (FAIL_FAST, none succeeded)."""
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = f"{error_kind(reply)}: {reply}"
+        return self.done == 0 and self.errors >= FAIL_FAST
+
+    def _nothing_succeeded(self) -> NothingSucceeded:
+        phase = "load" if self.phase == LOAD else "run"
+        return NothingSucceeded(
+            f"all {self.errors} requests of the {phase} phase failed, the first with "
+            f"{self.first_error}; is a dynakv node port listening at "
+            f"{', '.join(self.spec.nodes)}? (`make run` starts a local cluster)"
+        )
+
+    def _check_some_succeeded(self) -> None:
+        if self.done == 0 and self.errors:
+            raise self._nothing_succeeded()
+
     # -- driver
     def run(self, between: Callable[[], None] | None = None) -> tuple[PhaseResult, PhaseResult]:
         """Load (unless disabled), call `between` (a barrier), then run. Uses uvloop."""
@@ -678,10 +713,12 @@ class Generator:
         loaded = PhaseResult()
         if self.spec.load:
             loaded = uvloop.run(self._load())
+            self._check_some_succeeded()
         if between is not None:
             between()
-        self.phase, self.done, self.errors = RUN, 0, 0
+        self.phase, self.done, self.errors, self.first_error = RUN, 0, 0, ""
         result = uvloop.run(self._run())
+        self._check_some_succeeded()
         self.phase = DONE
         if self.sink is not None:
             self.sink(DONE, self.done, self.errors)

@@ -24,6 +24,19 @@ from dynakv.processes import stop_processes
 
 console = Console()
 DEFAULT_NODE = "127.0.0.1:7001"
+NODE_OPTION = click.option(
+    "--node",
+    default=DEFAULT_NODE,
+    show_default=True,
+    help="Any member's node port (binary protocol), HOST:PORT; not its HTTP or Redis port.",
+)
+# serve's flags default to None so that a --config file's values stand unless a flag is
+# given; their help shows the default that applies when neither says anything.
+SERVE_DEFAULTS = config_mod.NodeConfig()
+
+
+def _with_default(text: str, setting: str) -> str:
+    return f"{text} [default: {getattr(SERVE_DEFAULTS, setting)}]"
 
 
 @click.group()
@@ -33,18 +46,51 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--name", help="Member name: this node's identity in the ring.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where LMDB keeps data.")
-@click.option("--listen", "node_addr", help="HOST:PORT for the binary protocol (default :7000).")
-@click.option("--http", "http_addr", help="HOST:PORT for the HTTP API (default :8000).")
+@click.option(
+    "--name", help=_with_default("Member name: this node's identity in the ring.", "name")
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help=_with_default("Where LMDB keeps this node's data.", "data_dir"),
+)
+@click.option(
+    "--listen",
+    "node_addr",
+    help=_with_default("HOST:PORT for the binary protocol (clients and peers).", "node_addr"),
+)
+@click.option("--http", "http_addr", help=_with_default("HOST:PORT for the HTTP API.", "http_addr"))
 @click.option("--resp", "resp_addr", help="HOST:PORT for the Redis protocol (RESP2); off if unset.")
-@click.option("--join", help="Join the cluster through this member's HOST:PORT.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--cluster", help="Cluster name; nodes of another cluster are refused.")
-@click.option("--durability", type=click.Choice(["fsync", "os", "none"]))
-@click.option("--ring-size", type=int, help="Partitions Q (power of two), fixed at creation.")
-@click.option("--datacenter", help="This node's data center (default dc1).")
-@click.option("--rack", help="This node's rack (default rack1); nodes on one machine share one.")
+@click.option(
+    "--join",
+    help="Join the cluster through this member's node port HOST:PORT; unset: found a "
+    "cluster, or rejoin the one in --data-dir.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A TOML file of settings (README, Configuration); flags override it.",
+)
+@click.option(
+    "--cluster",
+    help=_with_default("Cluster name; nodes of another cluster are refused.", "cluster"),
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["fsync", "os", "none"]),
+    help="fsync: a write is acknowledged once on disk (group commit); os: once written, "
+    "not synced; none: in memory until the OS writes it. [default: fsync]",
+)
+@click.option(
+    "--ring-size",
+    type=int,
+    help=_with_default("Partitions Q (a power of two), fixed at creation.", "ring_size"),
+)
+@click.option("--datacenter", help=_with_default("This node's data center.", "datacenter"))
+@click.option(
+    "--rack", help=_with_default("This node's rack; nodes on one machine share one.", "rack")
+)
 def serve(
     name: str | None,
     data_dir: str | None,
@@ -60,7 +106,7 @@ def serve(
     rack: str | None,
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
-    from dynakv.runtime.process import run
+    from dynakv.runtime.process import CannotListen, run
 
     try:
         cfg = config_mod.load(
@@ -78,12 +124,18 @@ def serve(
         )
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    run(cfg, join)
+    try:
+        status = run(cfg, join)
+    except CannotListen as exc:
+        raise click.ClickException(exc.strerror) from exc
+    sys.exit(status)
 
 
-def _wait_http(addr: str, timeout: float) -> bool:
+def _wait_http(addr: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(f"http://{addr}/v1/status", timeout=1) as response:
                 if response.status == 200:
@@ -94,14 +146,45 @@ def _wait_http(addr: str, timeout: float) -> bool:
 
 
 def _members_of(addr: str) -> int:
-    with urllib.request.urlopen(f"http://{addr}/v1/cluster", timeout=2) as response:
-        return len(json.load(response)["members"])
+    """Members of the cluster as the node at HTTP `addr` knows them, not counting removed
+    ones; 0 when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}/v1/cluster", timeout=2) as response:
+            members = json.load(response)["members"]
+    except (OSError, ValueError):
+        return 0
+    return sum(1 for m in members if m["status"] != "removed")
+
+
+def _exit_reason(code: int) -> str:
+    """A node's exit status as an operator reads it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == 0:
+        return "stopped (code 0: it left the cluster, or was told to stop)"
+    return f"failed with code {code}; its log lines above say why"
 
 
 @main.command("dev-cluster")
-@click.option("--nodes", "count", default=3, show_default=True, type=click.IntRange(1, 64))
-@click.option("--data-dir", default="./data", show_default=True, type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--nodes",
+    "count",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="How many nodes, node1..nodeN.",
+)
+@click.option(
+    "--data-dir",
+    default="./data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Node i keeps its data in DATA_DIR/nodeI; a second run keeps it.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address every port uses.")
 @click.option("--base-port", default=7000, show_default=True, help="Node i listens on base+i.")
 @click.option("--base-http-port", default=8000, show_default=True, help="HTTP on base+i.")
 @click.option("--resp-base-port", type=int, help="Redis protocol (RESP2) on base+i; off if unset.")
@@ -116,8 +199,11 @@ def dev_cluster(
     """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all.
 
     Every node gets a rack of its own (rackI): on one machine they share it, but each stands
-    for a machine of a real cluster."""
+    for a machine of a real cluster. A node that exits (it left the cluster, was killed,
+    failed) is named and the others keep serving; one that left earlier does not start
+    again (its log says how to add it back)."""
     procs: list[subprocess.Popen[bytes]] = []
+    running: dict[str, subprocess.Popen[bytes]] = {}
     root = Path(data_dir)
     stopping = False
 
@@ -148,23 +234,35 @@ def dev_cluster(
             resp = "" if resp_base_port is None else f"{host}:{resp_base_port + i}"
             if resp:
                 args += ["--resp", resp]
-            procs.append(subprocess.Popen(args, start_new_session=True))
-            if not _wait_http(http_addr, 30):
-                raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
+            proc = subprocess.Popen(args, start_new_session=True)
+            procs.append(proc)
+            if not _wait_http(http_addr, 30, proc):
+                if proc.poll() is None:
+                    raise click.ClickException(f"node{i} did not start (HTTP {http_addr})")
+                console.print(f"[red]node{i} did not start: {_exit_reason(proc.returncode)}[/]")
+                continue
+            running[f"node{i}"] = proc
             place = f"dc{(i - 1) % datacenters + 1}/rack{i}"
             line = f"node{i} ({place}): node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
             console.print(line + (f"  resp [bold]{resp}[/]" if resp else ""))
-        first_http = f"{host}:{base_http_port + 1}"
+        if not running:
+            raise click.ClickException("no node started")
+        first = int(next(iter(running))[len("node") :])
+        first_http = f"{host}:{base_http_port + first}"
         deadline = time.monotonic() + 30
-        while _members_of(first_http) < count and time.monotonic() < deadline:
+        while _members_of(first_http) < len(running) and time.monotonic() < deadline:
             time.sleep(0.2)
-        console.print(f"cluster of {count} up; dashboard: http://{first_http}/")
+        console.print(f"cluster of {len(running)} up; dashboard: http://{first_http}/")
         console.print("Ctrl-C stops all nodes.")
-        while not stopping:
-            for proc in procs:
+        while not stopping and running:
+            for name, proc in list(running.items()):
                 if proc.poll() is not None:
-                    console.print(f"[red]a node exited with code {proc.returncode}[/]")
-                    stopping = True
+                    del running[name]
+                    others = ", ".join(running) or "none"
+                    console.print(
+                        f"[red]{name} exited: {_exit_reason(proc.returncode)}[/]; still "
+                        f"serving: {others}"
+                    )
             time.sleep(0.3)
     except KeyboardInterrupt:
         pass
@@ -173,8 +271,17 @@ def dev_cluster(
         console.print("all nodes stopped")
 
 
-def _client(node: str) -> Client:
-    return Client(node)
+def _client(node: str, timeout: float = 10.0) -> Client:
+    return Client(node, timeout=timeout)
+
+
+TIMEOUT_OPTION = click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for the node to connect and to answer.",
+)
 
 
 def _fail(exc: DynakvError) -> None:
@@ -198,19 +305,25 @@ class _Level(click.ParamType):
 
 LEVEL = _Level()
 LEVEL_HELP = "a count, or one|quorum|all|local_one|local_quorum|each_quorum"
+CONTEXT_HELP = (
+    "The context of a get: replace the values it read (default: none, a blind write kept "
+    "beside the others as a sibling)."
+)
 
 
 @main.command()
 @click.argument("bucket")
 @click.argument("key")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 @click.option("--r", "r", type=LEVEL, help=LEVEL_HELP)
-def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
-    """Print the value of BUCKET/KEY (siblings: one per line, base64, plus the context)."""
+@TIMEOUT_OPTION
+def get(bucket: str, key: str, node: str, r: int | str | None, timeout: float) -> None:
+    """Print the value of BUCKET/KEY and a newline; the context goes to stderr. Siblings:
+    each value base64-encoded on a line of its own, and their count on stderr."""
     import base64
 
     try:
-        with _client(node) as client:
+        with _client(node, timeout) as client:
             result = client.get(bucket, key, r=r)
     except DynakvError as exc:
         _fail(exc)
@@ -221,32 +334,32 @@ def get(bucket: str, key: str, node: str, r: int | str | None) -> None:
             click.echo(f"context: {result.context}", err=True)
         sys.exit(1)
     if len(result.values) == 1:
-        sys.stdout.buffer.write(result.values[0])
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
-        click.echo(f"context: {result.context}", err=True)
-        return
-    click.echo(f"{len(result.values)} siblings; context: {result.context}")
-    for value in result.values:
-        click.echo(base64.b64encode(value).decode())
+        sys.stdout.buffer.write(result.values[0] + b"\n")
+        sys.stdout.flush()
+    else:
+        click.echo(f"{len(result.values)} siblings, base64, one per line:", err=True)
+        for value in result.values:
+            click.echo(base64.b64encode(value).decode())
+    click.echo(f"context: {result.context}", err=True)
 
 
 @main.command()
 @click.argument("bucket")
 @click.argument("key")
 @click.argument("value")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
-@click.option("--context", default=None)
+@NODE_OPTION
+@click.option("--context", default=None, help=CONTEXT_HELP)
 @click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
-@click.option("--content-type", default="")
+@click.option("--content-type", default="", help="Stored with the value, returned by reads.")
+@TIMEOUT_OPTION
 def put(
     bucket: str, key: str, value: str, node: str, context: str | None, w: int | str | None,
-    content_type: str,
+    content_type: str, timeout: float,
 ) -> None:  # fmt: skip
     """Store VALUE (or stdin when VALUE is '-') at BUCKET/KEY; prints the new context."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode()
     try:
-        with _client(node) as client:
+        with _client(node, timeout) as client:
             new_context = client.put(
                 bucket, key, data, context=context, w=w, content_type=content_type
             )
@@ -259,13 +372,20 @@ def put(
 @main.command()
 @click.argument("bucket")
 @click.argument("key")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
-@click.option("--context", default=None)
+@NODE_OPTION
+@click.option(
+    "--context",
+    default=None,
+    help="The context of a get: delete what it read (default: what the coordinator holds).",
+)
 @click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
-def delete(bucket: str, key: str, node: str, context: str | None, w: int | str | None) -> None:
+@TIMEOUT_OPTION
+def delete(
+    bucket: str, key: str, node: str, context: str | None, w: int | str | None, timeout: float
+) -> None:
     """Delete BUCKET/KEY (a tombstone, reaped later)."""
     try:
-        with _client(node) as client:
+        with _client(node, timeout) as client:
             client.delete(bucket, key, context=context, w=w)
     except DynakvError as exc:
         _fail(exc)
@@ -273,7 +393,8 @@ def delete(bucket: str, key: str, node: str, context: str | None, w: int | str |
 
 @main.group()
 def cluster() -> None:
-    """Inspect the cluster."""
+    """Inspect the cluster (status, ring, repair) and change its membership (leave, remove);
+    nodes join with `dynakv serve --join`."""
 
 
 def _cluster_json(node: str) -> dict:
@@ -300,11 +421,17 @@ def _member_status(http_addr: str) -> dict | None:
         return None
 
 
-def _reaped(status: dict) -> str:
-    """Tombstones this node reaped, and why its sweep waits if it does."""
-    reaping = status.get("tombstone_reaping", {})
-    text = str(reaping.get("reaped", 0))
-    return f"{text} (waiting: {reaping['blocked']})" if reaping.get("blocked") else text
+def _reaping_waits(status: dict | None) -> str:
+    """Why this node's tombstone sweep waits, if it does ("" if not)."""
+    return str((status or {}).get("tombstone_reaping", {}).get("blocked") or "")
+
+
+def _addresses(member: dict) -> str:
+    """Node port and HTTP port in one cell: the HTTP host only when it differs."""
+    node_host, _, _ = member["node_addr"].rpartition(":")
+    http_host, _, http_port = member["http_addr"].rpartition(":")
+    http = f":{http_port}" if http_host == node_host else member["http_addr"]
+    return f"{member['node_addr']} {http}"
 
 
 def _replication_change(replication: dict) -> str:
@@ -327,36 +454,53 @@ def _replication_change(replication: dict) -> str:
 
 
 @cluster.command("status")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
-def cluster_status(node: str) -> None:
-    """Members (status, addresses, ownership share) and transfers in progress."""
+@NODE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead.")
+def cluster_status(node: str, as_json: bool) -> None:
+    """Members (status, place, node and HTTP ports, ownership share, hints, tombstones
+    reaped) and transfers in progress."""
+    from rich import box
     from rich.progress import BarColumn, Progress, TextColumn
 
     view = _cluster_json(node)
     size = view["ring"]["size"]
-    title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
-    table = Table(title=title)
-    columns = ("dc", "rack", "name", "status", "node", "http", "partitions", "share", "hints")
-    for column in (*columns, "reaped"):
-        table.add_column(column)
-    transfers: list[tuple[str, dict]] = []
     members = sorted(view["members"], key=lambda m: (m.get("datacenter", ""), m["name"]))
+    statuses = {
+        m["name"]: _member_status(m["http_addr"]) if m["status"] != "removed" else None
+        for m in members
+    }
+    if as_json:
+        click.echo(json.dumps({**view, "member_status": statuses}, indent=2))
+        return
+    title = f"cluster {view['cluster']} (epoch {view['epoch']}, {size} partitions)"
+    # Fits 80 columns: place and ports share a cell each, and cells fold rather than cut.
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, title_justify="left",
+        collapse_padding=True, pad_edge=False,
+    )  # fmt: skip
+    for column in ("name", "status", "place", "node, http port"):
+        table.add_column(column, overflow="fold")
+    for column in ("parts", "share", "hints", "reaped"):
+        table.add_column(column, justify="right", overflow="fold")
+    transfers: list[tuple[str, dict]] = []
     for i, m in enumerate(members):
         dc = m.get("datacenter", "")
         if i and dc != members[i - 1].get("datacenter", ""):
             table.add_section()  # one section per data center
-        status = _member_status(m["http_addr"]) if m["status"] != "removed" else None
+        status = statuses[m["name"]]
         if status is not None:
             transfers.extend((m["name"], t) for t in status.get("transfers", []))
         colour = _STATUS_COLOURS.get(m["status"], "red")
         table.add_row(
-            dc, m.get("rack", ""), m["name"], f"[{colour}]{m['status']}[/]", m["node_addr"],
-            m["http_addr"],
-            str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
+            m["name"], f"[{colour}]{m['status']}[/]", f"{dc}/{m.get('rack', '')}",
+            _addresses(m), str(m["partitions"]), f"{100 * m['partitions'] / size:.1f}%",
             "-" if status is None else str(status.get("hints_pending", 0)),
-            "-" if status is None else _reaped(status),
+            "-" if status is None else str(status.get("tombstone_reaping", {}).get("reaped", 0)),
         )  # fmt: skip
     console.print(table)
+    for name, status in statuses.items():
+        if _reaping_waits(status):
+            console.print(f"{name}: tombstone reaping waits: {_reaping_waits(status)}")
     line = _replication_change(view.get("replication") or {})
     if line:
         console.print(line)
@@ -379,11 +523,17 @@ def cluster_status(node: str) -> None:
 
 
 @cluster.command("repair")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 @click.option("--partition", type=int, default=-1, help="One partition (default: all of them).")
 def cluster_repair(node: str, partition: int) -> None:
     """Run anti-entropy now between NODE and the other replicas of its partitions."""
     view = _cluster_json(node)
+    size = view["ring"]["size"]
+    if not -1 <= partition < size:
+        raise click.BadParameter(
+            f"{partition} is no partition: the ring has {size}, 0 to {size - 1}",
+            param_hint="--partition",
+        )
     me = next((m for m in view["members"] if m["node_addr"] == node), view["members"][0])
     url = f"http://{me['http_addr']}/v1/repair?partition={partition}"
     request = urllib.request.Request(url, method="POST", data=b"")
@@ -412,7 +562,7 @@ def _change(node: str, op: str, name: str) -> None:
 
 @cluster.command("leave")
 @click.argument("name")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def cluster_leave(name: str, node: str) -> None:
     """Hand every partition of NAME to its new owner; then NAME stops."""
     _change(node, "leave", name)
@@ -420,7 +570,7 @@ def cluster_leave(name: str, node: str) -> None:
 
 @cluster.command("remove")
 @click.argument("name")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def cluster_remove(name: str, node: str) -> None:
     """Take dead member NAME out; new owners rebuild its partitions from the other replicas."""
     _change(node, "remove", name)
@@ -450,7 +600,7 @@ def _bucket_options(function):  # type: ignore[no-untyped-def]
             "--datacenters",
             help="Replicas per data center, e.g. dc1=3,dc2=2 (n is their sum); '' drops them.",
         ),
-        click.option("--node", default=DEFAULT_NODE, show_default=True),
+        NODE_OPTION,
     ]
     for option in reversed(options):
         function = option(function)
@@ -527,7 +677,7 @@ def bucket_update(name: str, node: str, **props: object) -> None:
 
 @bucket.command("show")
 @click.argument("name")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def bucket_show(name: str, node: str) -> None:
     """The props bucket NAME has now, and which type they come from."""
     try:
@@ -538,7 +688,7 @@ def bucket_show(name: str, node: str) -> None:
 
 
 @bucket.command("list")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
+@NODE_OPTION
 def bucket_list(node: str) -> None:
     """Every bucket type of the cluster."""
     try:
@@ -560,10 +710,14 @@ def bucket_list(node: str) -> None:
 
 
 @cluster.command("ring")
-@click.option("--node", default=DEFAULT_NODE, show_default=True)
-def cluster_ring(node: str) -> None:
+@NODE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the ring as JSON instead.")
+def cluster_ring(node: str, as_json: bool) -> None:
     """The owner of every partition."""
     view = _cluster_json(node)
+    if as_json:
+        click.echo(json.dumps({"epoch": view["epoch"], **view["ring"]}, indent=2))
+        return
     for index, owner in enumerate(view["ring"]["owners"]):
         click.echo(f"{index:5d} {owner}")
 
@@ -615,6 +769,7 @@ def cluster_ring(node: str) -> None:
     type=click.Choice(["zipfian", "uniform"]),
     default="zipfian",
     show_default=True,
+    help="How keys are chosen: a few hot ones (YCSB's zipfian), or all alike.",
 )
 @click.option(
     "--records",
@@ -639,7 +794,13 @@ def cluster_ring(node: str) -> None:
     type=click.IntRange(1),
     help="Connections per generator process (default about one per 8-16 in flight).",
 )
-@click.option("--value-size", default=1024, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--value-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bytes per value.",
+)
 @click.option(
     "--rate",
     type=float,
@@ -652,8 +813,8 @@ def cluster_ring(node: str) -> None:
     type=click.IntRange(1),
     help="Generator processes; their histograms are merged.",
 )
-@click.option("--bucket", default="bench", show_default=True)
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--bucket", default="bench", show_default=True, help="The bucket written and read.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the key choice.")
 @click.option("--no-load", is_flag=True, help="Skip the load phase (records already there).")
 @click.option(
     "--blind-writes", is_flag=True, help="Updates without the context last seen (siblings pile up)."

@@ -362,6 +362,23 @@ class _Lost(Unavailable):
     """The connection closed or failed after the request was sent: it may have been applied."""
 
 
+class _NotANodePort(Exception):
+    """What answered is no node port: its first bytes are no frame (`kind` says what)."""
+
+    def __init__(self, head: bytes) -> None:
+        what = messages.other_protocol(head)
+        port = {"HTTP": "HTTP", "the Redis protocol": "RESP"}.get(what or "")
+        self.kind = f"{what}: it is a node's {port} port" if port else f"{head[:8]!r}..."
+        super().__init__(self.kind)
+
+    def error(self, address: str) -> InvalidRequest:
+        """Said at once, where a frame reader would wait for a gigabyte that never comes."""
+        return InvalidRequest(
+            f"{address} answers {self.kind}, not a node port. Give a node's binary-protocol "
+            f"port (`make run`: 127.0.0.1:7001 to 7003; its HTTP ports are 8001 to 8003)"
+        )
+
+
 # --- blocking client --------------------------------------------------------------------------
 
 
@@ -387,6 +404,8 @@ class _Socket:
         while True:
             if len(buffer) >= LENGTH:
                 length = int.from_bytes(buffer[:LENGTH], "big")
+                if length > MAX_FRAME_BYTES:
+                    raise _NotANodePort(bytes(buffer[:16]))
                 if len(buffer) >= LENGTH + length:
                     payload = bytes(buffer[LENGTH : LENGTH + length])
                     del buffer[: LENGTH + length]
@@ -545,6 +564,9 @@ class Client:
                         break
                     if isinstance(reply, ErrorReply) and reply.rid == 0:
                         raise from_code(reply.code, reply.message)
+            except _NotANodePort as exc:
+                self._drop(address)
+                raise exc.error(address) from None
             except (OSError, EOFError) as exc:
                 self._drop(address)
                 timed_out = isinstance(exc, TimeoutError)
@@ -560,7 +582,18 @@ class Client:
             if isinstance(reply, ErrorReply) and reply.code == Unavailable.code:
                 router.stale()
             return reply
-        raise Unavailable(f"no node reachable: {last}", needed=1, got=0)
+        raise _nothing_reachable(nodes, last)
+
+
+def _nothing_reachable(nodes: Sequence[str], last: BaseException | None) -> Unavailable:
+    """No node of `nodes` answered: name them, and how to start a local cluster."""
+    tried = ", ".join(nodes) if len(nodes) <= 3 else f"{', '.join(nodes[:3])}, ..."
+    return Unavailable(
+        f"no node reachable at {tried}: {last}. Is a node running there? (`make run` "
+        f"starts a local cluster on 127.0.0.1:7001 to 7003)",
+        needed=1,
+        got=0,
+    )
 
 
 # --- asyncio client ---------------------------------------------------------------------------
@@ -614,6 +647,7 @@ class _Node(asyncio.Protocol):
         self._out = bytearray()  # frames of this loop turn, written by _flush
         self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._not_a_node: _NotANodePort | None = None  # set when what answers is no node
 
     def send(self, message: Message) -> None:
         """Queue a frame; it is written at the end of this loop turn, with the others."""
@@ -674,6 +708,7 @@ class _Node(asyncio.Protocol):
             while end - offset >= LENGTH:
                 length = _unpack_length(buffer, offset)[0]
                 if length > MAX_FRAME_BYTES:
+                    self._not_a_node = _NotANodePort(bytes(buffer[offset : offset + 16]))
                     self.abort()
                     return
                 start = offset + LENGTH
@@ -713,7 +748,11 @@ class _Node(asyncio.Protocol):
         self.closed = True
         if self.pool.get(self.address) is self:
             del self.pool[self.address]
-        error = _Lost(f"connection to node {self.address} closed", needed=1, got=0)
+        error: Unavailable | InvalidRequest = _Lost(
+            f"connection to node {self.address} closed", needed=1, got=0
+        )
+        if self._not_a_node is not None:  # no use trying again, nor other nodes
+            error = self._not_a_node.error(self.address)
         for waiter in self.waiters.values():
             if not waiter.done():
                 waiter.set_exception(error)
@@ -724,7 +763,11 @@ class _Node(asyncio.Protocol):
         if self.pending:
             lost = [(message, callback) for _, message, callback in self.pending.values()]
             self.pending.clear()
-            self.client._lost(self.address, lost, error)
+            if isinstance(error, _Lost):
+                self.client._lost(self.address, lost, error)
+            else:
+                for _, callback in lost:
+                    callback(error)
 
 
 class AsyncClient:
@@ -979,4 +1022,4 @@ class AsyncClient:
             if isinstance(reply, ErrorReply) and reply.code == Unavailable.code:
                 router.stale()
             return reply
-        raise Unavailable(f"no node reachable: {last}", needed=1, got=0)
+        raise _nothing_reachable(nodes, last)

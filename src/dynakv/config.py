@@ -5,10 +5,12 @@ Nothing reads the environment after start-up; the core receives this object.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from dynakv.bucket_types import DEFAULT, LEVELS, MAX_VALUE_LIMIT, PLACE_NAME, BucketType
 from dynakv.errors import InvalidRequest
@@ -157,34 +159,119 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     File layout: top-level keys are NodeConfig fields; `[defaults]` holds
     n/r/w/policy/max_value_bytes; `[buckets.NAME]` holds per-bucket props. They seed the
     cluster's bucket types when this node founds the cluster (NodeConfig.bucket_types).
+    Every value is checked against its field's type here, so a wrong one (`request_timeout
+    = "5s"`) stops the node at start with the key, the type and the file named, instead of
+    failing every request later. Errors are ValueError.
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    known = {f.name for f in fields(NodeConfig)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    if "defaults" in raw:
-        raw["defaults"] = _bucket_props(raw["defaults"])
-    if "buckets" in raw:
-        raw["buckets"] = {name: _bucket_props(props) for name, props in raw["buckets"].items()}
-    config = NodeConfig(**raw)
+        try:
+            with open(path, "rb") as handle:
+                raw = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+        try:
+            raw = _checked(raw)
+            config = NodeConfig(**raw)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    else:
+        config = NodeConfig()
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
         config = replace(config, **changes)
     return with_resp_bucket(config)
 
 
-def _bucket_props(props: dict[str, Any]) -> BucketProps:
+def _checked(raw: dict[str, Any]) -> dict[str, Any]:
+    """The file's top-level table with every key known and every value of its field's
+    type; [defaults] and [buckets.NAME] become BucketProps."""
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    hints = get_type_hints(NodeConfig)
+    for key, value in raw.items():
+        if key not in ("defaults", "buckets"):
+            _check_type(key, value, hints[key])
+    checked = dict(raw)
+    if "defaults" in raw:
+        checked["defaults"] = _bucket_props("[defaults]", raw["defaults"])
+    if "buckets" in raw:
+        buckets = raw["buckets"]
+        if not isinstance(buckets, dict):
+            raise ValueError("buckets must be tables: [buckets.NAME]")
+        checked["buckets"] = {
+            name: _bucket_props(f"[buckets.{name}]", props) for name, props in buckets.items()
+        }
+    return checked
+
+
+def _type_name(hint: Any) -> str:
+    """A field's type as an operator reads it: 'a number', 'one of "r", "n"', ..."""
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in get_args(hint))
+    if get_origin(hint) in (UnionType, Union):
+        return " or ".join(_type_name(a) for a in get_args(hint) if a is not type(None))
+    if get_origin(hint) is dict:
+        key_type, value_type = get_args(hint)
+        return f"a table of {_type_name(key_type)} -> {_type_name(value_type)}"
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }.get(hint, str(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if get_origin(hint) is Literal:
+        return value in get_args(hint) and not isinstance(value, bool)
+    if get_origin(hint) in (UnionType, Union):
+        return any(_fits(value, a) for a in get_args(hint))
+    if get_origin(hint) is dict:
+        key_type, value_type = get_args(hint)
+        return isinstance(value, dict) and all(
+            _fits(k, key_type) and _fits(v, value_type) for k, v in value.items()
+        )
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # TOML's true is no number
+        return False
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(value, hint)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    if not _fits(value, hint):
+        shown = json.dumps(value) if isinstance(value, str | int | float | bool) else repr(value)
+        raise ValueError(f"{key} must be {_type_name(hint)}, got {shown}")
+
+
+def _bucket_props(table: str, props: Any) -> BucketProps:
     """A [defaults] or [buckets.NAME] table; one that lists datacenters has n = their sum
     and r = w = local_quorum unless it says otherwise."""
+    if not isinstance(props, dict):
+        raise ValueError(f"{table} must be a table of bucket props")
+    hints = get_type_hints(BucketProps)
+    unknown = set(props) - set(hints)
+    if unknown:
+        raise ValueError(
+            f"{table}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(hints)})"
+        )
+    for key, value in props.items():
+        _check_type(f"{table} {key}", value, hints[key])
     datacenters = props.get("datacenters")
     if isinstance(datacenters, dict) and datacenters:
         props = {"r": "local_quorum", "w": "local_quorum", **props}
         props.setdefault("n", sum(datacenters.values()))
-    return BucketProps(**props)
+    try:
+        return BucketProps(**props)
+    except ValueError as exc:
+        raise ValueError(f"{table}: {exc}") from exc
 
 
 def with_resp_bucket(config: NodeConfig) -> NodeConfig:

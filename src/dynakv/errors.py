@@ -37,6 +37,13 @@ class NotFound(DynakvError):
     status = 404
 
 
+class MethodNotAllowed(DynakvError):
+    """An HTTP method the path does not take (the answer's Allow header lists those it does)."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
 class Unavailable(DynakvError):
     """Too few replicas answered before the request timeout."""
 
@@ -80,7 +87,15 @@ class InternalError(DynakvError):
 
 _BY_CODE: dict[str, type[DynakvError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, ValueTooLarge, NotFound, Unavailable, Timeout, ClusterError)
+    for cls in (
+        InvalidRequest,
+        ValueTooLarge,
+        NotFound,
+        MethodNotAllowed,
+        Unavailable,
+        Timeout,
+        ClusterError,
+    )
 }
 
 

@@ -14,6 +14,16 @@ from dynakv.errors import DynakvError, Unavailable
 MAX_FRAME_BYTES = 64 << 20
 
 
+def other_protocol(head: bytes) -> str | None:
+    """What speaks on a port whose first bytes `head` are too long a frame length: "HTTP"
+    (a node's HTTP port), "the Redis protocol" (its RESP port), or None (unknown)."""
+    if head.startswith(b"HTTP"):
+        return "HTTP"
+    if head[:1] in (b"-", b"+"):
+        return "the Redis protocol"
+    return None
+
+
 class Message(msgspec.Struct, tag_field="t", array_like=True):
     """Base of every frame; `t` names the type on the wire."""
 

@@ -36,7 +36,14 @@ def assert_still_serving(cluster: ProcessCluster) -> None:
         ("PUT", "/v1/kv/b/k", b"v", {"X-Dynakv-Context": "%%%garbage"}, 400, "invalid_request"),
         ("PUT", "/v1/kv/b/k", b"v", {"X-Dynakv-Context": "AAAA"}, 400, "invalid_request"),
         ("PUT", "/v1/kv/b/k", b"x" * ((1 << 20) + 1), {}, 413, "value_too_large"),
-        ("GET", "/v1/kv/b", None, {}, 404, "not_found"),
+        ("GET", "/v1/kv/b", None, {}, 400, "invalid_request"),
+        ("PUT", "/v1/kv/onlybucket", b"v", {}, 400, "invalid_request"),
+        ("PUT", "/v1/kv//key", b"v", {}, 400, "invalid_request"),
+        ("PUT", "/v1/kv/b/", b"v", {}, 400, "invalid_request"),
+        ("GET", "/v1/kv", None, {}, 400, "invalid_request"),
+        ("POST", "/v1/kv/b/k", b"v", {}, 405, "method_not_allowed"),
+        ("DELETE", "/v1/status", None, {}, 405, "method_not_allowed"),
+        ("GET", "/v1/repair", None, {}, 405, "method_not_allowed"),
         ("GET", "/v1/nothing", None, {}, 404, "not_found"),
     ],
 )
@@ -141,3 +148,34 @@ def test_client_sees_invalid_request_for_a_bad_bucket(cluster):
 
     with Client(cluster[0].node_addr) as client, pytest.raises(InvalidRequest):
         client.put("", "k", b"v")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GET / HTTP/1.1\r\n" + bytes(range(256)) * 80,  # binary headers
+        b"GET /" + b"\xff\x00" * 10_000 + b" HTTP/1.1\r\n\r\n",  # binary path
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\x16\x03\x01" * 7000,  # then binary
+    ],
+    ids=["binary-headers", "binary-path", "binary-after-a-request"],
+)
+def test_binary_traffic_on_the_http_port_logs_one_short_line(cluster, payload):
+    log = cluster[0].log_path
+    before = log.stat().st_size
+    host, port = cluster[0].http_addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(payload)
+        answer = b""
+        while chunk := sock.recv(1 << 16):  # a 400 (after a 200), then the node closes it
+            answer += chunk
+        assert b" 400 " in answer
+    assert_still_serving(cluster)
+    with open(log, "rb") as handle:
+        handle.seek(before)
+        added = handle.read().decode(errors="replace")
+    assert "Traceback" not in added
+    assert "Error handling request" not in added
+    # One short line at most (aiohttp drops a bad first request line at debug level).
+    bad = [line for line in added.splitlines() if "http_bad_request" in line]
+    assert len(bad) <= 1, added[-2000:]
+    assert all(len(line) < 300 for line in bad)

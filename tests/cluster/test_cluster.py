@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from dynakv import Client
 from dynakv.errors import SiblingsError
-from tests.cluster.harness import ProcessCluster, http
+from tests.cluster.harness import ProcessCluster, free_port, http
 
 CTX = "X-Dynakv-Context"
 
@@ -108,7 +113,8 @@ def test_cli_put_get_delete_and_cluster_status(cluster: ProcessCluster):
     assert put.returncode == 0, put.stderr
     got = subprocess.run([*dynakv, "get", "cli", "k", *node], capture_output=True)
     assert got.returncode == 0, got.stderr
-    assert got.stdout == b"hello"
+    assert got.stdout == b"hello\n"
+    assert got.stderr.startswith(b"context: ")
     deleted = subprocess.run([*dynakv, "delete", "cli", "k", *node], capture_output=True)
     assert deleted.returncode == 0, deleted.stderr
     missing = subprocess.run([*dynakv, "get", "cli", "k", *node], capture_output=True)
@@ -121,6 +127,62 @@ def test_cli_put_get_delete_and_cluster_status(cluster: ProcessCluster):
         assert name in status.stdout
     assert "up" in status.stdout
     assert "reaped" in status.stdout
+
+
+def test_cli_get_prints_siblings_like_a_single_value(cluster: ProcessCluster):
+    node = ["--node", cluster[0].node_addr]
+    dynakv = [sys.executable, "-m", "dynakv"]
+    for value in ("apple", "pear"):  # blind writes: siblings
+        put = subprocess.run([*dynakv, "put", "cli", "s", value, *node], capture_output=True)
+        assert put.returncode == 0, put.stderr
+    got = subprocess.run([*dynakv, "get", "cli", "s", *node], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert sorted(got.stdout.splitlines()) == ["YXBwbGU=", "cGVhcg=="]  # base64, a line each
+    assert got.stdout.endswith("\n")
+    assert "2 siblings" in got.stderr
+    assert got.stderr.splitlines()[-1].startswith("context: ")
+
+
+def test_cli_pointed_at_an_http_port_says_so_at_once(cluster: ProcessCluster):
+    dynakv = [sys.executable, "-m", "dynakv"]
+    for command in (["get", "cli", "k"], ["put", "cli", "k", "v"], ["cluster", "status"]):
+        args = [*dynakv, *command, "--node", cluster[0].http_addr]
+        if command[0] != "cluster":
+            args += ["--timeout", "3"]
+        started = time.monotonic()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert f"{cluster[0].http_addr} answers HTTP" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert time.monotonic() - started < 5
+
+
+def test_cluster_status_fits_80_columns_when_piped_and_speaks_json(cluster: ProcessCluster):
+    node = ["--node", cluster[0].node_addr]
+    dynakv = [sys.executable, "-m", "dynakv", "cluster"]
+    env = {**os.environ, "COLUMNS": "80"}
+    status = subprocess.run([*dynakv, "status", *node], capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    assert max(len(line.rstrip()) for line in status.stdout.splitlines()) <= 80
+    assert "…" not in status.stdout  # nothing cut short
+    for member in cluster.nodes:
+        assert member.node_addr in status.stdout
+    as_json = subprocess.run([*dynakv, "status", "--json", *node], capture_output=True, text=True)
+    view = json.loads(as_json.stdout)
+    assert sorted(m["name"] for m in view["members"]) == ["node1", "node2", "node3"]
+    assert view["member_status"]["node2"]["name"] == "node2"
+    ring = subprocess.run([*dynakv, "ring", "--json", *node], capture_output=True, text=True)
+    assert len(json.loads(ring.stdout)["owners"]) == 64
+
+
+@pytest.mark.parametrize("partition", ["64", "-2"])
+def test_cluster_repair_checks_the_partition_is_in_the_ring(cluster: ProcessCluster, partition):
+    args = [sys.executable, "-m", "dynakv", "cluster", "repair", "--partition", partition]
+    done = subprocess.run([*args, "--node", cluster[0].node_addr], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "the ring has 64, 0 to 63" in done.stderr
+    url = f"{cluster[0].url}/v1/repair?partition={partition}"
+    assert http("POST", url, b"").json()["error"] == "invalid_request"
 
 
 def _wide_env() -> dict[str, str]:
@@ -202,14 +264,35 @@ def test_a_node_of_another_cluster_cannot_join(tmp_path, cluster: ProcessCluster
     stranger = ProcessCluster(tmp_path, 1, extra_args=["--cluster", "elsewhere"])
     try:
         stranger[0].start(join=cluster[0].node_addr)
-        stranger[0].wait_ready()
-        time.sleep(1.0)
+        assert stranger[0].proc is not None
+        assert stranger[0].proc.wait(timeout=30) == 1  # refused: it stops, failed
         view = http("GET", f"{cluster[0].url}/v1/cluster").json()
         assert sorted(m["name"] for m in view["members"]) == ["node1", "node2", "node3"]
         log = stranger[0].log_path.read_text()
         assert "join_refused" in log and "elsewhere" in log
     finally:
         stranger.stop()
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [("http", "not a node port (it answers HTTP)"), ("dead", "unreachable")],
+)
+def test_a_join_target_that_is_no_node_port_is_logged_at_once(
+    tmp_path, cluster: ProcessCluster, target, said
+):
+    joiner = ProcessCluster(tmp_path, 1)
+    joiner[0].name = "node9"
+    addr = cluster[0].http_addr if target == "http" else f"127.0.0.1:{free_port()}"
+    try:
+        joiner[0].start(join=addr)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and said not in joiner[0].log_path.read_text():
+            time.sleep(0.1)
+        log = joiner[0].log_path.read_text()
+        assert f"join_target_unusable addr={addr} problem={said}" in log
+    finally:
+        joiner.stop()
 
 
 def test_dev_cluster_starts_three_nodes_in_two_datacenters_and_stops_them_on_sigint(tmp_path):
@@ -245,3 +328,101 @@ def test_dev_cluster_starts_three_nodes_in_two_datacenters_and_stops_them_on_sig
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+class _DevCluster:
+    """`dynakv dev-cluster` in the background; its output read line by line."""
+
+    def __init__(self, data: Path, base: int, base_http: int) -> None:
+        args = [
+            sys.executable, "-m", "dynakv", "dev-cluster", "--nodes", "3",
+            "--data-dir", str(data), "--base-port", str(base), "--base-http-port", str(base_http),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.nodes: list[int] = []
+        self.output = ""
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while text not in self.output and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output += line.decode(errors="replace")
+            self.nodes = sorted(set(self.nodes) | set(_children(self.proc.pid)))
+        assert text in self.output, self.output
+        return self.output
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in self.nodes:  # any node it left behind (it stops them; this is a guard)
+            _stop_pid(pid)
+
+    def node_pid(self, name: str) -> int:
+        for pid in _children(self.proc.pid):
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if f"\0--name\0{name}\0".encode() in handle.read():
+                    return pid
+        raise AssertionError(f"{name} is not running")
+
+
+def _stop_pid(pid: int) -> None:
+    """Stop a node that dev-cluster started, by its PID: SIGTERM, then SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def test_dev_cluster_keeps_serving_when_a_node_dies_or_leaves_and_starts_again_after(tmp_path):
+    from tests.cluster.harness import free_port_block
+
+    base, base_http = free_port_block(3), free_port_block(3)
+    url = f"http://127.0.0.1:{base_http + 1}"
+    dev = _DevCluster(tmp_path / "data", base, base_http)
+    try:
+        dev.wait_for("cluster of 3 up")
+        leave = subprocess.run(
+            [sys.executable, "-m", "dynakv", "cluster", "leave", "node3",
+             "--node", f"127.0.0.1:{base + 1}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert leave.returncode == 0, leave.stderr
+        dev.wait_for("node3 exited: stopped (code 0", timeout=120)
+        assert http("PUT", f"{url}/v1/kv/dev/k", b"v").status == 204
+        os.kill(dev.node_pid("node2"), signal.SIGKILL)
+        dev.wait_for("node2 exited: killed by SIGKILL; still serving: node1")
+        assert dev.proc.poll() is None
+        assert http("GET", f"{url}/v1/kv/dev/k?r=1").body == b"v"  # node1 still serves
+    finally:
+        dev.stop()
+    again = _DevCluster(tmp_path / "data", base, base_http)
+    try:
+        output = again.wait_for("cluster of 2 up")
+        assert "node3 did not start: failed with code 1" in output
+        assert http("GET", f"{url}/v1/kv/dev/k").body == b"v"
+    finally:
+        again.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -201,6 +203,17 @@ def test_errors_keep_the_connection_usable(conn: Resp) -> None:
     assert conn.call("GET", k) == b"still here"
 
 
+@pytest.mark.parametrize("size", [(1 << 20) + 1, (1 << 20) + 70_000, 2 << 20, 16 << 20])
+def test_a_value_above_the_limit_gets_value_too_large_at_every_size(conn: Resp, size) -> None:
+    limit = "the limit of bucket default is 1048576"
+    k = key()
+    conn.send(encode("SET", k, b"x" * size) + encode("MSET", k, b"y" * size, key(), "v"))
+    for _ in range(2):
+        assert error_text(conn.read()) == f"ERR value_too_large: value is {size} bytes; {limit}"
+    assert conn.call("PING") == "PONG"  # the connection stays usable
+    assert conn.call("GET", k) is None
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"*x\r\n", b"*2\r\n:1\r\n", b"*1\r\n$abc\r\n", b"*1\r\n$3\r\nGETxx", b"PING 'open\r\n"],
@@ -219,6 +232,16 @@ def test_malformed_resp_gets_an_error_then_close(rcluster: ProcessCluster, garba
         assert other.call("PING") == "PONG"
     finally:
         other.close()
+
+
+def test_the_cli_pointed_at_a_resp_port_says_so_at_once(rcluster: ProcessCluster) -> None:
+    addr = resp_addr(rcluster, 0)
+    args = [sys.executable, "-m", "dynakv", "get", "b", "k", "--node", addr, "--timeout", "3"]
+    started = time.monotonic()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{addr} answers the Redis protocol" in done.stderr
+    assert time.monotonic() - started < 5
 
 
 def test_quit_answers_earlier_commands_then_closes(rcluster: ProcessCluster) -> None:

@@ -5,12 +5,14 @@ Nothing here asserts on speed: only on distributions, arithmetic and the report'
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +21,10 @@ import pytest
 from dynakv.bench import (
     SUB_BITS,
     WORKLOADS,
+    BenchSpec,
+    Generator,
     Histogram,
+    NothingSucceeded,
     OpStats,
     PhaseResult,
     ScrambledZipfian,
@@ -33,6 +38,9 @@ from dynakv.bench import (
     summarize,
     zeta,
 )
+from dynakv.errors import Unavailable
+from dynakv.messages import GetResult, Message, PutResult
+from tests.cluster.harness import free_port
 
 DRAWS = 100_000
 
@@ -251,3 +259,69 @@ def test_bench_against_a_local_node_writes_its_figures(tmp_path: Path, processes
     assert run["total"]["count"] == sum(op["count"] for op in run["ops"].values())
     assert run["client_cpu_s"] > 0
     assert report["servers"][0]["rss_mb"] > 0
+
+
+# --- failures: the bench stops, says so, and counts the time they took ---------------------
+
+
+class _FakeClient:
+    """Answers every request after `delay` s: a success until `fail_after` s into the run,
+    an `unavailable` after that (or from the start when fail_after is 0)."""
+
+    def __init__(self, fail_after: float, delay: float = 0.002) -> None:
+        self.fail_after = fail_after
+        self.delay = delay
+        self.started = time.perf_counter()
+
+    def _answer(self, callback, ok: Message) -> None:
+        failing = time.perf_counter() - self.started >= self.fail_after
+        reply = Unavailable("needed 2 replicas, got 0") if failing else ok
+        asyncio.get_running_loop().call_later(self.delay, callback, reply)
+
+    def start_get(self, bucket, key, callback, **_: object) -> None:
+        self._answer(callback, GetResult(0, [b"v"], [""], ""))
+
+    def start_put(self, bucket, key, value, callback, **_: object) -> None:
+        self._answer(callback, PutResult(0, ""))
+
+    async def close(self) -> None:
+        pass
+
+
+def _generator(monkeypatch, fail_after: float, **spec: object) -> Generator:
+    settings = {"nodes": ("127.0.0.1:9",), "records": 50, "concurrency": 4, **spec}
+    generator = Generator(BenchSpec(**settings))  # type: ignore[arg-type]
+    monkeypatch.setattr(generator, "_clients", lambda: [_FakeClient(fail_after)])
+    return generator
+
+
+def test_a_run_phase_lasts_until_its_last_answer_even_a_failed_one(monkeypatch) -> None:
+    generator = _generator(monkeypatch, fail_after=0.3, duration=0.8, load=False)
+    _, ran = generator.run()
+    assert sum(s.errors["unavailable"] for s in ran.ops.values()) > 0
+    assert ran.elapsed > 0.7  # not 0.3, when the last success came
+
+
+def test_a_phase_whose_every_request_fails_stops_early(monkeypatch) -> None:
+    generator = _generator(monkeypatch, fail_after=0.0, duration=30.0, load=False)
+    started = time.perf_counter()
+    with pytest.raises(NothingSucceeded, match=r"all 200 requests of the run phase failed"):
+        generator.run()
+    assert time.perf_counter() - started < 10
+
+
+def test_a_load_phase_of_only_failures_stops_the_bench(monkeypatch) -> None:
+    generator = _generator(monkeypatch, fail_after=0.0, duration=30.0)
+    with pytest.raises(NothingSucceeded, match=r"all 50 requests of the load phase failed"):
+        generator.run()
+
+
+def test_bench_with_nothing_listening_exits_non_zero_naming_the_address() -> None:
+    args = [
+        sys.executable, "-m", "dynakv", "bench", "--nodes", f"127.0.0.1:{free_port()}",
+        "--records", "10", "--duration", "30", "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "requests of the load phase failed" in done.stderr
+    assert "make run" in done.stderr

@@ -135,6 +135,29 @@ def test_a_put_with_a_down_primary_sends_a_hinted_copy_to_a_fallback():
     assert [m.hint for m in hinted if m.hint] == [primaries[1]]
 
 
+@pytest.mark.parametrize("op", ["put", "get"])
+def test_a_quorum_that_cannot_be_met_counts_every_replica_that_answered(op):
+    p = parts("n1")  # three members, N=3: w or r "all" with one of them down
+    c = coordinator(p)
+    key = key_placed(p.view, "n1")
+    down, up = [n for n in p.view.placement("b", key).primaries if n != "n1"]
+    p.view.down = {down}
+    if op == "put":
+        effects = c.on_put(0.0, "#c", ClientPut(3, "b", key, b"v", w=3))
+        assert not sends(effects, ErrorReply)  # not before the replica still up answers
+        ((to, sent),) = sends(effects, ReplicaPut)
+        effects = c.on_put_ack(0.01, to, ReplicaPutReply(sent.rid))
+    else:
+        effects = c.on_get(0.0, "#c", ClientGet(3, "b", key, r=3))
+        assert not sends(effects, ErrorReply)
+        ((to, sent),) = sends(effects, ReplicaGet)
+        effects = c.on_replica_get_reply(0.01, to, ReplicaGetReply(sent.rid, None))
+    assert to == up
+    ((client, error),) = sends(effects, ErrorReply)
+    assert client == "#c" and error.code == "unavailable"
+    assert (error.needed, error.got) == (3, 2)  # not "got 1" with two up
+
+
 def test_bad_puts_are_refused_with_clear_errors():
     p = parts("n1", max_value_bytes=10)
     c = coordinator(p)

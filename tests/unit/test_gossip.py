@@ -11,6 +11,7 @@ from dynakv import bucket_types as bt
 from dynakv.config import BucketProps, NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.component import Context
+from dynakv.core.events import Stop
 from dynakv.core.failure import Liveness
 from dynakv.core.gossip import Gossiper, load_membership, member_record
 from dynakv.core.view import ClusterView, RequestIds
@@ -66,6 +67,35 @@ def test_a_join_from_another_cluster_is_refused():
     g = gossiper(parts("n1"))
     with pytest.raises(ClusterError):
         g.on_join_request(0.0, "@x", JoinRequest(1, record("n9"), "other"))
+
+
+def test_a_refused_join_stops_the_node_with_a_failure_status():
+    g, _, _ = alone()
+    g.start(0.0, "n9:7000")
+    effects = g.on_error(ErrorReply(0, ClusterError.code, "name 'n1' is in use"))
+    assert effects == [Stop("join refused: name 'n1' is in use", status=1)]
+    assert [log.event for log in g.logs] == ["join_refused"]
+
+
+def test_a_cluster_error_after_the_join_does_not_stop_the_node():
+    g, _, _ = alone()
+    (_, request), = sends(g.start(0.0, "n9:7000"))  # fmt: skip
+    g.on_join_reply(0.1, "n9", JoinReply(request.rid, formed(["n9", "n1"])))
+    assert g.on_error(ErrorReply(0, ClusterError.code, "a stray refusal")) == []
+
+
+def test_a_node_that_left_does_not_start_again_on_its_old_data():
+    g, view, engine = alone()
+    view.adopt(ms.mark_removed(formed(["n1", "n2"]), "n1"))
+    p = parts("n1")
+    me = member_record(p.config, "inc0")
+    restarted = ClusterView(p.config, engine, load_membership(engine, p.config, me))
+    context = Context(p.config, restarted, RequestIds(1), [])
+    g = Gossiper(context, Liveness(context), me, random.Random(1))
+    (stop,) = g.start(0.0, "n2:7000")
+    assert isinstance(stop, Stop) and stop.status == 1
+    assert "delete" in stop.reason and p.config.data_dir in stop.reason
+    assert [log.event for log in g.logs] == ["left_cluster_earlier"]
 
 
 def test_a_join_is_answered_with_the_state_and_gossiped_to_every_member():

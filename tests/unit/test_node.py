@@ -100,6 +100,25 @@ def test_blind_writes_become_siblings_and_a_put_with_the_context_resolves_them()
     assert get(cluster, "n1", "carts", "bob").values == [b"apple+pear"]
 
 
+def test_a_put_beside_siblings_returns_the_context_it_was_given_not_one_covering_them():
+    cluster = make_cluster(3)
+    put(cluster, "n1", "carts", "bob", b"apple")
+    blind = put(cluster, "n2", "carts", "bob", b"pear")
+    assert blind.context == ""  # it saw nothing: a put with it keeps both as siblings
+    put(cluster, "n2", "carts", "bob", b"plum", blind.context)
+    assert sorted(get(cluster, "n3", "carts", "bob").values) == [b"apple", b"pear", b"plum"]
+
+
+def test_a_put_after_a_delete_returns_a_context_that_replaces_it():
+    cluster = make_cluster(3)
+    put(cluster, "n1", "b", "k", b"old")
+    call(cluster, "n1", ClientPut(next(_rids), "b", "k", b"", delete=True))
+    fresh = put(cluster, "n2", "b", "k", b"new")  # blind, beside the tombstone
+    assert fresh.context != ""
+    put(cluster, "n3", "b", "k", b"newer", fresh.context)
+    assert get(cluster, "n1", "b", "k").values == [b"newer"]
+
+
 def test_put_with_read_context_replaces_the_value_it_saw():
     cluster = make_cluster(3)
     first = put(cluster, "n1", "k", "x", b"v1")
@@ -196,7 +215,9 @@ def test_a_clean_restart_keeps_the_incarnation_and_a_crash_renews_it():
     cluster.crash("n1")
     cluster.start("n1")
     assert cluster.nodes["n1"].actor == actor  # its dots continue
-    cluster.crash("n1")  # unclean: writes whose dots reached peers may be lost locally
+    # Unclean, under fsync durability too: writes whose dots reached peers may be lost here.
+    assert cluster.nodes["n1"].config.durability == "fsync"
+    cluster.crash("n1")
     cluster.start("n1")
     assert cluster.nodes["n1"].actor != actor
     assert cluster.nodes["n1"].actor.startswith("n1@")

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from dynakv import config as config_mod
-from dynakv.runtime.resp_protocol import ProtocolError, array, bulk, error, integer, parse_command
+from dynakv.runtime.resp_protocol import (
+    PROTO_MAX_BULK,
+    Oversized,
+    ProtocolError,
+    array,
+    bulk,
+    error,
+    integer,
+    parse_command,
+    skip_oversized,
+)
 
 MAX = 1 << 20
 
@@ -52,7 +62,7 @@ def test_a_command_split_anywhere_waits_for_the_rest() -> None:
         b"*1\r\n$-1\r\n",
         b"*1\r\n$nope\r\n",
         b"*1\r\n$2\r\nabcd\r\n",
-        b"*1\r\n$%d\r\n" % (MAX + 1),
+        b"*1\r\n$%d\r\n" % (PROTO_MAX_BULK + 1),
         b"*" + b"9" * 100,
         b"PING 'open\r\n",
         b"x" * (64 * 1024 + 1),
@@ -61,6 +71,29 @@ def test_a_command_split_anywhere_waits_for_the_rest() -> None:
 def test_unsyncable_input_is_a_protocol_error(data: bytes) -> None:
     with pytest.raises(ProtocolError, match="Protocol error"):
         parse_all(data)
+
+
+@pytest.mark.parametrize("size", [MAX + 1, MAX + 70_000, 2 * MAX, 64 * MAX])
+def test_a_bulk_above_the_limit_is_skipped_as_it_arrives_then_parsing_goes_on(size: int) -> None:
+    head = b"*4\r\n$4\r\nMSET\r\n$1\r\nk\r\n$%d\r\n" % size
+    rest = b"\r\n$2\r\nv2\r\n" + b"PING\r\n"
+    buf = bytearray(head)
+    command, pos = parse_command(buf, 0, MAX)
+    assert command == Oversized(size, size + 2, 1)
+    del buf[:pos]
+    chunk = 1 << 20
+    sent = 0
+    while sent < size:  # the value arrives in chunks; the buffer never holds more than one
+        part = min(chunk, size - sent)
+        buf += b"x" * part
+        sent += part
+        gone, pos = skip_oversized(buf, 0, command)
+        assert not gone and pos == len(buf)
+        del buf[:pos]
+    buf += rest
+    gone, pos = skip_oversized(buf, 0, command)
+    assert gone and command.length == size
+    assert parse_command(buf, pos, MAX)[0] == [b"PING"]
 
 
 def test_encoders() -> None:

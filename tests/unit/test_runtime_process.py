@@ -18,7 +18,7 @@ from dynakv.config import NodeConfig
 from dynakv.messages import Message, PutResult
 from dynakv.runtime import frontend
 from dynakv.runtime.metrics import Metrics
-from dynakv.runtime.process import running
+from dynakv.runtime.process import CannotListen, running
 from dynakv.runtime.resp import RespFrontend
 from tests.cluster.harness import free_port
 
@@ -147,9 +147,12 @@ def test_a_front_end_port_already_taken_stops_the_process_before_the_node_starts
             http_addr=f"127.0.0.1:{port}",
         )  # fmt: skip
         try:
-            with pytest.raises(OSError):
+            with pytest.raises(CannotListen) as caught:
                 async with running(config, join="127.0.0.1:9"):
                     raise AssertionError("the process must not start")
+            assert caught.value.strerror == (
+                f"cannot listen on 127.0.0.1:{port}, the HTTP port (--http): Address already in use"
+            )
         finally:
             taken.close()
 

@@ -367,7 +367,10 @@ class Coordinator(Component):
         # The new state's context would also cover siblings the client never saw (a blind
         # write beside them); handing it out would let the next put drop them silently.
         # Then the client keeps its own context, and its next read shows the siblings.
-        if len(versions.values(clock)) == 1:
+        # Tombstones beside a new value are no such siblings: replacing them loses nothing,
+        # so a put after a delete gets the new state's context, as a first put does.
+        kept = versions.values(clock)
+        if len(kept) == 1 or (not msg.delete and sum(not s.deleted for s in kept) == 1):
             context_out = versions.encode_context(versions.join(clock))
         else:
             context_out = msg.context

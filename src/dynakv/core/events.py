@@ -83,9 +83,11 @@ class Log:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """The node has left the cluster: the runtime shuts the process down."""
+    """The node has left the cluster, or cannot be a member of it (a refused join): the
+    runtime shuts the process down and exits with `status` (non-zero: it failed)."""
 
     reason: str
+    status: int = 0
 
 
 Effect = Send | SetTimer | Log | Stop

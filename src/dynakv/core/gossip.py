@@ -18,7 +18,7 @@ from dynakv.claim import claim
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
 from dynakv.core.component import Component, Context
-from dynakv.core.events import Effect, Log, Send, SetTimer
+from dynakv.core.events import Effect, Log, Send, SetTimer, Stop
 from dynakv.core.failure import Liveness
 from dynakv.core.membership import MemberRecord, Membership
 from dynakv.errors import ClusterError, InvalidRequest
@@ -100,6 +100,9 @@ class Gossiper(Component):
         view = self.view
         effects: list[Effect] = []
         config = self.config
+        me = ms.member(view.state, view.name)
+        if view.epoch != 0 and me is not None and me.status == "removed":
+            return self._left_earlier()
         if view.epoch == 0 and join is None:
             types = config.bucket_types()
             view.adopt(ms.new_cluster(config.cluster, self.me, config.ring_size, types))
@@ -111,6 +114,18 @@ class Gossiper(Component):
         self._acknowledge()
         effects.extend(Send(peer, Gossip(view.state)) for peer in view.peers())
         return effects
+
+    def _left_earlier(self) -> list[Effect]:
+        """This node left the cluster (or was removed) before this start. Its data is out of
+        date (tombstones reaped since may be missing), so it does not rejoin with it."""
+        self.view.stopping = True
+        fields = {"cluster": self.view.state.cluster, "data_dir": self.config.data_dir}
+        self.logs.append(Log("error", "left_cluster_earlier", fields))
+        reason = (
+            f"{self.view.name} left cluster {self.view.state.cluster} (or was removed) before "
+            f"this start; to add it again, delete {self.config.data_dir} and join"
+        )
+        return [Stop(reason, status=1)]
 
     def retry_join(self, now: float) -> list[Effect]:
         if (
@@ -173,10 +188,13 @@ class Gossiper(Component):
                     return [Send(source, Gossip(view.state))]
         return []
 
-    def on_error(self, msg: ErrorReply) -> None:
-        """An error no pending request claimed: a refused join is worth a log line."""
-        if self.join_target is not None and msg.code == ClusterError.code:
+    def on_error(self, msg: ErrorReply) -> list[Effect]:
+        """An error no pending request claimed. A refused join (the name is in use, the
+        target is of another cluster) stops the process: asking again changes nothing."""
+        if self.join_target is not None and self.view.epoch == 0 and msg.code == ClusterError.code:
             self.logs.append(Log("error", "join_refused", {"reason": msg.message}))
+            return [Stop(f"join refused: {msg.message}", status=1)]
+        return []
 
     # --- gossip ----------------------------------------------------------------------------
     def on_tick(self, now: float) -> list[Effect]:

@@ -279,7 +279,7 @@ class Node:
         if effects is not None:
             return effects
         if not self.handoff.on_error(now, msg.rid):
-            self.gossip.on_error(msg)
+            return self.gossip.on_error(msg)
         return []
 
     def _on_write(self, digest: bytes, old: Clock | None, new: Clock | None) -> None:

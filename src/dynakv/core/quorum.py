@@ -136,11 +136,13 @@ class GetQuorum:
             _stand_in(self.requirements, node, substitute)
 
     def enough(self) -> bool:
-        """R answers arrived, or so many replicas failed that R never can."""
+        """R answers arrived, or R never can and no replica asked is still to answer."""
         if self.requirements:
             return _settled(self.requirements, self.replicas, self.replies, self.failed)
-        got = len(self.replies)
-        return got >= self.r or got + self.remaining() < self.r
+        # When R has become impossible, the replicas still asked (believed up) answer within
+        # ms: waiting for them makes the error count every replica that answered, rather
+        # than "needed 3, got 1" with two up.
+        return len(self.replies) >= self.r or self.remaining() == 0
 
     def remaining(self) -> int:
         return len(self.replicas) - len(self.replies) - len(self.failed)
@@ -214,9 +216,9 @@ class PutQuorum:
     def enough(self) -> bool:
         if self.requirements:
             return _settled(self.requirements, self.replicas, self.acked, self.failed)
-        got = len(self.acked)
-        remaining = len(self.replicas) - got - len(self.failed)
-        return got >= self.w or got + remaining < self.w
+        # As GetQuorum's: a W that has become impossible still waits for the replicas the
+        # write was sent to, so the error counts every one that stored it.
+        return len(self.acked) >= self.w or self.complete()
 
     def complete(self) -> bool:
         return len(self.acked) + len(self.failed) >= len(self.replicas)

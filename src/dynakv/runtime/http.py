@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dynakv import levels, versions
 from dynakv.bucket_types import DEFAULT, PROPS
 from dynakv.config import validate_location
-from dynakv.errors import DynakvError, InvalidRequest, NotFound, Unavailable, ValueTooLarge
+from dynakv.errors import (
+    DynakvError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unavailable,
+    ValueTooLarge,
+)
 from dynakv.messages import (
     ClientBucketChange,
     ClientGet,
@@ -278,6 +287,9 @@ class Api:
             partition = int(text)
         except ValueError as exc:
             raise InvalidRequest(f"partition must be an integer, got {text!r}") from exc
+        size = self.server.config.ring_size
+        if not -1 <= partition < size:
+            raise InvalidRequest(f"partition must be 0 to {size - 1} (or -1: all), got {partition}")
         timeout = 8 * self.server.config.request_timeout
         reply = await self.server.call(ClientRepair(0, partition), timeout=timeout)
         _raise_reply_error(reply)
@@ -305,14 +317,20 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = "not_found" if exc.status == 404 else "invalid_request"
-        if exc.status == 413:
-            code = ValueTooLarge.code
+        by_status = {404: NotFound, 405: MethodNotAllowed, 413: ValueTooLarge}
+        code = by_status.get(exc.status, InvalidRequest).code
         body = json.dumps({"error": code, "message": exc.reason})
         headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
         return web.Response(
             text=body, status=exc.status, content_type="application/json", headers=headers
         )
+
+
+async def _bad_kv_path(request: web.Request) -> web.StreamResponse:
+    raise InvalidRequest(
+        f"path must be /v1/kv/{{bucket}}/{{key}} with a non-empty bucket and key, "
+        f"got {request.path}"
+    )
 
 
 def build_app(server: ServerApi) -> web.Application:
@@ -322,6 +340,9 @@ def build_app(server: ServerApi) -> web.Application:
     )
     app[SERVER_KEY] = server
     app.router.add_route("*", "/v1/kv/{bucket}/{key:.+}", api.kv)
+    # Anything else under /v1/kv (no key, an empty bucket or key) is a malformed request,
+    # not a missing object: a 404 there reads as "the key does not exist".
+    app.router.add_route("*", "/v1/kv{rest:.*}", _bad_kv_path)
     app.router.add_get("/v1/replica/{bucket}/{key:.+}", api.replica)
     app.router.add_get("/v1/buckets", api.buckets)
     app.router.add_route("*", "/v1/buckets/{bucket:.+}", api.bucket)
@@ -333,6 +354,21 @@ def build_app(server: ServerApi) -> web.Application:
     return app
 
 
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, except that a request it cannot parse (binary traffic, a
+    client of another protocol on this port) is one short line: aiohttp logs those with a
+    traceback quoting the whole payload, tens of KB per connection."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            peer = args[0] if args else "?"
+            first = (exc.message or type(exc).__name__).splitlines()[0][:80]
+            self.logger.warning("http_bad_request peer=%s error=%r", peer, first)
+            return
+        self.logger.exception(msg, *args, **kwargs)
+
+
 class HttpFrontend:
     """The HTTP API on `config.http_addr` (a Frontend): every node has it."""
 
@@ -341,7 +377,8 @@ class HttpFrontend:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        runner = web.AppRunner(build_app(self.server), access_log=None)
+        server_log = _ServerLog(logging.getLogger("aiohttp.server"), {})
+        runner = web.AppRunner(build_app(self.server), access_log=None, logger=server_log)
         await runner.setup()
         self._runner = runner
         host, port = split_addr(self.server.config.http_addr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,26 @@ def frontends(server: ServerApi) -> list[Frontend]:
     return chosen
 
 
+class CannotListen(OSError):
+    """A port of the node is taken (or not ours to bind): `dynakv serve` says which in one
+    line and exits, before the node has joined or gossiped anything."""
+
+
+def _port_of(frontend: Frontend, config: NodeConfig) -> tuple[str, str]:
+    if isinstance(frontend, RespFrontend):
+        return "Redis port (--resp)", config.resp_addr or ""
+    return "HTTP port (--http)", config.http_addr
+
+
+@asynccontextmanager
+async def _binding(what: str, addr: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(exc.errno, f"cannot listen on {addr}, the {what}: {reason}") from exc
+
+
 @asynccontextmanager
 async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[Server]:
     """A started node with its front ends. The ports are all bound before the node starts
@@ -41,11 +62,13 @@ async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[
     front ends stop first (the requests in flight answered), then the server — except after
     a storage failure, when the node stops at once and the front ends after it."""
     server = Server(config, join)
-    await server.listen()
+    async with _binding("node port (--listen)", config.node_addr):
+        await server.listen()
     started: list[Frontend] = []
     try:
         for frontend in frontends(server):
-            await frontend.start()
+            async with _binding(*_port_of(frontend, config)):
+                await frontend.start()
             started.append(frontend)
         server.begin()
         yield server
@@ -58,19 +81,21 @@ async def running(config: NodeConfig, join: str | None = None) -> AsyncIterator[
             await server.stop()
 
 
-async def serve(config: NodeConfig, join: str | None = None) -> None:
-    """Run one node until SIGINT or SIGTERM (or until it leaves the cluster or its storage
-    fails)."""
+async def serve(config: NodeConfig, join: str | None = None) -> int:
+    """Run one node until SIGINT or SIGTERM (or until it leaves the cluster, its join is
+    refused or its storage fails); the process's exit status."""
     async with running(config, join) as server:
         loop = asyncio.get_running_loop()
         stop = server.stop_requested
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+    return server.exit_status
 
 
-def run(config: NodeConfig, join: str | None = None) -> None:
-    """`dynakv serve`: log to stderr, raise the collector's young threshold, serve on uvloop."""
+def run(config: NodeConfig, join: str | None = None) -> int:
+    """`dynakv serve`: log to stderr, raise the collector's young threshold, serve on uvloop;
+    the exit status (non-zero when the node stopped on an error, such as a refused join)."""
     import uvloop
 
     logging.basicConfig(
@@ -79,4 +104,4 @@ def run(config: NodeConfig, join: str | None = None) -> None:
     )
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-    uvloop.run(serve(config, join))
+    return uvloop.run(serve(config, join))

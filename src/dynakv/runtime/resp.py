@@ -39,15 +39,18 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import quote
 
+from dynakv.errors import ValueTooLarge
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.resp_commands import COMMANDS, reply_error
 from dynakv.runtime.resp_protocol import (
     CommandError,
+    Oversized,
     ProtocolError,
     error,
     parse_command,
+    skip_oversized,
 )
 
 log = logging.getLogger("dynakv")
@@ -101,6 +104,7 @@ class RespConnection(asyncio.Protocol):
         self._batch = False  # inside data_received: write once at the end
         self._read_paused = False
         self._write_paused = False
+        self._oversized: Oversized | None = None  # a command being dropped as it arrives
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,11 +140,21 @@ class RespConnection(asyncio.Protocol):
         try:
             while not self._closing:
                 try:
+                    if self._oversized is not None:
+                        gone, offset = skip_oversized(buffer, offset, self._oversized)
+                        if not gone:
+                            break
+                        self._answer(error(self.frontend.too_large(self._oversized.length)))
+                        self._oversized = None
+                        continue
                     args, offset = parse_command(buffer, offset, max_bulk)
                 except ProtocolError as exc:
                     self._answer(error(str(exc)))
                     self._closing = True
                     break
+                if isinstance(args, Oversized):
+                    self._oversized = args
+                    continue
                 if args is None:
                     break
                 if args:
@@ -349,9 +363,20 @@ class RespFrontend:
         return self.server.bucket(self.bucket).policy == "lww"
 
     def max_bulk(self) -> int:
-        """Bulk strings a little above the bucket's value limit still parse, so an oversized
-        SET gets the node's value_too_large error and the connection stays usable."""
-        return self.server.bucket(self.bucket).max_value_bytes + 64 * 1024
+        """The longest bulk string a command may hold: the bucket's value limit. A longer one
+        is skipped as it arrives and its command answered value_too_large (too_large), the
+        same at every size; nothing of that command is run (an MSET writes none of its keys),
+        and the connection stays usable."""
+        return self.server.bucket(self.bucket).max_value_bytes
+
+    def too_large(self, length: int) -> str:
+        """The error of a command with a bulk string above max_bulk: the coordinator's words
+        for a value above the limit."""
+        limit = self.server.bucket(self.bucket).max_value_bytes
+        return (
+            f"{ValueTooLarge.code}: value is {length} bytes; the limit of bucket "
+            f"{self.bucket} is {limit}"
+        )
 
     def next_id(self) -> int:
         self._ids += 1

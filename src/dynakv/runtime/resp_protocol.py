@@ -4,10 +4,14 @@ inline commands) out of a buffer, and encoding replies. Pure: no I/O, no state."
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 MAX_INLINE = 64 * 1024  # an inline command line longer than this is a protocol error
 MAX_HEADER = 64  # bytes of a "*N" / "$N" line before its CRLF
 MAX_ARGS = 1024 * 1024  # elements of one command array
+# Redis's proto-max-bulk-len: a longer bulk string is a protocol error. Shorter ones above
+# the value limit are skipped (Oversized), so that every too-large value gets the same error.
+PROTO_MAX_BULK = 512 * 1024 * 1024
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
@@ -17,6 +21,17 @@ EMPTY_ARRAY = b"*0\r\n"
 
 class ProtocolError(Exception):
     """The byte stream cannot be parsed any further: answer an error, then close."""
+
+
+@dataclass
+class Oversized:
+    """A command with a bulk string above the value limit. Its bytes are dropped as they
+    arrive, never buffered (skip_oversized); then it is answered value_too_large and the
+    connection stays usable, as for a value just above the limit."""
+
+    length: int  # the largest bulk string of the command
+    skip: int  # bytes of the current bulk string (and its CRLF) still to drop
+    elements: int  # bulk strings after the current one, still to drop
 
 
 class CommandError(Exception):
@@ -70,16 +85,33 @@ def _header(buf: bytearray, p: int, what: str, limit: int) -> tuple[int, int] | 
     return value, nl + 2
 
 
-def parse_command(buf: bytearray, pos: int, max_bulk: int) -> tuple[list[bytes] | None, int]:
+def _bulk_header(buf: bytearray, p: int) -> tuple[int, int] | None:
+    """The length of the `$N` line at `p` and the position after it; None until it arrives."""
+    if p >= len(buf):
+        return None
+    if buf[p] != 0x24:  # '$'
+        raise ProtocolError(f"Protocol error: expected '$', got {chr(buf[p])!r}")
+    return _header(buf, p, "bulk", PROTO_MAX_BULK)
+
+
+def parse_command(
+    buf: bytearray, pos: int, max_bulk: int
+) -> tuple[list[bytes] | Oversized | None, int]:
     """One command from `buf` at `pos`: (its arguments, the position after it).
 
     (None, pos) when the command has not fully arrived yet; an empty list for a blank inline
-    line or an empty array (ignored, as Redis does). Raises ProtocolError when the stream
-    cannot be resynchronised.
+    line or an empty array (ignored, as Redis does); Oversized, and the position after the
+    header of its bulk string longer than `max_bulk` (skip_oversized drops the rest). Raises
+    ProtocolError when the stream cannot be resynchronised.
     """
     end = len(buf)
     if pos >= end:
         return None, pos
+    if buf[pos] == 0:  # a dynakv frame's length (no Redis command starts with NUL)
+        raise ProtocolError(
+            "Protocol error: this is a dynakv node's Redis (RESP) port; dynakv clients and "
+            "the CLI use its node port"
+        )
     if buf[pos] != 0x2A:  # not '*': an inline command, one line of space-separated words
         nl = buf.find(b"\n", pos)
         if nl < 0:
@@ -96,14 +128,12 @@ def parse_command(buf: bytearray, pos: int, max_bulk: int) -> tuple[list[bytes] 
         return [], p  # *0 and *-1: nothing to run
     args: list[bytes] = []
     for _ in range(count):
-        if p >= end:
-            return None, pos
-        if buf[p] != 0x24:  # '$'
-            raise ProtocolError(f"Protocol error: expected '$', got {chr(buf[p])!r}")
-        header = _header(buf, p, "bulk", max_bulk)
+        header = _bulk_header(buf, p)
         if header is None:
             return None, pos
         length, start = header
+        if length > max_bulk:
+            return Oversized(length, length + 2, count - len(args) - 1), start
         stop = start + length
         if stop + 2 > end:
             return None, pos
@@ -112,6 +142,28 @@ def parse_command(buf: bytearray, pos: int, max_bulk: int) -> tuple[list[bytes] 
         args.append(bytes(buf[start:stop]))
         p = stop + 2
     return args, p
+
+
+def skip_oversized(buf: bytearray, pos: int, command: Oversized) -> tuple[bool, int]:
+    """Drop what of an Oversized command `buf` holds from `pos`: (whether all of it is gone,
+    the position after what was dropped). Updates `command`."""
+    end = len(buf)
+    while True:
+        if command.skip:
+            dropped = min(command.skip, end - pos)
+            command.skip -= dropped
+            pos += dropped
+            if command.skip:
+                return False, pos
+        if not command.elements:
+            return True, pos
+        header = _bulk_header(buf, pos)
+        if header is None:
+            return False, pos
+        length, pos = header
+        command.length = max(command.length, length)
+        command.skip = length + 2
+        command.elements -= 1
 
 
 def split_inline(line: bytes) -> list[bytes]:

@@ -50,7 +50,7 @@ from dynakv.messages import (
 )
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.metrics import Metrics
-from dynakv.runtime.transport import FrameConnection
+from dynakv.runtime.transport import LENGTH, FrameConnection
 from dynakv.storage import open_engine
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.pipelined import PipelinedEngine
@@ -114,6 +114,8 @@ class Server:
         # disk here. The node stops without marking a clean stop, so it starts again with a
         # new incarnation rather than mint those dots a second time.
         self.storage_failed = False
+        self.exit_status = 0  # the process's, set by a Stop effect (a refused join: 1)
+        self._join_warned_at: dict[str, float] = {}  # join targets said to be unreachable
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -193,7 +195,10 @@ class Server:
             elif kind is Log:
                 _log_effect(effect)  # type: ignore[arg-type]
             elif kind is Stop:
-                log.info("stopping reason=%s", effect.reason)  # type: ignore[union-attr]
+                status = effect.status  # type: ignore[union-attr]
+                level = logging.ERROR if status else logging.INFO
+                log.log(level, "stopping reason=%s", effect.reason)  # type: ignore[union-attr]
+                self.exit_status = max(self.exit_status, status)
                 self.stop_requested.set()
 
     def _hold(self, send: Send) -> None:
@@ -348,7 +353,9 @@ class Server:
             self._connecting.pop(to, None)
             self._failed_at[to] = time.monotonic()
             log.debug("connect_failed to=%s addr=%s error=%s", to, addr, exc)
-            if not to.startswith("@"):
+            if to.startswith("@"):
+                self._warn_join_target(addr, f"unreachable: {exc or type(exc).__name__}")
+            else:
                 self.dispatch(PeerDown(to))
             return
         queue = self._connecting.pop(to, [])
@@ -383,7 +390,20 @@ class Server:
                 return conn
         return None
 
+    def _warn_join_target(self, addr: str, problem: str) -> None:
+        """Say at once that the --join target cannot be used, then every 30 s while the
+        join is retried (the target may yet come up)."""
+        now = time.monotonic()
+        if now - self._join_warned_at.get(addr, float("-inf")) >= 30.0:
+            self._join_warned_at[addr] = now
+            log.warning("join_target_unusable addr=%s problem=%s; retrying", addr, problem)
+
     def on_bad_length(self, conn: FrameConnection, length: int) -> None:
+        if conn.outbound_to is not None and conn.outbound_to.startswith("@"):
+            head = length.to_bytes(LENGTH, "big")
+            what = messages.other_protocol(head)
+            answer = f"it answers {what}" if what else f"it answers {head!r}..., not frames"
+            self._warn_join_target(conn.outbound_to[1:], f"not a node port ({answer})")
         text = f"frame of {length} bytes exceeds the limit of {messages.MAX_FRAME_BYTES}"
         conn.send(ErrorReply(0, InvalidRequest.code, text))
         conn.close_after_flush()
