@@ -3,7 +3,7 @@
     PYTHONPATH=src:/path/to/rocksdict .venv/bin/python benchmarks/durable_writes.py
         [--runs 3] [--records 20000] [--batches 1 8 32 64] [--value-size 1104]
         [--big-batches 1 4] [--big-value-size 1048576]
-        [--stores lmdb wal wal-overlay wal-txn rocksdb]
+        [--stores lmdb wal wal-overlay wal-txn wal-engine rocksdb]
         [--segment zeroed|fallocate|append] [--checkpoint-mib 64] [--dir /tmp]
 
 One process, no network: the storage alone, as a node's writer thread drives it. For each
@@ -27,6 +27,8 @@ before the next starts (the "ack"):
 - ``wal-txn``: the same log, with the batch put into one LMDB write transaction that stays
   open between checkpoints (reads go through it) and is committed, synced, at a checkpoint:
   the overlay is LMDB's own dirty pages.
+- ``wal-engine``: `dynakv.storage.wal.WalEngine`, which is ``wal-txn`` built properly (its
+  segment is `--checkpoint-mib`; a commit over 256 KiB is made durable by a checkpoint).
 - ``rocksdb``: RocksDB through `rocksdict` (raw mode, default column family, default options:
   its write-ahead log on), one `WriteBatch` per batch written with ``WriteOptions.sync =
   True``.
@@ -65,6 +67,7 @@ from typing import Protocol
 import lmdb
 
 from dynakv.storage.lmdb import LmdbEngine, open_environment
+from dynakv.storage.wal import WalEngine
 
 HEADER = struct.Struct("<III")  # payload length, CRC-32 of (epoch + payload), epoch
 PUT = struct.Struct("<BHI")  # op (1 = put), key length, value length
@@ -271,6 +274,37 @@ class WalTxn(WalLmdb):
         super().close()
 
 
+class WalEngineStore:
+    """dynakv's WalEngine (storage/wal.py) itself, as the node would use it."""
+
+    def __init__(self, path: str, options: argparse.Namespace) -> None:
+        self.engine = WalEngine(path, segment_bytes=options.checkpoint_mib << 20)
+
+    def load(self, items: list[tuple[bytes, bytes]]) -> None:
+        for key, value in items:
+            self.engine.put(key, value)
+        self.engine.close()  # a checkpoint: the load in LMDB, synced
+        self.engine = WalEngine(self.engine.path, segment_bytes=self.engine.segment_bytes)
+
+    def write(self, batch: list[tuple[bytes, bytes]]) -> None:
+        for key, value in batch:
+            self.engine.put(key, value)
+        self.engine.commit()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.engine.get(key)
+
+    @property
+    def checkpoints(self) -> int:
+        return self.engine.checkpoints
+
+    def finish(self) -> None:
+        self.engine.checkpoint()
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 class Rocks:
     """RocksDB through rocksdict: a WriteBatch per batch, WriteOptions.sync = True."""
 
@@ -316,6 +350,7 @@ STORES = {
     "wal": WalLmdb,
     "wal-overlay": WalOverlay,
     "wal-txn": WalTxn,
+    "wal-engine": WalEngineStore,
     "rocksdb": Rocks,
 }
 

@@ -207,3 +207,18 @@ def test_a_cleanly_closed_directory_is_a_plain_lmdb_environment(tmp_path: Path) 
         assert eng.replayed == 0 and eng.count() == 13
     finally:
         eng.close()
+
+
+def test_checkpoint_empties_the_log_and_commits_pending_writes(tmp_path: Path) -> None:
+    eng = open_wal(tmp_path)
+    write_batches(eng, 0, 5)
+    eng.put(other(1), b"pending")
+    eng.checkpoint()
+    assert eng._offset == 0 and eng.pending() == 0
+    eng.crash()
+    eng = open_wal(tmp_path)
+    try:
+        assert eng.replayed == 0
+        assert batches_present(eng) == [0, 1, 2, 3, 4] and eng.get(other(1)) == b"pending"
+    finally:
+        eng.close()

@@ -291,6 +291,17 @@ class WalEngine(Engine):
             raise InternalError(f"commit failed: {e}") from e
         self._offset += len(record)
 
+    def checkpoint(self) -> None:
+        """Make everything written so far durable in LMDB (one synced commit) and empty the
+        log: bounds the replay at the next open, e.g. when the node is idle."""
+        self._check_open()
+        self._writes = []
+        try:
+            self._checkpoint()
+        except InternalError as e:
+            self._failed = e
+            raise
+
     def close(self) -> None:
         if self._closed:
             return
