@@ -147,6 +147,7 @@ class WalEngine(Engine):
         self.inner = LmdbEngine(self.path, "fsync", map_size)
         self.scan_batch = self.inner.scan_batch
         self._writes: list[_Write] = []  # since the last commit: the next record
+        self._bytes = HEADER.size  # the size of that record
         self._since_checkpoint = 0  # writes in the open transaction
         self._offset = 0  # where the next record goes
         self._failed: BaseException | None = None
@@ -233,6 +234,7 @@ class WalEngine(Engine):
         self._check_open()
         self.inner.put(key, value, table)
         self._writes.append((op, key, value))
+        self._bytes += WRITE.size + len(key) + len(value)
 
     def delete(self, key: bytes, table: Table = OBJECTS) -> None:
         key = check_key(key)
@@ -240,6 +242,7 @@ class WalEngine(Engine):
         self._check_open()
         self.inner.delete(key, table)
         self._writes.append((op, key, b""))
+        self._bytes += WRITE.size + len(key)
 
     def meta_put(self, name: str, value: bytes) -> None:
         raw, value = meta_key(name), check_value(value)
@@ -248,6 +251,7 @@ class WalEngine(Engine):
         self._check_open()
         self.inner.meta_put(name, value)
         self._writes.append((META, raw, value))
+        self._bytes += WRITE.size + len(raw) + len(value)
 
     def meta_get(self, name: str) -> bytes | None:
         self._check_open()
@@ -271,17 +275,17 @@ class WalEngine(Engine):
         writes = self._writes
         if not writes:
             return
-        self._writes = []
+        size, self._writes, self._bytes = self._bytes, [], HEADER.size
         self._since_checkpoint += len(writes)
-        record = encode_record(self._epoch, writes)
         try:
             if (
-                len(record) > self.direct_bytes
-                or self._offset + len(record) > self.segment_bytes
+                size > self.direct_bytes
+                or self._offset + size > self.segment_bytes
                 or self._since_checkpoint >= self.checkpoint_writes
             ):
-                self._checkpoint()
+                self._checkpoint()  # large values are not encoded (copied, summed) for nothing
                 return
+            record = encode_record(self._epoch, writes)
             written = os.pwrite(self._fd, record, self._offset)
             if written != len(record):
                 raise OSError(f"short write to the log: {written} of {len(record)} bytes")
@@ -295,7 +299,7 @@ class WalEngine(Engine):
         """Make everything written so far durable in LMDB (one synced commit) and empty the
         log: bounds the replay at the next open, e.g. when the node is idle."""
         self._check_open()
-        self._writes = []
+        self._writes, self._bytes = [], HEADER.size
         try:
             self._checkpoint()
         except InternalError as e:
