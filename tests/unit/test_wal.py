@@ -222,3 +222,27 @@ def test_checkpoint_empties_the_log_and_commits_pending_writes(tmp_path: Path) -
         assert batches_present(eng) == [0, 1, 2, 3, 4] and eng.get(other(1)) == b"pending"
     finally:
         eng.close()
+
+
+def test_a_full_map_fails_the_engine_and_a_larger_map_replays_every_commit(
+    tmp_path: Path,
+) -> None:
+    eng = WalEngine(tmp_path, 1 << 20)
+    value = b"x" * 1024
+    committed = 0
+    with pytest.raises(InternalError, match="map_size"):
+        for i in range(5000):
+            eng.put(key(i), value)
+            if i % 10 == 9:
+                eng.commit()
+                committed = i + 1
+    # LMDB dropped its transaction, logged writes included: the engine refuses to answer
+    with pytest.raises(InternalError, match="storage failed"):
+        eng.get(key(0))
+    eng.close()
+    eng = WalEngine(tmp_path, 64 << 20)
+    try:
+        assert eng.replayed > 0
+        assert all(eng.get(key(i)) == value for i in range(committed))
+    finally:
+        eng.close()

@@ -36,8 +36,10 @@ the log and then to LMDB would write them twice) or not fit in the rest of the s
 made durable by a checkpoint instead.
 
 A failed append or fdatasync leaves the engine failed: its writes may or may not be on
-disk, and after a failed fdatasync the page cache cannot be trusted. Every later call raises
-`InternalError`; reopening replays the log.
+disk, and after a failed fdatasync the page cache cannot be trusted. So does an LMDB error
+on a write (a full map, say): LMDB then drops its transaction, which holds every write
+since the last checkpoint, acknowledged ones included. Every later call raises
+`InternalError`; reopening (with a larger map) replays the log.
 
 A directory a `WalEngine` closed cleanly is a plain LMDB environment with an empty log; an
 `LmdbEngine` opens it. After a crash, only a `WalEngine` knows about the log's tail.
@@ -232,7 +234,11 @@ class WalEngine(Engine):
         key, value = check_key(key), check_value(value)
         op = PUT | (HINTS_FLAG if check_table(table) == HINTS else 0)
         self._check_open()
-        self.inner.put(key, value, table)
+        try:
+            self.inner.put(key, value, table)
+        except InternalError as e:  # LMDB dropped its transaction: logged writes too
+            self._failed = e
+            raise
         self._writes.append((op, key, value))
         self._bytes += WRITE.size + len(key) + len(value)
 
@@ -240,7 +246,11 @@ class WalEngine(Engine):
         key = check_key(key)
         op = DELETE | (HINTS_FLAG if check_table(table) == HINTS else 0)
         self._check_open()
-        self.inner.delete(key, table)
+        try:
+            self.inner.delete(key, table)
+        except InternalError as e:  # LMDB dropped its transaction: logged writes too
+            self._failed = e
+            raise
         self._writes.append((op, key, b""))
         self._bytes += WRITE.size + len(key)
 
@@ -249,7 +259,11 @@ class WalEngine(Engine):
         if name == EPOCH_META:
             raise ValueError(f"meta name {EPOCH_META!r} is reserved by the write-ahead log")
         self._check_open()
-        self.inner.meta_put(name, value)
+        try:
+            self.inner.meta_put(name, value)
+        except InternalError as e:  # LMDB dropped its transaction: logged writes too
+            self._failed = e
+            raise
         self._writes.append((META, raw, value))
         self._bytes += WRITE.size + len(raw) + len(value)
 
