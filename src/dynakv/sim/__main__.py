@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="replicas per data center of the workload's bucket, e.g. dc1=2,dc2=1",
     )
+    parser.add_argument(
+        "--storage",
+        choices=("memory", "wal"),
+        default="memory",
+        help="the nodes' engines: memory (default) or WalEngine on disk (crashes replay its log)",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -101,6 +107,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         racks=args.racks,
         datacenters=args.datacenters,
         bucket_datacenters=_counts(args.bucket_datacenters),
+        storage=args.storage,
     )
 
 

@@ -34,7 +34,7 @@ from dynakv.sim.checker import (
     check_lww,
     check_register,
 )
-from dynakv.sim.cluster import SimCluster, default_config
+from dynakv.sim.cluster import SimCluster, Storage, default_config
 from dynakv.sim.nemesis import Nemesis
 from dynakv.sim.options import SimOptions
 from dynakv.sim.workload import BUCKET, Workload, WorkloadName, WorkloadOptions
@@ -62,6 +62,7 @@ class RunConfig:
     # Replicas per data center of the workload's bucket (its type lists them; r = w =
     # quorum); () for n=3 along the walk.
     bucket_datacenters: tuple[tuple[str, int], ...] = ()
+    storage: Storage = "memory"  # the nodes' engines: MemoryEngine, or WalEngine on disk
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -128,6 +129,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.racks,
         config.datacenters,
         config.bucket_datacenters,
+        config.storage,
     )
     cluster = copy.deepcopy(formed)
     options = config.options.with_datacenters(config.datacenters)
@@ -172,6 +174,7 @@ def formed_cluster(
     racks: int = 1,
     datacenters: int = 1,
     bucket_datacenters: tuple[tuple[str, int], ...] = (),
+    storage: Storage = "memory",
 ) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
     network with true clocks. Seed-independent, so it is formed once per process."""
@@ -185,7 +188,7 @@ def formed_cluster(
         datacenters=datacenters,
         bucket_datacenters=bucket_datacenters,
     )
-    cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
+    cluster = SimCluster(names, seed=0, config=config, bugs=bugs, storage=storage)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
         raise RuntimeError(f"{nodes} nodes did not form a cluster")
     return cluster
