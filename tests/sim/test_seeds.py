@@ -18,7 +18,7 @@ import os
 import pytest
 
 from dynakv.sim.options import SimOptions
-from dynakv.sim.run import RunConfig, run_seeds
+from dynakv.sim.run import RunConfig, RunResult, run_seeds
 from dynakv.sim.workload import WORKLOADS, WorkloadOptions
 
 JOBS = 2
@@ -42,6 +42,12 @@ START = seed_window_start()
 SEEDS = list(range(START, START + WINDOW))
 # Reads that ask all N replicas (read_fanout "n", not the default) on seeds of their own.
 FANOUT_N_SEEDS = list(range(START + WINDOW, START + WINDOW + FANOUT_N_WINDOW))
+
+
+def failure_line(result: RunResult) -> str:
+    """What a failing seed's result says: its summary and first violations."""
+    shown = "; ".join(str(v) for v in result.report.violations[:3])
+    return f"seed {result.seed}: {result.report.summary()} | {shown}"
 
 
 def window(seeds: list[int]) -> str:
@@ -76,8 +82,7 @@ def test_every_invariant_holds_for_200_seeds_with_all_faults(workload, read_fano
         acked += result.report.acknowledged
         lww_lost += result.report.lww_lost
         if not result.report.ok:
-            shown = "; ".join(str(v) for v in result.report.violations[:3])
-            failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
+            failures.append(failure_line(result))
     assert runs == len(seeds)
     assert acked > 100 * runs  # the runs did real work
     if workload == "lww":
@@ -120,8 +125,7 @@ def test_reaping_tombstones_under_all_faults_brings_nothing_back():
     for result in run_seeds(TOMBSTONE_SEEDS, config, jobs=JOBS):
         reaped += result.reaped
         if not result.report.ok:
-            shown = "; ".join(str(v) for v in result.report.violations[:3])
-            failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
+            failures.append(failure_line(result))
     print(f"{reaped} tombstones reaped in {len(TOMBSTONE_SEEDS)} runs")
     assert reaped > 10 * len(TOMBSTONE_SEEDS)  # the runs did reap
     assert not failures, "\n".join(failures)
@@ -142,8 +146,7 @@ def test_every_invariant_holds_with_write_ahead_log_engines_on_disk(workload):
     for result in run_seeds(WAL_SEEDS, config, jobs=JOBS):
         crashes += result.crashes
         if not result.report.ok:
-            shown = "; ".join(str(v) for v in result.report.violations[:3])
-            failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
+            failures.append(failure_line(result))
     assert crashes > len(WAL_SEEDS) // 2  # the runs did crash nodes
     replay = f"replay: --workload {workload} --storage wal --faults all --seed S"
     assert not failures, "\n".join([f"{window(WAL_SEEDS)} ({replay})", *failures])
