@@ -22,6 +22,7 @@ node is announced with `PeerUp`. Partitions drop messages silently: requests the
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import heapq
 import itertools
@@ -62,6 +63,27 @@ REFUSED = "refused"  # error code the simulator answers a client with when its n
 Storage = Literal["memory", "wal"]
 
 
+_wal_root: str | None = None
+
+
+def _remove(root: str, pid: int) -> None:
+    """Delete `root`, in the process `pid` only (forked workers inherit every object and
+    registration of their parent, and must not delete what the parent still uses)."""
+    if os.getpid() == pid:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sim_wal_root() -> str:
+    """The directory the simulator's WalEngines live in: made by the first process that asks,
+    removed when it exits. `run_seeds` asks before forking workers, so what they leave behind
+    (a pool's workers are terminated, without clean-up) goes too."""
+    global _wal_root
+    if _wal_root is None:
+        _wal_root = tempfile.mkdtemp(prefix="dynakv-sim-wal-")
+        atexit.register(_remove, _wal_root, os.getpid())
+    return _wal_root
+
+
 class SimWalEngine(WalEngine):
     """A WalEngine in a temporary directory of its own, as the simulator needs it: `crash()`
     drops what a kill drops and reopens at once, replaying the log (the same object, as a
@@ -69,8 +91,8 @@ class SimWalEngine(WalEngine):
     formed cluster) checkpoints and opens a copy of the directory."""
 
     def __init__(self, root: str | None = None) -> None:
-        self.root = root or tempfile.mkdtemp(prefix="dynakv-sim-wal-")
-        weakref.finalize(self, shutil.rmtree, self.root, True)
+        self.root = root or tempfile.mkdtemp(prefix="engine-", dir=sim_wal_root())
+        weakref.finalize(self, _remove, self.root, os.getpid())
         self._open()
 
     def _open(self) -> None:
@@ -82,7 +104,7 @@ class SimWalEngine(WalEngine):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SimWalEngine:
         self.checkpoint()
-        root = tempfile.mkdtemp(prefix="dynakv-sim-wal-")
+        root = tempfile.mkdtemp(prefix="engine-", dir=sim_wal_root())
         for name in os.listdir(self.root):
             if name != "lock.mdb":  # readers' slots of this process: LMDB makes a new one
                 shutil.copy2(os.path.join(self.root, name), root)

@@ -34,7 +34,7 @@ from dynakv.sim.checker import (
     check_lww,
     check_register,
 )
-from dynakv.sim.cluster import SimCluster, Storage, default_config
+from dynakv.sim.cluster import SimCluster, Storage, default_config, sim_wal_root
 from dynakv.sim.nemesis import Nemesis
 from dynakv.sim.options import SimOptions
 from dynakv.sim.workload import BUCKET, Workload, WorkloadName, WorkloadOptions
@@ -196,6 +196,8 @@ def formed_cluster(
 
 def run_seeds(seeds: list[int], config: RunConfig, jobs: int = 1) -> Iterator[RunResult]:
     """Run each seed (in `jobs` forked processes when > 1); results come in seed order."""
+    if config.storage == "wal":
+        sim_wal_root()  # before forking: the workers' engines go where this process cleans up
     if jobs <= 1 or len(seeds) < 2:
         for seed in seeds:
             yield run_seed(seed, config)
