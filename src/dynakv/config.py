@@ -74,7 +74,8 @@ class NodeConfig:
     # fsync: fewer, larger commits cost less CPU per write (benchmarks/README.md), and a
     # write waits up to this much longer for its acknowledgement. 0: commit at once.
     commit_interval: float = 0.005
-    engine: Literal["lmdb", "memory"] = "lmdb"
+    # "wal": LMDB behind a write-ahead log (storage/wal.py), committed on the event loop
+    engine: Literal["lmdb", "wal", "memory"] = "lmdb"
     gossip_interval: float = 1.0
     sweep_interval: float = 0.05  # how often pending requests are checked for their deadline
     hint_window: float = 3 * 3600.0  # hints older than this are dropped (Cassandra's default)

@@ -221,9 +221,10 @@ def test_with_one_node_killed_quorum_writes_and_reads_succeed_and_read_repair_he
     assert [s["value_b64"] for s in replica["siblings"]] == ["djM="]
 
 
-def test_acknowledged_writes_survive_sigkill(tmp_path):
+@pytest.mark.parametrize("engine", ["lmdb", "wal"])
+def test_acknowledged_writes_survive_sigkill(tmp_path, engine):
     config = tmp_path / "single.toml"
-    config.write_text("[defaults]\nn = 1\nr = 1\nw = 1\n")
+    config.write_text(f'engine = "{engine}"\n[defaults]\nn = 1\nr = 1\nw = 1\n')
     single = ProcessCluster(tmp_path, 1, extra_args=["--config", str(config)])
     try:
         single.start()

@@ -1,5 +1,6 @@
 """CI seeds: every workload under every fault, 200 seeds each (and 50 more with reads that
-ask every replica, 200 more in two data centers), must satisfy every invariant.
+ask every replica, 200 more in two data centers, 30 with WalEngines on disk), must satisfy
+every invariant.
 
 The seed window moves with the UTC date (a different 200 seeds every day, so CI keeps
 exploring instead of re-proving the same runs); `DYNAKV_SIM_SEED_START=S` pins it. The
@@ -17,7 +18,7 @@ import os
 import pytest
 
 from dynakv.sim.options import SimOptions
-from dynakv.sim.run import RunConfig, run_seeds
+from dynakv.sim.run import RunConfig, RunResult, run_seeds
 from dynakv.sim.workload import WORKLOADS, WorkloadOptions
 
 JOBS = 2
@@ -41,6 +42,12 @@ START = seed_window_start()
 SEEDS = list(range(START, START + WINDOW))
 # Reads that ask all N replicas (read_fanout "n", not the default) on seeds of their own.
 FANOUT_N_SEEDS = list(range(START + WINDOW, START + WINDOW + FANOUT_N_WINDOW))
+
+
+def failure_line(result: RunResult) -> str:
+    """What a failing seed's result says: its summary and first violations."""
+    shown = "; ".join(str(v) for v in result.report.violations[:3])
+    return f"seed {result.seed}: {result.report.summary()} | {shown}"
 
 
 def window(seeds: list[int]) -> str:
@@ -75,8 +82,7 @@ def test_every_invariant_holds_for_200_seeds_with_all_faults(workload, read_fano
         acked += result.report.acknowledged
         lww_lost += result.report.lww_lost
         if not result.report.ok:
-            shown = "; ".join(str(v) for v in result.report.violations[:3])
-            failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
+            failures.append(failure_line(result))
     assert runs == len(seeds)
     assert acked > 100 * runs  # the runs did real work
     if workload == "lww":
@@ -150,8 +156,28 @@ def test_reaping_tombstones_under_all_faults_brings_nothing_back():
     for result in run_seeds(TOMBSTONE_SEEDS, config, jobs=JOBS):
         reaped += result.reaped
         if not result.report.ok:
-            shown = "; ".join(str(v) for v in result.report.violations[:3])
-            failures.append(f"seed {result.seed}: {result.report.summary()} | {shown}")
+            failures.append(failure_line(result))
     print(f"{reaped} tombstones reaped in {len(TOMBSTONE_SEEDS)} runs")
     assert reaped > 10 * len(TOMBSTONE_SEEDS)  # the runs did reap
     assert not failures, "\n".join(failures)
+
+
+WAL_SEEDS = list(range(START, START + 30))  # another config: the same seeds differ
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_every_invariant_holds_with_write_ahead_log_engines_on_disk(workload):
+    """The nodes' engines are WalEngines on disk (storage/wal.py): a crash drops the open
+    transaction and what was not logged, and reopens the engine from its log; a wipe gives
+    it a new directory. No acknowledged write may be lost."""
+    config = RunConfig(workload, nodes=5, options=SimOptions().with_faults("all"), storage="wal")
+    failures = []
+    crashes = 0
+    for result in run_seeds(WAL_SEEDS, config, jobs=JOBS):
+        crashes += result.crashes
+        if not result.report.ok:
+            failures.append(failure_line(result))
+    assert crashes > len(WAL_SEEDS) // 2  # the runs did crash nodes
+    replay = f"replay: --workload {workload} --storage wal --faults all --seed S"
+    assert not failures, "\n".join([f"{window(WAL_SEEDS)} ({replay})", *failures])

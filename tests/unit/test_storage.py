@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import dynakv
 from dynakv.errors import InternalError
-from dynakv.storage import Engine, LmdbEngine, MemoryEngine, open_engine
+from dynakv.storage import Engine, LmdbEngine, MemoryEngine, WalEngine, open_engine
 from dynakv.storage.lmdb import NONE_COMMIT_EVERY
 from dynakv.storage.pipelined import PipelinedEngine
 
@@ -40,10 +40,12 @@ def make_engine(kind: str, path: Path) -> Engine:
         return MemoryEngine()
     if kind == "pipelined":
         return PipelinedEngine(LmdbEngine(path / "db", "fsync", map_size=SMALL_MAP))
+    if kind == "wal":  # a small log: commits go through every path (append, checkpoint)
+        return WalEngine(path / "db", SMALL_MAP, segment_bytes=4096, checkpoint_writes=40)
     return LmdbEngine(path / "db", kind.removeprefix("lmdb-"), map_size=SMALL_MAP)
 
 
-@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os", "pipelined"])
+@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os", "pipelined", "wal"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(request.param, tmp_path)
     yield eng
@@ -268,6 +270,13 @@ def test_open_engine(tmp_path: Path) -> None:
     eng = open_engine("lmdb", str(tmp_path / "d"), "os")
     assert isinstance(eng, LmdbEngine) and eng.durability == "os"
     eng.close()
+    wal = open_engine("wal", str(tmp_path / "w"))
+    assert isinstance(wal, WalEngine) and wal.durability == "fsync"
+    wal.close()
+    with pytest.raises(ValueError):
+        open_engine("wal", str(tmp_path / "w"), "os")
+    with pytest.raises(ValueError):
+        open_engine("wal", None)
     with pytest.raises(ValueError):
         open_engine("rocksdb", str(tmp_path))
     with pytest.raises(ValueError):
@@ -401,9 +410,13 @@ KILL_CHILD = textwrap.dedent(
     """
     import sys
     from dynakv.storage.lmdb import LmdbEngine
+    from dynakv.storage.wal import WalEngine
 
     path, durability, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    eng = LmdbEngine(path, durability, map_size=256 << 20)
+    if durability == "wal":  # a checkpoint every 10-odd commits, so some land mid-stream
+        eng = WalEngine(path, 256 << 20, segment_bytes=16384)
+    else:
+        eng = LmdbEngine(path, durability, map_size=256 << 20)
     for i in range(1_000_000):
         for j in range(batch):
             eng.put(b"%08d%08d" % (i, j), b"value-%d-%d" % (i, j))
@@ -413,7 +426,7 @@ KILL_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("durability", ["fsync", "os"])
+@pytest.mark.parametrize("durability", ["fsync", "os", "wal"])
 def test_lmdb_committed_batches_survive_sigkill(tmp_path: Path, durability: str) -> None:
     path = tmp_path / "db"
     batch, wanted = 50, 20
@@ -456,7 +469,11 @@ def test_lmdb_committed_batches_survive_sigkill(tmp_path: Path, durability: str)
     assert reported == list(range(len(reported)))
     last = reported[-1]
 
-    eng = LmdbEngine(path, "fsync", map_size=256 << 20)
+    eng: Engine
+    if durability == "wal":
+        eng = WalEngine(path, 256 << 20, segment_bytes=16384)  # replays the log's tail
+    else:
+        eng = LmdbEngine(path, "fsync", map_size=256 << 20)
     try:
         present = {}
         for k, _ in eng.scan(b"", b""):
@@ -491,7 +508,8 @@ class Model:
 
 
 class EnginesVersusDict(RuleBasedStateMachine):
-    """MemoryEngine, LmdbEngine("os") and LmdbEngine("none") replay the same operations."""
+    """MemoryEngine, LmdbEngine("os"), LmdbEngine("none") and WalEngine (a tiny log, so
+    that commits append, checkpoint and go direct) replay the same operations."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -500,9 +518,19 @@ class EnginesVersusDict(RuleBasedStateMachine):
             Model(MemoryEngine()),
             Model(LmdbEngine(os.path.join(self.dir, "os"), "os", map_size=SMALL_MAP)),
             Model(LmdbEngine(os.path.join(self.dir, "none"), "none", map_size=SMALL_MAP)),
+            Model(self.open_wal()),
         ]
         for m in self.models:
             m.engine.scan_batch = 3  # type: ignore[attr-defined]
+
+    def open_wal(self) -> WalEngine:
+        return WalEngine(
+            os.path.join(self.dir, "wal"),
+            SMALL_MAP,
+            segment_bytes=200,
+            checkpoint_writes=9,
+            direct_bytes=60,
+        )
 
     def teardown(self) -> None:
         for m in self.models:
@@ -549,11 +577,24 @@ class EnginesVersusDict(RuleBasedStateMachine):
     def reopen_lmdb(self) -> None:
         for m in self.models[1:]:
             eng = m.engine
-            assert isinstance(eng, LmdbEngine)
             eng.close()
-            m.engine = LmdbEngine(eng.path, eng.durability, map_size=SMALL_MAP)
+            if isinstance(eng, WalEngine):
+                m.engine = self.open_wal()
+            else:
+                assert isinstance(eng, LmdbEngine)
+                m.engine = LmdbEngine(eng.path, eng.durability, map_size=SMALL_MAP)
             m.engine.scan_batch = 2  # type: ignore[attr-defined]
             m.committed, m.meta_committed, m.pending = dict(m.visible), dict(m.meta), 0
+
+    @rule()
+    def crash_wal(self) -> None:
+        """A kill: every commit is durable (replayed from the log), nothing pending is."""
+        m = self.models[3]
+        assert isinstance(m.engine, WalEngine)
+        m.engine.crash()
+        m.engine = self.open_wal()
+        m.engine.scan_batch = 2
+        m.visible, m.meta, m.pending = dict(m.committed), dict(m.meta_committed), 0
 
     @rule(start=bounds, end=bounds)
     def scan(self, start: bytes, end: bytes) -> None:

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a third into the run, lower every bucket type's n to 2 (each data center's "
         "count by one): the claimant's lowering and the hand-back of surplus copies",
     )
+    parser.add_argument(
+        "--storage",
+        choices=("memory", "wal"),
+        default="memory",
+        help="the nodes' engines: memory (default) or WalEngine on disk (crashes replay its log)",
+    )
     parser.add_argument("--clients", type=int, default=WorkloadOptions.clients)
     parser.add_argument("--keys", type=int, default=WorkloadOptions.keys)
     parser.add_argument(
@@ -116,6 +122,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         bucket_datacenters=_counts(args.bucket_datacenters),
         write_level=_level(args.write_level),
         lower_replication=args.lower_replication,
+        storage=args.storage,
     )
 
 

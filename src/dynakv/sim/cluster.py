@@ -7,7 +7,8 @@ node's clock is virtual time plus its skew.
 
 Durability follows the runtime's group commit. With `commit_delay` 0 the engine commits
 after each handled event, before any of its effects leave, so a crash
-(`MemoryEngine.crash()`) loses only in-memory state. With `commit_delay` > 0 it models the
+(`MemoryEngine.crash()`; with `storage="wal"` a `WalEngine` on disk, killed and
+reopened from its log) loses only in-memory state. With `commit_delay` > 0 it models the
 pipelined commit (runtime.server since d365f8d): requests to peers and read answers
 (`messages.UNGATED`) leave at once, every other send (acknowledgements, write replies) waits
 for a commit that lands `commit_delay` later and covers every write made until then; a
@@ -21,11 +22,17 @@ node is announced with `PeerUp`. Partitions drop messages silently: requests the
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import heapq
 import itertools
+import os
 import random
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 
@@ -48,8 +55,64 @@ from dynakv.messages import UNGATED, ErrorReply, Message
 from dynakv.sim.network import Link, Network
 from dynakv.sim.options import SimOptions
 from dynakv.storage.memory import MemoryEngine
+from dynakv.storage.wal import WalEngine
 
 REFUSED = "refused"  # error code the simulator answers a client with when its node is down
+
+
+Storage = Literal["memory", "wal"]
+
+
+_wal_root: str | None = None
+
+
+def _remove(root: str, pid: int) -> None:
+    """Delete `root`, in the process `pid` only (forked workers inherit every object and
+    registration of their parent, and must not delete what the parent still uses)."""
+    if os.getpid() == pid:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sim_wal_root() -> str:
+    """The directory the simulator's WalEngines live in: made by the first process that asks,
+    removed when it exits. `run_seeds` asks before forking workers, so what they leave behind
+    (a pool's workers are terminated, without clean-up) goes too."""
+    global _wal_root
+    if _wal_root is None:
+        _wal_root = tempfile.mkdtemp(prefix="dynakv-sim-wal-")
+        atexit.register(_remove, _wal_root, os.getpid())
+    return _wal_root
+
+
+class SimWalEngine(WalEngine):
+    """A WalEngine in a temporary directory of its own, as the simulator needs it: `crash()`
+    drops what a kill drops and reopens at once, replaying the log (the same object, as a
+    crashed MemoryEngine stays usable); a deep copy (each run starts from a copy of the
+    formed cluster) checkpoints and opens a copy of the directory."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root or tempfile.mkdtemp(prefix="engine-", dir=sim_wal_root())
+        weakref.finalize(self, _remove, self.root, os.getpid())
+        self._open()
+
+    def _open(self) -> None:
+        WalEngine.__init__(self, self.root, map_size=1 << 30, segment_bytes=1 << 20)
+
+    def crash(self) -> None:
+        super().crash()
+        self._open()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SimWalEngine:
+        self.checkpoint()
+        root = tempfile.mkdtemp(prefix="engine-", dir=sim_wal_root())
+        for name in os.listdir(self.root):
+            if name != "lock.mdb":  # readers' slots of this process: LMDB makes a new one
+                shutil.copy2(os.path.join(self.root, name), root)
+        return SimWalEngine(root)
+
+
+def new_engine(storage: Storage) -> MemoryEngine | SimWalEngine:
+    return SimWalEngine() if storage == "wal" else MemoryEngine()
 
 
 def default_config(name: str) -> NodeConfig:
@@ -84,8 +147,10 @@ class SimCluster:
         options: SimOptions | None = None,
         bugs: InjectedBugs = NO_BUGS,
         trace: Callable[[str], None] | None = None,
+        storage: Storage = "memory",
     ) -> None:
         self.options = options or SimOptions()
+        self.storage: Storage = storage
         self.seed = seed
         self.bugs = bugs
         self.trace = trace
@@ -99,7 +164,7 @@ class SimCluster:
         self._queue: list[_Scheduled] = []
         self._seq = itertools.count()
         self.names = list(names)
-        self.engines: dict[str, MemoryEngine] = {}
+        self.engines: dict[str, MemoryEngine | SimWalEngine] = {}
         self.nodes: dict[str, Node] = {}
         self.skew: dict[str, float] = {}
         self.up: set[str] = set()
@@ -115,7 +180,7 @@ class SimCluster:
         self.delivered = 0
         self.crossings: dict[str, int] = {}  # messages sent between data centers, by type
         for name in names:
-            self.engines[name] = MemoryEngine()
+            self.engines[name] = new_engine(storage)
             self.start(name, join=None if name == names[0] else names[0])
 
     def reseed(
@@ -178,7 +243,8 @@ class SimCluster:
         before the join completed) joins, instead of founding a cluster of its own.
         """
         if wipe:
-            self.engines[name] = MemoryEngine()
+            self.engines[name].close()
+            self.engines[name] = new_engine(self.storage)
             self.wipes += 1
             self.note(f"wipe {name}")
         others = sorted(self.up - {name}) or sorted(set(self.names) - {name})

@@ -42,7 +42,7 @@ from dynakv.sim.checker import (
     check_lww,
     check_register,
 )
-from dynakv.sim.cluster import SimCluster, default_config
+from dynakv.sim.cluster import SimCluster, Storage, default_config, sim_wal_root
 from dynakv.sim.nemesis import Nemesis
 from dynakv.sim.options import SimOptions
 from dynakv.sim.workload import BUCKET, Workload, WorkloadName, WorkloadOptions
@@ -77,6 +77,7 @@ class RunConfig:
     # A third into the run, lower every bucket type (n to 2, each data center's count by
     # one, at least 1), under the faults: the claimant's lowering and the hand-back.
     lower_replication: bool = False
+    storage: Storage = "memory"  # the nodes' engines: MemoryEngine, or WalEngine on disk
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -149,6 +150,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.datacenters,
         config.bucket_datacenters,
         config.write_level,
+        config.storage,
     )
     cluster = copy.deepcopy(formed)
     each_quorum = config.write_level == "each_quorum"
@@ -215,6 +217,7 @@ def formed_cluster(
     datacenters: int = 1,
     bucket_datacenters: tuple[tuple[str, int], ...] = (),
     write_level: int | str | None = None,
+    storage: Storage = "memory",
 ) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
     network with true clocks. Seed-independent, so it is formed once per process."""
@@ -229,7 +232,7 @@ def formed_cluster(
         bucket_datacenters=bucket_datacenters,
         write_level=write_level,
     )
-    cluster = SimCluster(names, seed=0, config=config, bugs=bugs)
+    cluster = SimCluster(names, seed=0, config=config, bugs=bugs, storage=storage)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
         raise RuntimeError(f"{nodes} nodes did not form a cluster")
     return cluster
@@ -237,6 +240,8 @@ def formed_cluster(
 
 def run_seeds(seeds: list[int], config: RunConfig, jobs: int = 1) -> Iterator[RunResult]:
     """Run each seed (in `jobs` forked processes when > 1); results come in seed order."""
+    if config.storage == "wal":
+        sim_wal_root()  # before forking: the workers' engines go where this process cleans up
     if jobs <= 1 or len(seeds) < 2:
         for seed in seeds:
             yield run_seed(seed, config)

@@ -1,4 +1,5 @@
-"""Local storage engines: LMDB (default, on disk) and memory (tests, simulator).
+"""Local storage engines: LMDB (default, on disk), LMDB behind a write-ahead log (on disk),
+and memory (tests, simulator).
 
 See `dynakv.storage.engine` for the interface and its semantics.
 """
@@ -8,23 +9,29 @@ from __future__ import annotations
 from dynakv.storage.engine import Durability, Engine, check_durability
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.memory import MemoryEngine
+from dynakv.storage.wal import WalEngine
 
-__all__ = ["Durability", "Engine", "LmdbEngine", "MemoryEngine", "open_engine"]
+__all__ = ["Durability", "Engine", "LmdbEngine", "MemoryEngine", "WalEngine", "open_engine"]
 
-ENGINE_KINDS = ("lmdb", "memory")
+ENGINE_KINDS = ("lmdb", "wal", "memory")
 
 
 def open_engine(kind: str, path: str | None, durability: Durability = "fsync") -> Engine:
-    """Open a storage engine: "lmdb" (the default engine; needs `path`) or "memory".
+    """Open a storage engine: "lmdb" (the default engine; needs `path`), "wal" (LMDB behind
+    a write-ahead log; needs `path`; durability "fsync" only) or "memory".
 
     The memory engine ignores `path` and `durability` (which must still be valid).
     ValueError for an unknown kind or durability.
     """
     check_durability(durability)
-    if kind == "lmdb":
+    if kind in ("lmdb", "wal"):
         if path is None:
-            raise ValueError("the lmdb engine needs a path")
-        return LmdbEngine(path, durability)
+            raise ValueError(f"the {kind} engine needs a path")
+        if kind == "lmdb":
+            return LmdbEngine(path, durability)
+        if durability != "fsync":
+            raise ValueError("the wal engine is a way to fsync: durability must be fsync")
+        return WalEngine(path)
     if kind == "memory":
         return MemoryEngine()
     raise ValueError(f"unknown storage engine {kind!r}; expected one of {ENGINE_KINDS}")

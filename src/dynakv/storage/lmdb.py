@@ -310,3 +310,13 @@ class LmdbEngine(Engine):
             self.release_reader()
             self._closed = True
             self._env.close()
+
+    def abandon(self) -> None:
+        """Close without committing: the open transaction and its writes are dropped, as a
+        process kill would drop them (`WalEngine` after a failure, and tests)."""
+        if self._closed:
+            return
+        self._abort()
+        self.release_reader()
+        self._closed = True
+        self._env.close()
