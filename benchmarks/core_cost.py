@@ -1,7 +1,7 @@
 """What the core alone costs per YCSB operation: Node.handle on three real Nodes, no sockets.
 
     .venv/bin/python benchmarks/core_cost.py [--engine memory|lmdb] [--keys 500] [--ops 2000]
-                                             [--thrash MB]
+                                             [--thrash MB] [--value-size BYTES]
 
 Three Nodes joined in the simulator (N=3, R=2, W=2, bucket `bench`, 1 KiB values, updates
 with the context of the previous write). Then, timed with the thread's CPU clock and driving
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=500)
     parser.add_argument("--ops", type=int, default=2000)
     parser.add_argument("--thrash", type=int, default=0, help="MB touched before each op")
+    parser.add_argument("--value-size", type=int, default=1024, help="bytes per value")
     opts = parser.parse_args()
     dirs: list[str] = []
     if opts.engine == "lmdb":
@@ -64,13 +65,13 @@ def main() -> None:
 
         sim.MemoryEngine = lmdb_engine  # type: ignore[misc,assignment]
     try:
-        run(opts.keys, opts.ops, opts.thrash)
+        run(opts.keys, opts.ops, opts.thrash, opts.value_size)
     finally:
         for path in dirs:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run(nkeys: int, ops: int, thrash_mb: int) -> None:
+def run(nkeys: int, ops: int, thrash_mb: int, value_size: int = 1024) -> None:
     cluster = sim.SimCluster(["n1", "n2", "n3"], seed=1, config=sim.default_config)
     assert cluster.run_until(
         lambda: all(
@@ -80,7 +81,7 @@ def run(nkeys: int, ops: int, thrash_mb: int) -> None:
     nodes = cluster.nodes
     any_node = next(iter(nodes.values()))
     rids = itertools.count(1)
-    value = b"x" * 1024
+    value = b"x" * value_size
     keys = [f"user{i}" for i in range(nkeys)]
     coordinator = {k: any_node.placement("bench", k).primaries[0] for k in keys}
     contexts = {k: "" for k in keys}
