@@ -39,6 +39,18 @@ def _with_default(text: str, setting: str) -> str:
     return f"{text} [default: {getattr(SERVE_DEFAULTS, setting)}]"
 
 
+LOG_LEVEL_OPTION = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help=_with_default("Lines below this level are not written.", "log_level"),
+)
+LOG_FORMAT_OPTION = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help=_with_default("text, or one JSON object a line; both name the node.", "log_format"),
+)
+
+
 @click.group()
 @click.version_option(package_name="dynakv")
 def main() -> None:
@@ -91,6 +103,8 @@ def main() -> None:
 @click.option(
     "--rack", help=_with_default("This node's rack; nodes on one machine share one.", "rack")
 )
+@LOG_LEVEL_OPTION
+@LOG_FORMAT_OPTION
 def serve(
     name: str | None,
     data_dir: str | None,
@@ -104,6 +118,8 @@ def serve(
     ring_size: int | None,
     datacenter: str | None,
     rack: str | None,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
     from dynakv.runtime.process import CannotListen, run
@@ -121,6 +137,8 @@ def serve(
             ring_size=ring_size,
             datacenter=datacenter,
             rack=rack,
+            log_level=log_level,
+            log_format=log_format,
         )
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -192,9 +210,12 @@ def _exit_reason(code: int) -> str:
     "--datacenters", default=1, show_default=True, type=click.IntRange(1, 64),
     help="Spread the nodes over this many data centers (dc1, dc2, ...), in turn.",
 )  # fmt: skip
+@LOG_LEVEL_OPTION
+@LOG_FORMAT_OPTION
 def dev_cluster(
     count: int, data_dir: str, host: str, base_port: int, base_http_port: int,
-    resp_base_port: int | None, datacenters: int,
+    resp_base_port: int | None, datacenters: int, log_level: str | None,
+    log_format: str | None,
 ) -> None:  # fmt: skip
     """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all.
 
@@ -231,6 +252,9 @@ def dev_cluster(
             ]  # fmt: skip
             if i > 1:
                 args += ["--join", f"{host}:{base_port + 1}"]
+            for flag, value in (("--log-level", log_level), ("--log-format", log_format)):
+                if value is not None:
+                    args += [flag, value]
             resp = "" if resp_base_port is None else f"{host}:{resp_base_port + i}"
             if resp:
                 args += ["--resp", resp]

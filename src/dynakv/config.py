@@ -107,6 +107,10 @@ class NodeConfig:
     phi_window: int = 1000
     phi_min_std_deviation: float = 0.1
     phi_acceptable_pause: float = 3.0
+    # The log (runtime/logs.py): lines below log_level are not written; "json" writes one
+    # JSON object a line. Both name the node on every line.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):

@@ -43,12 +43,15 @@ def walk(cluster: ProcessCluster, bucket: str, key: str) -> list[str]:
 
 
 def puts_served(cluster: ProcessCluster) -> dict[str, float]:
-    """dynakv_requests_total{op="put"} of each node: puts that arrived from a client there."""
+    """dynakv_requests_total{op="put"} of each node, over every consistency level: puts that
+    arrived from a client there."""
     counts = {}
     for node in cluster.nodes:
         text = http("GET", f"{node.url}/metrics").body.decode()
-        found = re.search(r'^dynakv_requests_total\{op="put"\} (\S+)$', text, re.MULTILINE)
-        counts[node.node_addr] = float(found.group(1)) if found else 0.0
+        found = re.findall(
+            r'^dynakv_requests_total\{consistency="[^"]*",op="put"\} (\S+)$', text, re.MULTILINE
+        )
+        counts[node.node_addr] = sum(float(n) for n in found)
     return counts
 
 

@@ -101,7 +101,7 @@ def test_status_cluster_and_metrics_endpoints(cluster: ProcessCluster):
     assert view["ring"]["size"] == 64
     http("GET", f"{cluster[0].url}/v1/kv/metrics/probe")
     metrics = http("GET", f"{cluster[0].url}/metrics").body.decode()
-    assert 'dynakv_requests_total{op="get"}' in metrics
+    assert 'dynakv_requests_total{consistency="default",op="get"}' in metrics
     assert "dynakv_request_seconds_bucket" in metrics
     assert http("GET", f"{cluster[0].url}/").status == 200
 

@@ -83,6 +83,7 @@ class AntiEntropy:
         self.trees: dict[int, HashTree] = {}
         self.keys_repaired = 0
         self.exchanges = 0
+        self.tree_builds = 0  # trees built since start (rebuilds count again)
         self.exchanges_in_sync = 0
 
     # --- keeping trees current -------------------------------------------------------------
@@ -102,6 +103,7 @@ class AntiEntropy:
         start, end = partition_range(partition, self.ring_size)
         tree.rebuild(self._versions(start, end))
         self.trees[partition] = tree
+        self.tree_builds += 1
         return tree
 
     def build_next(self, wanted: Iterable[int]) -> int | None:
@@ -188,6 +190,7 @@ class AntiEntropy:
         return {
             "trees_built": len(self.trees),
             "trees_wanted": wanted,
+            "tree_builds": self.tree_builds,
             "keys_repaired": self.keys_repaired,
             "exchanges": self.exchanges,
             "exchanges_in_sync": self.exchanges_in_sync,

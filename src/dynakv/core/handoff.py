@@ -187,6 +187,7 @@ class Handoff(Component):
         self._cursor = (0, b"")  # (partition, last digest offered) of the surplus sweep
         self._stale: tuple[object, list[int]] = (None, [])  # ring record -> partitions
         self.handed_back = 0  # surplus copies deleted since start
+        self.delivered = 0  # hints their primary acknowledged since start
 
     def on_tick(self, now: float) -> list[Effect]:
         """Offer held hints to their primaries that are reachable, a bounded batch each, and
@@ -352,6 +353,7 @@ class Handoff(Component):
             return []
         assert delivery.hint is not None
         self.hints.remove(delivery.hint)
+        self.delivered += 1
         left = sum(1 for d in self.deliveries.values() if d.hint and d.target == target)
         if left <= self.budget.scale(self.config.handoff_batch) // 2:
             return self._offer(target, now)
@@ -391,4 +393,8 @@ class Handoff(Component):
         self._backoff[target] = (now + delay, failures)
 
     def status(self) -> dict[str, object]:
-        return {"surplus_in_flight": len(self._surplus), "handed_back": self.handed_back}
+        return {
+            "surplus_in_flight": len(self._surplus),
+            "handed_back": self.handed_back,
+            "hints_delivered": self.delivered,
+        }

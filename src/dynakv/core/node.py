@@ -354,6 +354,8 @@ class Node:
             "background": self.budget.status(),
             "transfers_pending": len(self.view.my_moves()),
             "transfers": self.transfers.status(),
+            "transfer_keys_moved": self.transfers.keys_moved,
+            "transfer_bytes_moved": self.transfers.bytes_moved,
             "keys": self.engine.count(),
             "pending_requests": self.coordinator.pending(),
             "down_peers": sorted(self.view.down),

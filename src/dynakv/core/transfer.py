@@ -97,6 +97,9 @@ class Transfers(Component):
         self.gossip = gossip
         self.budget = budget
         self.pulls: dict[int, Pull] = {}
+        # Since start, over every pull (finished or not): what joins and leaves moved here.
+        self.keys_moved = 0
+        self.bytes_moved = 0
 
     def on_tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer("transfer", now + self.config.transfer_interval)]
@@ -167,6 +170,8 @@ class Transfers(Component):
             pull.keys += 1
             pull.keys_from_source += 1
             pull.bytes += size
+            self.keys_moved += 1
+            self.bytes_moved += size
         if msg.total_keys:
             pull.total_keys, pull.total_bytes = msg.total_keys, msg.total_bytes
         pull.cursor = msg.last

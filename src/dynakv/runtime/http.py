@@ -42,6 +42,7 @@ from dynakv.messages import (
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.dashboard import DASHBOARD_HTML
 from dynakv.runtime.frontend import ServerApi
+from dynakv.runtime.metrics import consistency_label
 
 CONTEXT_HEADER = "X-Dynakv-Context"
 ALLOWED_PARAMS = {"GET": {"r"}, "PUT": {"w"}, "DELETE": {"w"}, "HEAD": {"r"}}
@@ -144,7 +145,7 @@ class Api:
     def __init__(self, server: ServerApi) -> None:
         self.server = server
 
-    async def _timed(self, op: str, call: Any) -> web.StreamResponse:
+    async def _timed(self, op: str, level: str | None, call: Any) -> web.StreamResponse:
         t0 = time.perf_counter()
         code: str | None = None
         try:
@@ -154,15 +155,17 @@ class Api:
                 code = exc.code
             raise
         finally:
-            self.server.metrics.observe(op, time.perf_counter() - t0, code)
+            consistency = consistency_label(level)
+            self.server.metrics.observe(op, time.perf_counter() - t0, code, consistency)
 
     async def kv(self, request: web.Request) -> web.StreamResponse:
         if request.method in ("GET", "HEAD"):
-            return await self._timed("get", self._get(request))
+            return await self._timed("get", request.query.get("r"), self._get(request))
+        w = request.query.get("w")
         if request.method == "PUT":
-            return await self._timed("put", self._put(request, delete=False))
+            return await self._timed("put", w, self._put(request, delete=False))
         if request.method == "DELETE":
-            return await self._timed("delete", self._put(request, delete=True))
+            return await self._timed("delete", w, self._put(request, delete=True))
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
 
     async def _get(self, request: web.Request) -> web.StreamResponse:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from dynakv.config import NodeConfig
+from dynakv.runtime import logs
 from dynakv.runtime.frontend import Frontend, ServerApi
 from dynakv.runtime.http import HttpFrontend
 from dynakv.runtime.resp import RespFrontend
@@ -94,14 +94,12 @@ async def serve(config: NodeConfig, join: str | None = None) -> int:
 
 
 def run(config: NodeConfig, join: str | None = None) -> int:
-    """`dynakv serve`: log to stderr, raise the collector's young threshold, serve on uvloop;
-    the exit status (non-zero when the node stopped on an error, such as a refused join)."""
+    """`dynakv serve`: log to stderr (in the config's format, from its level), raise the
+    collector's young threshold, serve on uvloop; the exit status (non-zero when the node
+    stopped on an error, such as a refused join)."""
     import uvloop
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
+    logs.configure(config.name, config.log_level, config.log_format)
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
     return uvloop.run(serve(config, join))

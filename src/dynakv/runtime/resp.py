@@ -43,6 +43,7 @@ from dynakv.errors import ValueTooLarge
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.frontend import ServerApi
+from dynakv.runtime.metrics import consistency_label
 from dynakv.runtime.resp_commands import COMMANDS, reply_error
 from dynakv.runtime.resp_protocol import (
     CommandError,
@@ -294,12 +295,14 @@ class RespConnection(asyncio.Protocol):
         """Run `message` through the node; `then(reply)` when it answers (not if timed out)."""
         server = self.server
         started = time.perf_counter()
+        asked = message.r if type(message) is ClientGet else getattr(message, "w", None)
+        level = consistency_label(asked)
 
         def on_reply(message: Message) -> None:
             if slot.reply is not None or self.closed:
                 return
             code = message.code if type(message) is ErrorReply else None
-            server.metrics.observe(op, time.perf_counter() - started, code)
+            server.metrics.observe(op, time.perf_counter() - started, code, level)
             try:
                 then(message)
             except CommandError as exc:

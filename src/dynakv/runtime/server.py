@@ -10,6 +10,7 @@ front ends (http.py, resp.py) do the rest of a node's I/O, through its API.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import random
@@ -49,16 +50,17 @@ from dynakv.messages import (
     Message,
 )
 from dynakv.runtime.addr import split_addr
-from dynakv.runtime.metrics import Metrics
+from dynakv.runtime.logs import NodeLog, ProgressSummary
+from dynakv.runtime.metrics import Metrics, consistency_label
 from dynakv.runtime.transport import LENGTH, FrameConnection
 from dynakv.storage import open_engine
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.pipelined import PipelinedEngine
 from dynakv.versions import Clock
 
-log = logging.getLogger("dynakv")
 RECONNECT_BACKOFF = 0.5
 LOAD_REPORT_INTERVAL = 1.0
+LAG_SAMPLE_INTERVAL = 0.25  # s between two event-loop lag samples
 
 
 class Server:
@@ -80,16 +82,10 @@ class Server:
         self.engine = engine
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
+        self.log = NodeLog(config.name)
+        self.progress = ProgressSummary()  # routine background events, said as a summary
         self.metrics = Metrics()
-        node = self.node
-        self.metrics.gauge("dynakv_hints_pending", "Hints held for other nodes", node.hints.pending)
-        self.metrics.gauge(
-            "dynakv_hints_dropped", "Hints dropped (age window or byte budget)",
-            lambda: node.hints_dropped,
-        )  # fmt: skip
-        self.metrics.gauge(
-            "dynakv_hint_bytes", "Bytes of hinted objects held", lambda: node.hints.bytes
-        )
+        self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
         self._effects_pending: list[Send] = []  # wait for this turn's commit
@@ -106,7 +102,7 @@ class Server:
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._callbacks: dict[str, Callable[[Message], None]] = {}  # "#h" tokens of submit()
         self._tokens = itertools.count(1)
-        self._inflight: dict[tuple[str, int], tuple[str, float]] = {}
+        self._inflight: dict[tuple[str, int], tuple[str, str, float]] = {}
         self._tcp_server: asyncio.AbstractServer | None = None
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()  # it left the cluster, or its storage failed
@@ -117,6 +113,7 @@ class Server:
         self.exit_status = 0  # the process's, set by a Stop effect (a refused join: 1)
         self._join_warned_at: dict[str, float] = {}  # join targets said to be unreachable
         self._stopping = False
+        self._gc_started = 0.0  # perf_counter at the start of the collection under way
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,15 +136,17 @@ class Server:
     def begin(self) -> None:
         """Start the node: join or found a cluster, timers, gossip."""
         assert self.loop is not None, "listen() first"
-        log.info(
-            "node_started name=%s node_addr=%s http_addr=%s node_id=%s",
-            self.config.name,
-            self.config.node_addr,
-            self.config.http_addr,
-            self.node.actor,
+        self.log.event(
+            logging.INFO,
+            "node_started",
+            node_addr=self.config.node_addr,
+            http_addr=self.config.http_addr,
+            node_id=self.node.actor,
         )
         self.dispatch(Start(join=self.join))
         self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
+        self._sample_lag(self.loop.time() + LAG_SAMPLE_INTERVAL)
+        gc.callbacks.append(self._on_gc)
 
     async def stop(self) -> None:
         """Send what the node still owes, close every connection and the storage engine."""
@@ -157,6 +156,8 @@ class Server:
             self.engine.commit()
             await asyncio.sleep(0.05)  # let the last commits' replies go out
         self._stopping = True
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         for handle in self._timers.values():
             handle.cancel()
         if self._tcp_server is not None:
@@ -170,8 +171,9 @@ class Server:
         except Exception:
             if not failed:
                 raise
-            log.exception("engine_close_failed")
-        log.info("node_stopped name=%s%s", self.config.name, " (storage failed)" if failed else "")
+            self.log.exception("engine_close_failed")
+        self._write_summary(force=True)
+        self.log.event(logging.INFO, "node_stopped", storage_failed=failed)
         self.stopped.set()
 
     # --- the event pump --------------------------------------------------------------------
@@ -181,7 +183,7 @@ class Server:
         try:
             effects = self.node.handle(time.time(), event)
         except Exception:
-            log.exception("core_failed event=%s", type(event).__name__)
+            self.log.exception("core_failed", extra={"fields": {"event": type(event).__name__}})
             if isinstance(event, Received) and is_client(event.source):
                 rid = getattr(event.message, "rid", 0)
                 self._hold(Send(event.source, ErrorReply(rid, "internal", "internal error")))
@@ -193,11 +195,11 @@ class Server:
             elif kind is SetTimer:
                 self._set_timer(effect)  # type: ignore[arg-type]
             elif kind is Log:
-                _log_effect(effect)  # type: ignore[arg-type]
+                self._log_effect(effect)  # type: ignore[arg-type]
             elif kind is Stop:
                 status = effect.status  # type: ignore[union-attr]
                 level = logging.ERROR if status else logging.INFO
-                log.log(level, "stopping reason=%s", effect.reason)  # type: ignore[union-attr]
+                self.log.event(level, "stopping", reason=effect.reason)  # type: ignore[union-attr]
                 self.exit_status = max(self.exit_status, status)
                 self.stop_requested.set()
 
@@ -249,7 +251,7 @@ class Server:
                 self._deliver(send)
         else:
             # A failed commit must not be acknowledged: client replies become errors.
-            log.error("commit_failed error=%s; stopping the node", error)
+            self.log.event(logging.ERROR, "commit_failed", error=error, then="stopping the node")
             self.storage_failed = True
             self.stop_requested.set()
             for send in pending:
@@ -279,7 +281,8 @@ class Server:
                 try:
                     callback(send.message)
                 except Exception:  # a bug there must not keep the other replies back
-                    log.exception("reply_callback_failed token=%s", to)
+                    fields = {"token": to}
+                    self.log.exception("reply_callback_failed", extra={"fields": fields})
                 return
             waiter = self._waiters.pop(to, None)
             if waiter is not None and not waiter.done():
@@ -297,10 +300,23 @@ class Server:
             return
         self._connect_and_send(to, send.message)
 
+    def _log_effect(self, effect: Log) -> None:
+        if self.progress.absorb(time.time(), effect):
+            return
+        level = getattr(logging, effect.level.upper(), logging.INFO)
+        self.log.fields(level, effect.event, effect.fields)
+
+    def _write_summary(self, force: bool = False) -> None:
+        summary = self.progress.take(time.time(), force)
+        if summary is not None:
+            self.log.fields(logging.INFO, summary.event, summary.fields)
+
     def _report_load(self) -> None:
-        """Every second, tell the node the foreground p99 (admission control)."""
+        """Every second, tell the node the foreground p99 (admission control), and write the
+        background summary once it is due."""
         if self._stopping or self.loop is None:
             return
+        self._write_summary()
         recent = self.metrics.take_recent()
         p99 = 0.0
         if recent:
@@ -308,6 +324,25 @@ class Server:
             p99 = recent[min(len(recent) - 1, int(len(recent) * 0.99))]
         self.dispatch(LoadReport(p99))
         self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
+
+    def _sample_lag(self, due: float) -> None:
+        """Every LAG_SAMPLE_INTERVAL, how late this timer ran: what a long loop turn (a big
+        scan, a GC pause, a slow callback) made everything else wait."""
+        if self._stopping or self.loop is None:
+            return
+        now = self.loop.time()
+        if due < now - LAG_SAMPLE_INTERVAL * 100:
+            due = now  # the first call, or the clock jumped: no sample
+        self.metrics.loop_lag.observe(max(0.0, now - due))
+        self.loop.call_at(now + LAG_SAMPLE_INTERVAL, self._sample_lag, now + LAG_SAMPLE_INTERVAL)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """gc.callbacks: time each collection (the whole process: the loop stops meanwhile)."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self.metrics.observe_gc(info["generation"], time.perf_counter() - self._gc_started)
+            self._gc_started = 0.0
 
     # --- timers ----------------------------------------------------------------------------
     def _set_timer(self, timer: SetTimer) -> None:
@@ -330,7 +365,7 @@ class Server:
             return  # recently unreachable: the node already counts it as down
         addr = to[1:] if to.startswith("@") else self.node.address_of(to)
         if addr is None:
-            log.warning("send_dropped to=%s reason=unknown_member", to)
+            self.log.event(logging.WARNING, "send_dropped", to=to, reason="unknown_member")
             return
         self._connecting[to] = [message]
         assert self.loop is not None
@@ -352,7 +387,7 @@ class Server:
         except (OSError, TimeoutError, ValueError) as exc:
             self._connecting.pop(to, None)
             self._failed_at[to] = time.monotonic()
-            log.debug("connect_failed to=%s addr=%s error=%s", to, addr, exc)
+            self.log.event(logging.DEBUG, "connect_failed", to=to, addr=addr, error=exc)
             if to.startswith("@"):
                 self._warn_join_target(addr, f"unreachable: {exc or type(exc).__name__}")
             else:
@@ -396,7 +431,9 @@ class Server:
         now = time.monotonic()
         if now - self._join_warned_at.get(addr, float("-inf")) >= 30.0:
             self._join_warned_at[addr] = now
-            log.warning("join_target_unusable addr=%s problem=%s; retrying", addr, problem)
+            self.log.event(
+                logging.WARNING, "join_target_unusable", addr=addr, problem=problem, then="retrying"
+            )
 
     def on_bad_length(self, conn: FrameConnection, length: int) -> None:
         if conn.outbound_to is not None and conn.outbound_to.startswith("@"):
@@ -422,8 +459,12 @@ class Server:
             return
         source = conn.peer or conn.token
         if source is conn.token and type(message) in (ClientGet, ClientPut):
-            op = "delete" if getattr(message, "delete", False) else _OPS[type(message)]
-            self._inflight[(source, message.rid)] = (op, time.perf_counter())  # type: ignore[attr-defined]
+            if type(message) is ClientGet:
+                op, level = "get", message.r
+            else:
+                op, level = ("delete" if message.delete else "put"), message.w  # type: ignore[union-attr]
+            started = (op, consistency_label(level), time.perf_counter())
+            self._inflight[(source, message.rid)] = started
         self.dispatch(Received(source, message))
 
     def _on_hello(self, conn: FrameConnection, hello: Hello) -> None:
@@ -432,7 +473,7 @@ class Server:
                 f"node {hello.name!r} belongs to cluster {hello.cluster!r}; "
                 f"this is cluster {self.config.cluster!r}"
             )
-            log.warning("foreign_peer name=%s cluster=%s", hello.name, hello.cluster)
+            self.log.event(logging.WARNING, "foreign_peer", name=hello.name, cluster=hello.cluster)
             conn.send(ErrorReply(0, ClusterError.code, text))
             conn.close_after_flush()
             return
@@ -536,15 +577,6 @@ class Server:
         started = self._inflight.pop((token, rid), None) if rid is not None else None
         if started is None:
             return
-        op, t0 = started
+        op, level, t0 = started
         code = message.code if isinstance(message, ErrorReply) else None
-        self.metrics.observe(op, time.perf_counter() - t0, code)
-
-
-_OPS: dict[type, str] = {ClientGet: "get", ClientPut: "put"}
-
-
-def _log_effect(effect: Log) -> None:
-    level = getattr(logging, effect.level.upper(), logging.INFO)
-    fields = " ".join(f"{k}={v}" for k, v in effect.fields.items())
-    log.log(level, "%s %s", effect.event, fields)
+        self.metrics.observe(op, time.perf_counter() - t0, code, level)

@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Literal, get_args
 
+from dynakv.histogram import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+
 Durability = Literal["fsync", "os", "none"]
 Table = Literal["objects", "hints"]
 TABLES: tuple[str, ...] = get_args(Table)
@@ -95,8 +97,25 @@ def check_durability(durability: str) -> Durability:
     return durability  # type: ignore[return-value]
 
 
+class CommitStats:
+    """An engine's durable commits, for /metrics: writes per commit, and the time each took
+    to reach the disk (LMDB's commit with its fsync; the write-ahead log's fdatasync)."""
+
+    def __init__(self) -> None:
+        self.batch_writes = Histogram(BATCH_BUCKETS)
+        self.sync_seconds = Histogram(LATENCY_BUCKETS)
+
+    def record(self, writes: int, seconds: float) -> None:
+        self.batch_writes.observe(writes)
+        self.sync_seconds.observe(seconds)
+
+
 class Engine(abc.ABC):
     """A local ordered key-value store with buffered writes and group commit."""
+
+    def commit_stats(self) -> CommitStats | None:
+        """Its durable commits so far; None for an engine that never syncs."""
+        return None
 
     @abc.abstractmethod
     def get(self, key: bytes, table: Table = OBJECTS) -> bytes | None:

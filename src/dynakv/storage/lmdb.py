@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import lmdb
@@ -45,6 +46,7 @@ from dynakv.storage.engine import (
     OBJECTS,
     SCAN_BATCH,
     TABLES,
+    CommitStats,
     Durability,
     Engine,
     Table,
@@ -102,6 +104,7 @@ class LmdbEngine(Engine):
         self._reader: lmdb.Transaction | None = None  # get_committed's snapshot
         self._pending = 0
         self._closed = False
+        self._commit_stats = CommitStats()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -290,12 +293,19 @@ class LmdbEngine(Engine):
         txn = self._txn
         if txn is None:
             return
+        started = time.perf_counter()
         try:
             txn.commit()
         except lmdb.Error as e:
             raise self._failed(e, "committing") from e
+        if self.durability == "fsync":
+            self._commit_stats.record(self._pending, time.perf_counter() - started)
         self._txn = None
         self._pending = 0
+
+    def commit_stats(self) -> CommitStats | None:
+        # Only synced commits: in the other modes a commit never waits for the disk.
+        return self._commit_stats if self.durability == "fsync" else None
 
     def pending(self) -> int:
         return self._pending

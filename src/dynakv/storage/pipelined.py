@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from dynakv.errors import InternalError
 from dynakv.storage.engine import (
     OBJECTS,
+    CommitStats,
     Engine,
     Table,
     check_bound,
@@ -173,6 +174,9 @@ class PipelinedEngine(Engine):
         )
 
     # --- commits ---------------------------------------------------------------------------
+    def commit_stats(self) -> CommitStats | None:
+        return self.inner.commit_stats()  # recorded by the writer thread, its only writer
+
     def commit_async(self, done: Done) -> None:
         self._check_open()
         if not self._writes and not self._meta:

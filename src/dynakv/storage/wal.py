@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -56,6 +57,7 @@ from dynakv.errors import InternalError
 from dynakv.storage.engine import (
     HINTS,
     OBJECTS,
+    CommitStats,
     Durability,
     Engine,
     Table,
@@ -156,6 +158,7 @@ class WalEngine(Engine):
         self._closed = False
         self.replayed = 0  # records applied at open (for tests and logs)
         self.checkpoints = 0
+        self._commit_stats = CommitStats()
         log_path = os.path.join(self.path, LOG_NAME)
         created = not os.path.exists(log_path)
         try:
@@ -284,6 +287,9 @@ class WalEngine(Engine):
     def pending(self) -> int:
         return len(self._writes)
 
+    def commit_stats(self) -> CommitStats | None:
+        return self._commit_stats
+
     def commit(self) -> None:
         self._check_open()
         writes = self._writes
@@ -291,6 +297,7 @@ class WalEngine(Engine):
             return
         size, self._writes, self._bytes = self._bytes, [], HEADER.size
         self._since_checkpoint += len(writes)
+        started = time.perf_counter()
         try:
             if (
                 size > self.direct_bytes
@@ -298,6 +305,7 @@ class WalEngine(Engine):
                 or self._since_checkpoint >= self.checkpoint_writes
             ):
                 self._checkpoint()  # large values are not encoded (copied, summed) for nothing
+                self._commit_stats.record(len(writes), time.perf_counter() - started)
                 return
             record = encode_record(self._epoch, writes)
             written = os.pwrite(self._fd, record, self._offset)
@@ -307,6 +315,7 @@ class WalEngine(Engine):
         except (OSError, InternalError) as e:
             self._failed = e
             raise InternalError(f"commit failed: {e}") from e
+        self._commit_stats.record(len(writes), time.perf_counter() - started)
         self._offset += len(record)
 
     def checkpoint(self) -> None:
