@@ -2,6 +2,10 @@
 
 Every process is started by this harness and stopped by PID on teardown, even on failure.
 Ports are found free on 127.0.0.1 at start.
+
+``DYNAKV_TEST_ENGINE=wal`` (or ``lmdb``) runs every node so started on that storage engine,
+through a config file, unless the test passes a ``--config`` of its own (the nemesis adds
+the engine to its own). Unset, nodes run on the default engine, as before.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from dynakv.processes import stop_processes
+
+# The storage engine of the nodes (README, Configuration: engine), or None: the default.
+TEST_ENGINE = os.environ.get("DYNAKV_TEST_ENGINE") or None
+
+
+def engine_setting() -> str:
+    """A config file line choosing TEST_ENGINE, or nothing."""
+    return f'engine = "{TEST_ENGINE}"\n' if TEST_ENGINE else ""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -98,6 +110,10 @@ class NodeProcess:
         ]  # fmt: skip
         if join:
             args += ["--join", join]
+        if TEST_ENGINE and "--config" not in self.extra_args:
+            config = self.log_path.with_suffix(".engine.toml")
+            config.write_text(engine_setting())
+            args += ["--config", str(config)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()

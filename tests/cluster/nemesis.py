@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cluster.cart_client import BUCKET, FAILED, OK, UNKNOWN
-from tests.cluster.harness import NodeProcess, free_port
+from tests.cluster.harness import NodeProcess, engine_setting, free_port
 
 try:
     from dynakv.sim import checker
@@ -133,7 +133,7 @@ class NemesisCluster:
         self.netns = netns
         self.prefix = netns.prefix if netns else []
         config = root / "node.toml"
-        config.write_text(NODE_CONFIG)
+        config.write_text(NODE_CONFIG + engine_setting())
         launcher = [sys.executable, "-m", "dynakv"]
         if netns or inject_bug:
             launcher = [*self.prefix, sys.executable, str(NODE_SHIM)]

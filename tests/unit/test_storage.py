@@ -42,10 +42,13 @@ def make_engine(kind: str, path: Path) -> Engine:
         return PipelinedEngine(LmdbEngine(path / "db", "fsync", map_size=SMALL_MAP))
     if kind == "wal":  # a small log: commits go through every path (append, checkpoint)
         return WalEngine(path / "db", SMALL_MAP, segment_bytes=4096, checkpoint_writes=40)
+    if kind == "pipelined-wal":  # the same, committed on the writer thread
+        wal = WalEngine(path / "db", SMALL_MAP, segment_bytes=4096, checkpoint_writes=40)
+        return PipelinedEngine(wal)
     return LmdbEngine(path / "db", kind.removeprefix("lmdb-"), map_size=SMALL_MAP)
 
 
-@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os", "pipelined", "wal"])
+@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os", "pipelined", "wal", "pipelined-wal"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(request.param, tmp_path)
     yield eng
@@ -413,10 +416,27 @@ KILL_CHILD = textwrap.dedent(
     from dynakv.storage.wal import WalEngine
 
     path, durability, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if durability == "wal":  # a checkpoint every 10-odd commits, so some land mid-stream
+    if durability.endswith("wal"):  # a checkpoint every 10-odd commits, so some land mid-stream
         eng = WalEngine(path, 256 << 20, segment_bytes=16384)
     else:
         eng = LmdbEngine(path, durability, map_size=256 << 20)
+    if durability == "pipelined-wal":
+        # As the server runs it: the writer thread logs and checkpoints while this thread
+        # goes on writing; a batch is printed when its report runs here, as a reply would be.
+        import queue
+        from dynakv.storage.pipelined import PipelinedEngine
+
+        posted = queue.SimpleQueue()
+        eng = PipelinedEngine(eng)
+        eng.bind(posted.put)
+        for i in range(1_000_000):
+            for j in range(batch):
+                eng.put(b"%08d%08d" % (i, j), b"value-%d-%d" % (i, j))
+            eng.commit_async(lambda error, i=i: print(f"committed {i}", flush=True))
+            while len(eng._inflight) > 3:  # a few batches in flight at the kill
+                posted.get()()
+            while not posted.empty():
+                posted.get()()
     for i in range(1_000_000):
         for j in range(batch):
             eng.put(b"%08d%08d" % (i, j), b"value-%d-%d" % (i, j))
@@ -426,7 +446,7 @@ KILL_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("durability", ["fsync", "os", "wal"])
+@pytest.mark.parametrize("durability", ["fsync", "os", "wal", "pipelined-wal"])
 def test_lmdb_committed_batches_survive_sigkill(tmp_path: Path, durability: str) -> None:
     path = tmp_path / "db"
     batch, wanted = 50, 20
@@ -470,7 +490,7 @@ def test_lmdb_committed_batches_survive_sigkill(tmp_path: Path, durability: str)
     last = reported[-1]
 
     eng: Engine
-    if durability == "wal":
+    if durability.endswith("wal"):
         eng = WalEngine(path, 256 << 20, segment_bytes=16384)  # replays the log's tail
     else:
         eng = LmdbEngine(path, "fsync", map_size=256 << 20)
@@ -497,6 +517,12 @@ values = st.binary(max_size=8)
 names = st.sampled_from(["incarnation", "ring", "x"])
 
 
+def set_scan_batch(engine: Engine, size: int) -> None:
+    """Small scan batches, so scans resume mid-range (a PipelinedEngine scans its LMDB's)."""
+    target = engine.lmdb if isinstance(engine, PipelinedEngine) else engine
+    target.scan_batch = size  # type: ignore[attr-defined]
+
+
 class Model:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -508,8 +534,9 @@ class Model:
 
 
 class EnginesVersusDict(RuleBasedStateMachine):
-    """MemoryEngine, LmdbEngine("os"), LmdbEngine("none") and WalEngine (a tiny log, so
-    that commits append, checkpoint and go direct) replay the same operations."""
+    """MemoryEngine, LmdbEngine("os"), LmdbEngine("none"), WalEngine (a tiny log, so
+    that commits append, checkpoint and go direct) and a PipelinedEngine over one (reads
+    through the batches logged but not yet checkpointed) replay the same operations."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -519,13 +546,14 @@ class EnginesVersusDict(RuleBasedStateMachine):
             Model(LmdbEngine(os.path.join(self.dir, "os"), "os", map_size=SMALL_MAP)),
             Model(LmdbEngine(os.path.join(self.dir, "none"), "none", map_size=SMALL_MAP)),
             Model(self.open_wal()),
+            Model(PipelinedEngine(self.open_wal("pipelined-wal"))),
         ]
         for m in self.models:
-            m.engine.scan_batch = 3  # type: ignore[attr-defined]
+            set_scan_batch(m.engine, 3)
 
-    def open_wal(self) -> WalEngine:
+    def open_wal(self, name: str = "wal") -> WalEngine:
         return WalEngine(
-            os.path.join(self.dir, "wal"),
+            os.path.join(self.dir, name),
             SMALL_MAP,
             segment_bytes=200,
             checkpoint_writes=9,
@@ -578,12 +606,14 @@ class EnginesVersusDict(RuleBasedStateMachine):
         for m in self.models[1:]:
             eng = m.engine
             eng.close()
-            if isinstance(eng, WalEngine):
+            if isinstance(eng, PipelinedEngine):
+                m.engine = PipelinedEngine(self.open_wal("pipelined-wal"))
+            elif isinstance(eng, WalEngine):
                 m.engine = self.open_wal()
             else:
                 assert isinstance(eng, LmdbEngine)
                 m.engine = LmdbEngine(eng.path, eng.durability, map_size=SMALL_MAP)
-            m.engine.scan_batch = 2  # type: ignore[attr-defined]
+            set_scan_batch(m.engine, 2)
             m.committed, m.meta_committed, m.pending = dict(m.visible), dict(m.meta), 0
 
     @rule()
@@ -611,7 +641,10 @@ class EnginesVersusDict(RuleBasedStateMachine):
     def counts(self) -> None:
         for m in self.models:
             assert m.engine.count() == len(m.visible)
-            assert m.engine.pending() == m.pending
+            if isinstance(m.engine, PipelinedEngine):  # counts keys, not writes, pending
+                assert (m.engine.pending() == 0) == (m.pending == 0)
+            else:
+                assert m.engine.pending() == m.pending
 
 
 EnginesVersusDict.TestCase.settings = settings(
@@ -886,3 +919,71 @@ def test_pipelined_count_does_not_wait_for_a_commit_in_flight(tmp_path: Path) ->
         assert engine.count() == 4 == inner.count()
     finally:
         engine.close()
+
+
+def test_pipelined_wal_logs_off_the_loop_and_reads_see_batches_logged_not_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """Behind a PipelinedEngine a WalEngine's appends, fdatasyncs and checkpoints run on the
+    writer thread. A batch reported durable but not checkpointed is only in the log and the
+    writer's open transaction: reads must still see it, and once a checkpoint is reported
+    they must find it in LMDB, through a read snapshot renewed at that moment."""
+    import queue as queue_module
+    import threading
+
+    wal = WalEngine(tmp_path / "db", SMALL_MAP, segment_bytes=1 << 20, checkpoint_writes=6)
+    engine = PipelinedEngine(wal)
+    posted: queue_module.SimpleQueue = queue_module.SimpleQueue()
+    engine.bind(posted.put)
+    threads: list[int] = []
+    real_commit = wal.commit
+
+    def recorded_commit() -> None:
+        threads.append(threading.get_ident())
+        real_commit()
+
+    wal.commit = recorded_commit  # type: ignore[method-assign]
+    done: list[BaseException | None] = []
+
+    def turn() -> None:
+        engine.commit_async(done.append)
+        wanted = len(done) + 1
+        while len(done) < wanted:
+            posted.get(timeout=10)()
+        assert done[-1] is None
+
+    checkpoints = wal.checkpoints
+    try:
+        engine.put(digest(1), b"one")
+        engine.put(digest(2), b"two")
+        engine.meta_put("x", b"meta")
+        turn()  # 3 writes: logged
+        engine.delete(digest(1))
+        engine.put(digest(3), b"three")
+        turn()  # 5 writes: logged
+        assert wal.checkpoints == checkpoints and engine.pending() == 0
+        assert engine.lmdb.get_committed(digest(2)) is None  # not in LMDB's snapshot yet
+        assert engine.get(digest(1)) is None and engine.get(digest(2)) == b"two"
+        assert engine.meta_get("x") == b"meta"
+        expected = sorted([(digest(2), b"two"), (digest(3), b"three")])
+        assert list(engine.scan(b"", b"")) == expected
+        assert list(engine.scan(min(expected)[0], b"")) == expected
+        assert list(engine.scan(b"", max(expected)[0])) == expected[:1]
+        assert engine.count() == 2
+        assert engine.get(digest(9)) is None  # opens a read snapshot before the checkpoint
+        for i in (4, 5, 6):
+            engine.put(digest(i), b"%d" % i)
+        turn()  # 8 writes: a checkpoint
+        assert wal.checkpoints == checkpoints + 1
+        assert not engine._logged and not engine._logged_meta  # all in LMDB now
+        assert engine.get(digest(2)) == b"two"  # through a renewed snapshot
+        assert engine.meta_get("x") == b"meta" and engine.get(digest(1)) is None
+        assert engine.count() == 5 and len(list(engine.scan(b"", b""))) == 5
+        assert threads and threading.get_ident() not in threads  # never on this thread
+    finally:
+        engine.close()
+    reopened = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)  # closed cleanly
+    try:
+        assert reopened.count() == 5 and reopened.meta_get("x") == b"meta"
+    finally:
+        reopened.close()

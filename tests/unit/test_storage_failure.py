@@ -15,6 +15,7 @@ from dynakv.config import NodeConfig
 from dynakv.errors import DynakvError
 from dynakv.runtime.server import Server
 from dynakv.storage import WalEngine, wal
+from dynakv.storage.pipelined import PipelinedEngine
 
 
 def _port() -> int:
@@ -36,6 +37,8 @@ def test_a_failed_commit_answers_errors_and_stops_the_node_without_a_clean_stop(
             http_addr=f"127.0.0.1:{_port()}",
         )
         server = Server(config)
+        # the log's fdatasync fails on the writer thread, as it runs in the server
+        assert isinstance(server.engine, PipelinedEngine) == (engine == "wal")
         await server.start()
         try:
             async with AsyncClient([config.node_addr], route=False) as client:

@@ -56,6 +56,7 @@ from dynakv.runtime.transport import LENGTH, FrameConnection
 from dynakv.storage import open_engine
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.pipelined import PipelinedEngine
+from dynakv.storage.wal import WalEngine
 from dynakv.versions import Clock
 
 RECONNECT_BACKOFF = 0.5
@@ -76,8 +77,9 @@ class Server:
         self.join = join
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         engine = open_engine(config.engine, config.data_dir, config.durability)
-        if isinstance(engine, LmdbEngine) and config.durability == "fsync":
-            # fsync on a writer thread, never in the loop
+        if isinstance(engine, LmdbEngine | WalEngine) and config.durability == "fsync":
+            # fsync on a writer thread, never in the loop (a WalEngine's log appends and
+            # checkpoints too)
             engine = PipelinedEngine(engine, config.commit_interval)
         self.engine = engine
         self.node = Node(config, self.engine, random.Random())

@@ -11,10 +11,23 @@ Scans never wait for the disk either (anti-entropy and the tombstone sweep scan 
 second): they read LMDB in read-only transactions and lay over it the writes not yet
 reported, as they were when the scan started; counts likewise. Without `notify` (tests,
 start-up), `commit()` waits.
+
+Behind a `WalEngine` (``engine = "wal"``) the writer thread also does the log's work: per
+group it applies the batches to LMDB's long-lived write transaction and appends them to the
+log with one fdatasync (`WalEngine.commit`), and at a checkpoint it commits that transaction,
+synced. Only the writer thread ever touches that transaction (an LMDB write transaction
+belongs to the thread that began it). A batch reported durable but not yet checkpointed is
+in the log and in the open transaction, which the loop's read-only transactions cannot see;
+so reported batches are kept, merged into one dict (`_logged`, with each table's keys sorted
+for scans), until a report says a checkpoint holds them: then that dict is emptied and the
+loop's read snapshot renewed, in the same step, so that no read ever falls between the two.
+Behind an `LmdbEngine` every commit is a checkpoint and `_logged` stays empty.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import queue
 import threading
 import time
@@ -35,6 +48,7 @@ from dynakv.storage.engine import (
     meta_key,
 )
 from dynakv.storage.lmdb import LmdbEngine
+from dynakv.storage.wal import WalEngine
 
 Done = Callable[[BaseException | None], None]
 _META = "meta"
@@ -50,13 +64,19 @@ class _Batch:
     committed: bool = False
     error: BaseException | None = None
     seq: int = 0  # 1, 2, ... in the order batches are handed over: what mark() names
+    # Set with `committed`: LMDB's committed snapshot holds this batch (and every earlier
+    # one). Always so behind an LmdbEngine; behind a WalEngine only after a checkpoint.
+    checkpointed: bool = False
 
 
 class PipelinedEngine(Engine):
-    """Wraps an LmdbEngine; only the writer thread ever opens its write transactions."""
+    """Wraps an LmdbEngine or a WalEngine; only the writer thread ever opens their write
+    transactions (after construction: a WalEngine replays its log in its constructor)."""
 
-    def __init__(self, inner: LmdbEngine, min_interval: float = 0.0) -> None:
+    def __init__(self, inner: LmdbEngine | WalEngine, min_interval: float = 0.0) -> None:
         self.inner = inner
+        # Committed reads (read-only transactions, the loop's side) go to the LMDB itself.
+        self.lmdb: LmdbEngine = inner.inner if isinstance(inner, WalEngine) else inner
         # Least time between the starts of two commits: batches queued meanwhile join the
         # next one (NodeConfig.commit_interval).
         self.min_interval = min_interval
@@ -64,6 +84,11 @@ class PipelinedEngine(Engine):
         self._writes: dict[tuple[str, bytes], bytes | None] = {}
         self._meta: dict[str, bytes] = {}
         self._inflight: deque[_Batch] = deque()  # handed to the writer, not yet reported
+        # Reported but not yet in a checkpoint (WalEngine only): newest value per slot, and
+        # per table its keys sorted, for scans. Emptied when a checkpoint is reported.
+        self._logged: dict[tuple[str, bytes], bytes | None] = {}
+        self._logged_meta: dict[str, bytes] = {}
+        self._logged_keys: dict[str, list[bytes]] = {}
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._notify: Callable[[Callable[[], None]], object] | None = None
         self._committed = threading.Condition()  # commit() waits on it for the writer
@@ -89,7 +114,9 @@ class PipelinedEngine(Engine):
         for batch in reversed(self._inflight):
             if slot in batch.writes:
                 return batch.writes[slot]
-        return self.inner.get_committed(key, table)
+        if slot in self._logged:
+            return self._logged[slot]
+        return self.lmdb.get_committed(key, table)
 
     def meta_get(self, name: str) -> bytes | None:
         self._check_open()
@@ -99,7 +126,9 @@ class PipelinedEngine(Engine):
         for batch in reversed(self._inflight):
             if name in batch.meta:
                 return batch.meta[name]
-        return self.inner.meta_get_committed(name)
+        if name in self._logged_meta:
+            return self._logged_meta[name]
+        return self.lmdb.meta_get_committed(name)
 
     def scan(
         self, start: bytes, end: bytes, table: Table = OBJECTS
@@ -111,8 +140,15 @@ class PipelinedEngine(Engine):
         return self._scan(start, end, table, self._overlay(start, end, table))
 
     def _overlay(self, start: bytes, end: bytes, table: Table) -> list[tuple[bytes, bytes | None]]:
-        """The writes of [start, end) not yet reported, newest per key, sorted by key."""
+        """The writes of [start, end) not yet in LMDB's committed snapshot (not reported, or
+        reported but not checkpointed), newest per key, sorted by key."""
         newest: dict[bytes, bytes | None] = {}
+        keys = self._logged_keys.get(table)
+        if keys:  # sorted: only the range's keys, not every logged write, per scan
+            lo = bisect.bisect_left(keys, start)
+            hi = bisect.bisect_left(keys, end) if end else len(keys)
+            for key in keys[lo:hi]:
+                newest[key] = self._logged[(table, key)]
         for writes in [*(batch.writes for batch in self._inflight), self._writes]:
             for (in_table, key), value in writes.items():
                 if in_table == table and key >= start and (not end or key < end):
@@ -125,7 +161,7 @@ class PipelinedEngine(Engine):
         # Merge the committed keys with the overlay (which wins; None: deleted). Writes made
         # while iterating may or may not be seen, as the Engine contract allows.
         i = 0
-        for key, value in self.inner.scan_committed(start, end, table):
+        for key, value in self.lmdb.scan_committed(start, end, table):
             while i < len(overlay) and overlay[i][0] < key:
                 pending_key, pending = overlay[i]
                 i += 1
@@ -149,7 +185,7 @@ class PipelinedEngine(Engine):
         check_table(table)
         self._check_open()
         overlay = self._overlay(b"", b"", table)
-        committed, present = self.inner.count_committed([key for key, _ in overlay], table)
+        committed, present = self.lmdb.count_committed([key for key, _ in overlay], table)
         return committed + sum((value is not None) - (key in present) for key, value in overlay)
 
     # --- writes ----------------------------------------------------------------------------
@@ -167,6 +203,7 @@ class PipelinedEngine(Engine):
         self._meta[name] = check_value(value)
 
     def pending(self) -> int:
+        # Logged writes are durable already: not pending, though not checkpointed.
         return (
             len(self._writes)
             + len(self._meta)
@@ -233,6 +270,7 @@ class PipelinedEngine(Engine):
         while True:
             first = self._queue.get()
             if first is None:
+                self._checkpoint_at_close()
                 return
             wait = last_start + self.min_interval - time.monotonic()
             if wait > 0:
@@ -249,6 +287,8 @@ class PipelinedEngine(Engine):
                     break
                 batches.append(more)
             error: BaseException | None = None
+            wal = self.inner if isinstance(self.inner, WalEngine) else None
+            checkpoints = wal.checkpoints if wal is not None else 0
             try:
                 for batch in batches:
                     for (table, key), value in batch.writes.items():
@@ -261,22 +301,52 @@ class PipelinedEngine(Engine):
                 self.inner.commit()
             except BaseException as exc:
                 error = exc
+            # Read before taking the lock: the loop must learn it with `committed`, or it
+            # could report a checkpointed batch as merely logged and keep it forever.
+            checkpointed = error is None and (wal is None or wal.checkpoints != checkpoints)
             with self._committed:
                 for batch in batches:
                     batch.error = error
+                    batch.checkpointed = checkpointed
                     batch.committed = True
                 self._committed.notify_all()
             notify = self._notify
             if notify is not None:
                 notify(self._report)
 
+    def _checkpoint_at_close(self) -> None:
+        """On the writer thread, last: commit a WalEngine's open write transaction, which
+        only this thread may end. A failure leaves the WalEngine failed: its close then
+        abandons the transaction, and the log still holds every reported batch."""
+        if isinstance(self.inner, WalEngine):
+            with contextlib.suppress(InternalError):
+                self.inner.checkpoint()
+
     def _report(self) -> None:
         """On the owner's thread: run the callbacks of every committed batch, in order."""
-        if self._inflight and self._inflight[0].committed:
-            # Reads of these writes now go to LMDB: they must see this commit.
-            self.inner.release_reader()
         while self._inflight and self._inflight[0].committed:
-            self._finish(self._inflight.popleft())
+            batch = self._inflight.popleft()
+            if batch.checkpointed:
+                self._checkpointed()
+            elif batch.error is None:
+                self._log(batch)
+            self._finish(batch)
+
+    def _log(self, batch: _Batch) -> None:
+        """Keep a reported batch readable until a checkpoint puts it in LMDB's snapshot."""
+        logged = self._logged
+        for slot, value in batch.writes.items():
+            if slot not in logged:
+                bisect.insort(self._logged_keys.setdefault(slot[0], []), slot[1])
+            logged[slot] = value
+        self._logged_meta.update(batch.meta)
+
+    def _checkpointed(self) -> None:
+        """Every batch reported so far is in LMDB's committed snapshot: forget the logged
+        ones and, in the same step, end the read snapshot older than that checkpoint."""
+        self.lmdb.release_reader()
+        if self._logged or self._logged_meta:
+            self._logged, self._logged_meta, self._logged_keys = {}, {}, {}
 
     def _finish(self, batch: _Batch) -> None:
         self._reported = batch.seq
@@ -303,6 +373,6 @@ class PipelinedEngine(Engine):
             self.inner.close()
 
     def _report_all(self) -> None:
-        self.inner.release_reader()
+        self._checkpointed()  # the writer checkpointed before it stopped
         while self._inflight:
             self._finish(self._inflight.popleft())
