@@ -39,14 +39,17 @@ from dynakv.core.events import (
     is_client,
 )
 from dynakv.core.node import Node
-from dynakv.errors import ClusterError, InvalidRequest, Timeout
+from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Timeout
 from dynakv.messages import (
     UNGATED,
+    BackupResult,
+    ClientBackup,
     ClientGet,
     ClientPut,
     ErrorReply,
     Hello,
     Message,
+    error_reply,
 )
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.metrics import Metrics
@@ -420,11 +423,36 @@ class Server:
         if type(message) is Hello:
             self._on_hello(conn, message)
             return
+        if type(message) is ClientBackup:
+            assert self.loop is not None
+            self.loop.create_task(self._backup(conn, message))
+            return
         source = conn.peer or conn.token
         if source is conn.token and type(message) in (ClientGet, ClientPut):
             op = "delete" if getattr(message, "delete", False) else _OPS[type(message)]
             self._inflight[(source, message.rid)] = (op, time.perf_counter())  # type: ignore[attr-defined]
         self.dispatch(Received(source, message))
+
+    async def _backup(self, conn: FrameConnection, request: ClientBackup) -> None:
+        """Copy the store on a thread while the loop goes on serving (the engine's copy
+        reads one committed snapshot), then answer the operator."""
+        started = time.perf_counter()
+        log.info("backup_started path=%s", request.path)
+        try:
+            if not Path(request.path).is_absolute():
+                raise InvalidRequest(f"backup path {request.path!r} is not absolute")
+            size = await asyncio.to_thread(self.engine.backup, request.path)
+        except DynakvError as exc:
+            log.error("backup_failed path=%s error=%s", request.path, exc.message)
+            conn.send(error_reply(request.rid, exc))
+            return
+        except OSError as exc:
+            log.error("backup_failed path=%s error=%s", request.path, exc)
+            conn.send(ErrorReply(request.rid, InvalidRequest.code, f"backup failed: {exc}"))
+            return
+        seconds = time.perf_counter() - started
+        log.info("backup_finished path=%s bytes=%d seconds=%.3f", request.path, size, seconds)
+        conn.send(BackupResult(request.rid, request.path, size, round(seconds, 3)))
 
     def _on_hello(self, conn: FrameConnection, hello: Hello) -> None:
         if hello.cluster != self.config.cluster:
