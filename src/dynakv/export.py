@@ -46,7 +46,7 @@ def _sibling_json(sibling: Sibling, actor: str, counter: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not sibling.deleted:
         out["value_b64"] = base64.b64encode(sibling.value).decode("ascii")
-        out["content_type"] = sibling.content_type
+    out["content_type"] = sibling.content_type
     out["timestamp"] = sibling.timestamp
     out["dot"] = [actor, counter]
     return out
@@ -96,15 +96,15 @@ def _dotted(item: Any, deleted: bool, number: int) -> tuple[str, int, Sibling]:
     ):
         raise BadLine(f"line {number}: each {what} needs a 'dot': [actor, counter]")
     timestamp = _field(item, "timestamp", int, number)
+    content_type = item.get("content_type", "")
+    if not isinstance(content_type, str):
+        raise BadLine(f"line {number}: 'content_type' must be a string")
     if deleted:
-        return dot[0], dot[1], Sibling(b"", True, "", timestamp)
+        return dot[0], dot[1], Sibling(b"", True, content_type, timestamp)
     try:
         value = base64.b64decode(_field(item, "value_b64", str, number), validate=True)
     except binascii.Error as exc:
         raise BadLine(f"line {number}: 'value_b64' is not base64 ({exc})") from None
-    content_type = item.get("content_type", "")
-    if not isinstance(content_type, str):
-        raise BadLine(f"line {number}: 'content_type' must be a string")
     return dot[0], dot[1], Sibling(value, False, content_type, timestamp)
 
 
