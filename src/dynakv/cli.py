@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.console import Console
@@ -413,6 +414,113 @@ def delete(
             client.delete(bucket, key, context=context, w=w)
     except DynakvError as exc:
         _fail(exc)
+
+
+@main.command("export")
+@NODE_OPTION
+@click.option("--bucket", default=None, help="Only this bucket's keys (still a full scan).")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@TIMEOUT_OPTION
+def export_command(node: str, bucket: str | None, no_progress: bool, timeout: float) -> None:
+    """Write every live key to stdout as JSON lines, siblings with their context: a full
+    scan of every partition, each merged from its replicas. Keys that are only tombstones
+    are left out. Restore with `dynakv import`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from dynakv import export as export_mod
+
+    progress = Progress(
+        TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TextColumn("partitions"),
+        TextColumn("{task.fields[keys]} keys"),
+        console=Console(stderr=True), disable=no_progress, transient=True,
+    )  # fmt: skip
+    try:
+        with _client(node, timeout) as client, progress:
+            size = client.cluster().ring.ring.size
+            task = progress.add_task("export", total=size, keys=0)
+
+            def advance(done: int, totals: export_mod.ExportTotals) -> None:
+                progress.update(task, completed=done, keys=totals.keys)
+
+            out = click.get_text_stream("stdout")
+            totals = export_mod.export_cluster(client, out, bucket, advance)
+            out.flush()
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    click.echo(
+        f"exported {totals.keys} keys ({totals.skipped_tombstones} deleted keys left out)",
+        err=True,
+    )
+    if totals.unreachable:
+        click.echo(
+            "could not read from " + ", ".join(sorted(totals.unreachable))
+            + ": a key only they hold is missing",
+            err=True,
+        )  # fmt: skip
+        sys.exit(2)
+
+
+@main.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@NODE_OPTION
+@click.option("--w", "w", type=LEVEL, help=LEVEL_HELP)
+@click.option("--window", default=64, show_default=True, type=click.IntRange(1, 4096),
+              help="Writes in flight at once.")  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@TIMEOUT_OPTION
+def import_command(
+    file: TextIO, node: str, w: int | str | None, window: int, no_progress: bool, timeout: float
+) -> None:
+    """Write back the keys of FILE (JSON lines of `dynakv export`; - for stdin), siblings as
+    siblings: each key's exported state is merged into its replicas, minting nothing. The
+    whole file is checked first; a bad line is named and nothing is written."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from dynakv import export as export_mod
+
+    lines = file.readlines()
+    try:
+        count = sum(1 for _ in export_mod.read_lines(lines))
+    except export_mod.BadLine as exc:
+        raise click.ClickException(f"{file.name}: {exc.message}; nothing imported") from None
+    progress = Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("keys"),
+        console=Console(stderr=True), disable=no_progress, transient=True,
+    )  # fmt: skip
+    try:
+        with progress:
+            task = progress.add_task("import", total=count)
+            written = asyncio.run(
+                export_mod.import_lines(
+                    [node], lines, w, window,
+                    lambda done: progress.update(task, completed=done),
+                )
+            )  # fmt: skip
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    click.echo(f"imported {written} keys", err=True)
+
+
+@main.command("backup")
+@click.argument("directory", type=click.Path(file_okay=False, resolve_path=True))
+@NODE_OPTION
+@click.option("--timeout", default=600.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to wait for the copy.")  # fmt: skip
+def backup_command(directory: str, node: str, timeout: float) -> None:
+    """Have the node at --node copy its store, consistently and while it serves, into
+    DIRECTORY on that node's host (new or empty). See the README's restore procedure."""
+    try:
+        with _client(node, timeout) as client:
+            result = client.backup(directory)
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    click.echo(f"backup of {node} in {result.path}: {result.bytes} bytes, {result.seconds} s")
 
 
 @main.group()

@@ -47,6 +47,8 @@ from dynakv.errors import (
 )
 from dynakv.messages import (
     MAX_FRAME_BYTES,
+    BackupResult,
+    ClientBackup,
     ClientBucketChange,
     ClientClusterChange,
     ClientClusterInfo,
@@ -58,6 +60,8 @@ from dynakv.messages import (
     GetResult,
     Message,
     PutResult,
+    TransferBatch,
+    TransferRequest,
 )
 from dynakv.ring import key_digest, partition_of_digest
 from dynakv.runtime.transport import LENGTH, frame
@@ -475,6 +479,30 @@ class Client:
         message = _put_message(next(self._rids), bucket, key, b"", context, w, delete=True)
         return _put_context(self._call(message, self._for_key(bucket, key), False))
 
+    def restore(self, bucket: str, key: str, state: bytes, *, w: int | str | None = None) -> str:
+        """Merge an exported state (an encoded DVVSet, `dynakv import`) into the key's
+        replicas as they merge each other's: no dot is minted, siblings stay siblings.
+        Returns the context of that state."""
+        message = ClientPut(next(self._rids), bucket, key, b"", "", w, state=state)
+        return _put_context(self._call(message, self._for_key(bucket, key), False))
+
+    def partition_batch(
+        self, address: str, partition: int, after: bytes, limit: int
+    ) -> TransferBatch:
+        """Up to `limit` stored records of key `partition` after digest `after`, from the
+        node at `address` alone (its own copy, as an ownership transfer pulls it)."""
+        message = TransferRequest(next(self._rids), partition, after, limit)
+        reply = _check(self._call(message, [address], True))
+        assert isinstance(reply, TransferBatch)
+        return reply
+
+    def backup(self, path: str) -> BackupResult:
+        """Have the first node given copy its store into directory `path` on its host."""
+        message = ClientBackup(next(self._rids), path)
+        reply = _check(self._call(message, self._router.seeds[:1], False))
+        assert isinstance(reply, BackupResult)
+        return reply
+
     def cluster(self) -> ClusterState:
         message = ClientClusterInfo(next(self._rids))
         reply = _check(self._call(message, self._router.for_any(), True))
@@ -835,6 +863,14 @@ class AsyncClient:
         self, bucket: str, key: str, *, context: str | None = None, w: int | str | None = None
     ) -> str:
         message = _put_message(next(self._rids), bucket, key, b"", context, w, delete=True)
+        nodes = await self._for_key(bucket, key)
+        return _put_context(await self._call(message, nodes, False))
+
+    async def restore(
+        self, bucket: str, key: str, state: bytes, *, w: int | str | None = None
+    ) -> str:
+        """As `Client.restore`: merge an exported state into the key's replicas."""
+        message = ClientPut(next(self._rids), bucket, key, b"", "", w, state=state)
         nodes = await self._for_key(bucket, key)
         return _put_context(await self._call(message, nodes, False))
 

@@ -49,6 +49,9 @@ class ClientPut(Message, tag="put"):
     delete: bool = False
     hops: int = 0  # 1 when a node forwarded it to a coordinator: never forward again
     datacenter: str = ""  # set by a forwarding node: its data center is the local one
+    # An import (`dynakv import`): an encoded DVVSet to merge in as a replica would, with
+    # its dots and siblings as exported; value, context and delete are then unused.
+    state: bytes = b""
 
 
 class ClientClusterInfo(Message, tag="cluster"):
@@ -241,6 +244,21 @@ class RepairResult(Message, tag="repair_ok"):
     keys_pulled: int
 
 
+class ClientBackup(Message, tag="backup"):
+    """An operator's `dynakv backup`: copy your store, consistently, into directory `path`
+    (on the node's host). Served by the runtime (storage I/O), never by the core."""
+
+    rid: int
+    path: str
+
+
+class BackupResult(Message, tag="backup_ok"):
+    rid: int
+    path: str
+    bytes: int
+    seconds: float
+
+
 class ReapCheck(Message, tag="reap"):
     """Tombstone reaping: may these tombstone states be removed everywhere? (core.reaper)"""
 
@@ -290,6 +308,8 @@ AnyMessage = (
     | AaeFetchReply
     | ClientRepair
     | RepairResult
+    | ClientBackup
+    | BackupResult
     | ReapCheck
     | ReapCheckReply
     | ReapCommit

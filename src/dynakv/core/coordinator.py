@@ -276,9 +276,12 @@ class Coordinator(Component):
             self._forwarded[(source, msg.rid)] = now + 2 * self.config.request_timeout
         validate_location(msg.bucket, msg.key)
         props = self.view.bucket(msg.bucket)
-        if len(msg.value) > props.max_value_bytes:
+        restored = _restored_clock(msg) if msg.state else None
+        values = versions.values(restored) if restored is not None else []
+        sizes = [len(s.value) for s in values] if restored is not None else [len(msg.value)]
+        if max(sizes, default=0) > props.max_value_bytes:
             raise ValueTooLarge(
-                f"value is {len(msg.value)} bytes; the limit of bucket {msg.bucket} is "
+                f"value is {max(sizes)} bytes; the limit of bucket {msg.bucket} is "
                 f"{props.max_value_bytes}"
             )
         level = props.w if msg.w is None else msg.w
@@ -308,18 +311,27 @@ class Coordinator(Component):
             context = versions.join(local)
             for seen in versions.values(local):
                 self.hlc.observe(seen.timestamp)
-        sibling = Sibling(
-            value=b"" if msg.delete else msg.value,
-            deleted=msg.delete,
-            content_type=msg.content_type,
-            timestamp=self.hlc.now(now),
-        )
-        actor = self.minter.actor_for(local, minted)
-        clock = versions.update(versions.new(context, sibling), local, actor)
+        if restored is not None:
+            # An import: merge the exported state as a replica merges a peer's, minting no
+            # dot, so its siblings stay siblings and its context stays valid.
+            for seen in versions.values(restored):
+                self.hlc.observe(seen.timestamp)
+            clock = restored if local is None else versions.sync(restored, local)
+            minted_now = minted
+        else:
+            sibling = Sibling(
+                value=b"" if msg.delete else msg.value,
+                deleted=msg.delete,
+                content_type=msg.content_type,
+                timestamp=self.hlc.now(now),
+            )
+            actor = self.minter.actor_for(local, minted)
+            clock = versions.update(versions.new(context, sibling), local, actor)
+            minted_now = (actor, counter_of(clock, actor))
         if lww:
             clock = versions.lww(clock)
         rid = self.ids.next()
-        if self.bugs.ack_before_store:
+        if self.bugs.ack_before_store and restored is None:
             self._deferred.append((msg.bucket, msg.key, clock))
             return [Send(source, PutResult(msg.rid, versions.encode_context(versions.join(clock))))]
         state = versions.encode(clock)
@@ -331,7 +343,6 @@ class Coordinator(Component):
         if stands_in_for is None or self.hints.record(
             stands_in_for, placement.digest, msg.bucket, msg.key, now, len(state)
         ):
-            minted_now = (actor, counter_of(clock, actor))
             self.store.put(msg.bucket, msg.key, clock, local, minted_now, state)
             quorum.ack(self.name)
         else:
@@ -370,7 +381,11 @@ class Coordinator(Component):
         # Tombstones beside a new value are no such siblings: replacing them loses nothing,
         # so a put after a delete gets the new state's context, as a first put does.
         kept = versions.values(clock)
-        if len(kept) == 1 or (not msg.delete and sum(not s.deleted for s in kept) == 1):
+        # An import gets the context of the state it sent: what it knows, not what it met.
+        alone = len(kept) == 1 or (not msg.delete and sum(not s.deleted for s in kept) == 1)
+        if restored is not None:
+            context_out = versions.encode_context(versions.join(restored))
+        elif alone:
             context_out = versions.encode_context(versions.join(clock))
         else:
             context_out = msg.context
@@ -594,6 +609,15 @@ class Coordinator(Component):
     def _log_local_failure(self, bucket: str, key: str, exc: DynakvError) -> None:
         fields = {"bucket": bucket, "key": key, "error": str(exc)}
         self.logs.append(Log("error", "local_read_failed", fields))
+
+
+def _restored_clock(msg: ClientPut) -> Clock:
+    """The DVVSet a restoring put carries (an import); InvalidRequest if it is no stored
+    clock (anonymous values are a client's, never a stored state's)."""
+    clock = versions.decode(msg.state)
+    if clock.anonymous or not clock.entries:
+        raise InvalidRequest("a restored state must be a stored clock with dotted values")
+    return clock
 
 
 def get_result(rid: int, merged: Clock | None) -> GetResult:

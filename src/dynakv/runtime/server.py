@@ -40,14 +40,17 @@ from dynakv.core.events import (
     is_client,
 )
 from dynakv.core.node import Node
-from dynakv.errors import ClusterError, InvalidRequest, Timeout
+from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Timeout
 from dynakv.messages import (
     UNGATED,
+    BackupResult,
+    ClientBackup,
     ClientGet,
     ClientPut,
     ErrorReply,
     Hello,
     Message,
+    error_reply,
 )
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.logs import NodeLog, ProgressSummary
@@ -459,6 +462,10 @@ class Server:
         if type(message) is Hello:
             self._on_hello(conn, message)
             return
+        if type(message) is ClientBackup:
+            assert self.loop is not None
+            self.loop.create_task(self._backup(conn, message))
+            return
         source = conn.peer or conn.token
         if source is conn.token and type(message) in (ClientGet, ClientPut):
             if type(message) is ClientGet:
@@ -468,6 +475,28 @@ class Server:
             started = (op, consistency_label(level), time.perf_counter())
             self._inflight[(source, message.rid)] = started
         self.dispatch(Received(source, message))
+
+    async def _backup(self, conn: FrameConnection, request: ClientBackup) -> None:
+        """Copy the store on a thread while the loop goes on serving (the engine's copy
+        reads one committed snapshot), then answer the operator."""
+        started = time.perf_counter()
+        self.log.event(logging.INFO, "backup_started", path=request.path)
+        try:
+            if not Path(request.path).is_absolute():
+                raise InvalidRequest(f"backup path {request.path!r} is not absolute")
+            size = await asyncio.to_thread(self.engine.backup, request.path)
+        except DynakvError as exc:
+            self.log.event(logging.ERROR, "backup_failed", path=request.path, error=exc.message)
+            conn.send(error_reply(request.rid, exc))
+            return
+        except OSError as exc:
+            self.log.event(logging.ERROR, "backup_failed", path=request.path, error=str(exc))
+            conn.send(ErrorReply(request.rid, InvalidRequest.code, f"backup failed: {exc}"))
+            return
+        seconds = round(time.perf_counter() - started, 3)
+        fields = {"path": request.path, "bytes": size, "seconds": seconds}
+        self.log.fields(logging.INFO, "backup_finished", fields)
+        conn.send(BackupResult(request.rid, request.path, size, seconds))
 
     def _on_hello(self, conn: FrameConnection, hello: Hello) -> None:
         if hello.cluster != self.config.cluster:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Literal, get_args
 
+from dynakv.errors import InvalidRequest
 from dynakv.histogram import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 
 Durability = Literal["fsync", "os", "none"]
@@ -191,6 +192,12 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Commit pending writes, then release the engine. Closing twice is harmless."""
+
+    def backup(self, path: str) -> int:
+        """Write a consistent copy of the committed state into the empty directory `path`
+        (a data directory a node can start on); returns its size in bytes. May run on a
+        thread other than the one writing, while it writes. Engines that cannot say so."""
+        raise InvalidRequest(f"the {type(self).__name__} engine takes no backups")
 
     def __enter__(self) -> Engine:
         return self

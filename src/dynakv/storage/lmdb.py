@@ -41,7 +41,7 @@ from collections.abc import Iterator
 
 import lmdb
 
-from dynakv.errors import InternalError
+from dynakv.errors import InternalError, InvalidRequest
 from dynakv.storage.engine import (
     OBJECTS,
     SCAN_BATCH,
@@ -309,6 +309,19 @@ class LmdbEngine(Engine):
 
     def pending(self) -> int:
         return self._pending
+
+    def backup(self, path: str) -> int:
+        """LMDB's own hot copy (mdb_env_copy2, compacted): it reads one snapshot of the
+        committed pages through a read transaction, so writers go on meanwhile."""
+        self._check_open()
+        if os.path.exists(os.path.join(path, "data.mdb")):
+            raise InvalidRequest(f"{path} already holds a data.mdb: back up into a new directory")
+        os.makedirs(path, exist_ok=True)
+        try:
+            self._env.copy(path, compact=True)
+        except lmdb.Error as e:  # not _failed: the write transaction is another thread's
+            raise InternalError(f"LMDB backup of {self.path} into {path} failed: {e}") from e
+        return os.path.getsize(os.path.join(path, "data.mdb"))
 
     def close(self) -> None:
         if self._closed:

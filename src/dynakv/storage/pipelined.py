@@ -360,6 +360,10 @@ class PipelinedEngine(Engine):
         if self._closed:
             raise InternalError("storage engine is closed")
 
+    def backup(self, path: str) -> int:
+        # What the writer thread has committed; writes still in flight are not acknowledged.
+        return self.inner.backup(path)
+
     def close(self) -> None:
         if self._closed:
             return
