@@ -55,9 +55,12 @@ def test_a_type_made_on_one_node_reaches_the_others_and_writes_use_it(cluster):
     reply = put_type(node1.url, "carts", {"policy": "lww", "r": "one", "w": "all"})
     assert reply.status == 200, reply.body
     assert reply.json()["own_type"] and reply.json()["w"] == 2  # all of n=2
-    assert "not_yet_held_by" not in reply.json()
-    # Answered only once every member holds the type: node3 has it already, no waiting.
-    assert http("GET", f"{node3.url}/v1/buckets/carts").json()["own_type"]
+    # Answered only once every member up holds the type: node3 has it already, no waiting
+    # (unless node1 took node3 for down just then, as a starved machine may: the answer
+    # says so, and gossip brings it).
+    if not reply.json().get("not_yet_held_by"):
+        assert http("GET", f"{node3.url}/v1/buckets/carts").json()["own_type"]
+    wait_for(lambda: http("GET", f"{node3.url}/v1/buckets/carts").json()["own_type"], "gossip")
     listed = http("GET", f"{node3.url}/v1/buckets").json()["types"]
     assert [t["name"] for t in listed] == ["_default", "carts", "default"]
     for value in (b"apple", b"pear"):  # blind writes: lww keeps the last, no siblings
@@ -80,6 +83,13 @@ def test_r_and_w_changes_apply_at_once_and_the_policy_is_fixed(cluster):
     assert http("GET", f"{node2.url}/v1/buckets/carts").json()["policy"] == "lww"
 
 
+def types_as_set(url: str) -> list[dict[str, object]]:
+    """The cluster's types as node `url` reports them, without who holds them: a member's
+    acknowledgement of an earlier change may still arrive by gossip (bucket_types.held)."""
+    types = http("GET", f"{url}/v1/buckets").json()["types"]
+    return [{k: v for k, v in t.items() if k != "seen"} for t in types]
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [
@@ -94,11 +104,11 @@ def test_r_and_w_changes_apply_at_once_and_the_policy_is_fixed(cluster):
 )
 def test_bad_input_is_a_400_and_changes_nothing(cluster, body, says):
     node1 = cluster.nodes[0]
-    before = http("GET", f"{node1.url}/v1/buckets").json()
+    before = types_as_set(node1.url)
     reply = put_type(node1.url, "odd", body)
     assert reply.status == 400 and reply.json()["error"] == "invalid_request", reply.body
     assert says in reply.json()["message"]
-    assert http("GET", f"{node1.url}/v1/buckets").json() == before
+    assert types_as_set(node1.url) == before
     assert http("PUT", f"{node1.url}/v1/kv/odd/k", b"v").status == 204  # still serving
 
 
