@@ -28,8 +28,10 @@ bench: $(STAMP)
 # Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 200),
 # then SIM_LONG_DC_SEEDS of each in two data centers of three racks (WAN delays, whole data
 # centers cut off and crashed; `make test` runs 200), and as many with three replicas per data
-# center written at each_quorum, where a crashed data center may come back wiped (60). About 25 min per workload per core for
-# 10,000 seeds; not part of `make test`. Fails if any seed breaks an invariant.
+# center written at each_quorum, where a crashed data center may come back wiped (60); and
+# as many lowering every bucket type mid-run (20), and on WalEngines on disk (30). About 25
+# min per workload per core for 10,000 seeds; not part of `make test`. Fails if any seed
+# breaks an invariant.
 SIM_LONG_SEEDS ?= 1-10000
 SIM_LONG_DC_SEEDS ?= 1-2000
 SIM_JOBS ?= 2
@@ -44,6 +46,10 @@ sim-long: $(STAMP)
 		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 6 --datacenters 2 \
 			--racks 3 --faults all --workload $$workload --jobs $(SIM_JOBS) \
 			--bucket-datacenters dc1=3,dc2=3 --write-level each_quorum || status=1; \
+		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 5 --faults all \
+			--workload $$workload --jobs $(SIM_JOBS) --lower-replication || status=1; \
+		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 5 --faults all \
+			--workload $$workload --jobs $(SIM_JOBS) --storage wal || status=1; \
 	done; exit $$status
 
 lint: $(STAMP)
