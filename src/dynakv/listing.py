@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from dynakv import versions
 from dynakv.errors import InvalidRequest, Unavailable
-from dynakv.export import PartitionScan
 from dynakv.messages import TransferBatch
+from dynakv.partition_scan import PartitionScan
 from dynakv.ring import key_digest, partition_of_digest
 from dynakv.versions import Clock
 

@@ -41,7 +41,6 @@ from dynakv.core.events import (
 )
 from dynakv.core.node import Node
 from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Timeout, Unavailable
-from dynakv.export import partition_replicas
 from dynakv.messages import (
     UNGATED,
     BackupResult,
@@ -55,6 +54,7 @@ from dynakv.messages import (
     TransferRequest,
     error_reply,
 )
+from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.logs import NodeLog, ProgressSummary
 from dynakv.runtime.metrics import Metrics, consistency_label
