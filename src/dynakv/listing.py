@@ -79,10 +79,12 @@ class KeyPage:
     ring_size: int
     replicas: Callable[[int], list[str]]  # node addresses holding a partition
     after: bytes = b""
+    # Nodes not to ask (those an earlier page of the same listing could not read, so a
+    # down node costs one timeout per listing, not one per page), and those this one could not.
+    unreachable: set[str] = field(default_factory=set)
     keys: list[str] = field(default_factory=list)
     cursor: str | None = None
     done: bool = False
-    unreachable: set[str] = field(default_factory=set)
     partition: int = 0
     scan: PartitionScan | None = None
     _answered: bool = False

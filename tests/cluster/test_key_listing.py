@@ -5,6 +5,8 @@ requests are 400s that say what is wrong."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import quote
@@ -80,6 +82,21 @@ def test_paging_lists_every_live_key_of_the_bucket_exactly_once(tmp_path: Path) 
         assert small["cursor"] is None  # the default limit (1000) holds them all
         empty = http("GET", f"{cluster[2].url}/v1/kv/nothing-here?list=keys").json()
         assert empty == {"keys": [], "cursor": None}
+
+        # The Python client and the CLI walk the same pages over the node port.
+        late = {k for k in listed if k.startswith("late-")}
+        with Client(cluster.node_addrs) as client:
+            unreachable: set[str] = set()
+            walked = list(client.list_keys("big", page=300, unreachable=unreachable))
+        assert len(walked) == len(set(walked)) and not unreachable
+        assert set(big) - set(deleted) | late <= set(walked)
+        printed = subprocess.run(
+            [sys.executable, "-m", "dynakv", "keys", "small", "--node", cluster[1].node_addr],
+            capture_output=True,
+            timeout=60,
+        )
+        assert printed.returncode == 0, printed.stderr
+        assert sorted(printed.stdout.decode().split()) == [f"key-{i:05d}" for i in range(40)]
     finally:
         cluster.stop()
 

@@ -132,6 +132,21 @@ def test_an_unreachable_replica_is_skipped_and_named():
     assert page.unreachable == {"n3"} and page.cursor is None
 
 
+def test_a_node_an_earlier_page_could_not_read_is_not_asked_again():
+    replicas = Replicas()
+    for i in range(20):
+        replicas.put("carts", f"k{i}")
+    page = KeyPage("carts", 1000, RING, lambda _: list(NODES), unreachable={"n3"})
+    asked: set[str] = set()
+    page.advance()
+    while not page.done:
+        for node, partition, after in page.wanted():
+            asked.add(node)
+            page.add(node, replicas.batch(node, partition, after, 5))
+        page.advance()
+    assert asked == {"n1", "n2"} and len(page.keys) == 20
+
+
 def test_a_partition_no_replica_answers_is_unavailable():
     replicas = Replicas()
     replicas.down.update(NODES)
