@@ -124,3 +124,28 @@ def test_bad_listing_requests_are_400_and_say_why(tmp_path: Path) -> None:
         assert http("PUT", f"{url}/v1/kv/big?list=keys", b"v").status == 400
     finally:
         cluster.stop()
+
+
+def test_a_dead_node_is_named_and_its_keys_come_from_the_other_replicas(tmp_path: Path) -> None:
+    cluster = ProcessCluster(tmp_path, 3)
+    try:
+        cluster.start()
+        keys = [f"k{i}" for i in range(300)]
+        asyncio.run(_load(cluster.node_addrs, [("big", k) for k in keys], []))
+        cluster[2].kill()
+        dead = cluster[2].node_addr
+        listed: list[str] = []
+        named: set[str] = set()
+        cursor: str | None = None
+        while True:
+            query = "list=keys&limit=120" + (f"&cursor={quote(cursor)}" if cursor else "")
+            body = http("GET", f"{cluster[0].url}/v1/kv/big?{query}").json()
+            listed.extend(body["keys"])
+            named.update(body.get("unreachable", []))
+            cursor = body["cursor"]
+            if cursor is None:
+                break
+        assert sorted(listed) == sorted(keys)  # n=3: the two live replicas hold every key
+        assert named == {dead}
+    finally:
+        cluster.stop()

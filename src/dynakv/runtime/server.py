@@ -625,10 +625,10 @@ class Server:
         """One batch of a key partition from the node at `address` (its own copy), over the
         peer link; this node's own copy through the node itself."""
         assert self.loop is not None
-        if address == self.config.node_addr:
+        name = next((m.name for m in self.node.state.members if m.node_addr == address), None)
+        if name == self.config.name or address == self.config.node_addr:
             reply = await self.call(TransferRequest(0, partition, after, limit))
         else:
-            name = next((m.name for m in self.node.state.members if m.node_addr == address), None)
             if name is None or name in self.node.view.down:
                 # No wait for a timeout: the peer link would drop the request anyway.
                 raise Unavailable(f"node {address} is down or not a member", 1, 0)
