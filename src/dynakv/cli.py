@@ -416,6 +416,32 @@ def delete(
         _fail(exc)
 
 
+@main.command("keys")
+@click.argument("bucket")
+@NODE_OPTION
+@TIMEOUT_OPTION
+def keys_command(bucket: str, node: str, timeout: float) -> None:
+    """Print every live key of BUCKET, one a line: a full scan of every partition, each
+    merged from its replicas (costly whatever the bucket's size). Deleted keys are left out."""
+    unreachable: set[str] = set()
+    try:
+        with _client(node, timeout) as client:
+            out = click.get_text_stream("stdout")
+            for key in client.list_keys(bucket, unreachable=unreachable):
+                out.write(key + "\n")
+            out.flush()
+    except DynakvError as exc:
+        _fail(exc)
+        return
+    if unreachable:
+        click.echo(
+            "could not read from " + ", ".join(sorted(unreachable))
+            + ": a key only they hold is missing",
+            err=True,
+        )  # fmt: skip
+        sys.exit(2)
+
+
 @main.command("export")
 @NODE_OPTION
 @click.option("--bucket", default=None, help="Only this bucket's keys (still a full scan).")

@@ -27,14 +27,14 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import msgspec
 
 from dynakv import bucket_types as bt
-from dynakv import messages
+from dynakv import listing, messages
 from dynakv.bucket_types import BucketType, ResolvedProps
 from dynakv.core.membership import Membership
 from dynakv.errors import (
@@ -63,6 +63,7 @@ from dynakv.messages import (
     TransferBatch,
     TransferRequest,
 )
+from dynakv.partition_scan import partition_replicas
 from dynakv.ring import key_digest, partition_of_digest
 from dynakv.runtime.transport import LENGTH, frame
 
@@ -495,6 +496,38 @@ class Client:
         reply = _check(self._call(message, [address], True))
         assert isinstance(reply, TransferBatch)
         return reply
+
+    def list_keys(
+        self, bucket: str, page: int = listing.DEFAULT_LIMIT, unreachable: set[str] | None = None
+    ) -> Iterator[str]:
+        """Every live key of `bucket`, read `page` keys at a time: a full scan of every
+        partition on each of its replicas, as `GET /v1/kv/{bucket}?list=keys` (README, HTTP
+        API), so a key present throughout comes out once. `unreachable`, if given, gets the
+        nodes that could not be read (a key only they hold is missing)."""
+        state = self.cluster()
+        skipped: set[str] = set()
+        after = b""
+        while True:
+            keys = listing.KeyPage(
+                bucket, page, state.ring.ring.size, lambda p: partition_replicas(state, p),
+                after, set(skipped),
+            )  # fmt: skip
+            keys.advance()
+            while not keys.done:
+                for address, partition, start in keys.wanted():
+                    try:
+                        batch = self.partition_batch(address, partition, start, listing.BATCH)
+                        keys.add(address, batch)
+                    except DynakvError:
+                        keys.failed(address)
+                keys.advance()
+            skipped |= keys.unreachable
+            if unreachable is not None:
+                unreachable |= keys.unreachable
+            yield from keys.keys
+            if keys.cursor is None:
+                return
+            after = listing.decode_cursor(keys.cursor)
 
     def backup(self, path: str) -> BackupResult:
         """Have the first node given copy its store into directory `path` on its host."""

@@ -2,13 +2,14 @@
 
 The exporter walks the key partitions and pulls each one's stored records from its replicas
 with the ownership transfer's own messages (TransferRequest / TransferBatch), merging the
-copies of a key with `versions.sync_all`: a key written to only some replicas is still
-exported, once, with every sibling. A line is the HTTP API's sibling JSON plus what restores
-the exact DVVSet: each sibling's dot and timestamp, and the tombstones kept beside live
-values. The importer rebuilds that DVVSet and writes it with a restoring put (ClientPut with
-`state`): the coordinator merges it as a replica merges a peer's copy, minting no dot, so
-siblings stay siblings and the exported context stays valid. `PartitionScan`, `export_line`
-and `parse_line` are pure; the drivers below them do the I/O through the clients.
+copies of a key with `versions.sync_all` (partition_scan.PartitionScan): a key written to
+only some replicas is still exported, once, with every sibling. A line is the HTTP API's
+sibling JSON plus what restores the exact DVVSet: each sibling's dot and timestamp, and the
+tombstones kept beside live values. The importer rebuilds that DVVSet and writes it with a
+restoring put (ClientPut with `state`): the coordinator merges it as a replica merges a
+peer's copy, minting no dot, so siblings stay siblings and the exported context stays valid.
+`export_line` and `parse_line` are pure; the drivers below them do the I/O through the
+clients.
 """
 
 from __future__ import annotations
@@ -21,15 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from dynakv import bucket_types as bt
 from dynakv import versions
 from dynakv.client import AsyncClient, Client
 from dynakv.config import validate_location
 from dynakv.core.membership import Membership
-from dynakv.core.replica import CorruptRecord, unseal
 from dynakv.errors import DynakvError, InvalidRequest, Unavailable
-from dynakv.messages import TransferBatch
-from dynakv.ring import key_digest
+from dynakv.partition_scan import PartitionScan, partition_replicas
 from dynakv.versions import Clock, Entry, Sibling
 
 BATCH = 512  # records per TransferRequest (a node serves at most 10 000)
@@ -149,94 +147,6 @@ def parse_line(text: str, number: int) -> tuple[str, str, Clock]:
             )
         entries.append(Entry(actor, counter, tuple(values[c] for c in sorted(values)[::-1])))
     return bucket, key, Clock(tuple(entries))
-
-
-# --- merging a partition's copies: pure -----------------------------------------------------
-
-
-@dataclass
-class _Source:
-    address: str
-    after: bytes = b""
-    done: bool = False
-    buffered: list[tuple[bytes, str, str, bytes]] = field(default_factory=list)
-
-
-@dataclass
-class PartitionScan:
-    """One key partition read from several replicas at once, merged key by key.
-
-    Each replica serves its copy in digest order; a key is merged (and handed out) only once
-    every replica still serving has sent past it, so each key comes out once, with every
-    copy's state. `wanted()` names the replicas to ask next and after which digest.
-    """
-
-    partition: int
-    sources: list[_Source]
-    corrupt: int = 0
-
-    @classmethod
-    def of(cls, partition: int, addresses: Iterable[str]) -> PartitionScan:
-        return cls(partition, [_Source(a) for a in addresses])
-
-    @property
-    def done(self) -> bool:
-        return all(s.done and not s.buffered for s in self.sources)
-
-    def wanted(self) -> list[tuple[str, bytes]]:
-        """(address, after) for each replica whose sent records are all handed out."""
-        return [(s.address, s.after) for s in self.sources if not s.done and not s.buffered]
-
-    def add(self, address: str, batch: TransferBatch) -> None:
-        source = next(s for s in self.sources if s.address == address)
-        for raw in batch.records:
-            try:
-                bucket, key, state = unseal(raw)
-            except CorruptRecord:
-                self.corrupt += 1  # never in a batch (the sender skips them); counted all the same
-                continue
-            source.buffered.append((key_digest(bucket, key), bucket, key, state))
-        source.after = batch.last
-        source.done = batch.done
-
-    def drop(self, address: str) -> None:
-        """A replica that cannot be reached: the others hold its keys too."""
-        self.sources = [s for s in self.sources if s.address != address]
-
-    def ready(self) -> list[tuple[str, str, Clock]]:
-        """The keys every serving replica has sent past, merged, in digest order."""
-        serving = [s.after for s in self.sources if not s.done]
-        if any(not s.buffered and not s.done for s in self.sources):
-            return []  # that replica may yet send a smaller digest
-        bound = min(serving) if serving else None
-        merged: dict[bytes, tuple[str, str, list[Clock]]] = {}
-        for source in self.sources:
-            keep = []
-            for digest, bucket, key, state in source.buffered:
-                if bound is not None and digest > bound:
-                    keep.append((digest, bucket, key, state))
-                    continue
-                copies = merged.setdefault(digest, (bucket, key, []))[2]
-                copies.append(versions.decode(state))
-            source.buffered = keep
-        return [(b, k, versions.sync_all(c)) for _, (b, k, c) in sorted(merged.items())]
-
-
-def partition_replicas(state: Membership, partition: int) -> list[str]:
-    """Node addresses holding key `partition`: the first n of its walk on the installed
-    ring and on the ring moved towards (n: the largest of the bucket types); every member
-    owning partitions when a type places replicas per data center."""
-    addrs = {m.name: m.node_addr for m in state.members if m.status != "removed"}
-    types = [bt.resolve(t) for t in state.types] or [None]
-    n = max((p.n for p in types if p is not None), default=3)
-    rings = [r for r in (state.ring.ring, state.ring.next) if r is not None]
-    names: list[str] = []
-    for ring in rings:
-        if any(t.datacenters for t in state.types):
-            names.extend(ring.owners)
-        else:
-            names.extend(ring.walk(partition)[:n])
-    return [addrs[name] for name in dict.fromkeys(names) if name in addrs]
 
 
 # --- the drivers: I/O -----------------------------------------------------------------------

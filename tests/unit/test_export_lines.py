@@ -9,8 +9,9 @@ import pytest
 
 from dynakv import versions
 from dynakv.core.replica import seal
-from dynakv.export import BadLine, PartitionScan, export_line, parse_line
+from dynakv.export import BadLine, export_line, parse_line
 from dynakv.messages import TransferBatch
+from dynakv.partition_scan import PartitionScan
 from dynakv.ring import key_digest
 from dynakv.versions import Sibling
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
-from dynakv.messages import Message
+from dynakv.messages import Message, TransferBatch
 from dynakv.runtime.metrics import Metrics
 from dynakv.versions import Clock
 
@@ -62,6 +62,19 @@ class ServerApi(Protocol):
 
     def uptime(self) -> float:
         """Seconds since the server was made."""
+        ...
+
+    def partition_replicas(self, partition: int) -> list[str]:
+        """Node addresses holding key `partition` (export.partition_replicas): this ring's
+        replicas and, while one is being moved towards, the next ring's."""
+        ...
+
+    async def partition_batch(
+        self, address: str, partition: int, after: bytes, limit: int
+    ) -> TransferBatch:
+        """Up to `limit` stored records of key `partition` after digest `after`, from the
+        node at `address` alone (its own copy, as an ownership transfer pulls it);
+        errors.Unavailable or errors.Timeout when that node cannot be read."""
         ...
 
     @property

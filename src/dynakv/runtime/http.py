@@ -1,5 +1,5 @@
-"""The HTTP front end of a node (aiohttp): /v1/kv, /v1/replica, /v1/buckets, /v1/status,
-/v1/cluster, /metrics.
+"""The HTTP front end of a node (aiohttp): /v1/kv (and its key listing), /v1/replica,
+/v1/buckets, /v1/status, /v1/cluster, /metrics.
 
 Handlers turn requests into the messages the binary protocol carries and run them through the
 server's API (frontend.ServerApi). Every error is JSON: {"error": CODE, "message": TEXT}.
@@ -7,6 +7,7 @@ server's API (frontend.ServerApi). Every error is JSON: {"error": CODE, "message
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -17,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from dynakv import levels, versions
+from dynakv import levels, listing, versions
 from dynakv.bucket_types import DEFAULT, PROPS
 from dynakv.config import validate_location
 from dynakv.errors import (
@@ -38,6 +39,7 @@ from dynakv.messages import (
     GetResult,
     PutResult,
     RepairResult,
+    TransferBatch,
 )
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.dashboard import DASHBOARD_HTML
@@ -46,6 +48,7 @@ from dynakv.runtime.metrics import consistency_label
 
 CONTEXT_HEADER = "X-Dynakv-Context"
 ALLOWED_PARAMS = {"GET": {"r"}, "PUT": {"w"}, "DELETE": {"w"}, "HEAD": {"r"}}
+LIST_PARAMS = {"list", "cursor", "limit"}
 SERVER_KEY: web.AppKey[ServerApi] = web.AppKey("server")
 
 
@@ -94,9 +97,10 @@ def _quorum_param(request: web.Request) -> dict[str, int | str]:
     return params
 
 
-def _bucket_name(request: web.Request) -> str:
-    """The bucket of /v1/buckets/{bucket}, from the raw path (as _location does)."""
-    raw = request.raw_path.split("?", 1)[0][len("/v1/buckets/") :]
+def _bucket_name(request: web.Request, prefix: str = "/v1/buckets/") -> str:
+    """The bucket of /v1/buckets/{bucket} (or of another `prefix`), from the raw path (as
+    _location does)."""
+    raw = request.raw_path.split("?", 1)[0][len(prefix) :]
     try:
         bucket = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -206,6 +210,49 @@ class Api:
         _raise_reply_error(reply)
         assert isinstance(reply, PutResult)
         return web.Response(status=204, headers={CONTEXT_HEADER: reply.context})
+
+    async def list_keys(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/kv/{bucket}?list=keys[&cursor=C][&limit=L]: a page of the bucket's live
+        keys and the cursor of the next page (null after the last). A full scan: every
+        partition is read from each of its replicas."""
+        if request.method != "GET" or "list" not in request.query:
+            return await _bad_kv_path(request)
+        unknown = set(request.query) - LIST_PARAMS
+        if unknown:
+            raise InvalidRequest(
+                f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
+                f"allowed with list=keys: {', '.join(sorted(LIST_PARAMS))}"
+            )
+        if request.query["list"] != "keys":
+            raise InvalidRequest(f"list must be 'keys', got {request.query['list'][:64]!r}")
+        bucket = _bucket_name(request, "/v1/kv/")
+        limit = listing.parse_limit(request.query.get("limit"))
+        cursor = request.query.get("cursor")
+        after = listing.decode_cursor(cursor) if cursor is not None else b""
+        page = listing.KeyPage(
+            bucket, limit, self.server.config.ring_size, self.server.partition_replicas, after
+        )
+        page.advance()
+        while not page.done:
+            wanted = page.wanted()
+            # Every replica of the partition at once: the page waits for the slowest anyway.
+            answers = await asyncio.gather(
+                *(self.server.partition_batch(*w, listing.BATCH) for w in wanted),
+                return_exceptions=True,
+            )
+            for (address, _, _), answer in zip(wanted, answers, strict=True):
+                if isinstance(answer, TransferBatch):
+                    page.add(address, answer)
+                elif isinstance(answer, DynakvError):
+                    page.failed(address)
+                else:
+                    raise answer
+            page.advance()
+        body: dict[str, Any] = {"keys": page.keys, "cursor": page.cursor}
+        if page.unreachable:
+            # Keys only those nodes hold are missing from this page.
+            body["unreachable"] = sorted(page.unreachable)
+        return web.json_response(body)
 
     async def replica(self, request: web.Request) -> web.StreamResponse:
         bucket, key = _location(request, "/v1/replica/")
@@ -331,8 +378,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def _bad_kv_path(request: web.Request) -> web.StreamResponse:
     raise InvalidRequest(
-        f"path must be /v1/kv/{{bucket}}/{{key}} with a non-empty bucket and key, "
-        f"got {request.path}"
+        f"path must be /v1/kv/{{bucket}}/{{key}} with a non-empty bucket and key "
+        f"(or GET /v1/kv/{{bucket}}?list=keys), got {request.path}"
     )
 
 
@@ -343,6 +390,7 @@ def build_app(server: ServerApi) -> web.Application:
     )
     app[SERVER_KEY] = server
     app.router.add_route("*", "/v1/kv/{bucket}/{key:.+}", api.kv)
+    app.router.add_route("*", "/v1/kv/{bucket}", api.list_keys)
     # Anything else under /v1/kv (no key, an empty bucket or key) is a malformed request,
     # not a missing object: a 404 there reads as "the key does not exist".
     app.router.add_route("*", "/v1/kv{rest:.*}", _bad_kv_path)

@@ -40,7 +40,7 @@ from dynakv.core.events import (
     is_client,
 )
 from dynakv.core.node import Node
-from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Timeout
+from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Timeout, Unavailable
 from dynakv.messages import (
     UNGATED,
     BackupResult,
@@ -50,8 +50,11 @@ from dynakv.messages import (
     ErrorReply,
     Hello,
     Message,
+    TransferBatch,
+    TransferRequest,
     error_reply,
 )
+from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.logs import NodeLog, ProgressSummary
 from dynakv.runtime.metrics import Metrics, consistency_label
@@ -107,6 +110,11 @@ class Server:
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._callbacks: dict[str, Callable[[Message], None]] = {}  # "#h" tokens of submit()
         self._tokens = itertools.count(1)
+        # Batches this node's front ends pulled from peers (key listing), by rid. Their rids
+        # are negative: the node's own rids are positive, so a peer's answer to one of
+        # these is never taken for an ownership transfer's, nor the other way round.
+        self._batch_waiters: dict[int, asyncio.Future[Message]] = {}
+        self._batch_rids = itertools.count(-1, -1)
         self._inflight: dict[tuple[str, int], tuple[str, str, float]] = {}
         self._tcp_server: asyncio.AbstractServer | None = None
         self.stopped = asyncio.Event()
@@ -466,6 +474,11 @@ class Server:
             assert self.loop is not None
             self.loop.create_task(self._backup(conn, message))
             return
+        if type(message) is TransferBatch and message.rid < 0:
+            waiter = self._batch_waiters.pop(message.rid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+            return
         source = conn.peer or conn.token
         if source is conn.token and type(message) in (ClientGet, ClientPut):
             if type(message) is ClientGet:
@@ -602,6 +615,37 @@ class Server:
 
     def uptime(self) -> float:
         return time.time() - self.started
+
+    def partition_replicas(self, partition: int) -> list[str]:
+        return partition_replicas(self.node.state, partition)
+
+    async def partition_batch(
+        self, address: str, partition: int, after: bytes, limit: int
+    ) -> TransferBatch:
+        """One batch of a key partition from the node at `address` (its own copy), over the
+        peer link; this node's own copy through the node itself."""
+        assert self.loop is not None
+        name = next((m.name for m in self.node.state.members if m.node_addr == address), None)
+        if name == self.config.name or address == self.config.node_addr:
+            reply = await self.call(TransferRequest(0, partition, after, limit))
+        else:
+            if name is None or name in self.node.view.down:
+                # No wait for a timeout: the peer link would drop the request anyway.
+                raise Unavailable(f"node {address} is down or not a member", 1, 0)
+            rid = next(self._batch_rids)
+            waiter: asyncio.Future[Message] = self.loop.create_future()
+            self._batch_waiters[rid] = waiter
+            self._hold(Send(name, TransferRequest(rid, partition, after, limit)))
+            try:
+                reply = await asyncio.wait_for(waiter, self.config.request_timeout)
+            except TimeoutError as exc:
+                raise Timeout(f"node {address} did not answer in time") from exc
+            finally:
+                self._batch_waiters.pop(rid, None)
+        if isinstance(reply, ErrorReply):
+            raise Unavailable(f"node {address}: {reply.message}", 1, 0)
+        assert isinstance(reply, TransferBatch)
+        return reply
 
     def _record_done(self, token: str, message: Message) -> None:
         rid = getattr(message, "rid", None)
