@@ -106,36 +106,33 @@ def unseal(raw: bytes) -> tuple[str, str, bytes]:
 
 def unseal_record(raw: bytes) -> Record:
     """The whole stored record; CorruptRecord when it fails its checksum."""
-    payload = _verified_payload(raw)
+    # A large record's payload is a view: a slice would copy the whole value. A small one's
+    # is a slice, which costs less than making the view.
+    payload = raw[:-CHECKSUM_BYTES] if len(raw) < _VIEW_FROM else memoryview(raw)[:-CHECKSUM_BYTES]
+    _check(raw, payload)
     try:
         return _record_decoder.decode(payload)
     except (msgspec.DecodeError, ValueError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from exc
 
 
-def _unseal_view(raw: bytes) -> Record | _RecordView:
-    """As unseal_record, but a large record's state is a view into `raw`, not a copy."""
-    payload = _verified_payload(raw)
+def _unseal_view(raw: bytes) -> _RecordView:
+    """As unseal_record, but the state is a view into `raw`, not a copy of it (for large
+    records: below _VIEW_FROM unseal_record costs less)."""
+    payload = memoryview(raw)[:-CHECKSUM_BYTES]
+    _check(raw, payload)
     try:
-        if type(payload) is bytes:
-            return _record_decoder.decode(payload)
         return _record_view_decoder.decode(payload)
     except (msgspec.DecodeError, ValueError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from exc
 
 
-def _verified_payload(raw: bytes) -> bytes | memoryview:
-    """The payload of a stored record once its CRC-32 matches; CorruptRecord otherwise. A
-    large record's payload is a view: a slice would copy the whole value."""
-    if len(raw) <= CHECKSUM_BYTES:
+def _check(raw: bytes, payload: bytes | memoryview) -> None:
+    """CorruptRecord unless `raw` ends in the CRC-32 of `payload`, the rest of it."""
+    if len(raw) <= CHECKSUM_BYTES or (
+        zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != raw[-CHECKSUM_BYTES:]
+    ):
         raise CorruptRecord("checksum mismatch")
-    if len(raw) < _VIEW_FROM:
-        payload: bytes | memoryview = raw[:-CHECKSUM_BYTES]
-    else:
-        payload = memoryview(raw)[:-CHECKSUM_BYTES]
-    if zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != raw[-CHECKSUM_BYTES:]:
-        raise CorruptRecord("checksum mismatch")
-    return payload
 
 
 class ReplicaStore:
@@ -154,7 +151,7 @@ class ReplicaStore:
         if raw is None:
             return None
         try:
-            record = _unseal_view(raw)
+            record = unseal_record(raw) if len(raw) < _VIEW_FROM else _unseal_view(raw)
             if record.bucket != bucket or record.key != key:
                 # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
                 raise CorruptRecord(f"the stored key is {record.bucket}/{record.key}")
