@@ -122,7 +122,11 @@ class GetQuorum:
         """The state of an answer already in whose encoding is `encoded`, if any: the same
         object, so merging it with itself costs nothing."""
         for seen, state in self._encoded:
-            if versions.same_encoding(seen, encoded):
+            if type(seen) is bytes and type(encoded) is bytes:
+                same = seen == encoded  # no call: one shows in a 1 KiB read
+            else:
+                same = versions.same_encoding(seen, encoded)
+            if same:
                 return state
         return None
 

@@ -109,7 +109,12 @@ def unseal_record(raw: bytes) -> Record:
     # A large record's payload is a view: a slice would copy the whole value. A small one's
     # is a slice, which costs less than making the view.
     payload = raw[:-CHECKSUM_BYTES] if len(raw) < _VIEW_FROM else memoryview(raw)[:-CHECKSUM_BYTES]
-    _check(raw, payload)
+    # Checked here, not through _check: one call more shows in a 1 KiB read.
+    if (
+        len(raw) <= CHECKSUM_BYTES
+        or zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != raw[-CHECKSUM_BYTES:]
+    ):
+        raise CorruptRecord("checksum mismatch")
     try:
         return _record_decoder.decode(payload)
     except (msgspec.DecodeError, ValueError) as exc:
