@@ -31,6 +31,7 @@ __all__ = [
     "live_values",
     "lww",
     "new",
+    "same_encoding",
     "sync",
     "sync_all",
     "update",
@@ -276,6 +277,19 @@ def descends(a: Clock, b: Clock) -> bool:
 def encode(clock: Clock) -> bytes:
     """The clock as msgpack, for storage and for replication."""
     return _encoder.encode(clock)
+
+
+def same_encoding(a: bytes | memoryview, b: bytes | memoryview) -> bool:
+    """a == b for two encodings, either of them a memoryview (a large stored state), at
+    memcmp speed: == on a memoryview compares item by item (0.8 ms for 1 MiB, against
+    0.02 ms for bytes.startswith)."""
+    if len(a) != len(b):
+        return False
+    if type(a) is bytes:
+        return a.startswith(b)
+    if type(b) is bytes:
+        return b.startswith(a)
+    return bytes(a).startswith(b)  # two views (only where no wire came between): one copy
 
 
 def _check_clock(clock: Clock) -> None:

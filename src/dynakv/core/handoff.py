@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from dynakv import versions
 from dynakv.core.admission import BackgroundBudget
 from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer
@@ -328,7 +329,7 @@ class Handoff(Component):
         if self.view.epoch != surplus.epoch or not self._still_surplus(surplus.digest):
             return  # the ring changed meanwhile: the next sweep decides afresh
         clock, stored = self.store.get_encoded(surplus.bucket, surplus.key)
-        if clock is None or stored != surplus.state:
+        if clock is None or stored is None or not versions.same_encoding(stored, surplus.state):
             return  # written since it was pushed: the next sweep pushes the new state
         self.store.delete(surplus.bucket, surplus.key, clock)
         self.handed_back += 1

@@ -37,8 +37,27 @@ class Record(msgspec.Struct, array_like=True, frozen=True):
     minted_counter: int = 0
 
 
+class _RecordView(msgspec.Struct, array_like=True, frozen=True):
+    """A Record decoded without copying its state: `state` is a read-only view into the
+    stored bytes (msgspec decodes msgpack bin into a memoryview of its input). Safe because
+    engines return bytes objects of their own (LMDB reads copy out of the map; never a
+    buffer that is valid only inside its transaction)."""
+
+    bucket: str
+    key: str
+    state: memoryview
+    minted_actor: str = ""
+    minted_counter: int = 0
+
+
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
+_record_view_decoder = msgspec.msgpack.Decoder(_RecordView)
+_ARRAY_HEADER = {3: 0x93, 5: 0x95}  # msgpack fixarray headers of the record's two shapes
+# From this size on, records are sealed around their state and read through views. Below
+# it, copying costs less than the extra calls (a 1 KiB record: seal 0.76 µs encoded
+# whole, 1.0 built around; unseal 0.69 µs sliced, 0.84 through a view).
+_VIEW_FROM = 16 * 1024
 
 
 class _Unknown:
@@ -52,13 +71,31 @@ class CorruptRecord(InternalError):
     """A stored record failed its checksum or could not be decoded."""
 
 
-def seal(bucket: str, key: str, state: bytes, minted: Minted = NOT_MINTED) -> bytes:
-    """The stored form of a record: payload plus CRC-32 of the payload."""
-    if minted[0]:
-        payload = _record_encoder.encode((bucket, key, state, minted[0], minted[1]))
-    else:
-        payload = _record_encoder.encode((bucket, key, state))
-    return payload + zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big")
+def seal(bucket: str, key: str, state: bytes | memoryview, minted: Minted = NOT_MINTED) -> bytes:
+    """The stored form of a record: payload plus CRC-32 of the payload.
+
+    The payload is msgpack [bucket, key, state(, minted actor, counter)]. A large state (the
+    whole value, up to megabytes) is not encoded into a payload that is then copied again
+    to append the checksum: the record is built around it, byte for byte what the encoder
+    writes, so the state is copied once and the CRC runs over the pieces.
+    """
+    if len(state) < _VIEW_FROM:
+        if minted[0]:
+            payload = _record_encoder.encode((bucket, key, state, minted[0], minted[1]))
+        else:
+            payload = _record_encoder.encode((bucket, key, state))
+        return payload + zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big")
+    head = _record_encoder.encode((bucket, key))
+    # minted's own array header is dropped: its two items follow in the record's array.
+    tail = _record_encoder.encode(minted)[1:] if minted[0] else b""
+    size = len(state)
+    bin_header = (
+        b"\xc5" + size.to_bytes(2, "big") if size < 0x10000 else b"\xc6" + size.to_bytes(4, "big")
+    )
+    # head is the 2-array [bucket, key] (fixarray 0x92): the record is a 3- or 5-array.
+    prefix = bytes((_ARRAY_HEADER[5 if tail else 3],)) + head[1:] + bin_header
+    crc = zlib.crc32(tail, zlib.crc32(state, zlib.crc32(prefix)))
+    return b"".join((prefix, state, tail, crc.to_bytes(CHECKSUM_BYTES, "big")))
 
 
 def unseal(raw: bytes) -> tuple[str, str, bytes]:
@@ -69,16 +106,38 @@ def unseal(raw: bytes) -> tuple[str, str, bytes]:
 
 def unseal_record(raw: bytes) -> Record:
     """The whole stored record; CorruptRecord when it fails its checksum."""
-    payload, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
+    # A large record's payload is a view: a slice would copy the whole value. A small one's
+    # is a slice, which costs less than making the view.
+    payload = raw[:-CHECKSUM_BYTES] if len(raw) < _VIEW_FROM else memoryview(raw)[:-CHECKSUM_BYTES]
+    # Checked here, not through _check: one call more shows in a 1 KiB read.
     if (
         len(raw) <= CHECKSUM_BYTES
-        or zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != checksum
+        or zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != raw[-CHECKSUM_BYTES:]
     ):
         raise CorruptRecord("checksum mismatch")
     try:
         return _record_decoder.decode(payload)
     except (msgspec.DecodeError, ValueError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from exc
+
+
+def _unseal_view(raw: bytes) -> _RecordView:
+    """As unseal_record, but the state is a view into `raw`, not a copy of it (for large
+    records: below _VIEW_FROM unseal_record costs less)."""
+    payload = memoryview(raw)[:-CHECKSUM_BYTES]
+    _check(raw, payload)
+    try:
+        return _record_view_decoder.decode(payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise CorruptRecord(f"undecodable record: {exc}") from exc
+
+
+def _check(raw: bytes, payload: bytes | memoryview) -> None:
+    """CorruptRecord unless `raw` ends in the CRC-32 of `payload`, the rest of it."""
+    if len(raw) <= CHECKSUM_BYTES or (
+        zlib.crc32(payload).to_bytes(CHECKSUM_BYTES, "big") != raw[-CHECKSUM_BYTES:]
+    ):
+        raise CorruptRecord("checksum mismatch")
 
 
 class ReplicaStore:
@@ -92,12 +151,12 @@ class ReplicaStore:
         # Told of every write with the key's old and new state (anti-entropy's trees).
         self.on_write: Callable[[bytes, Clock | None, Clock | None], None] | None = None
 
-    def _record(self, bucket: str, key: str, strict: bool) -> Record | None:
+    def _record(self, bucket: str, key: str, strict: bool) -> Record | _RecordView | None:
         raw = self.engine.get(key_digest(bucket, key))
         if raw is None:
             return None
         try:
-            record = unseal_record(raw)
+            record = unseal_record(raw) if len(raw) < _VIEW_FROM else _unseal_view(raw)
             if record.bucket != bucket or record.key != key:
                 # Distinct (bucket, key) pairs never share a digest unless MD5 collides.
                 raise CorruptRecord(f"the stored key is {record.bucket}/{record.key}")
@@ -105,8 +164,10 @@ class ReplicaStore:
             return self._corrupt(bucket, key, str(exc), strict)
         return record
 
-    def get_state(self, bucket: str, key: str, strict: bool = False) -> bytes | None:
-        """The encoded clock as stored, after its checksum, without decoding it.
+    def get_state(self, bucket: str, key: str, strict: bool = False) -> bytes | memoryview | None:
+        """The encoded clock as stored, after its checksum, without decoding it; for a large
+        record, a read-only view into it (no copy; it keeps the record's bytes alive).
+        Compare encodings with versions.same_encoding: == on a view is item by item.
 
         A corrupt record reads as missing (noted in found_corrupt), or raises CorruptRecord
         when `strict` — for a coordinator, which must never mint dots without its history.
@@ -117,9 +178,10 @@ class ReplicaStore:
     def get(self, bucket: str, key: str, strict: bool = False) -> Clock | None:
         return self.read(bucket, key, strict)[0]
 
-    def get_encoded(self, bucket: str, key: str) -> tuple[Clock | None, bytes | None]:
+    def get_encoded(self, bucket: str, key: str) -> tuple[Clock | None, bytes | memoryview | None]:
         """The key's clock and its encoding as stored ((None, None) if absent or corrupt): a
-        coordinator compares the encoding with the replicas' answers to skip decoding them."""
+        coordinator compares the encoding with the replicas' answers to skip decoding them.
+        The encoding is a view into the stored record, as in get_state."""
         clock, record = self._decoded(bucket, key, False)
         return clock, None if record is None else record.state
 
@@ -130,7 +192,9 @@ class ReplicaStore:
             return None, NOT_MINTED
         return clock, (record.minted_actor, record.minted_counter)
 
-    def _decoded(self, bucket: str, key: str, strict: bool) -> tuple[Clock | None, Record | None]:
+    def _decoded(
+        self, bucket: str, key: str, strict: bool
+    ) -> tuple[Clock | None, Record | _RecordView | None]:
         """The key's clock and its record, (None, None) if absent or corrupt."""
         record = self._record(bucket, key, strict)
         if record is None:
@@ -154,7 +218,7 @@ class ReplicaStore:
         clock: Clock,
         old: Clock | None | _Unknown = UNKNOWN,
         minted: Minted | None = None,
-        state: bytes | None = None,
+        state: bytes | memoryview | None = None,
     ) -> bytes:
         """Store the clock (`old`: what was stored before, if the caller read it; `minted`:
         this node's last mint for the key, None to keep the stored one; `state`: the clock's
@@ -181,7 +245,12 @@ class ReplicaStore:
         self.engine.delete(digest)
 
     def merge(
-        self, bucket: str, key: str, incoming: Clock, lww: bool, state: bytes | None = None
+        self,
+        bucket: str,
+        key: str,
+        incoming: Clock,
+        lww: bool,
+        state: bytes | memoryview | None = None,
     ) -> Clock:
         """Merge a state from another replica into ours (`state`: incoming's encoding, if the
         caller has it); writes only when something changed."""
