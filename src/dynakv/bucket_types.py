@@ -38,8 +38,10 @@ __all__ = [
     "merge_types",
     "resolve",
     "resolve_level",
+    "storage_rule",
     "type_of",
     "valid_datacenter",
+    "widest",
     "with_type",
 ]
 
@@ -133,6 +135,22 @@ def type_of(types: Iterable[BucketType], bucket: str) -> BucketType | None:
         if t.name == DEFAULT:
             fallback = t
     return fallback
+
+
+def storage_rule(types: tuple[BucketType, ...]) -> tuple[int, Datacenters]:
+    """What the types ask the ring to hold: the largest n of a type that lists no data
+    centers (0 when none), and the largest count of each data center the others list."""
+    n = max((t.n for t in types if not t.datacenters), default=0)
+    return n, widest(*(t.datacenters for t in types))
+
+
+def widest(*rules: Datacenters) -> Datacenters:
+    """The largest count of each data center any of `rules` lists, sorted by name."""
+    counts: dict[str, int] = {}
+    for rule in rules:
+        for dc, count in rule:
+            counts[dc] = max(count, counts.get(dc, 0))
+    return tuple(sorted(counts.items()))
 
 
 # --- merge -----------------------------------------------------------------------------------

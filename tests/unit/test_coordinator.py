@@ -6,6 +6,7 @@ import pytest
 
 from dynakv import versions
 from dynakv.core import membership as ms
+from dynakv.core import moves as mv
 from dynakv.core.bugs import NO_BUGS
 from dynakv.core.coordinator import Coordinator
 from dynakv.core.minting import Minter
@@ -192,7 +193,7 @@ def in_transfer(name: str, done: bool, **config: object) -> Parts:
     p.view.adopt(ms.start_transfer(state, plan, "n1"))
     if done:
         for partition, node in p.view.pending_moves_list():
-            p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+            p.view.adopt(mv.mark_transferred(p.view.state, partition, node))
     return p
 
 

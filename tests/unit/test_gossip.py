@@ -10,6 +10,7 @@ import pytest
 from dynakv import bucket_types as bt
 from dynakv.config import BucketProps, NodeConfig
 from dynakv.core import membership as ms
+from dynakv.core import moves as mv
 from dynakv.core.component import Context
 from dynakv.core.events import Stop
 from dynakv.core.failure import Liveness
@@ -282,10 +283,10 @@ def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_
     assert len(p.view.pending_moves_list()) == 3 * 16
     for partition, node in p.view.pending_moves_list():
         assert node in p.view.replicas(partition)
-        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+        p.view.adopt(mv.mark_transferred(p.view.state, partition, node))
     g.claim()
     assert p.view.state.ring.next is not None  # not every member has seen ring.next yet
-    assert ms.next_unseen(p.view.state) == ["n2", "n3", "n4", "n5", "n6"]
+    assert mv.next_unseen(p.view.state) == ["n2", "n3", "n4", "n5", "n6"]
     every_member_saw_next(p)
     g.claim()
     assert p.view.state.ring.next is None
@@ -304,13 +305,13 @@ def test_the_claimant_moves_data_when_a_type_raises_a_data_center_count_or_adds_
 def finish_moves(p: Parts) -> None:
     """Every pull done, and every member has adopted ring.next (as gossip would tell)."""
     for partition, node in p.view.pending_moves_list():
-        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+        p.view.adopt(mv.mark_transferred(p.view.state, partition, node))
     every_member_saw_next(p)
 
 
 def every_member_saw_next(p: Parts) -> None:
-    for name in ms.next_unseen(p.view.state):
-        p.view.adopt(ms.saw_next(p.view.state, name))
+    for name in mv.next_unseen(p.view.state):
+        p.view.adopt(mv.saw_next(p.view.state, name))
 
 
 def test_the_claimant_lowers_the_replication_only_after_the_remaining_replicas_pulled():
@@ -329,10 +330,10 @@ def test_the_claimant_lowers_the_replication_only_after_the_remaining_replicas_p
     assert p.view.placed_replicas(0) == before[0]  # the old replicas still serve
     moves = p.view.pending_moves_list()
     for partition, node in moves[:-1]:
-        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+        p.view.adopt(mv.mark_transferred(p.view.state, partition, node))
     g.claim()
     assert p.view.state.ring.next is not None  # one pull left: not installed yet
-    p.view.adopt(ms.mark_transferred(p.view.state, *moves[-1]))
+    p.view.adopt(mv.mark_transferred(p.view.state, *moves[-1]))
     every_member_saw_next(p)
     g.claim()
     record = p.view.state.ring
@@ -390,15 +391,15 @@ def test_ring_next_is_installed_only_once_every_member_up_has_adopted_it():
     g.on_bucket_change(0.0, "#c", ClientBucketChange(1, bt.DEFAULT, {"n": 4}))
     assert p.view.state.ring.next is not None
     for partition, node in p.view.pending_moves_list():  # every pull done
-        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+        p.view.adopt(mv.mark_transferred(p.view.state, partition, node))
     for name in ("n2", "n3"):
-        p.view.adopt(ms.saw_next(p.view.state, name))
+        p.view.adopt(mv.saw_next(p.view.state, name))
     g.claim()
     # n4 and n5 may still count requests over the installed ring alone.
     assert p.view.state.ring.next is not None
     p.view.down = {"n4"}  # a member down serves no requests: not waited for
     g.claim()
     assert p.view.state.ring.next is not None
-    p.view.adopt(ms.saw_next(p.view.state, "n5"))
+    p.view.adopt(mv.saw_next(p.view.state, "n5"))
     g.claim()
     assert p.view.state.ring.next is None and p.view.state.ring.replication == 4

@@ -23,12 +23,10 @@ from dynakv.core.membership import (
     finish_transfer,
     install_ring,
     mark_removed,
-    mark_transferred,
     member,
     merge,
     names,
     new_cluster,
-    pending_moves,
     plan_ring,
     refresh_self,
     request_join,
@@ -36,6 +34,7 @@ from dynakv.core.membership import (
     set_type,
     start_transfer,
 )
+from dynakv.core.moves import mark_transferred, pending_moves
 from dynakv.errors import ClusterError, InvalidRequest
 
 RING_SIZE = 16
@@ -523,4 +522,4 @@ def test_the_storage_rule_is_the_largest_plain_n_and_each_data_centers_largest_c
         bt.BucketType("c", 5, 1, 1, "siblings", 10, 1, (("dc2", 3), ("dc3", 2))),
         bt.BucketType("d", 2, 1, 1, "siblings", 10, 1),
     )
-    assert ms.storage_rule(types) == (3, (("dc1", 2), ("dc2", 3), ("dc3", 2)))
+    assert bt.storage_rule(types) == (3, (("dc1", 2), ("dc2", 3), ("dc3", 2)))

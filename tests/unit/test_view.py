@@ -9,6 +9,7 @@ import pytest
 from dynakv import bucket_types as bt
 from dynakv.config import BucketProps
 from dynakv.core import membership as ms
+from dynakv.core import moves as mv
 from dynakv.errors import Unavailable
 from tests.unit.components import NAMES, parts, record
 
@@ -61,7 +62,7 @@ def test_during_a_transfer_a_key_whose_replicas_change_is_placed_on_both_lists()
         assert not set(placement.spare) & set(placement.primaries)
     # Done in this node's view, or not: both lists until ring.next is installed.
     for partition, node in p.view.pending_moves_list():
-        p.view.adopt(ms.mark_transferred(p.view.state, partition, node))
+        p.view.adopt(mv.mark_transferred(p.view.state, partition, node))
     assert not p.view.pending_moves
     assert all(p.view.placement("b", key).lists for key in moved)
     p.view.adopt(ms.finish_transfer(p.view.state, "n1"))
@@ -159,7 +160,7 @@ def test_a_raised_n_takes_effect_partition_by_partition_as_the_transfer_fills_it
     assert len(before) == 3 and len(after) == 4 and placement.primaries == after
     assert p.view.placement("b", "k").lists == ()  # a bucket of n=3 keeps its 3
     partition = p.view.ring.partition("wide", "k")
-    p.view.adopt(ms.mark_transferred(p.view.state, partition, after[3]))
+    p.view.adopt(mv.mark_transferred(p.view.state, partition, after[3]))
     assert p.view.placement("wide", "k").lists == (before, after)  # until ring.next is in
     p.view.adopt(ms.finish_transfer(p.view.state, "n1"))
     placement = p.view.placement("wide", "k")
@@ -174,7 +175,7 @@ def _with_type(p, name: str, props: dict) -> None:
     """Set a bucket type the way the claimant does: the type, then its replication."""
     changed = bt.change(p.view.state.types, name, props)
     state = ms.set_type(p.view.state, changed)
-    n, datacenters = ms.storage_rule(state.types)
+    n, datacenters = bt.storage_rule(state.types)
     p.view.adopt(ms.install_ring(state, state.ring.ring, "n1", n, datacenters))
 
 

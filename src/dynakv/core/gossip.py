@@ -17,6 +17,7 @@ from dynakv import bucket_types as bt
 from dynakv.claim import claim
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
+from dynakv.core import moves as mv
 from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer, Stop
 from dynakv.core.failure import Liveness
@@ -296,7 +297,7 @@ class Gossiper(Component):
         has adopted the ring being moved to (membership.saw_next); whether that changed the
         membership."""
         view = self.view
-        state = ms.saw_next(view.state, view.name)
+        state = mv.saw_next(view.state, view.name)
         if state.types:
             members = [m.name for m in state.members if m.status != "removed"]
             types = tuple(bt.held(t, view.name, members) for t in state.types)
@@ -377,40 +378,40 @@ class Gossiper(Component):
         # falls only in a transfer of its own (below), in which the remaining replicas
         # pull from the surplus ones first.
         wanted = max(placed, view.wanted_replication)
-        wanted_dcs = ms.widest(placed_dcs, view.wanted_datacenters)
+        wanted_dcs = bt.widest(placed_dcs, view.wanted_datacenters)
         rule = (view.wanted_replication, view.wanted_datacenters)
         plan = self._plan(state)
         if plan is not None:
             same_owners = plan.owners == state.ring.ring.owners
             ring = state.ring.ring
-            if same_owners and not ms.replica_moves(
+            if same_owners and not mv.replica_moves(
                 ring, plan, placed, wanted, placed_dcs, wanted_dcs
             ):
                 new = ms.install_ring(state, plan, view.name, wanted, wanted_dcs)
             else:
                 new = ms.start_transfer(state, plan, view.name, wanted, wanted_dcs)
-                moves = len(ms.pending_moves(new, view.legacy_replication))
+                moves = len(mv.pending_moves(new, view.legacy_replication))
                 self.logs.append(Log("info", "transfer_planned", {"moves": moves}))
         elif state.ring.next is None and rule != (placed, placed_dcs):
             # A transfer to the same owners at the types' rule: new replicas pull what they
             # lack; where it falls, the remaining replicas pull from the surplus ones, and
-            # the lower rule serves a partition only once they have (ms.replica_moves).
+            # the lower rule serves a partition only once they have (mv.replica_moves).
             n, dcs = rule
             new = ms.start_transfer(state, state.ring.ring, view.name, n, dcs)
-            moves = len(ms.pending_moves(new, view.legacy_replication))
+            moves = len(mv.pending_moves(new, view.legacy_replication))
             if not moves:  # nothing to fill (fewer members than n): just record it
                 new = ms.install_ring(state, state.ring.ring, view.name, n, dcs)
             fields: dict[str, object] = {"from": placed, "to": n, "moves": moves}
             if dcs != placed_dcs:
                 fields["datacenters"] = ",".join(f"{dc}={c}" for dc, c in dcs)
-            falls = ms.lowered(placed, n, placed_dcs, dcs)
+            falls = mv.lowered(placed, n, placed_dcs, dcs)
             self.logs.append(
                 Log("info", "replication_lowered" if falls else "replication_raised", fields)
             )
         elif (
             state.ring.next is not None
             and not view.pending_moves
-            and all(x in view.down for x in ms.next_unseen(state))
+            and all(x in view.down for x in mv.next_unseen(state))
         ):
             # Every member up has adopted ring.next, so none counts over the installed ring
             # alone any more: installing it cannot leave two members with disjoint lists.
@@ -420,7 +421,7 @@ class Gossiper(Component):
             return [Send(peer, Gossip(view.state)) for peer in view.peers()]
         else:
             return []
-        view.adopt(ms.saw_next(new, view.name))
+        view.adopt(mv.saw_next(new, view.name))
         return [Send(peer, Gossip(view.state)) for peer in view.peers()]
 
     def _plan(self, state: Membership) -> Ring | None:
@@ -436,7 +437,7 @@ class Gossiper(Component):
     def transferred(self, partition: int) -> list[Effect]:
         """This node finished pulling `partition`: record it, and let the claimant know."""
         view = self.view
-        view.adopt(ms.mark_transferred(view.state, partition, view.name))
+        view.adopt(mv.mark_transferred(view.state, partition, view.name))
         return self.claim()
 
     def tell_claimant(self) -> list[Effect]:

@@ -14,6 +14,7 @@ from dynakv import bucket_types as bt
 from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.core import membership as ms
+from dynakv.core import moves as mv
 from dynakv.core.membership import Membership, RingRecord
 from dynakv.errors import Unavailable
 from dynakv.ring import Ring, key_digest, partition_of_digest
@@ -72,7 +73,7 @@ class ClusterView:
         # What the installed ring and ring.next are placed for; see _refresh.
         self.placed_replication = self.next_replication = self.legacy_replication
         self.wanted_replication = self.legacy_replication
-        # Replicas per data center, beside the N above (membership.storage_rule).
+        # Replicas per data center, beside the N above (bucket_types.storage_rule).
         self.placed_datacenters: bt.Datacenters = ()
         self.next_datacenters: bt.Datacenters = ()
         self.wanted_datacenters: bt.Datacenters = ()
@@ -166,14 +167,14 @@ class ClusterView:
 
     def _refresh(self) -> None:
         state = self.state
-        wanted, self.wanted_datacenters = ms.storage_rule(state.types)
+        wanted, self.wanted_datacenters = bt.storage_rule(state.types)
         self.wanted_replication = wanted or self.legacy_replication
-        self.placed_replication, self.next_replication = ms.replication(
+        self.placed_replication, self.next_replication = mv.replication(
             state.ring, self.legacy_replication
         )
-        self.placed_datacenters, self.next_datacenters = ms.datacenters(state.ring)
+        self.placed_datacenters, self.next_datacenters = mv.datacenters(state.ring)
         moves: dict[int, set[str]] = {}
-        for partition, node in ms.pending_moves(state, self.legacy_replication):
+        for partition, node in mv.pending_moves(state, self.legacy_replication):
             moves.setdefault(partition, set()).add(node)
         self.pending_moves = moves
 

@@ -10,7 +10,6 @@ front ends (http.py, resp.py) do the rest of a node's I/O, through its API.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import random
@@ -27,10 +26,7 @@ from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.core.events import (
     Event,
-    LoadReport,
     Log,
-    PeerDown,
-    PeerUp,
     Received,
     Send,
     SetTimer,
@@ -40,7 +36,7 @@ from dynakv.core.events import (
     is_client,
 )
 from dynakv.core.node import Node
-from dynakv.errors import ClusterError, DynakvError, InvalidRequest, Timeout, Unavailable
+from dynakv.errors import DynakvError, InvalidRequest, Timeout, Unavailable
 from dynakv.messages import (
     UNGATED,
     BackupResult,
@@ -56,18 +52,15 @@ from dynakv.messages import (
 )
 from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
-from dynakv.runtime.logs import NodeLog, ProgressSummary
 from dynakv.runtime.metrics import Metrics, consistency_label
+from dynakv.runtime.peers import PeerLinks
+from dynakv.runtime.probes import Probes
 from dynakv.runtime.transport import LENGTH, FrameConnection
 from dynakv.storage import open_engine
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.pipelined import PipelinedEngine
 from dynakv.storage.wal import WalEngine
 from dynakv.versions import Clock
-
-RECONNECT_BACKOFF = 0.5
-LOAD_REPORT_INTERVAL = 1.0
-LAG_SAMPLE_INTERVAL = 0.25  # s between two event-loop lag samples
 
 
 class Server:
@@ -90,10 +83,11 @@ class Server:
         self.engine = engine
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
-        self.log = NodeLog(config.name)
-        self.progress = ProgressSummary()  # routine background events, said as a summary
         self.metrics = Metrics()
         self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
+        self.probes = Probes(config.name, self.metrics)
+        self.log = self.probes.log
+        self.links = PeerLinks(config, self, self.log, self.dispatch, self.node.address_of)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
         self._effects_pending: list[Send] = []  # wait for this turn's commit
@@ -102,11 +96,6 @@ class Server:
         self._dirty: set[FrameConnection] = set()
         self._flush_scheduled = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._peers: dict[str, FrameConnection] = {}  # by member name or "@addr"
-        self._connecting: dict[str, list[Message]] = {}
-        self._failed_at: dict[str, float] = {}
-        self._connections: set[FrameConnection] = set()
-        self._by_token: dict[str, FrameConnection] = {}
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._callbacks: dict[str, Callable[[Message], None]] = {}  # "#h" tokens of submit()
         self._tokens = itertools.count(1)
@@ -124,9 +113,7 @@ class Server:
         # new incarnation rather than mint those dots a second time.
         self.storage_failed = False
         self.exit_status = 0  # the process's, set by a Stop effect (a refused join: 1)
-        self._join_warned_at: dict[str, float] = {}  # join targets said to be unreachable
         self._stopping = False
-        self._gc_started = 0.0  # perf_counter at the start of the collection under way
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,7 +125,7 @@ class Server:
         """Listen for the binary protocol; the node does nothing yet. The process starts the
         front ends between this and `begin`, so a port already taken stops it before the node
         has joined, founded or gossiped anything."""
-        self.loop = asyncio.get_running_loop()
+        self.loop = self.links.loop = asyncio.get_running_loop()
         if isinstance(self.engine, PipelinedEngine):
             self.engine.bind(self.loop.call_soon_threadsafe)
         host, port = split_addr(self.config.node_addr)
@@ -157,9 +144,7 @@ class Server:
             node_id=self.node.actor,
         )
         self.dispatch(Start(join=self.join))
-        self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
-        self._sample_lag(self.loop.time() + LAG_SAMPLE_INTERVAL)
-        gc.callbacks.append(self._on_gc)
+        self.probes.start(self.loop, self.dispatch)
 
     async def stop(self) -> None:
         """Send what the node still owes, close every connection and the storage engine."""
@@ -169,14 +154,12 @@ class Server:
             self.engine.commit()
             await asyncio.sleep(0.05)  # let the last commits' replies go out
         self._stopping = True
-        if self._on_gc in gc.callbacks:
-            gc.callbacks.remove(self._on_gc)
+        self.probes.stop()
         for handle in self._timers.values():
             handle.cancel()
         if self._tcp_server is not None:
             self._tcp_server.close()
-        for conn in list(self._connections):
-            conn.abort()
+        self.links.abort_all()
         if not failed:
             self.node.shutdown()
         try:
@@ -185,7 +168,7 @@ class Server:
             if not failed:
                 raise
             self.log.exception("engine_close_failed")
-        self._write_summary(force=True)
+        self.probes.write_summary(force=True)
         self.log.event(logging.INFO, "node_stopped", storage_failed=failed)
         self.stopped.set()
 
@@ -303,59 +286,12 @@ class Server:
             return
         if to.startswith("#c"):
             self._record_done(to, send.message)
-            conn = self._by_token.get(to)
-            if conn is not None:
-                conn.send(send.message)
+            self.links.to_client(to, send.message)
             return
-        conn = self._peers.get(to)
-        if conn is not None and not conn.closed:
-            conn.send(send.message)
-            return
-        self._connect_and_send(to, send.message)
+        self.links.to_peer(to, send.message)
 
     def _log_effect(self, effect: Log) -> None:
-        if self.progress.absorb(time.time(), effect):
-            return
-        level = getattr(logging, effect.level.upper(), logging.INFO)
-        self.log.fields(level, effect.event, effect.fields)
-
-    def _write_summary(self, force: bool = False) -> None:
-        summary = self.progress.take(time.time(), force)
-        if summary is not None:
-            self.log.fields(logging.INFO, summary.event, summary.fields)
-
-    def _report_load(self) -> None:
-        """Every second, tell the node the foreground p99 (admission control), and write the
-        background summary once it is due."""
-        if self._stopping or self.loop is None:
-            return
-        self._write_summary()
-        recent = self.metrics.take_recent()
-        p99 = 0.0
-        if recent:
-            recent.sort()
-            p99 = recent[min(len(recent) - 1, int(len(recent) * 0.99))]
-        self.dispatch(LoadReport(p99))
-        self.loop.call_later(LOAD_REPORT_INTERVAL, self._report_load)
-
-    def _sample_lag(self, due: float) -> None:
-        """Every LAG_SAMPLE_INTERVAL, how late this timer ran: what a long loop turn (a big
-        scan, a GC pause, a slow callback) made everything else wait."""
-        if self._stopping or self.loop is None:
-            return
-        now = self.loop.time()
-        if due < now - LAG_SAMPLE_INTERVAL * 100:
-            due = now  # the first call, or the clock jumped: no sample
-        self.metrics.loop_lag.observe(max(0.0, now - due))
-        self.loop.call_at(now + LAG_SAMPLE_INTERVAL, self._sample_lag, now + LAG_SAMPLE_INTERVAL)
-
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        """gc.callbacks: time each collection (the whole process: the loop stops meanwhile)."""
-        if phase == "start":
-            self._gc_started = time.perf_counter()
-        elif self._gc_started:
-            self.metrics.observe_gc(info["generation"], time.perf_counter() - self._gc_started)
-            self._gc_started = 0.0
+        self.probes.log_effect(effect)
 
     # --- timers ----------------------------------------------------------------------------
     def _set_timer(self, timer: SetTimer) -> None:
@@ -368,92 +304,19 @@ class Server:
             delay, self.dispatch, TimerFired(timer.name)
         )
 
-    # --- peer connections ------------------------------------------------------------------
-    def _connect_and_send(self, to: str, message: Message) -> None:
-        queue = self._connecting.get(to)
-        if queue is not None:
-            queue.append(message)
-            return
-        if time.monotonic() - self._failed_at.get(to, float("-inf")) < RECONNECT_BACKOFF:
-            return  # recently unreachable: the node already counts it as down
-        addr = to[1:] if to.startswith("@") else self.node.address_of(to)
-        if addr is None:
-            self.log.event(logging.WARNING, "send_dropped", to=to, reason="unknown_member")
-            return
-        self._connecting[to] = [message]
-        assert self.loop is not None
-        self.loop.create_task(self._connect(to, addr))
-
-    async def _connect(self, to: str, addr: str) -> None:
-        assert self.loop is not None
-        try:
-            host, port = split_addr(addr)
-            # Leave from our own listen address, so per-address firewall rules (partition
-            # tests on one loopback) can tell the nodes apart.
-            local_host = split_addr(self.config.node_addr)[0]
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: FrameConnection(self, to), host, port, local_addr=(local_host, 0)
-                ),
-                timeout=2.0,
-            )
-        except (OSError, TimeoutError, ValueError) as exc:
-            self._connecting.pop(to, None)
-            self._failed_at[to] = time.monotonic()
-            self.log.event(logging.DEBUG, "connect_failed", to=to, addr=addr, error=exc)
-            if to.startswith("@"):
-                self._warn_join_target(addr, f"unreachable: {exc or type(exc).__name__}")
-            else:
-                self.dispatch(PeerDown(to))
-            return
-        queue = self._connecting.pop(to, [])
-        self._peers[to] = conn
-        self._failed_at.pop(to, None)
-        for message in queue:
-            conn.send(message)
-
     # --- FrameHandler ----------------------------------------------------------------------
     def on_open(self, conn: FrameConnection) -> None:
-        self._connections.add(conn)
-        self._by_token[conn.token] = conn
-        if conn.outbound_to is not None:
-            conn.send(Hello(self.config.name, self.config.cluster))
-            conn.hello_sent = True
+        self.links.opened(conn)
 
     def on_close(self, conn: FrameConnection) -> None:
-        self._connections.discard(conn)
-        self._by_token.pop(conn.token, None)
-        for key in (conn.peer, conn.outbound_to):
-            if key is not None and self._peers.get(key) is conn:
-                del self._peers[key]
-                replacement = self._other_connection(key)
-                if replacement is not None:
-                    self._peers[key] = replacement
-        if conn.peer is not None and conn.peer not in self._peers and self.node is not None:
-            self.dispatch(PeerDown(conn.peer))
-
-    def _other_connection(self, name: str) -> FrameConnection | None:
-        for conn in self._connections:
-            if conn.peer == name and not conn.closed:
-                return conn
-        return None
-
-    def _warn_join_target(self, addr: str, problem: str) -> None:
-        """Say at once that the --join target cannot be used, then every 30 s while the
-        join is retried (the target may yet come up)."""
-        now = time.monotonic()
-        if now - self._join_warned_at.get(addr, float("-inf")) >= 30.0:
-            self._join_warned_at[addr] = now
-            self.log.event(
-                logging.WARNING, "join_target_unusable", addr=addr, problem=problem, then="retrying"
-            )
+        self.links.closed(conn)
 
     def on_bad_length(self, conn: FrameConnection, length: int) -> None:
         if conn.outbound_to is not None and conn.outbound_to.startswith("@"):
             head = length.to_bytes(LENGTH, "big")
             what = messages.other_protocol(head)
             answer = f"it answers {what}" if what else f"it answers {head!r}..., not frames"
-            self._warn_join_target(conn.outbound_to[1:], f"not a node port ({answer})")
+            self.links.warn_join_target(conn.outbound_to[1:], f"not a node port ({answer})")
         text = f"frame of {length} bytes exceeds the limit of {messages.MAX_FRAME_BYTES}"
         conn.send(ErrorReply(0, InvalidRequest.code, text))
         conn.close_after_flush()
@@ -468,7 +331,7 @@ class Server:
                 conn.close_after_flush()
             return
         if type(message) is Hello:
-            self._on_hello(conn, message)
+            self.links.hello(conn, message)
             return
         if type(message) is ClientBackup:
             assert self.loop is not None
@@ -510,25 +373,6 @@ class Server:
         fields = {"path": request.path, "bytes": size, "seconds": seconds}
         self.log.fields(logging.INFO, "backup_finished", fields)
         conn.send(BackupResult(request.rid, request.path, size, seconds))
-
-    def _on_hello(self, conn: FrameConnection, hello: Hello) -> None:
-        if hello.cluster != self.config.cluster:
-            text = (
-                f"node {hello.name!r} belongs to cluster {hello.cluster!r}; "
-                f"this is cluster {self.config.cluster!r}"
-            )
-            self.log.event(logging.WARNING, "foreign_peer", name=hello.name, cluster=hello.cluster)
-            conn.send(ErrorReply(0, ClusterError.code, text))
-            conn.close_after_flush()
-            return
-        conn.peer = hello.name
-        if not conn.hello_sent:
-            conn.send(Hello(self.config.name, self.config.cluster))
-            conn.hello_sent = True
-        current = self._peers.get(hello.name)
-        if current is None or current.closed:
-            self._peers[hello.name] = conn
-        self.dispatch(PeerUp(hello.name))
 
     # --- the front ends' API (frontend.ServerApi, which documents it) ----------------------
     async def call(self, message: Message, timeout: float | None = None) -> Message:
