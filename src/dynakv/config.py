@@ -49,6 +49,23 @@ class BucketProps:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """The `[security]` table: who may talk to this node. Everything is off by default (a
+    trusted network, as `make run` assumes); docs/DESIGN.md's security section says what each
+    setting protects."""
+
+    # Peers prove they hold the cluster secret before anything else on the node port. A
+    # file, never a flag: command lines are visible to every user of the machine.
+    cluster_secret_file: str | None = None
+    # Users and permissions on every client port (HTTP, RESP, binary).
+    authentication: bool = False
+    # TLS: this node's certificate and key (PEM), and the CA that signed the cluster's.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node needs; defaults are the documented ones."""
 
@@ -111,6 +128,7 @@ class NodeConfig:
     # JSON object a line. Both name the node on every line.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -197,11 +215,15 @@ def _checked(raw: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
     hints = get_type_hints(NodeConfig)
     for key, value in raw.items():
-        if key not in ("defaults", "buckets"):
+        if key not in ("defaults", "buckets", "security"):
             _check_type(key, value, hints[key])
     checked = dict(raw)
     if "defaults" in raw:
         checked["defaults"] = _bucket_props("[defaults]", raw["defaults"])
+    if "security" in raw:
+        checked["security"] = SecurityConfig(
+            **_table("[security]", raw["security"], SecurityConfig)
+        )
     if "buckets" in raw:
         buckets = raw["buckets"]
         if not isinstance(buckets, dict):
@@ -259,16 +281,7 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
 def _bucket_props(table: str, props: Any) -> BucketProps:
     """A [defaults] or [buckets.NAME] table; one that lists datacenters has n = their sum
     and r = w = local_quorum unless it says otherwise."""
-    if not isinstance(props, dict):
-        raise ValueError(f"{table} must be a table of bucket props")
-    hints = get_type_hints(BucketProps)
-    unknown = set(props) - set(hints)
-    if unknown:
-        raise ValueError(
-            f"{table}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(hints)})"
-        )
-    for key, value in props.items():
-        _check_type(f"{table} {key}", value, hints[key])
+    props = _table(table, props, BucketProps)
     datacenters = props.get("datacenters")
     if isinstance(datacenters, dict) and datacenters:
         props = {"r": "local_quorum", "w": "local_quorum", **props}
@@ -277,6 +290,21 @@ def _bucket_props(table: str, props: Any) -> BucketProps:
         return BucketProps(**props)
     except ValueError as exc:
         raise ValueError(f"{table}: {exc}") from exc
+
+
+def _table(table: str, values: Any, cls: type) -> dict[str, Any]:
+    """A TOML table for dataclass `cls`: every key one of its fields, every value of its type."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{table} must be a table")
+    hints = get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ValueError(
+            f"{table}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(hints)})"
+        )
+    for key, value in values.items():
+        _check_type(f"{table} {key}", value, hints[key])
+    return values
 
 
 def with_resp_bucket(config: NodeConfig) -> NodeConfig:

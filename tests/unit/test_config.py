@@ -35,6 +35,9 @@ def _file(tmp_path: Path, text: str) -> Path:
         ("buckets = 3", "buckets must be tables"),
         ('colour = "blue"', "unknown config keys: colour"),
         ("request_timeout = ", "not valid TOML"),
+        ("[security]\nauthentication = 1", "[security] authentication must be true or false"),
+        ('[security]\nsecret = "x"', "[security]: unknown keys secret"),
+        ("security = 3", "[security] must be a table"),
     ],
 )
 def test_a_bad_config_value_is_refused_naming_key_type_and_file(tmp_path, text, expected):
@@ -59,6 +62,15 @@ datacenters = {dc1 = 2, dc2 = 1}
     assert loaded.name == "node2"
     assert loaded.buckets["orders"].n == 3
     assert loaded.buckets["orders"].r == "local_quorum"
+    assert loaded.security == config.SecurityConfig()
+
+
+def test_the_security_table_loads(tmp_path):
+    text = '[security]\nauthentication = true\ntls_ca = "ca.pem"\n'
+    loaded = config.load(_file(tmp_path, text))
+    assert loaded.security.authentication
+    assert loaded.security.tls_ca == "ca.pem"
+    assert loaded.security.cluster_secret_file is None
 
 
 def test_serve_with_a_bad_config_exits_with_one_line_and_no_traceback(tmp_path):
