@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dynakv.bench import LocalNode, free_port
+from dynakv.local_cluster import LocalNode, free_port
 from dynakv.processes import stop_processes
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\w+)(.*)$")

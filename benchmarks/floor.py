@@ -80,8 +80,8 @@ from typing import Any, cast
 import lmdb
 
 from dynakv import messages
-from dynakv.bench import LocalCluster, LocalNode, free_port
 from dynakv.core import membership as ms
+from dynakv.local_cluster import LocalCluster, LocalNode, free_port
 from dynakv.messages import (
     ClientClusterInfo,
     ClientGet,

@@ -18,28 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from dynakv.bench import (
-    SUB_BITS,
-    WORKLOADS,
+from dynakv.bench import summarize
+from dynakv.errors import Unavailable
+from dynakv.latency_histogram import SUB_BITS, Histogram, bucket_index, bucket_range
+from dynakv.load_generator import (
     BenchSpec,
     Generator,
-    Histogram,
     NothingSucceeded,
     OpStats,
     PhaseResult,
-    ScrambledZipfian,
-    Uniform,
-    ZipfianGenerator,
-    bucket_index,
-    bucket_range,
     default_connections,
-    fnv1_64,
     share,
-    summarize,
-    zeta,
 )
-from dynakv.errors import Unavailable
 from dynakv.messages import GetResult, Message, PutResult
+from dynakv.ycsb import WORKLOADS, ScrambledZipfian, Uniform, ZipfianGenerator, fnv1_64, zeta
 from tests.cluster.harness import free_port
 
 DRAWS = 100_000
