@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from dynakv.config import NodeConfig
-from dynakv.runtime import logs
+from dynakv.runtime import allocator, logs
 from dynakv.runtime.frontend import Frontend, ServerApi
 from dynakv.runtime.http import HttpFrontend
 from dynakv.runtime.resp import RespFrontend
@@ -95,11 +95,13 @@ async def serve(config: NodeConfig, join: str | None = None) -> int:
 
 def run(config: NodeConfig, join: str | None = None) -> int:
     """`dynakv serve`: log to stderr (in the config's format, from its level), raise the
-    collector's young threshold, serve on uvloop; the exit status (non-zero when the node
-    stopped on an error, such as a refused join)."""
+    collector's young threshold, keep large buffers in the heap (allocator.py), serve on
+    uvloop; the exit status (non-zero when the node stopped on an error, such as a refused
+    join)."""
     import uvloop
 
     logs.configure(config.name, config.log_level, config.log_format)
+    allocator.tune()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
     return uvloop.run(serve(config, join))
