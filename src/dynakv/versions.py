@@ -31,6 +31,7 @@ __all__ = [
     "live_values",
     "lww",
     "new",
+    "only_tombstones",
     "same_encoding",
     "sync",
     "sync_all",
@@ -67,10 +68,29 @@ class Clock(msgspec.Struct, frozen=True, array_like=True):
     anonymous: tuple[Sibling, ...] = ()  # values without a dot (only in a client clock from new())
 
 
+class _SiblingShape(msgspec.Struct, frozen=True, array_like=True):
+    """A Sibling's encoding read without copying its value (a view into the input)."""
+
+    value: memoryview
+    deleted: bool = False
+
+
+class _EntryShape(msgspec.Struct, frozen=True, array_like=True):
+    actor: str
+    counter: int
+    values: tuple[_SiblingShape, ...]
+
+
+class _ClockShape(msgspec.Struct, frozen=True, array_like=True):
+    entries: tuple[_EntryShape, ...] = ()
+    anonymous: tuple[_SiblingShape, ...] = ()
+
+
 _EMPTY = Clock()
 _encoder = msgspec.msgpack.Encoder()
 _clock_decoder = msgspec.msgpack.Decoder(Clock)
 _context_decoder = msgspec.msgpack.Decoder(VersionVector)
+_shape_decoder = msgspec.msgpack.Decoder(_ClockShape)
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
@@ -218,6 +238,18 @@ def values(clock: Clock) -> list[Sibling]:
 def live_values(clock: Clock) -> list[Sibling]:
     """The siblings that are not tombstones, in the order of values()."""
     return [s for s in values(clock) if not s.deleted]
+
+
+def only_tombstones(data: bytes | memoryview) -> bool:
+    """False when an encoded state holds an anonymous value or a live sibling, found without
+    copying or checking any value: the tombstone sweep asks it of every record, and a record
+    with a megabyte value must cost it microseconds, not a pass over the megabyte.
+    Undecodable data answers True, so that the caller's full decode is what judges it."""
+    try:
+        shape = _shape_decoder.decode(data)
+    except (msgspec.DecodeError, TypeError, ValueError):
+        return True
+    return not shape.anonymous and all(s.deleted for e in shape.entries for s in e.values)
 
 
 def lww(clock: Clock) -> Clock:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynakv import versions
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
 from dynakv.core.reaper import covers, may_hold_tombstone, tombstone_age
-from dynakv.core.replica import seal
+from dynakv.core.replica import VIEW_FROM, seal
 from dynakv.messages import (
     ClientClusterChange,
     ClientGet,
@@ -192,19 +193,43 @@ clocks = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(clocks, st.text(max_size=8), st.integers(0, 2**40))
-def test_the_sweep_filter_never_hides_a_tombstone(clock: versions.Clock, actor: str, n: int):
-    """The sweep skips records without the tombstone mark; one with a tombstone has it."""
-    has_tombstone = any(sibling.deleted for sibling in versions.values(clock))
+@given(clocks, st.text(max_size=8), st.integers(0, 2**40), st.sampled_from([0, 40_000]))
+def test_the_sweep_filter_never_hides_a_tombstone(
+    clock: versions.Clock, actor: str, n: int, padding: int
+):
+    """The sweep skips records that cannot hold only tombstones; a reapable one it never
+    skips, small (searched for the tombstone mark) or large (read through views)."""
+    if padding:  # many tombstoned actors: a record past VIEW_FROM with no live value
+        pad = tuple(
+            Entry(f"pad-{i:05d}-" + "x" * 40, 1, (Sibling(b"", deleted=True, timestamp=n),))
+            for i in range(padding // 60)
+        )
+        clock = versions.Clock(tuple(sorted(clock.entries + pad, key=lambda e: e.actor)))
     record = seal("b", "k", versions.encode(clock), (actor, n) if actor else ("", 0))
-    if has_tombstone:
-        assert may_hold_tombstone(record)
+    assert (len(record) >= VIEW_FROM) == bool(padding)
     if tombstone_age(clock, 0.0) is not None:
+        assert may_hold_tombstone(record)
         assert may_hold_tombstone(versions.encode(clock))
-    live_only = versions.Clock(
-        tuple(Entry("a", 1, (Sibling(b"x" * 1024, timestamp=n),)) for _ in range(1))
-    )
-    assert not may_hold_tombstone(seal("b", "k", versions.encode(live_only)))
+
+
+def _record(*entries: Entry) -> bytes:
+    return seal("b", "k", versions.encode(versions.Clock(entries)))
+
+
+@pytest.mark.parametrize("size", [1024, VIEW_FROM, 1 << 20])
+def test_the_sweep_filter_skips_a_live_value_of_any_size(size: int):
+    live = Entry("a", 1, (Sibling(b"x" * size, timestamp=1),))
+    assert not may_hold_tombstone(_record(live))
+    if size >= VIEW_FROM:  # a large record is read, not searched: a tombstone beside a value
+        assert not may_hold_tombstone(_record(live, Entry("b", 1, (TOMB,))))
+
+
+def test_the_sweep_filter_leaves_an_undecodable_large_record_to_the_full_check():
+    big = _record(Entry("a", 1, (Sibling(b"y" * VIEW_FROM),)))
+    assert may_hold_tombstone(big[:20] + b"\xff" * (len(big) - 20))
+
+
+TOMB = Sibling(b"", deleted=True, timestamp=5)
 
 
 def test_a_lost_reap_commit_leaves_no_old_fallback_copy_to_serve():
