@@ -335,12 +335,12 @@ def encode(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def decode(payload: bytes) -> Message:
+def decode(payload: bytes | memoryview) -> Message:
     """Decode one frame; raises msgspec.DecodeError / ValidationError on bad input."""
     return _decoder.decode(payload)
 
 
-def describe_bad_frame(payload: bytes) -> tuple[int, str, bool]:
+def describe_bad_frame(payload: bytes | memoryview) -> tuple[int, str, bool]:
     """For a frame that failed to decode: (rid to answer, what was wrong, connection usable?).
 
     A frame that is valid msgpack but names an unknown type or has bad fields gets an error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from dynakv.messages import MAX_FRAME_BYTES, ClientGet, ClientPut, Message, decode
-from dynakv.runtime.transport import LENGTH, FrameConnection, frame
+from dynakv.runtime.transport import LENGTH, VIEW_FROM, FrameConnection, frame
 
 
 class Recorder:
@@ -15,9 +15,10 @@ class Recorder:
         self.frames: list[bytes] = []
         self.bad_lengths: list[int] = []
 
-    def on_frame(self, conn: FrameConnection, payload: bytes) -> None:
-        assert type(payload) is bytes
-        self.frames.append(payload)
+    def on_frame(self, conn: FrameConnection, payload: bytes | memoryview) -> None:
+        # A large payload comes as a view of the read (a slice would copy it).
+        assert type(payload) is (memoryview if len(payload) >= VIEW_FROM else bytes)
+        self.frames.append(bytes(payload))
 
     def on_bad_length(self, conn: FrameConnection, length: int) -> None:
         self.bad_lengths.append(length)
@@ -68,10 +69,10 @@ def test_a_large_frame_in_small_reads_waits_until_whole() -> None:
         conn.data_received(chunk)
         fed += len(chunk)
         # Until the length says the frame is whole, reads are only collected.
-        assert len(conn._buffer) == fed and recorder.frames == []
+        assert conn._pending == fed and recorder.frames == []
     conn.data_received(chunks[-1])
     assert [decode(p) for p in recorder.frames] == [_messages()[2]]
-    assert not conn._buffer
+    assert not conn._chunks
 
 
 def test_a_length_over_the_limit_is_reported_not_buffered() -> None:
@@ -83,3 +84,40 @@ def test_a_length_over_the_limit_is_reported_not_buffered() -> None:
         conn.data_received(stream[split:])
         assert recorder.bad_lengths == [MAX_FRAME_BYTES + 1]
         assert recorder.frames == []
+
+
+class Wire:
+    """A transport that keeps what it is given, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append([data])
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.writes.append(list(data))
+
+    def close(self) -> None: ...
+
+
+def test_a_large_payload_is_sent_beside_its_length_not_copied_behind_it() -> None:
+    conn = FrameConnection(Recorder())
+    wire = Wire()
+    conn.transport = wire  # type: ignore[assignment]
+    small, big = _messages()[1], _messages()[2]
+    conn.send(small)
+    conn.send(small)
+    conn.flush()
+    assert wire.writes == [[frame(small) + frame(small)]]  # small frames: one joined write
+    conn.send(small)
+    conn.send(big)
+    conn.flush()
+    pieces = wire.writes[1]
+    assert len(pieces) == 3 and pieces[0] == frame(small)
+    assert b"".join(pieces[1:]) == frame(big) and len(pieces[2]) >= VIEW_FROM
+    conn.send(small)
+    conn.flush()
+    assert wire.writes[2] == [frame(small)]
+    # and the receiving side cuts the same messages out of it
+    assert _feed([b"".join(b"".join(w) for w in wire.writes)]) == [small] * 3 + [big, small]

@@ -321,7 +321,7 @@ class Server:
         conn.send(ErrorReply(0, InvalidRequest.code, text))
         conn.close_after_flush()
 
-    def on_frame(self, conn: FrameConnection, payload: bytes) -> None:
+    def on_frame(self, conn: FrameConnection, payload: bytes | memoryview) -> None:
         try:
             message = messages.decode(payload)
         except (msgspec.MsgspecError, ValueError):  # invalid UTF-8 is a ValueError

@@ -17,10 +17,13 @@ from dynakv.messages import MAX_FRAME_BYTES, Message, encode
 _connection_ids = itertools.count(1)
 log = logging.getLogger("dynakv")
 LENGTH = 4
+# From this many bytes on a frame's payload is passed on as a view, not a slice, and sent
+# beside its length rather than copied behind it (a copy costs more than the extra object).
+VIEW_FROM = 16 * 1024
 
 
 class FrameHandler(Protocol):
-    def on_frame(self, conn: FrameConnection, payload: bytes) -> None: ...
+    def on_frame(self, conn: FrameConnection, payload: bytes | memoryview) -> None: ...
     def on_bad_length(self, conn: FrameConnection, length: int) -> None: ...
     def on_open(self, conn: FrameConnection) -> None: ...
     def on_close(self, conn: FrameConnection) -> None: ...
@@ -44,8 +47,11 @@ class FrameConnection(asyncio.Protocol):
         self.hello_sent = False
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._buffer = bytearray()  # the start of a frame not yet whole
+        self._chunks: list[bytes] = []  # the reads of a frame not yet whole
+        self._pending = 0  # bytes in _chunks
+        self._wanted = 0  # bytes _chunks must hold before the next frame can be cut
         self._outbox: list[bytes] = []
+        self._outbox_large = False  # a frame in the outbox is written without joining
         self._close_after_flush = False
 
     # --- asyncio.Protocol ------------------------------------------------------------------
@@ -54,19 +60,20 @@ class FrameConnection(asyncio.Protocol):
         self.handler.on_open(self)
 
     def data_received(self, data: bytes) -> None:
-        # Frames are cut straight out of `data` (one copy each); only a frame split across
-        # reads waits in `_buffer`, joined with the rest once its length says it is whole,
-        # so a large frame arriving in many reads is not copied again for each of them.
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < LENGTH:
+        # A frame that arrives whole in one read is handed on as a slice of it; a large one
+        # as a view (slicing copies). A frame split across reads waits as the list of its
+        # reads until its length says it is whole, then is joined once: a 1 MiB frame in
+        # sixteen reads is copied once here, not grown into a buffer read by read and then
+        # copied out twice more.
+        chunks = self._chunks
+        if chunks:
+            chunks.append(data)
+            self._pending += len(data)
+            if self._pending < self._wanted:
                 return
-            length = int.from_bytes(buffer[:LENGTH], "big")
-            if length <= MAX_FRAME_BYTES and len(buffer) < LENGTH + length:
-                return  # not whole yet
-            data = bytes(buffer)
-            buffer.clear()
+            data = b"".join(chunks)
+            chunks.clear()
+        view = memoryview(data)
         offset = 0
         end = len(data)
         while end - offset >= LENGTH and not self.closed:
@@ -79,14 +86,22 @@ class FrameConnection(asyncio.Protocol):
                 break
             offset = start + length
             try:
-                self.handler.on_frame(self, data[start:offset])
+                self.handler.on_frame(
+                    self, data[start:offset] if length < VIEW_FROM else view[start:offset]
+                )
             except Exception:
                 # A bug must cost one connection, never the node.
                 log.exception("frame_failed connection=%s", self.token)
                 self.abort()
                 return
         if offset < end and not self.closed:
-            buffer += data[offset:]
+            rest = data[offset:]
+            chunks.append(rest)
+            self._pending = len(rest)
+            # Until the length is in, wait for the length; then for the whole frame.
+            self._wanted = LENGTH
+            if len(rest) >= LENGTH:
+                self._wanted += int.from_bytes(rest[:LENGTH], "big")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -97,7 +112,12 @@ class FrameConnection(asyncio.Protocol):
         """Queue a frame; it is written at the end of this loop turn (after the commit)."""
         if self.closed:
             return
-        self._outbox.append(frame(message))
+        payload = encode(message)
+        if len(payload) < VIEW_FROM:
+            self._outbox.append(len(payload).to_bytes(LENGTH, "big") + payload)
+        else:  # not copied behind its length: written as it is, by writelines
+            self._outbox += (len(payload).to_bytes(LENGTH, "big"), payload)
+            self._outbox_large = True
         self.handler.mark_dirty(self)
 
     def close_after_flush(self) -> None:
@@ -111,6 +131,10 @@ class FrameConnection(asyncio.Protocol):
         if self._outbox:
             if len(self._outbox) == 1:
                 self.transport.write(self._outbox[0])
+            elif self._outbox_large:
+                self.transport.writelines(self._outbox)  # one writev, no join of megabytes
+                self._outbox = []  # the transport may keep the list's items, not the list
+                self._outbox_large = False
             else:
                 self.transport.write(b"".join(self._outbox))
             self._outbox.clear()
