@@ -28,7 +28,7 @@ from typing import Any
 from dynakv.local_cluster import LocalNode, free_port
 from dynakv.processes import stop_processes
 
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\w+)(.*)$")
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (?:node=\S+ )?(\w+)(.*)$")
 FIELD = re.compile(r"(\w+)=(\S+)")
 
 
@@ -135,7 +135,7 @@ class Server:
     def events(self, name: str) -> list[tuple[float, dict[str, str]]]:
         """(unix time, fields) of every log line of event `name`, oldest first.
 
-        The runtime logs `%(asctime)s %(levelname)s event k=v ...` in local time, to the
+        The runtime logs `%(asctime)s %(levelname)s node=NAME event k=v ...` in local time, to the
         millisecond; the fields are returned as the strings logged.
         """
         found = []
@@ -150,6 +150,19 @@ class Server:
             when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             found.append((when, dict(FIELD.findall(match.group(4)))))
         return found
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.1) -> float:
+    """Poll check() until it is true; the time.time() at which it was seen true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return time.time()
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Processes:

@@ -35,7 +35,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _procs import Processes, Server, begin, run_all, table, write_config, write_report
+from _procs import (
+    Processes,
+    Server,
+    begin,
+    run_all,
+    table,
+    wait_for,
+    write_config,
+    write_report,
+)
 
 from dynakv import AsyncClient
 from dynakv.claim import claim
@@ -107,19 +116,6 @@ async def load(addr: str, keys: list[str], size: int, in_flight: int) -> tuple[f
     return time.perf_counter() - started, failures
 
 
-def wait_for(what: str, check: Any, timeout: float, interval: float = 0.1) -> float:
-    """Poll check() until it is true; the time.time() at which it was seen true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return time.time()
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def one_run(opts: argparse.Namespace, index: int, partition: int, keys: list[str]) -> dict:
     knobs: dict[str, Any] = {"ring_size": opts.ring_size, "durability": opts.durability}
     if opts.transfer_batch is not None:
@@ -128,7 +124,9 @@ def one_run(opts: argparse.Namespace, index: int, partition: int, keys: list[str
         knobs["transfer_concurrency"] = opts.transfer_concurrency
     loadavg = os.getloadavg()
     with Processes(keep=opts.keep, prefix=f"dynakv-transfer-{index}-") as procs:
-        config = write_config(procs.root / "node.toml", "bench-transfer", 1, 1, 1, **knobs)
+        config = write_config(
+            procs.root / "node.toml", "bench-transfer", 1, 1, 1, log_level="debug", **knobs
+        )  # debug: transfer_started/finished each on a line, not summarised
         node1: Server = procs.server("node1", config)
         node2: Server = procs.server("node2", config)
         node1.start()
