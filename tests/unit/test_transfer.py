@@ -62,3 +62,27 @@ def test_a_new_member_pulls_its_partitions_and_keeps_its_cursor():
     (again_to, again), = sends(t.on_batch(0.1, to, reply))  # fmt: skip
     assert again_to == to and again.after == b"\x01"  # resumes after the last key
     assert q.engine.meta_get(t.pulls[request.partition].meta_name)  # the cursor is kept
+
+
+def test_under_foreground_pressure_a_pull_pauses_between_batches():
+    p = parts("n1")
+    gossip = gossiper(p)
+    gossip.on_join_request(0.0, "@n4:7000", JoinRequest(1, record("n4"), "dynakv"))
+    q = parts("n4", names=["n1", "n2", "n3"])
+    q.view.adopt(p.view.state)
+    t = transfers(q)
+    for _ in range(10):
+        q.budget.report(10.0)  # foreground p99 far above the threshold: the lowest share
+    assert q.budget.share == q.budget.floor == 0.1
+    to, request = sends(t.on_tick(0.0), TransferRequest)[0]
+    reply = TransferBatch(request.rid, request.partition, [], b"\x01", False, 10, 100)
+    assert sends(t.on_batch(0.5, to, reply), TransferRequest) == []  # 0.5 s busy: 4.5 s rest
+    pull = t.pulls[request.partition]
+    assert pull.resume_at == pytest.approx(5.0)
+    asked = [r for _, r in sends(t.on_tick(4.9), TransferRequest) if r.partition == pull.partition]
+    assert asked == []
+    asked = [r for _, r in sends(t.on_tick(5.0), TransferRequest) if r.partition == pull.partition]
+    assert [r.after for r in asked] == [b"\x01"]  # then it resumes where it was
+    for _ in range(20):
+        q.budget.report(0.0)
+    assert q.budget.rest(0.5) == 0.0  # a full share: batches back to back again
