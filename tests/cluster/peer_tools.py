@@ -8,6 +8,7 @@ import contextlib
 import re
 import secrets
 import socket
+import ssl
 import threading
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def write_secret_config(directory: Path, name: str, lines: list[str], extra: str
 
 def refusals(node: NodeProcess, reason: str) -> float:
     """dynakv_peer_auth_failures_total{reason} on `node`."""
-    text = http("GET", f"{node.url}/metrics").body.decode()
+    text = http("GET", f"{node.url}/metrics", context=node.tls).body.decode()
     pattern = rf'^dynakv_peer_auth_failures_total\{{reason="{reason}"\}} (\S+)$'
     match = re.search(pattern, text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
@@ -47,11 +48,15 @@ def refusal_lines(node: NodeProcess) -> int:
 
 
 def member_names(node: NodeProcess) -> list[str]:
-    return sorted(m["name"] for m in http("GET", f"{node.url}/v1/cluster").json()["members"])
+    view = http("GET", f"{node.url}/v1/cluster", context=node.tls).json()
+    return sorted(m["name"] for m in view["members"])
 
 
 def replica_absent(nodes: list[NodeProcess], bucket: str, key: str) -> bool:
-    return all(http("GET", f"{n.url}/v1/replica/{bucket}/{key}").status == 404 for n in nodes)
+    return all(
+        http("GET", f"{n.url}/v1/replica/{bucket}/{key}", context=n.tls).status == 404
+        for n in nodes
+    )
 
 
 def replica_put(bucket: str, key: str, value: bytes, rid: int = 7) -> ReplicaPut:
@@ -70,11 +75,12 @@ def join_request(cluster: str = "dynakv") -> JoinRequest:
 
 
 class RawPeer:
-    """A plain socket on a node port, speaking frames by hand."""
+    """A socket on a node port (over TLS with `context`), speaking frames by hand."""
 
-    def __init__(self, addr: str) -> None:
+    def __init__(self, addr: str, context: ssl.SSLContext | None = None) -> None:
         host, port = addr.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=15)
+        sock = socket.create_connection((host, int(port)), timeout=15)
+        self.sock = context.wrap_socket(sock, server_hostname=host) if context else sock
         self.buffer = b""
 
     def send(self, *messages: Message) -> None:
@@ -94,8 +100,8 @@ class RawPeer:
                     return decode(payload)
             try:
                 chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                return None
+            except (ConnectionResetError, ssl.SSLError):
+                return None  # TLS: the node's alert on a certificate it refused
             if not chunk:
                 return None
             self.buffer += chunk
