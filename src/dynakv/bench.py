@@ -35,6 +35,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -314,6 +315,7 @@ class BenchSpec:
     blind_writes: bool = False
     timeout: float = 10.0
     route: bool = True  # clients send each request to a replica of its key
+    cacert: str | None = None  # nodes with TLS on: the CA file their certificates chain to
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -447,7 +449,11 @@ class Generator:
         for j in range(count):
             first = (self.index * count + j) % len(nodes)
             order = nodes[first:] + nodes[:first]
-            clients.append(AsyncClient(order, timeout=self.spec.timeout, route=self.spec.route))
+            clients.append(
+                AsyncClient(
+                    order, timeout=self.spec.timeout, route=self.spec.route, tls=self.spec.cacert
+                )
+            )
         return clients
 
     async def _ticker(self) -> None:
@@ -751,8 +757,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:
+def _get_json(url: str, cacert: str | None = None) -> Any:
+    """GET a node's JSON over http, or https checked against `cacert` when given."""
+    context = None
+    if cacert:
+        url = url.replace("http://", "https://", 1)
+        context = ssl.create_default_context(cafile=cacert)
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
         return json.load(response)
 
 
@@ -816,10 +827,12 @@ class LocalCluster:
         r: int | None = None,
         w: int | None = None,
         settings: dict[str, str] | None = None,
+        cacert: str | None = None,  # TLS on (a `security` setting): the CA of the nodes
     ) -> None:
         if count < 1:
             raise ValueError("a local cluster needs at least one node")
         self.settings = check_settings(settings or {})
+        self.cacert = cacert
         self.count = count
         self.n = n if n is not None else min(3, count)
         self.r = r if r is not None else self.n // 2 + 1
@@ -889,7 +902,7 @@ class LocalCluster:
             if node.proc.poll() is not None:
                 raise RuntimeError(f"{node.name} exited: {self._tail(node)}")
             with contextlib.suppress(OSError, ValueError):
-                _get_json(f"http://{node.http_addr}/v1/status")
+                _get_json(f"http://{node.http_addr}/v1/status", self.cacert)
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{node.name} did not start: {self._tail(node)}")
@@ -898,7 +911,9 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError, KeyError):
-                views = [_get_json(f"http://{n.http_addr}/v1/cluster") for n in self.nodes]
+                views = [
+                    _get_json(f"http://{n.http_addr}/v1/cluster", self.cacert) for n in self.nodes
+                ]
                 if all(len(v["members"]) == self.count for v in views) and (
                     len({json.dumps(v["ring"], sort_keys=True) for v in views}) == 1
                 ):

@@ -999,6 +999,7 @@ def cluster_ring(node: str, as_json: bool) -> None:
     help="Also write the figures to this JSON file.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@CACERT_OPTION
 def bench(
     nodes: str, local: int | None, data_dir: str | None, durability: str, n: int | None,
     node_settings: tuple[str, ...], r: int | None, w: int | None, workload: str,
@@ -1020,7 +1021,7 @@ def bench(
             operations=operations, duration=duration, concurrency=concurrency,
             connections=connections, value_size=value_size, rate=rate, r=r, w=w,
             processes=processes, seed=seed, bucket=bucket, load=not no_load,
-            blind_writes=blind_writes, timeout=timeout, route=not no_route,
+            blind_writes=blind_writes, timeout=timeout, route=not no_route, cacert=cacert(),
         )  # fmt: skip
         local_cluster = None
         if local is not None:
@@ -1030,7 +1031,9 @@ def bench(
                 if not sep:
                     raise ValueError(f"--node-setting {item!r}: expected KEY=VALUE")
                 settings[key.strip()] = value.strip()
-            local_cluster = bench_mod.LocalCluster(local, data_dir, durability, n, r, w, settings)
+            local_cluster = bench_mod.LocalCluster(
+                local, data_dir, durability, n, r, w, settings, cacert()
+            )
         elif n is not None or data_dir is not None or node_settings:
             raise ValueError("--n, --data-dir and --node-setting apply to a --local cluster only")
     except ValueError as exc:
