@@ -6,6 +6,7 @@ node-port peer without a certificate of the cluster CA refused."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 import stat
@@ -145,6 +146,19 @@ def test_the_python_clients_and_the_cli_with_the_right_ca(tls_cluster: TlsCluste
     cli += ["--node", procs[0].node_addr, "--cacert", tls_cluster.ca]
     result = subprocess.run(cli, capture_output=True, timeout=60)
     assert result.returncode == 0 and result.stdout == b"async\n", result.stderr
+
+
+def test_cluster_commands_reach_the_http_port_over_https_with_cacert(
+    tls_cluster: TlsCluster,
+) -> None:
+    first = tls_cluster.procs[0]
+    command = [sys.executable, "-m", "dynakv", "cluster", "status", "--json"]
+    command += ["--node", first.node_addr, "--cacert", tls_cluster.ca]
+    result = subprocess.run(command, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert sorted(m["name"] for m in view["members"]) == MEMBERS
+    assert all(status is not None for status in view["member_status"].values())
 
 
 def test_a_wrong_ca_is_refused_on_every_port(tls_cluster: TlsCluster) -> None:
