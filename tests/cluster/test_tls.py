@@ -230,3 +230,4 @@ def test_tls_settings_that_do_not_go_together_stop_the_node_with_one_line(
     result = subprocess.run(command, capture_output=True, timeout=60)
     assert result.returncode != 0 and b"Traceback" not in result.stderr
     assert b"[security] TLS files" in result.stderr
+    assert not (tmp_path / "d").exists()  # stopped before its store was opened

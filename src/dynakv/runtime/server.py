@@ -76,6 +76,12 @@ class Server:
     def __init__(self, config: NodeConfig, join: str | None = None) -> None:
         self.config = config
         self.join = join
+        self.metrics = Metrics()
+        self.probes = Probes(config.name, self.metrics)
+        self.log = self.probes.log
+        # Secret and TLS files first: one unusable stops the node before its store opens.
+        self.gate = PeerGate(config, self.log, self.metrics)
+        self._tls, dial_tls = tls.node_contexts(config.security)
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         engine = open_engine(config.engine, config.data_dir, config.durability)
         if isinstance(engine, LmdbEngine | WalEngine) and config.durability == "fsync":
@@ -85,12 +91,7 @@ class Server:
         self.engine = engine
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
-        self.metrics = Metrics()
         self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
-        self.probes = Probes(config.name, self.metrics)
-        self.log = self.probes.log
-        self.gate = PeerGate(config, self.log, self.metrics)
-        self._tls, dial_tls = tls.node_contexts(config.security)
         self.links = PeerLinks(
             config, self, self.log, self.dispatch, self.node.address_of, self.gate, dial_tls
         )
