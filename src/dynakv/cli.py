@@ -19,18 +19,24 @@ from rich.table import Table
 from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
+from dynakv.cli_cert import CACERT_OPTION, cacert, cert_command, http_url, https_context
 from dynakv.client import Client
 from dynakv.errors import DynakvError, InvalidRequest
 from dynakv.processes import stop_processes
 
 console = Console()
 DEFAULT_NODE = "127.0.0.1:7001"
-NODE_OPTION = click.option(
+_NODE = click.option(
     "--node",
     default=DEFAULT_NODE,
     show_default=True,
     help="Any member's node port (binary protocol), HOST:PORT; not its HTTP or Redis port.",
 )
+
+
+def NODE_OPTION(command):  # type: ignore[no-untyped-def]  # a decorator, named as the others
+    """--node, and --cacert for a cluster with TLS on (cli_cert.py)."""
+    return CACERT_OPTION(_NODE(command))
 # serve's flags default to None so that a --config file's values stand unless a flag is
 # given; their help shows the default that applies when neither says anything.
 SERVE_DEFAULTS = config_mod.NodeConfig()
@@ -124,6 +130,7 @@ def serve(
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
     from dynakv.runtime.process import CannotListen, run
+    from dynakv.tls import SecurityFilesError
 
     try:
         cfg = config_mod.load(
@@ -147,6 +154,8 @@ def serve(
         status = run(cfg, join)
     except CannotListen as exc:
         raise click.ClickException(exc.strerror) from exc
+    except SecurityFilesError as exc:
+        raise click.ClickException(str(exc)) from exc
     sys.exit(status)
 
 
@@ -297,7 +306,7 @@ def dev_cluster(
 
 
 def _client(node: str, timeout: float = 10.0) -> Client:
-    return Client(node, timeout=timeout)
+    return Client(node, timeout=timeout, tls=cacert())
 
 
 TIMEOUT_OPTION = click.option(
@@ -564,7 +573,8 @@ def _cluster_json(node: str) -> dict:
         _fail(exc)
         raise
     me = next((m for m in state.members if m.node_addr == node), state.members[0])
-    with urllib.request.urlopen(f"http://{me.http_addr}/v1/cluster", timeout=5) as response:
+    url, context = http_url(me.http_addr, "/v1/cluster"), https_context()
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
         return json.load(response)
 
 
@@ -573,7 +583,8 @@ _STATUS_COLOURS = {"up": "green", "joining": "yellow", "leaving": "yellow", "rem
 
 def _member_status(http_addr: str) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://{http_addr}/v1/status", timeout=3) as response:
+        url, context = http_url(http_addr, "/v1/status"), https_context()
+        with urllib.request.urlopen(url, timeout=3, context=context) as response:
             return json.load(response)
     except OSError:
         return None
@@ -693,10 +704,10 @@ def cluster_repair(node: str, partition: int) -> None:
             param_hint="--partition",
         )
     me = next((m for m in view["members"] if m["node_addr"] == node), view["members"][0])
-    url = f"http://{me['http_addr']}/v1/repair?partition={partition}"
+    url = http_url(me["http_addr"], f"/v1/repair?partition={partition}")
     request = urllib.request.Request(url, method="POST", data=b"")
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=120, context=https_context()) as response:
             result = json.load(response)
     except urllib.error.HTTPError as exc:
         body = json.load(exc)
@@ -988,6 +999,7 @@ def cluster_ring(node: str, as_json: bool) -> None:
     help="Also write the figures to this JSON file.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@CACERT_OPTION
 def bench(
     nodes: str, local: int | None, data_dir: str | None, durability: str, n: int | None,
     node_settings: tuple[str, ...], r: int | None, w: int | None, workload: str,
@@ -1009,7 +1021,7 @@ def bench(
             operations=operations, duration=duration, concurrency=concurrency,
             connections=connections, value_size=value_size, rate=rate, r=r, w=w,
             processes=processes, seed=seed, bucket=bucket, load=not no_load,
-            blind_writes=blind_writes, timeout=timeout, route=not no_route,
+            blind_writes=blind_writes, timeout=timeout, route=not no_route, cacert=cacert(),
         )  # fmt: skip
         local_cluster = None
         if local is not None:
@@ -1019,7 +1031,9 @@ def bench(
                 if not sep:
                     raise ValueError(f"--node-setting {item!r}: expected KEY=VALUE")
                 settings[key.strip()] = value.strip()
-            local_cluster = bench_mod.LocalCluster(local, data_dir, durability, n, r, w, settings)
+            local_cluster = bench_mod.LocalCluster(
+                local, data_dir, durability, n, r, w, settings, cacert()
+            )
         elif n is not None or data_dir is not None or node_settings:
             raise ValueError("--n, --data-dir and --node-setting apply to a --local cluster only")
     except ValueError as exc:
@@ -1033,6 +1047,8 @@ def bench(
         Path(json_file).write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"figures written to {json_file}")
 
+
+main.add_command(cert_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,6 +25,7 @@ import itertools
 import logging
 import select
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
@@ -35,6 +36,7 @@ import msgspec
 
 from dynakv import bucket_types as bt
 from dynakv import listing, messages
+from dynakv import tls as tls_contexts
 from dynakv.bucket_types import BucketType, ResolvedProps
 from dynakv.core.membership import Membership
 from dynakv.errors import (
@@ -400,9 +402,27 @@ class _Socket:
         """Between requests nothing is due from the node; readable means it closed (or sent
         a late reply, which is read and skipped)."""
         try:
-            return not self.poll.poll(0) or self.sock.recv(1, socket.MSG_PEEK) != b""
+            if not self.poll.poll(0):
+                return True
+            if isinstance(self.sock, ssl.SSLSocket):
+                return self._tls_still_open()
+            return self.sock.recv(1, socket.MSG_PEEK) != b""
         except OSError:
             return False
+
+    def _tls_still_open(self) -> bool:
+        # TLS cannot peek, and a readable socket may hold only TLS records (a session
+        # ticket): read what there is without waiting, and keep any late reply's bytes.
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except ssl.SSLWantReadError:
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+        self.buffer += chunk
+        return chunk != b""
 
     def read_frame(self) -> Message:
         buffer = self.buffer
@@ -427,7 +447,9 @@ class Client:
     `route=True` (the default) sends each request to a replica of its key (see the module
     docstring), in `datacenter` first when the cluster spans several (default: the data
     center of the first node given); `route=False` uses the given nodes in order.
-    `last_node` is the address of the node that answered the last request.
+    `last_node` is the address of the node that answered the last request. `tls`: an
+    ssl.SSLContext, or the CA file (PEM) that signed the nodes' certificates, for nodes
+    with TLS on (README, Security); None: plain TCP.
     """
 
     def __init__(
@@ -437,9 +459,11 @@ class Client:
         *,
         route: bool = True,
         datacenter: str | None = None,
+        tls: ssl.SSLContext | str | None = None,
     ):
         self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
+        self._tls = tls_contexts.client_context(tls)
         self._socks: dict[str, _Socket] = {}
         self._rids = itertools.count(1)
         self.last_node: str | None = None
@@ -589,8 +613,15 @@ class Client:
 
     # --- wire ------------------------------------------------------------------------------
     def _connect(self, address: str) -> _Socket:
-        sock = socket.create_connection(_parse(address), timeout=self._timeout)
+        host, port = _parse(address)
+        sock = socket.create_connection((host, port), timeout=self._timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
+            except OSError:
+                sock.close()
+                raise
         conn = self._socks[address] = _Socket(sock)
         return conn
 
@@ -834,8 +865,9 @@ class _Node(asyncio.Protocol):
 class AsyncClient:
     """asyncio client: many requests in flight per connection, matched by request id.
 
-    Same routing as `Client` (`route=`, `last_node`), one connection per node address.
-    `start_get` / `start_put` are callback versions of `get` / `put` for load generators.
+    Same routing as `Client` (`route=`, `last_node`, `tls=`), one connection per node
+    address. `start_get` / `start_put` are callback versions of `get` / `put` for load
+    generators.
     """
 
     def __init__(
@@ -845,9 +877,11 @@ class AsyncClient:
         *,
         route: bool = True,
         datacenter: str | None = None,
+        tls: ssl.SSLContext | str | None = None,
     ):
         self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
+        self._tls = tls_contexts.client_context(tls)
         self._conns: dict[str, _Node] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._refreshing: asyncio.Task[None] | None = None
@@ -1049,7 +1083,11 @@ class AsyncClient:
             host, port = _parse(address)
             loop = asyncio.get_running_loop()
             conn = _Node(address, self)
-            await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), self._timeout)
+            connecting = loop.create_connection(
+                lambda: conn, host, port, ssl=self._tls,
+                server_hostname=host if self._tls is not None else None,
+            )  # fmt: skip
+            await asyncio.wait_for(connecting, self._timeout)
             self._conns[address] = conn
             return conn
 

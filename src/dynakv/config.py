@@ -6,6 +6,7 @@ Nothing reads the environment after start-up; the core receives this object.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,6 +18,9 @@ from dynakv.errors import InvalidRequest
 
 Policy = Literal["siblings", "lww"]
 NAME_PATTERN = PLACE_NAME  # node names, data centers and racks alike
+# Names the cluster secret file when [security] names none: an environment variable, never
+# the secret itself, which a command line or environment would show to other users.
+SECRET_FILE_ENV = "DYNAKV_CLUSTER_SECRET_FILE"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,15 @@ class SecurityConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        # TLS is on with a certificate; its key, and the CA peers are checked against, must
+        # come with it (tls_ca alone turns nothing on).
+        if (self.tls_cert or self.tls_key) and not (self.tls_cert and self.tls_key and self.tls_ca):
+            raise ValueError(
+                "[security] tls_cert, tls_key and tls_ca go together: this node's certificate, "
+                "its key, and the CA that signed the cluster's certificates"
+            )
 
 
 @dataclass(frozen=True)
@@ -203,6 +216,10 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
         config = replace(config, **changes)
+    secret_file = os.environ.get(SECRET_FILE_ENV)
+    if secret_file and config.security.cluster_secret_file is None:
+        security = replace(config.security, cluster_secret_file=secret_file)
+        config = replace(config, security=security)
     return with_resp_bucket(config)
 
 

@@ -45,6 +45,7 @@ class BenchSpec:
     blind_writes: bool = False
     timeout: float = 10.0
     route: bool = True  # clients send each request to a replica of its key
+    cacert: str | None = None  # nodes with TLS on: the CA file their certificates chain to
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -178,7 +179,11 @@ class Generator:
         for j in range(count):
             first = (self.index * count + j) % len(nodes)
             order = nodes[first:] + nodes[:first]
-            clients.append(AsyncClient(order, timeout=self.spec.timeout, route=self.spec.route))
+            clients.append(
+                AsyncClient(
+                    order, timeout=self.spec.timeout, route=self.spec.route, tls=self.spec.cacert
+                )
+            )
         return clients
 
     async def _ticker(self) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,8 +29,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:
+def _get_json(url: str, cacert: str | None = None) -> Any:
+    """GET a node's JSON over http, or https checked against `cacert` when given."""
+    context = None
+    if cacert:
+        url = url.replace("http://", "https://", 1)
+        context = ssl.create_default_context(cafile=cacert)
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
         return json.load(response)
 
 
@@ -93,10 +99,12 @@ class LocalCluster:
         r: int | None = None,
         w: int | None = None,
         settings: dict[str, str] | None = None,
+        cacert: str | None = None,  # TLS on (a `security` setting): the CA of the nodes
     ) -> None:
         if count < 1:
             raise ValueError("a local cluster needs at least one node")
         self.settings = check_settings(settings or {})
+        self.cacert = cacert
         self.count = count
         self.n = n if n is not None else min(3, count)
         self.r = r if r is not None else self.n // 2 + 1
@@ -166,7 +174,7 @@ class LocalCluster:
             if node.proc.poll() is not None:
                 raise RuntimeError(f"{node.name} exited: {self._tail(node)}")
             with contextlib.suppress(OSError, ValueError):
-                _get_json(f"http://{node.http_addr}/v1/status")
+                _get_json(f"http://{node.http_addr}/v1/status", self.cacert)
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{node.name} did not start: {self._tail(node)}")
@@ -175,7 +183,9 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError, KeyError):
-                views = [_get_json(f"http://{n.http_addr}/v1/cluster") for n in self.nodes]
+                views = [
+                    _get_json(f"http://{n.http_addr}/v1/cluster", self.cacert) for n in self.nodes
+                ]
                 if all(len(v["members"]) == self.count for v in views) and (
                     len({json.dumps(v["ring"], sort_keys=True) for v in views}) == 1
                 ):

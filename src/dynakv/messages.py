@@ -94,10 +94,21 @@ def error_reply(rid: int, exc: DynakvError) -> ErrorReply:
 
 
 class Hello(Message, tag="hello"):
-    """First frame a node sends on a connection to a peer: who it is, and of which cluster."""
+    """First frame a node sends on a connection to a peer: who it is, and of which cluster.
+
+    With a cluster secret (peer_auth.py) it also carries the sender's fresh nonce; nodes
+    without a secret leave it empty."""
 
     name: str
     cluster: str
+    nonce: bytes = b""
+
+
+class HelloProof(Message, tag="hello_proof"):
+    """A node's proof that it holds the cluster secret, over both Hellos' nonces
+    (peer_auth.py): the dialler's first, then the responder's."""
+
+    proof: bytes
 
 
 class ReplicaGet(Message, tag="rget"):
@@ -288,6 +299,7 @@ AnyMessage = (
     | ClusterInfo
     | ErrorReply
     | Hello
+    | HelloProof
     | ReplicaGet
     | ReplicaGetReply
     | ReplicaPut

@@ -14,11 +14,13 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,16 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port block found")
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Until `condition()` holds; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @dataclass
 class HttpReply:
     status: int
@@ -73,11 +85,15 @@ class HttpReply:
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, headers: dict | None = None
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    context: ssl.SSLContext | None = None,  # https: checks the node against its CA
 ) -> HttpReply:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=15, context=context) as response:
             return HttpReply(response.status, dict(response.headers), response.read())
     except urllib.error.HTTPError as exc:
         return HttpReply(exc.code, dict(exc.headers), exc.read())
@@ -94,10 +110,15 @@ class NodeProcess:
     proc: subprocess.Popen[bytes] | None = None
     # the command before `serve`; it must exec (not fork) so proc.pid is the node itself
     launcher: list[str] = field(default_factory=lambda: [sys.executable, "-m", "dynakv"])
+    ca_file: str | None = None  # the CA of its certificate, when its config turns TLS on
 
     @property
     def url(self) -> str:
-        return f"http://{self.http_addr}"
+        return f"{'https' if self.ca_file else 'http'}://{self.http_addr}"
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
 
     def start(self, join: str | None = None) -> None:
         args = [
@@ -124,7 +145,7 @@ class NodeProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if http("GET", f"{self.url}/v1/status").status == 200:
+                if http("GET", f"{self.url}/v1/status", context=self.tls).status == 200:
                     return
             except OSError:
                 pass
@@ -141,7 +162,7 @@ class NodeProcess:
         stop_processes([self.proc], timeout=10)
 
     def status(self) -> dict:
-        return http("GET", f"{self.url}/v1/status").json()
+        return http("GET", f"{self.url}/v1/status", context=self.tls).json()
 
 
 class ProcessCluster:
@@ -180,7 +201,11 @@ class ProcessCluster:
         deadline = time.monotonic() + timeout
         views: list[dict] = []
         while time.monotonic() < deadline:
-            views = [http("GET", f"{n.url}/v1/cluster").json() for n in self.nodes if n.proc]
+            views = [
+                http("GET", f"{n.url}/v1/cluster", context=n.tls).json()
+                for n in self.nodes
+                if n.proc
+            ]
             if (
                 all(len(v["members"]) == count for v in views)
                 and all(m["status"] == "up" for v in views for m in v["members"])
@@ -216,7 +241,7 @@ class ProcessCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             views = [
-                http("GET", f"{n.url}/v1/cluster").json()
+                http("GET", f"{n.url}/v1/cluster", context=n.tls).json()
                 for n in self.nodes
                 if n.proc and n.proc.poll() is None
             ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dynakv.client import Client
-from tests.cluster.harness import HttpReply, ProcessCluster, http
+from tests.cluster.harness import HttpReply, ProcessCluster, http, wait_for
 
 FILE = """
 [defaults]
@@ -39,15 +39,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster
 def put_type(url: str, bucket: str, body: object) -> HttpReply:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return http("PUT", f"{url}/v1/buckets/{bucket}", data, {"Content-Type": "application/json"})
-
-
-def wait_for(check, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_type_made_on_one_node_reaches_the_others_and_writes_use_it(cluster):

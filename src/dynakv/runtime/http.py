@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from dynakv import levels, listing, versions
+from dynakv import levels, listing, tls, versions
 from dynakv.bucket_types import DEFAULT, PROPS
 from dynakv.config import validate_location
 from dynakv.errors import (
@@ -433,7 +433,8 @@ class HttpFrontend:
         await runner.setup()
         self._runner = runner
         host, port = split_addr(self.server.config.http_addr)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        context = tls.server_context(self.server.config.security)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
         await site.start()
 
     async def stop(self) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import quote
 
+from dynakv import tls
 from dynakv.errors import ValueTooLarge
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
 from dynakv.runtime.addr import split_addr
@@ -392,8 +393,9 @@ class RespFrontend:
         host, port = split_addr(addr)
         loop = asyncio.get_running_loop()
         self._tcp = await loop.create_server(
-            lambda: RespConnection(self), host, port, reuse_address=True
-        )
+            lambda: RespConnection(self), host, port, reuse_address=True,
+            ssl=tls.server_context(self.server.config.security),
+        )  # fmt: skip
         self.port = port
         self._sweep = loop.call_later(SWEEP_INTERVAL, self._expire)
         log.info("resp_started addr=%s bucket=%s", addr, self.bucket)

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from dynakv import messages
+from dynakv import messages, tls
 from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.core.events import (
@@ -45,6 +45,7 @@ from dynakv.messages import (
     ClientPut,
     ErrorReply,
     Hello,
+    HelloProof,
     Message,
     TransferBatch,
     TransferRequest,
@@ -53,6 +54,7 @@ from dynakv.messages import (
 from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.metrics import Metrics, consistency_label
+from dynakv.runtime.peer_gate import PeerGate, warn_if_open
 from dynakv.runtime.peers import PeerLinks
 from dynakv.runtime.probes import Probes
 from dynakv.runtime.transport import LENGTH, FrameConnection
@@ -74,6 +76,12 @@ class Server:
     def __init__(self, config: NodeConfig, join: str | None = None) -> None:
         self.config = config
         self.join = join
+        self.metrics = Metrics()
+        self.probes = Probes(config.name, self.metrics)
+        self.log = self.probes.log
+        # Secret and TLS files first: one unusable stops the node before its store opens.
+        self.gate = PeerGate(config, self.log, self.metrics)
+        self._tls, dial_tls = tls.node_contexts(config.security)
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         engine = open_engine(config.engine, config.data_dir, config.durability)
         if isinstance(engine, LmdbEngine | WalEngine) and config.durability == "fsync":
@@ -83,11 +91,10 @@ class Server:
         self.engine = engine
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
-        self.metrics = Metrics()
         self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
-        self.probes = Probes(config.name, self.metrics)
-        self.log = self.probes.log
-        self.links = PeerLinks(config, self, self.log, self.dispatch, self.node.address_of)
+        self.links = PeerLinks(
+            config, self, self.log, self.dispatch, self.node.address_of, self.gate, dial_tls
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
         self._effects_pending: list[Send] = []  # wait for this turn's commit
@@ -130,7 +137,7 @@ class Server:
             self.engine.bind(self.loop.call_soon_threadsafe)
         host, port = split_addr(self.config.node_addr)
         self._tcp_server = await self.loop.create_server(
-            lambda: FrameConnection(self), host, port, reuse_address=True
+            lambda: FrameConnection(self), host, port, reuse_address=True, ssl=self._tls
         )
 
     def begin(self) -> None:
@@ -143,6 +150,7 @@ class Server:
             http_addr=self.config.http_addr,
             node_id=self.node.actor,
         )
+        warn_if_open(self.config, self.log)
         self.dispatch(Start(join=self.join))
         self.probes.start(self.loop, self.dispatch)
 
@@ -330,8 +338,13 @@ class Server:
             if not usable:
                 conn.close_after_flush()
             return
+        if not self.gate.admits(conn, message):
+            return
         if type(message) is Hello:
             self.links.hello(conn, message)
+            return
+        if type(message) is HelloProof:
+            self.links.proof(conn, message)
             return
         if type(message) is ClientBackup:
             assert self.loop is not None
