@@ -6,12 +6,17 @@ Differences accepted (moto is not always right; DynamoDB's documentation decides
 case in ACCEPTED (with the reason beside it), which checks dynakv's answer and that moto
 still answers differently, so a moto release that fixes one makes this test say so. In sum:
 - moto's condition parser crashes (a 500) on malformed condition and key condition
-  expressions where DynamoDB answers ValidationException (12 condition cases, 4 key cases);
+  expressions where DynamoDB answers ValidationException (13 condition cases, 4 key cases);
 - moto does not check attribute_type's type names, BETWEEN's bound order, overlapping
   projection paths, two conditions on one sort key, or unused ExpressionAttributeValues on
   PutItem; DynamoDB refuses each with a ValidationException;
-- moto's begins_with ignores Binary values, its projection of several list elements keeps
-  one, and it ignores a SET below a String: DynamoDB's documentation says otherwise;
+- moto's begins_with and contains ignore Binary values, its projection of several list
+  elements keeps one, it ignores a SET below a String, appends SETs past a list's end in
+  the order written rather than by index, and applies REMOVE before SET on one list:
+  DynamoDB's documentation (or, where it is silent, Alternator's tests, which run against
+  DynamoDB itself) says otherwise;
+- moto accepts list_append inside list_append, three operands joined by +, a name starting
+  with "_", and the same path twice in contains; DynamoDB refuses each;
 - moto crashes comparing a String with a Number (DynamoDB: false), and on a sort key
   condition written before the partition key condition (DynamoDB accepts either order).
 Numbers are compared by value and sets in any order (DynamoDB's own equality), since moto
@@ -167,6 +172,9 @@ CONDITIONS = [
     "NOT (n = :n5 AND n = :n1)",
     "not n = :n5",
     "n = :n5 and (s = :hello or s = :x)",
+    "contains(b, :b00)",
+    "begins_with(:hello, s)",
+    "contains(l, l[1])",
 ]
 CONDITION_ERRORS = [
     "n =",
@@ -183,6 +191,9 @@ CONDITION_ERRORS = [
     "attribute_type(s, :tBAD)",
     "n BETWEEN :n6 AND :n4",
     "n BETWEEN :n1 AND :hello",
+    "attribute_exists(n) = :n1",
+    "contains(l, l)",
+    "_n = :n1",
 ]
 UPDATES = [
     "SET s = :x",
@@ -209,6 +220,9 @@ UPDATES = [
     "DELETE m.tags :redset",
     "DELETE nothere :redset",
     "remove s add n :n1 set fresh = :x delete m.tags :redset",
+    "SET l[9] = :x, l[7] = :two, l[8] = :n1",
+    "REMOVE l[1] SET l[2] = :x",
+    "SET fresh = list_append(if_not_exists(fresh, :list), :list)",
 ]
 UPDATE_ERRORS = [
     "SET",
@@ -228,6 +242,10 @@ UPDATE_ERRORS = [
     "SET s.x = :x",
     "ADD s :n1",
     "ADD m.tags :nums",
+    "REMOVE nothere.x",
+    "REMOVE s[0]",
+    "SET l = list_append(list_append(l, :list), :list)",
+    "SET a = :n1 + :n1 + :n1",
 ]
 PROJECTIONS = [
     "id, n",
@@ -267,6 +285,7 @@ CASES = (
     + [case("condition", "#nothere = :on")]
     + [case("update", e) for e in UPDATES + UPDATE_ERRORS]
     + [case("update", "SET a = :x ADD n :n1", None)]
+    + [case("update", "REMOVE nothere.x", None)]
     + [case("projection", e) for e in PROJECTIONS + PROJECTION_ERRORS]
     + [case("projection", "#s, #n", names={"#s": "status", "#n": "n"})]
     + [case("filter", e) for e in FILTERS]
@@ -340,6 +359,42 @@ ACCEPTED: dict[str, tuple[Any, str]] = {
     "key: id = :a AND sk = :n1 AND sk = :n3": (
         INVALID,
         "moto keeps the last of two sort key conditions; DynamoDB allows one per key",
+    ),
+    "condition: attribute_exists(n) = :n1": (INVALID, MOTO_CRASHES),
+    "condition: contains(b, :b00)": (
+        True,
+        "moto's contains ignores Binary; DynamoDB finds a Binary inside a Binary (seen by "
+        "Alternator's tests, which run against DynamoDB)",
+    ),
+    "condition: contains(l, l)": (
+        INVALID,
+        "DynamoDB refuses the same path as both operands of contains (Alternator's tests, "
+        "run against DynamoDB); moto evaluates it",
+    ),
+    "condition: _n = :n1": (
+        INVALID,
+        "DynamoDB's names and function names start with a letter ('_' is a syntax error, "
+        "per Alternator's tests run against DynamoDB); moto accepts it",
+    ),
+    "update: SET l[9] = :x, l[7] = :two, l[8] = :n1": (
+        {**ITEM, "l": {"L": [*ITEM["l"]["L"], VALUES[":two"], VALUES[":n1"], VALUES[":x"]]}},
+        "DynamoDB's documentation: elements added past the end of a list by one SET are "
+        "sorted by element number; moto appends them in the order written",
+    ),
+    "update: REMOVE l[1] SET l[2] = :x": (
+        {**ITEM, "l": {"L": [{"N": "1"}, VALUES[":x"]]}},
+        "in DynamoDB every list index in one update refers to the list before the update; "
+        "moto applies REMOVE first and SETs the shifted element",
+    ),
+    "update: SET l = list_append(list_append(l, :list), :list)": (
+        INVALID,
+        "DynamoDB refuses list_append nested in list_append ('not allowed to be used this "
+        "way'); moto evaluates it",
+    ),
+    "update: SET a = :n1 + :n1 + :n1": (
+        INVALID,
+        "DynamoDB's SET value is one operand or exactly two joined by + or -; a third is a "
+        "syntax error. moto evaluates it",
     ),
     "key: id = :a AND begins_with(sk, :n1)": (
         INVALID,

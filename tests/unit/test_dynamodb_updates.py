@@ -64,9 +64,37 @@ def test_arithmetic_and_functions() -> None:
 
 
 def test_remove_uses_original_list_indexes_and_ignores_missing_paths() -> None:
-    out = update("REMOVE l[1], l[3], gone, m.a.b[7], s")
+    out = update("REMOVE l[1], l[3], gone, m.a.b[7], s, m.a.nope")
     assert out["l"] == {"L": [{"N": "0"}, {"N": "2"}]}
     assert "s" not in out
+
+
+def test_remove_below_a_missing_or_scalar_attribute_fails_unless_there_is_no_item() -> None:
+    for text in ("REMOVE gone.x", "REMOVE s[0]", "REMOVE gone[0]", "REMOVE s.x"):
+        with pytest.raises(ValidationException, match="document path provided in the update"):
+            update(text)
+        assert update(text, None) == {}
+
+
+def test_set_and_remove_on_one_list_use_the_original_indexes() -> None:
+    item = {"l": {"L": [{"N": str(n)} for n in (2, 3, 4, 5, 6, 7)]}}
+    for text in ("REMOVE l[1] SET l[3] = :one", "SET l[3] = :one REMOVE l[1]"):
+        assert [v["N"] for v in update(text, item)["l"]["L"]] == ["2", "4", "1", "6", "7"]
+
+
+def test_sets_past_the_end_append_in_index_order() -> None:
+    values = {f":v{i}": {"S": f"a{i}"} for i in range(1, 5)}
+    text = "SET l[84] = :v1, l[37] = :v2, l[17] = :v3, l[50] = :v4"
+    new_item, _ = parse_update(text, None, values).apply(ITEM)
+    assert [v.get("S") for v in new_item["l"]["L"][4:]] == ["a3", "a2", "a4", "a1"]
+
+
+def test_list_append_takes_if_not_exists_but_not_itself() -> None:
+    assert update("SET fresh = list_append(if_not_exists(fresh, :more), :more)")["fresh"] == {
+        "L": [{"N": "9"}, {"N": "9"}]
+    }
+    with pytest.raises(ValidationException, match=r"not allowed to be used this way.*list_append"):
+        update("SET l = list_append(list_append(l, :more), :more)")
 
 
 def test_add_numbers_and_sets() -> None:
@@ -143,6 +171,11 @@ def test_updated_paths_project_old_and_new_values() -> None:
             "requires a document path; operator or function: if_not_exists",
         ),
         ("SET a = n + :s", r"operator or function: \+, operand type: S"),
+        ("SET a = :one + :one + :one", 'Syntax error; token: "\\+"'),
+        ("SET a = if_not_exists(n, :one + :one)", 'Syntax error; token: "\\+"'),
+        ("SET a = LIST_APPEND(l, :more)", "Invalid function name; function: LIST_APPEND"),
+        ("SET a = if_not_exists(if_not_exists(n, :one), :one)", "requires a document path"),
+        ("SET a = _f(n)", 'Syntax error; token: "_"'),
         (
             "ADD n :s",
             "Incorrect operand type for operator or function; operator: ADD, operand type: STRING",

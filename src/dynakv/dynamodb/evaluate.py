@@ -146,6 +146,8 @@ def _contains(value: Value, member: Value) -> bool:
     kind, member_kind = value_type(value), value_type(member)
     if kind == "S":
         return member_kind == "S" and member["S"] in value["S"]
+    if kind == "B":
+        return member_kind == "B" and decode_binary(member["B"]) in decode_binary(value["B"])
     if kind in ("SS", "NS", "BS"):
         if member_kind != kind[0]:
             return False

@@ -54,7 +54,7 @@ class Update(Parsed):
     def apply(self, item: Item | None) -> tuple[Item, list[Path]]:
         """The updated item and the paths the update wrote (for UPDATED_OLD/UPDATED_NEW:
         `project(old, paths)` and `project(new, paths)`)."""
-        new_item = apply_actions(list(self.actions), item or {})
+        new_item = apply_actions(list(self.actions), item)
         return new_item, [a.path for a in self.actions]
 
     def top_level_names(self) -> set[str]:

@@ -238,7 +238,13 @@ class Parser:
             self.expect_op(")")
             return node
         if self.at_function() and self.peek().text != "size":
-            return self.function()
+            function = self.function()
+            follower = self.peek()
+            if (follower.kind == "op" and follower.text in COMPARATORS) or any(
+                follower.is_keyword(word) for word in ("BETWEEN", "IN")
+            ):
+                self.reject_function(function.name)
+            return function
         left = self.operand()
         token = self.peek()
         if token.kind == "op" and token.text in COMPARATORS:
@@ -307,10 +313,20 @@ class Parser:
                         "valid types: { B,NULL,SS,BOOL,L,BS,N,NS,S,M }"
                     )
         if name == "begins_with":
-            prefix = arguments[1]
-            if isinstance(prefix, Constant) and not ({"S", "B"} & prefix.value.keys()):
-                raise self.operand_type_error(name, prefix)
+            for argument in arguments:
+                if isinstance(argument, Constant) and not ({"S", "B"} & argument.value.keys()):
+                    raise self.operand_type_error(name, argument)
+        if name == "contains" and arguments[0] == arguments[1]:
+            raise self.error(
+                "The first operand must be distinct from the remaining operands for this "
+                f"operator or function; operator: {name}, "
+                f"first operand: {_shown_operand(arguments[0])}"
+            )
         return Function(name, tuple(arguments))
+
+
+def _shown_operand(operand: Operand) -> str:
+    return str(operand) if isinstance(operand, Path) else getattr(operand, "ref", "")
 
 
 def _shown(constant: Constant) -> str:

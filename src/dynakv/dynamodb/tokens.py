@@ -10,7 +10,7 @@ from dynakv.dynamodb.errors import invalid_expression
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<name>[A-Za-z][A-Za-z0-9_]*)
   | (?P<attr_name>\#[A-Za-z0-9_]+)
   | (?P<attr_value>:[A-Za-z0-9_]+)
   | (?P<number>[0-9]+)

@@ -28,21 +28,20 @@ MISSING = "The provided expression refers to an attribute that does not exist in
 WRONG_TYPE = "An operand in the update expression has an incorrect data type"
 
 
-def apply_actions(actions: list[UpdateAction], item: Item) -> Item:
-    """The item after every action. Right-hand sides see the item as it was before the
-    update, as in DynamoDB; REMOVEs of list elements use the original indexes."""
-    values = [
-        evaluate(action.value, item) if action.clause == "SET" and action.value else None
-        for action in actions
-    ]
-    updated = copy.deepcopy(item)
-    for action, value in zip(actions, values, strict=True):
-        if action.clause == "SET" and value is not None:
-            _set(updated, action.path, value)
+def apply_actions(actions: list[UpdateAction], item: Item | None) -> Item:
+    """The item after every action (None: there was no item). Right-hand sides see the
+    item as it was before the update, as in DynamoDB; list indexes refer to the original
+    list, and SETs past a list's end append in index order."""
+    original = item or {}
+    sets = sorted((a for a in actions if a.clause == "SET"), key=lambda a: _index_order(a.path))
+    values = [evaluate(action.value, original) for action in sets if action.value is not None]
+    updated = copy.deepcopy(original)
+    for action, value in zip(sets, values, strict=True):
+        _set(updated, action.path, value)
     removals = [a.path for a in actions if a.clause == "REMOVE"]
     # Highest list index first, so earlier removals do not shift later ones.
-    for path in sorted(removals, key=_removal_order, reverse=True):
-        _remove(updated, path)
+    for path in sorted(removals, key=_index_order, reverse=True):
+        _remove(updated, path, item_exists=item is not None)
     for action in actions:
         if action.clause in ("ADD", "DELETE"):
             assert isinstance(action.value, Constant)
@@ -50,7 +49,7 @@ def apply_actions(actions: list[UpdateAction], item: Item) -> Item:
     return updated
 
 
-def _removal_order(path: Path) -> tuple[Any, ...]:
+def _index_order(path: Path) -> tuple[Any, ...]:
     return tuple((1, e) if isinstance(e, int) else (0, 0) for e in path.elements)
 
 
@@ -107,9 +106,13 @@ def _set(item: Item, path: Path, value: Value) -> None:
         parent[last] = copy.deepcopy(value)
 
 
-def _remove(item: Item, path: Path) -> None:
+def _remove(item: Item, path: Path, item_exists: bool) -> None:
     parent, last = _parent(item, path), path.elements[-1]
     if parent is None:
+        # DynamoDB refuses REMOVE a.b when a is missing or not a map, yet ignores it when
+        # there is no item at all.
+        if item_exists:
+            raise ValidationException(BAD_PATH)
         return
     if isinstance(last, int):
         if last < len(parent):

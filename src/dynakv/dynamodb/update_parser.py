@@ -109,6 +109,8 @@ class UpdateParser(Parser):
         for argument in arguments:
             if isinstance(argument, Constant) and "L" not in argument.value:
                 raise self.operand_type_error(name, argument)
+            if isinstance(argument, ListAppend):
+                self.reject_function(name)
         return ListAppend(arguments[0], arguments[1])
 
 
