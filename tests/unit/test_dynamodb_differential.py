@@ -16,7 +16,8 @@ still answers differently, so a moto release that fixes one makes this test say 
   DynamoDB's documentation (or, where it is silent, Alternator's tests, which run against
   DynamoDB itself) says otherwise;
 - moto accepts list_append inside list_append, three operands joined by +, a name starting
-  with "_", and the same path twice in contains; DynamoDB refuses each;
+  with "_", the same path twice in contains, and a constant without an order (BOOL) in
+  <, <=, >, >= or BETWEEN; DynamoDB refuses each;
 - moto crashes comparing a String with a Number (DynamoDB: false), and on a sort key
   condition written before the partition key condition (DynamoDB accepts either order).
 Numbers are compared by value and sets in any order (DynamoDB's own equality), since moto
@@ -172,6 +173,7 @@ CONDITIONS = [
     "NOT (n = :n5 AND n = :n1)",
     "not n = :n5",
     "n = :n5 and (s = :hello or s = :x)",
+    "((n = :n5) AND (s = :hello))",
     "contains(b, :b00)",
     "begins_with(:hello, s)",
     "contains(l, l[1])",
@@ -194,6 +196,9 @@ CONDITION_ERRORS = [
     "attribute_exists(n) = :n1",
     "contains(l, l)",
     "_n = :n1",
+    "n < :true",
+    "n BETWEEN :n1 AND :true",
+    "((n = :n5))",
 ]
 UPDATES = [
     "SET s = :x",
@@ -298,6 +303,10 @@ MOTO_CRASHES = (
     "expression; DynamoDB answers ValidationException for every malformed expression"
 )
 MOTO_UNCHECKED = "moto does not check this; DynamoDB documents a ValidationException"
+UNORDERED = (
+    "a constant with no order (BOOL here) in <, <=, >, >= or BETWEEN is an 'Incorrect operand "
+    "type' ValidationException in DynamoDB, as in Alternator; moto just answers false"
+)
 # name -> (dynakv's answer, why moto's differs)
 ACCEPTED: dict[str, tuple[Any, str]] = {
     "condition: s < :n5": (
@@ -361,6 +370,8 @@ ACCEPTED: dict[str, tuple[Any, str]] = {
         "moto keeps the last of two sort key conditions; DynamoDB allows one per key",
     ),
     "condition: attribute_exists(n) = :n1": (INVALID, MOTO_CRASHES),
+    "condition: n < :true": (INVALID, UNORDERED),
+    "condition: n BETWEEN :n1 AND :true": (INVALID, UNORDERED),
     "condition: contains(b, :b00)": (
         True,
         "moto's contains ignores Binary; DynamoDB finds a Binary inside a Binary (seen by "

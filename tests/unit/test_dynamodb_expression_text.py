@@ -43,11 +43,16 @@ CONSTANTS = {
 }
 constants = st.sampled_from(sorted(CONSTANTS)).map(lambda ref: Constant(ref, CONSTANTS[ref]))
 operands = st.one_of(paths, constants, st.builds(Size, paths))
-comparisons = st.builds(
-    Comparison, st.sampled_from(["=", "<>", "<", "<=", ">", ">="]), operands, operands
+# Constants compared by order must be S, N or B (checked when parsed).
+ordered = st.one_of(
+    paths, st.builds(Size, paths), constants.filter(lambda c: next(iter(c.value)) in "SNB")
+)
+comparisons = st.one_of(
+    st.builds(Comparison, st.sampled_from(["=", "<>"]), operands, operands),
+    st.builds(Comparison, st.sampled_from(["<", "<=", ">", ">="]), ordered, ordered),
 )
 # Constant bounds are checked when parsed (same type, in order); paths are not.
-betweens = st.builds(Between, operands, paths, st.one_of(paths, st.builds(Size, paths)))
+betweens = st.builds(Between, ordered, paths, st.one_of(paths, st.builds(Size, paths)))
 ins = st.builds(In, operands, st.lists(operands, min_size=1, max_size=4).map(tuple))
 functions = st.one_of(
     st.builds(lambda p: Function("attribute_exists", (p,)), paths),

@@ -43,6 +43,7 @@ UPDATE_FUNCTIONS = ("if_not_exists", "list_append")
 ATTRIBUTE_TYPES = ("S", "SS", "N", "NS", "B", "BS", "BOOL", "NULL", "L", "M")
 MAX_PATH_DEPTH = 32
 MAX_IN_OPERANDS = 100
+MAX_EXPRESSION_BYTES = 4096
 T = TypeVar("T")
 
 
@@ -65,6 +66,11 @@ class Parser:
         self.values_used: set[str] = set()
         if not text.strip():
             raise self.error("The expression can not be empty;")
+        size = len(text.encode("utf-8"))
+        if size > MAX_EXPRESSION_BYTES:
+            # Only conditions and filters add the size to the message, as DynamoDB does.
+            shown = f" expression size: {size}" if kind in ("Condition", "Filter") else ""
+            raise self.error(f"Expression size has exceeded the maximum allowed size;{shown}")
         self.tokens = tokenize(text, kind)
         self.index = 0
 
@@ -91,6 +97,16 @@ class Parser:
     def expect_end(self) -> None:
         if self.peek().kind != "eof":
             raise self.syntax()
+
+    def closing(self, opening: int) -> int:
+        """The index of the ")" that closes the "(" at `opening`."""
+        depth = 0
+        for index in range(opening, len(self.tokens)):
+            token = self.tokens[index]
+            depth += token.is_op("(") - token.is_op(")")
+            if depth == 0:
+                return index
+        return len(self.tokens)
 
     def at_function(self) -> bool:
         return self.peek().kind == "name" and self.peek(1).is_op("(")
@@ -234,7 +250,10 @@ class Parser:
     def primary(self) -> ConditionNode:
         if self.peek().is_op("("):
             self.advance()
+            start = self.index
             node = self.condition()
+            if self.tokens[start].is_op("(") and self.closing(start) == self.index - 1:
+                raise self.error("The expression has redundant parentheses;")
             self.expect_op(")")
             return node
         if self.at_function() and self.peek().text != "size":
@@ -249,7 +268,10 @@ class Parser:
         token = self.peek()
         if token.kind == "op" and token.text in COMPARATORS:
             self.advance()
-            return Comparison(token.text, left, self.operand())
+            right = self.operand()
+            if token.text not in ("=", "<>"):
+                self.require_ordered(token.text, left, right)
+            return Comparison(token.text, left, right)
         if token.is_keyword("BETWEEN"):
             self.advance()
             low = self.operand()
@@ -272,7 +294,14 @@ class Parser:
             self.reject_function("size")
         raise self.syntax()
 
+    def require_ordered(self, name: str, *operands: Operand) -> None:
+        """Constants compared by order must be of a type with an order: S, N or B."""
+        for operand in operands:
+            if isinstance(operand, Constant) and not ({"S", "N", "B"} & operand.value.keys()):
+                raise self.operand_type_error(name, operand)
+
     def between(self, operand: Operand, low: Operand, high: Operand) -> Between:
+        self.require_ordered("BETWEEN", operand, low, high)
         if isinstance(low, Constant) and isinstance(high, Constant):
             bounds = (
                 f"lower bound operand: AttributeValue: {_shown(low)}, "
