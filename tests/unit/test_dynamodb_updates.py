@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dynakv.dynamodb.attributes import KeySchema, check_updated_item_size
 from dynakv.dynamodb.document_paths import project
 from dynakv.dynamodb.errors import ValidationException
 from dynakv.dynamodb.expressions import parse_update
@@ -120,6 +121,34 @@ def test_all_clauses_together_in_any_order_and_case() -> None:
 
 def test_no_item_starts_from_empty() -> None:
     assert update("SET a = :s ADD n :one", None) == {"a": {"S": "v"}, "n": {"N": "1"}}
+
+
+def test_a_new_item_starts_from_its_key_and_ignores_removes_below_missing_attributes() -> None:
+    parsed = parse_update("SET a = :s REMOVE x.y", None, {":s": VALUES[":s"]})
+    assert parsed.apply(None, key={"id": {"S": "new"}})[0] == {
+        "id": {"S": "new"},
+        "a": {"S": "v"},
+    }
+
+
+def test_key_attributes_cannot_be_updated() -> None:
+    schema = KeySchema("id", "S", "sk", "N")
+    parse_update("SET a = :s", None, {":s": VALUES[":s"]}).check_key_untouched(schema)
+    for text in ("SET id = :s", "REMOVE sk", "ADD sk :one", "SET id.x = :s"):
+        values = {k: v for k, v in VALUES.items() if k in text} or None
+        with pytest.raises(
+            ValidationException,
+            match=r"Cannot update attribute (id|sk)\. This attribute is part of the key",
+        ):
+            parse_update(text, None, values).check_key_untouched(schema)
+
+
+def test_an_update_that_grows_the_item_past_400_kb_is_refused() -> None:
+    big = {":big": {"S": "x" * (400 * 1024)}}
+    new_item, _ = parse_update("SET s = :big", None, big).apply(ITEM)
+    with pytest.raises(ValidationException, match="Item size to update has exceeded"):
+        check_updated_item_size(new_item)
+    check_updated_item_size(ITEM)
 
 
 def test_updated_paths_project_old_and_new_values() -> None:

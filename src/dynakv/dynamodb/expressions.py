@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynakv.dynamodb.attributes import Item, Value, validate_value
+from dynakv.dynamodb.attributes import INVALID, Item, KeySchema, Value, validate_value
 from dynakv.dynamodb.document_paths import check_disjoint, project
 from dynakv.dynamodb.errors import ValidationException
 from dynakv.dynamodb.evaluate import holds
@@ -51,15 +51,24 @@ class Condition(Parsed):
 class Update(Parsed):
     actions: tuple[UpdateAction, ...]
 
-    def apply(self, item: Item | None) -> tuple[Item, list[Path]]:
+    def apply(self, item: Item | None, key: Item | None = None) -> tuple[Item, list[Path]]:
         """The updated item and the paths the update wrote (for UPDATED_OLD/UPDATED_NEW:
-        `project(old, paths)` and `project(new, paths)`)."""
-        new_item = apply_actions(list(self.actions), item)
+        `project(old, paths)` and `project(new, paths)`). `item` None means there is no
+        item yet: the update starts from `key` (the request's key attributes)."""
+        new_item = apply_actions(list(self.actions), item, start=key)
         return new_item, [a.path for a in self.actions]
 
     def top_level_names(self) -> set[str]:
-        """Attributes the update touches (to refuse updates of key attributes)."""
+        """Attributes the update touches."""
         return {str(a.path.elements[0]) for a in self.actions}
+
+    def check_key_untouched(self, schema: KeySchema) -> None:
+        """DynamoDB's error when the update would write a key attribute."""
+        for name, _kind in schema.attributes():
+            if name in self.top_level_names():
+                raise ValidationException(
+                    f"{INVALID}Cannot update attribute {name}. This attribute is part of the key"
+                )
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,14 @@ MISSING = "The provided expression refers to an attribute that does not exist in
 WRONG_TYPE = "An operand in the update expression has an incorrect data type"
 
 
-def apply_actions(actions: list[UpdateAction], item: Item | None) -> Item:
-    """The item after every action (None: there was no item). Right-hand sides see the
-    item as it was before the update, as in DynamoDB; list indexes refer to the original
-    list, and SETs past a list's end append in index order."""
-    original = item or {}
+def apply_actions(
+    actions: list[UpdateAction], item: Item | None, start: Item | None = None
+) -> Item:
+    """The item after every action (`item` None: there was no item, and the update starts
+    from `start`, the key). Right-hand sides see the item as it was before the update, as
+    in DynamoDB; list indexes refer to the original list, and SETs past a list's end
+    append in index order."""
+    original = item if item is not None else dict(start or {})
     sets = sorted((a for a in actions if a.clause == "SET"), key=lambda a: _index_order(a.path))
     values = [evaluate(action.value, original) for action in sets if action.value is not None]
     updated = copy.deepcopy(original)
