@@ -19,6 +19,7 @@ ITEM = {
     "ns": {"NS": ["1", "2.5"]},
     "bs": {"BS": ["AA==", "AQ=="]},
     "status": {"S": "on"},
+    "u": {"S": "é."},
 }
 VALUES = {
     ":five": {"N": "5.0"},
@@ -31,6 +32,7 @@ VALUES = {
     ":red": {"S": "red"},
     ":two": {"S": "two"},
     ":one": {"N": "1"},
+    ":three": {"N": "3"},
     ":twohalf": {"N": "2.50"},
     ":b0": {"B": "AA=="},
     ":b01": {"B": "AAE="},
@@ -120,6 +122,8 @@ def test_comparisons(text: str, expected: bool) -> None:
         ("contains(l, :two)", True),
         ("contains(l, :x)", False),
         ("size(id) = :s", False),
+        ("size(id) = :three", True),
+        ("size(u) = :three", True),
         ("size(l) > :one", True),
         ("size(m.tags) BETWEEN :one AND :four", True),
         ("size(b) = :one", False),

@@ -22,6 +22,7 @@ still answers differently, so a moto release that fixes one makes this test say 
   duplicate set members, 1E+126 and 39-digit numbers, all of which DynamoDB's
   documentation refuses; and it refuses REMOVE a.b on a missing item, which DynamoDB
   ignores;
+- moto's size() counts a String's characters; DynamoDB measures strings in UTF-8 bytes;
 - moto crashes comparing a String with a Number (DynamoDB: false), and on a sort key
   condition written before the partition key condition (DynamoDB accepts either order).
 Numbers are compared by value and sets in any order (DynamoDB's own equality), since moto
@@ -51,6 +52,7 @@ ITEM = {
     "ns": {"NS": ["1", "2.5"]},
     "bs": {"BS": ["AA==", "AQ=="]},
     "status": {"S": "on"},
+    "u": {"S": "é."},
 }
 VALUES: dict[str, Any] = {
     ":n5": {"N": "5"},
@@ -171,6 +173,7 @@ CONDITIONS = [
     "size(l) > :n1",
     "size(m.tags) BETWEEN :n1 AND :n3",
     "size(m) = :n1",
+    "size(u) = :n3",
     "n = :n5 OR n = :n1 AND n = :n4",
     "(n = :n5 OR n = :n1) AND n = :n4",
     "NOT n = :n1 AND n = :n5",
@@ -444,6 +447,11 @@ ACCEPTED: dict[str, tuple[Any, str]] = {
         INVALID,
         "DynamoDB refuses list_append nested in list_append ('not allowed to be used this "
         "way'); moto evaluates it",
+    ),
+    "condition: size(u) = :n3": (
+        True,
+        "size() of a String counts UTF-8 bytes (3 for 'é.'), as DynamoDB measures strings "
+        "and Alternator's size() does; moto counts characters",
     ),
     "update: REMOVE nothere.x (no item)": (
         {"id": {"S": "k"}},
