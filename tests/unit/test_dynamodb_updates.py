@@ -234,10 +234,12 @@ def test_bad_update_expressions_are_refused_before_reading_the_item(
             "SET a = gone + :one",
             "The provided expression refers to an attribute that does not exist in the item",
         ),
-        ("SET a = s + :one", "An operand in the update expression has an incorrect data type"),
+        ("SET a = s + :one", "operator or function: \\+, operand type: S"),
+        ("SET a = :one - m", "operator or function: -, operand type: M"),
         (
             "SET a = list_append(s, :more)",
-            "An operand in the update expression has an incorrect data type",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; "
+            "operator or function: list_append, operand type: S",
         ),
         (
             "SET gone.x = :s",
