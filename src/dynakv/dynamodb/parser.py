@@ -8,7 +8,8 @@ parentheses (DynamoDB's documented order).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from dynakv.dynamodb.errors import DynamoError, invalid_expression
@@ -44,6 +45,9 @@ ATTRIBUTE_TYPES = ("S", "SS", "N", "NS", "B", "BS", "BOOL", "NULL", "L", "M")
 MAX_PATH_DEPTH = 32
 MAX_IN_OPERANDS = 100
 MAX_EXPRESSION_BYTES = 4096
+MAX_OPERATORS = 300  # DynamoDB's documented limit on operators and functions
+MAX_DEPTH = 64  # ours: far beyond real expressions, far below Python's recursion limit
+_OPERATOR_WORDS = ("AND", "OR", "NOT", "BETWEEN", "IN")
 T = TypeVar("T")
 
 
@@ -73,6 +77,8 @@ class Parser:
             raise self.error(f"Expression size has exceeded the maximum allowed size;{shown}")
         self.tokens = tokenize(text, kind)
         self.index = 0
+        self.operators = 0
+        self.depth = 0
 
     # -- token helpers
     def error(self, detail: str) -> DynamoError:
@@ -86,8 +92,27 @@ class Parser:
 
     def advance(self) -> Token:
         token = self.peek()
+        if _is_operator(token, self.peek(1)):
+            self.operators += 1
+            if self.operators > MAX_OPERATORS:
+                raise self.error(
+                    "The expression contains too many operators or functions; "
+                    f"maximum: {MAX_OPERATORS}"
+                )
         self.index += 1
         return token
+
+    @contextmanager
+    def deeper(self) -> Iterator[None]:
+        """One more level of parentheses, NOT or function call. Bounded, so that no
+        expression can exhaust the parser's recursion."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"The expression is nested too deeply; maximum depth: {MAX_DEPTH}")
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def expect_op(self, text: str) -> None:
         if not self.peek().is_op(text):
@@ -201,7 +226,8 @@ class Parser:
         """The operands of a call `name(a, b, ...)`; the name token is next."""
         self.advance()
         self.expect_op("(")
-        arguments = self.comma_list(parse_operand or self.operand)
+        with self.deeper():
+            arguments = self.comma_list(parse_operand or self.operand)
         self.expect_op(")")
         return arguments
 
@@ -244,14 +270,16 @@ class Parser:
     def negation(self) -> ConditionNode:
         if self.peek().is_keyword("NOT"):
             self.advance()
-            return Not(self.negation())
+            with self.deeper():
+                return Not(self.negation())
         return self.primary()
 
     def primary(self) -> ConditionNode:
         if self.peek().is_op("("):
             self.advance()
             start = self.index
-            node = self.condition()
+            with self.deeper():
+                node = self.condition()
             if self.tokens[start].is_op("(") and self.closing(start) == self.index - 1:
                 raise self.error("The expression has redundant parentheses;")
             self.expect_op(")")
@@ -352,6 +380,16 @@ class Parser:
                 f"first operand: {_shown_operand(arguments[0])}"
             )
         return Function(name, tuple(arguments))
+
+
+def _is_operator(token: Token, following: Token) -> bool:
+    """Whether a token counts toward the operator limit: a comparator, + or -, a logical
+    or range keyword, or a function name."""
+    if token.kind == "op":
+        return token.text in COMPARATORS or token.text in ("+", "-")
+    if token.kind != "name":
+        return False
+    return token.text.upper() in _OPERATOR_WORDS or following.is_op("(")
 
 
 def _shown_operand(operand: Operand) -> str:
