@@ -269,3 +269,24 @@ def test_updates_that_do_not_fit_the_item_fail_with_dynamodb_errors(
 ) -> None:
     with pytest.raises(ValidationException, match=message):
         update(text)
+
+
+def test_updated_old_and_new_project_the_written_paths_as_dynamodb_does() -> None:
+    """ReturnValues UPDATED_OLD/UPDATED_NEW are project(old or new, paths): only the nested
+    parts written, in their hierarchy (behaviour recorded by Alternator's tests against
+    DynamoDB, including its two oddities at the end)."""
+    item = {"a": {"M": {"b": {"S": "dog"}, "c": {"L": [{"N": "1"}, {"N": "2"}, {"N": "3"}]}}}}
+
+    def returned(text: str, values: dict | None = None) -> tuple[dict, dict]:
+        new_item, paths = parse_update(text, None, values).apply(item)
+        return project(item, paths), project(new_item, paths)
+
+    old, new = returned("SET a.c[1] = :v, a.b = :w", {":v": {"N": "8"}, ":w": {"S": "yo"}})
+    assert old == {"a": {"M": {"b": {"S": "dog"}, "c": {"L": [{"N": "2"}]}}}}
+    assert new == {"a": {"M": {"b": {"S": "yo"}, "c": {"L": [{"N": "8"}]}}}}
+    assert returned("REMOVE a.c[1], a.c[3]")[0] == {"a": {"M": {"c": {"L": [{"N": "2"}]}}}}
+    assert returned("SET a.x = :v", {":v": {"N": "8"}}) == ({}, {"a": {"M": {"x": {"N": "8"}}}})
+    # A SET past the end appends elsewhere, so UPDATED_NEW has nothing at a.c[100] ...
+    assert returned("SET a.c[100] = :v", {":v": {"N": "70"}})[1] == {}
+    # ... and after REMOVE a.c[1] the element that moved into a.c[1] is returned.
+    assert returned("REMOVE a.c[1]")[1] == {"a": {"M": {"c": {"L": [{"N": "3"}]}}}}
