@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynakv.dynamodb.attributes import INVALID, Item, KeySchema, Value, validate_value
+from dynakv.dynamodb.condition_parser import ConditionParser, parse_condition_tree
 from dynakv.dynamodb.document_paths import check_disjoint, project
 from dynakv.dynamodb.errors import ValidationException
 from dynakv.dynamodb.evaluate import holds
@@ -20,7 +21,7 @@ from dynakv.dynamodb.key_condition import (
     sort_key_matches,
     split_key_condition,
 )
-from dynakv.dynamodb.parser import Parser, parse_condition_tree
+from dynakv.dynamodb.parser import Parser
 from dynakv.dynamodb.update import apply_actions
 from dynakv.dynamodb.update_parser import UpdateParser, parse_update_actions
 
@@ -108,7 +109,7 @@ def _used(parser: Parser) -> dict[str, frozenset[str]]:
 def parse_condition(
     text: str, names: Names | None, values: Values | None, kind: str = "Condition"
 ) -> Condition:
-    parser = Parser(text, kind, names, values)
+    parser = ConditionParser(text, kind, names, values)
     return Condition(parse_condition_tree(parser), **_used(parser))
 
 
@@ -136,7 +137,7 @@ def parse_key_condition(
     hash_key: str,
     range_key: str | None,
 ) -> KeyCondition:
-    parser = Parser(text, "KeyCondition", names, values)
+    parser = ConditionParser(text, "KeyCondition", names, values)
     tree = parse_condition_tree(parser)
     hash_value, sort_range = split_key_condition(tree, hash_key, range_key)
     return KeyCondition(hash_key, hash_value, range_key, sort_range, **_used(parser))
