@@ -96,7 +96,7 @@ class KeyCondition(Parsed):
         return sort_key_matches(self.range, self.range_key, sort_value)
 
     def check_types(self, hash_type: str, range_type: str | None) -> None:
-        check_key_types(self.hash_value, self.range, hash_type, range_type)
+        check_key_types(self.hash_key, self.hash_value, self.range, hash_type, range_type)
 
 
 def _used(parser: Parser) -> dict[str, frozenset[str]]:
