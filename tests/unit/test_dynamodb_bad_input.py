@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynakv.dynamodb.attributes import KeySchema, validate_item, validate_value
@@ -22,6 +22,8 @@ from dynakv.dynamodb.expressions import (
 )
 from tests.unit.test_dynamodb_expression_text import conditions, updates
 
+# The machine is shared: no per-example deadline; slow or filtered data is expected.
+SLOW = [HealthCheck.too_slow, HealthCheck.filter_too_much]
 FRAGMENTS = [
     "a", "b", "#n", "#m", ":v", ":w", ":l", ".", "[", "]", "0", "7", "(", ")", ",", "=",
     "<>", "<", ">=", "+", "-", " ", "AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE",
@@ -78,7 +80,7 @@ def settle(call: Any, *args: Any) -> Any:
         return None
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None, suppress_health_check=SLOW)
 @given(texts, names, values, items)
 def test_any_expression_input_is_an_answer_or_a_dynamo_error(
     text: str, raw_names: Any, raw_values: Any, raw_item: Any
@@ -103,7 +105,7 @@ def test_any_expression_input_is_an_answer_or_a_dynamo_error(
         settle(key.matches, {"N": "1"})
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW)
 @given(attribute_values)
 def test_any_attribute_value_is_normalised_or_a_dynamo_error(value: Any) -> None:
     settle(validate_value, value)
@@ -127,7 +129,7 @@ def spliced(text: str, at: int, fragment: str, drop: int) -> str:
     return text[:at] + fragment + text[at + drop :]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW)
 @given(
     st.one_of(conditions.map(condition_text), updates.map(update_text)),
     st.integers(0, 400),

@@ -3,7 +3,7 @@ nesting of AND/OR/NOT (so the parser's precedence is exercised) and for update a
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynakv.dynamodb.expression_text import condition_text, update_text
@@ -26,6 +26,8 @@ from dynakv.dynamodb.expression_tree import (
 )
 from dynakv.dynamodb.expressions import parse_condition, parse_update
 
+# The machine is shared: no per-example deadline; slow or filtered data is expected.
+SLOW = [HealthCheck.too_slow, HealthCheck.filter_too_much]
 # Reserved words, dots and odd characters too: the printer names them all through #names.
 names = st.sampled_from(["a", "b", "name", "size", "a.b", "x y", "ÿ", "AND"])
 paths = st.builds(
@@ -76,7 +78,7 @@ conditions = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW)
 @given(conditions)
 def test_parsing_a_printed_condition_gives_the_same_tree(tree: ConditionNode) -> None:
     text, refs = condition_text(tree)
@@ -136,7 +138,7 @@ updates = (
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW)
 @given(updates)
 def test_parsing_printed_update_actions_gives_the_same_actions(actions: list) -> None:
     text, refs = update_text(actions)
