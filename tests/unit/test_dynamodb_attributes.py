@@ -110,11 +110,19 @@ def test_every_type_validates_and_normalises_nested_numbers() -> None:
         ({"BOOL": "yes"}, SerializationException, "cannot be converted to Boolean"),
         ({"B": "not base64!"}, SerializationException, "Base64"),
         ({"X": "1"}, SerializationException, "Unexpected attribute value type"),
+        ({"S": "a\ud800"}, SerializationException, "Invalid UTF-8"),
+        ({"SS": ["\udc00"]}, SerializationException, "Invalid UTF-8"),
+        ({"M": {"\udc00": {"S": "x"}}}, SerializationException, "Invalid UTF-8"),
     ],
 )
 def test_bad_values_get_dynamodb_errors(value: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         validate_value(value)
+
+
+def test_an_attribute_name_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(SerializationException, match="Invalid UTF-8"):
+        validate_item({"id": {"S": "a"}, "x\ud800": {"S": "b"}}, SCHEMA)
 
 
 def test_nesting_deeper_than_32_levels_is_refused() -> None:

@@ -30,11 +30,13 @@ FRAGMENTS = [
     "ADD", "DELETE", "size", "contains", "begins_with", "attribute_exists", "if_not_exists",
     "list_append", "attribute_type", "name", "$", "_", "é",
 ]  # fmt: skip
+# Any code point, lone surrogates included (JSON can carry "\ud800").
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=4)
 texts = st.lists(st.sampled_from(FRAGMENTS), max_size=25).map(" ".join)
 json_values: Any = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4)),
+    st.one_of(st.none(), st.booleans(), st.integers(), ANY_TEXT),
     lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        st.lists(inner, max_size=3), st.dictionaries(ANY_TEXT, inner, max_size=3)
     ),
     max_leaves=8,
 )
@@ -109,6 +111,13 @@ def test_any_expression_input_is_an_answer_or_a_dynamo_error(
 @given(attribute_values)
 def test_any_attribute_value_is_normalised_or_a_dynamo_error(value: Any) -> None:
     settle(validate_value, value)
+
+
+def test_text_that_is_not_utf8_is_refused_not_a_crash() -> None:
+    v = {":v": {"N": "1"}}
+    assert settle(parse_condition, "a = :v\ud800", None, v) is None
+    assert settle(parse_update, "SET \udc00 = :v", None, v) is None
+    assert settle(validate_expression_attributes, {"#a": "x\ud800"}, None) is None
 
 
 def test_deep_nesting_and_many_operators_are_refused_not_a_crash() -> None:

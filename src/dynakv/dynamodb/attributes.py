@@ -139,7 +139,16 @@ def _validate_set(kind: str, members: object) -> list[str]:
 def _string(inner: object, target: str = "String") -> str:
     if not isinstance(inner, str):
         raise SerializationException(f"{_json_kind(inner)} cannot be converted to {target}")
-    return inner
+    return utf8_text(inner)
+
+
+def utf8_text(text: str) -> str:
+    """`text` if it can be stored as UTF-8; a lone surrogate (JSON allows "\\ud800") cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SerializationException("Invalid UTF-8 in a string") from None
+    return text
 
 
 def _json_kind(inner: object) -> str:
@@ -164,7 +173,7 @@ def validate_attributes(item: object) -> Item:
     for name, value in item.items():
         if not isinstance(name, str) or not name:
             raise ValidationException(INVALID + "An attribute name may not be empty")
-        out[name] = validate_value(value)
+        out[utf8_text(name)] = validate_value(value)
     return out
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynakv.dynamodb.attributes import INVALID, Item, KeySchema, Value, validate_value
+from dynakv.dynamodb.attributes import (
+    INVALID,
+    Item,
+    KeySchema,
+    Value,
+    utf8_text,
+    validate_value,
+)
 from dynakv.dynamodb.condition_parser import ConditionParser, parse_condition_tree
 from dynakv.dynamodb.document_paths import check_disjoint, project
 from dynakv.dynamodb.errors import ValidationException
@@ -161,7 +168,7 @@ def validate_expression_attributes(names: object, values: object) -> tuple[Names
                     "ExpressionAttributeNames contains invalid value: Empty attribute name "
                     f"for key {key}"
                 )
-            checked_names[key] = name
+            checked_names[key] = utf8_text(name)
     if values is not None:
         if not isinstance(values, dict) or not values:
             raise ValidationException("ExpressionAttributeValues must not be empty")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from dynakv.dynamodb.attributes import utf8_text
 from dynakv.dynamodb.errors import DynamoError, invalid_expression
 from dynakv.dynamodb.expression_tree import (
     Constant,
@@ -58,7 +59,7 @@ class Parser:
         self.values_used: set[str] = set()
         if not text.strip():
             raise self.error("The expression can not be empty;")
-        size = len(text.encode("utf-8"))
+        size = len(utf8_text(text).encode("utf-8"))
         if size > MAX_EXPRESSION_BYTES:
             # Only conditions and filters add the size to the message, as DynamoDB does.
             shown = f" expression size: {size}" if kind in ("Condition", "Filter") else ""
