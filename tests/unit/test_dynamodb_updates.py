@@ -83,6 +83,12 @@ def test_set_and_remove_on_one_list_use_the_original_indexes() -> None:
         assert [v["N"] for v in update(text, item)["l"]["L"]] == ["2", "4", "1", "6", "7"]
 
 
+def test_add_next_to_a_remove_uses_the_original_list_indexes() -> None:
+    item = {"l": {"L": [{"N": "0"}, {"N": "10"}, {"N": "20"}]}}
+    out = update("REMOVE l[0] ADD l[2] :one", item)
+    assert out["l"] == {"L": [{"N": "10"}, {"N": "21"}]}
+
+
 def test_sets_past_the_end_append_in_index_order() -> None:
     values = {f":v{i}": {"S": f"a{i}"} for i in range(1, 5)}
     text = "SET l[84] = :v1, l[37] = :v2, l[17] = :v3, l[50] = :v4"

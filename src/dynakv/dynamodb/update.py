@@ -41,14 +41,15 @@ def apply_actions(
     updated = copy.deepcopy(original)
     for action, value in zip(sets, values, strict=True):
         _set(updated, action.path, value)
-    removals = [a.path for a in actions if a.clause == "REMOVE"]
-    # Highest list index first, so earlier removals do not shift later ones.
-    for path in sorted(removals, key=_index_order, reverse=True):
-        _remove(updated, path, item_exists=item is not None)
     for action in actions:
         if action.clause in ("ADD", "DELETE"):
             assert isinstance(action.value, Constant)
             _add_or_delete(updated, action.clause, action.path, action.value.value)
+    # REMOVEs last and highest list index first, so no removal shifts an index that
+    # another action of this update names.
+    removals = [a.path for a in actions if a.clause == "REMOVE"]
+    for path in sorted(removals, key=_index_order, reverse=True):
+        _remove(updated, path, item_exists=item is not None)
     return updated
 
 
