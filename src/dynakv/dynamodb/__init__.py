@@ -1,5 +1,4 @@
-"""DynamoDB-compatible API: wire-form attribute values, their validation, and expressions.
-
-The modules here that parse and evaluate are pure (no I/O, no clock); the endpoint that
-serves them is built on top and only imports them.
+"""DynamoDB-compatible API: wire-form attribute values, their validation, and expressions
+(docs/dynamodb-expressions.md). The parsing and evaluating modules are pure (no I/O, no
+clock); the endpoint built on top only imports them.
 """
