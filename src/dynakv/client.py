@@ -53,7 +53,9 @@ from dynakv.messages import (
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
+    ClientLogin,
     ClientPut,
+    ClientUserChange,
     ClusterInfo,
     ClusterState,
     ErrorReply,
@@ -437,9 +439,14 @@ class Client:
         *,
         route: bool = True,
         datacenter: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ):
         self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
+        # Sent on every new connection (ClientLogin) when the cluster has authentication
+        # on; `password` is the user's password or bearer token.
+        self._login = None if user is None else (user, password or "")
         self._socks: dict[str, _Socket] = {}
         self._rids = itertools.count(1)
         self.last_node: str | None = None
@@ -570,6 +577,14 @@ class Client:
         message = ClientBucketChange(next(self._rids), name, props, mode)
         return _changed_type(self._call(message, self._router.for_any(), False), name)
 
+    def change_user(self, change: ClientUserChange) -> ClusterState:
+        """An operator's user change (cli_user.py builds it, a password already hashed);
+        the cluster state after it, its users without their hashes."""
+        change.rid = next(self._rids)
+        reply = _check(self._call(change, self._router.for_any(), False))
+        assert isinstance(reply, ClusterInfo)
+        return reply.state
+
     # --- routing -------------------------------------------------------------------------
     def _for_key(self, bucket: str, key: str) -> Sequence[str]:
         router = self._router
@@ -591,7 +606,14 @@ class Client:
     def _connect(self, address: str) -> _Socket:
         sock = socket.create_connection(_parse(address), timeout=self._timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = self._socks[address] = _Socket(sock)
+        conn = _Socket(sock)
+        if self._login is not None:
+            try:
+                _log_in(conn, next(self._rids), *self._login)
+            except BaseException:
+                sock.close()
+                raise
+        self._socks[address] = conn
         return conn
 
     def _drop(self, address: str) -> None:
@@ -644,6 +666,17 @@ class Client:
                 router.stale()
             return reply
         raise _nothing_reachable(nodes, last)
+
+
+def _log_in(conn: _Socket, rid: int, user: str, secret: str) -> None:
+    """Send a user's credentials on a new connection; the node's refusal as its error."""
+    conn.sock.sendall(frame(ClientLogin(rid, user, secret)))
+    while True:
+        reply = conn.read_frame()
+        if getattr(reply, "rid", None) in (rid, 0):
+            break
+    if isinstance(reply, ErrorReply):
+        raise from_code(reply.code, reply.message)
 
 
 def _nothing_reachable(nodes: Sequence[str], last: BaseException | None) -> Unavailable:

@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 from dynakv.errors import ValueTooLarge
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
+from dynakv.runtime import resp_auth
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.metrics import consistency_label
@@ -96,6 +97,8 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.client_name: bytes | None = None
+        self.user: str | None = None  # who AUTH proved this is (authentication on)
+        self.login: asyncio.Task[None] | None = None
         self._buffer = bytearray()
         self._replies: deque[Slot] = deque()  # every command, in order, until answered
         self._queued: deque[Slot] = deque()  # parsed, waiting for an earlier conflicting one
@@ -184,6 +187,10 @@ class RespConnection(asyncio.Protocol):
 
     def _submit(self, args: list[bytes]) -> None:
         name = args[0].lower()
+        refused = resp_auth.refusal(self, name)
+        if refused is not None:
+            self._answer(refused)
+            return
         command = COMMANDS.get(name)
         if command is None:
             shown = args[0][:64].decode("utf-8", "replace")

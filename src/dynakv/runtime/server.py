@@ -42,7 +42,9 @@ from dynakv.messages import (
     BackupResult,
     ClientBackup,
     ClientGet,
+    ClientLogin,
     ClientPut,
+    ClusterInfo,
     ErrorReply,
     Hello,
     Message,
@@ -52,6 +54,7 @@ from dynakv.messages import (
 )
 from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
+from dynakv.runtime.gatekeeper import Gatekeeper, without_secrets
 from dynakv.runtime.metrics import Metrics, consistency_label
 from dynakv.runtime.peers import PeerLinks
 from dynakv.runtime.probes import Probes
@@ -87,6 +90,7 @@ class Server:
         self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
         self.probes = Probes(config.name, self.metrics)
         self.log = self.probes.log
+        self.gate = Gatekeeper(config.security.authentication, lambda: self.node.state, self.log)
         self.links = PeerLinks(config, self, self.log, self.dispatch, self.node.address_of)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -143,6 +147,9 @@ class Server:
             http_addr=self.config.http_addr,
             node_id=self.node.actor,
         )
+        if not self.gate.enabled:
+            self.log.event(logging.WARNING, "authentication_off", clients="anyone may read, "
+                           "write and change the cluster ([security] authentication = true)")
         self.dispatch(Start(join=self.join))
         self.probes.start(self.loop, self.dispatch)
 
@@ -285,8 +292,11 @@ class Server:
                 waiter.set_result(send.message)
             return
         if to.startswith("#c"):
-            self._record_done(to, send.message)
-            self.links.to_client(to, send.message)
+            message = send.message
+            if type(message) is ClusterInfo and message.state.users:  # type: ignore[attr-defined]
+                message = ClusterInfo(message.rid, without_secrets(message.state))  # type: ignore[attr-defined]
+            self._record_done(to, message)
+            self.links.to_client(to, message)
             return
         self.links.to_peer(to, send.message)
 
@@ -309,6 +319,7 @@ class Server:
         self.links.opened(conn)
 
     def on_close(self, conn: FrameConnection) -> None:
+        self.gate.sessions.pop(conn.token, None)
         self.links.closed(conn)
 
     def on_bad_length(self, conn: FrameConnection, length: int) -> None:
@@ -333,6 +344,8 @@ class Server:
         if type(message) is Hello:
             self.links.hello(conn, message)
             return
+        if conn.peer is None and self._refused(conn, message):
+            return
         if type(message) is ClientBackup:
             assert self.loop is not None
             self.loop.create_task(self._backup(conn, message))
@@ -351,6 +364,24 @@ class Server:
             started = (op, consistency_label(level), time.perf_counter())
             self._inflight[(source, message.rid)] = started
         self.dispatch(Received(source, message))
+
+    def _refused(self, conn: FrameConnection, message: Message) -> bool:
+        """A client's login, or a request it may not make (answered here): True."""
+        if type(message) is ClientLogin:
+            assert self.loop is not None
+            self.loop.create_task(self._login(conn, message))  # type: ignore[arg-type]
+            return True
+        refusal = self.gate.refusal(conn.token, message) if self.gate.enabled else None
+        if refusal is not None:
+            conn.send(refusal)
+        return refusal is not None
+
+    async def _login(self, conn: FrameConnection, message: ClientLogin) -> None:
+        if not self.gate.enabled:
+            text = "authentication is off on this node: connect without credentials"
+            conn.send(ErrorReply(message.rid, InvalidRequest.code, text))
+            return
+        conn.send(await self.gate.login_frame(conn.token, message))
 
     async def _backup(self, conn: FrameConnection, request: ClientBackup) -> None:
         """Copy the store on a thread while the loop goes on serving (the engine's copy
