@@ -19,6 +19,7 @@ from rich.table import Table
 from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
+from dynakv.cli_user import USER_OPTION, credentials, user_group
 from dynakv.client import Client
 from dynakv.errors import DynakvError, InvalidRequest
 from dynakv.processes import stop_processes
@@ -54,7 +55,8 @@ LOG_FORMAT_OPTION = click.option(
 
 @click.group()
 @click.version_option(package_name="dynakv")
-def main() -> None:
+@USER_OPTION
+def main(user: str | None) -> None:
     """dynakv: a Dynamo-style, always-writable key-value store."""
 
 
@@ -297,7 +299,7 @@ def dev_cluster(
 
 
 def _client(node: str, timeout: float = 10.0) -> Client:
-    return Client(node, timeout=timeout)
+    return Client(node, timeout=timeout, **credentials())
 
 
 TIMEOUT_OPTION = click.option(
@@ -1033,6 +1035,8 @@ def bench(
         Path(json_file).write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"figures written to {json_file}")
 
+
+main.add_command(user_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
