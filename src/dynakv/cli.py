@@ -19,7 +19,7 @@ from rich.table import Table
 from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
-from dynakv.cli_user import USER_OPTION, credentials, user_group
+from dynakv.cli_user import USER_OPTION, credentials, http_request, user_group
 from dynakv.client import Client
 from dynakv.errors import DynakvError, InvalidRequest
 from dynakv.processes import stop_processes
@@ -566,7 +566,8 @@ def _cluster_json(node: str) -> dict:
         _fail(exc)
         raise
     me = next((m for m in state.members if m.node_addr == node), state.members[0])
-    with urllib.request.urlopen(f"http://{me.http_addr}/v1/cluster", timeout=5) as response:
+    request = http_request(f"http://{me.http_addr}/v1/cluster")
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
 
 
@@ -575,7 +576,8 @@ _STATUS_COLOURS = {"up": "green", "joining": "yellow", "leaving": "yellow", "rem
 
 def _member_status(http_addr: str) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://{http_addr}/v1/status", timeout=3) as response:
+        request = http_request(f"http://{http_addr}/v1/status")
+        with urllib.request.urlopen(request, timeout=3) as response:
             return json.load(response)
     except OSError:
         return None
@@ -696,7 +698,7 @@ def cluster_repair(node: str, partition: int) -> None:
         )
     me = next((m for m in view["members"] if m["node_addr"] == node), view["members"][0])
     url = f"http://{me['http_addr']}/v1/repair?partition={partition}"
-    request = urllib.request.Request(url, method="POST", data=b"")
+    request = http_request(url, "POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             result = json.load(response)

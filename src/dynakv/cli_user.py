@@ -6,9 +6,11 @@ is hashed here, so the node only ever receives its scrypt hash.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,17 @@ def credentials() -> dict[str, Any]:
             f"password for {user}", hide_input=True, err=True
         )
     return {"user": user, "password": obj["password"]}
+
+
+def http_request(url: str, method: str = "GET") -> urllib.request.Request:
+    """A request to a node's HTTP API carrying the --user credentials (Basic) if any."""
+    found = credentials()
+    headers = {}
+    if found:
+        pair = f"{found['user']}:{found['password']}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    data = b"" if method == "POST" else None
+    return urllib.request.Request(url, data=data, method=method, headers=headers)
 
 
 def _change(node: str, change: ClientUserChange) -> list[us.UserRecord]:

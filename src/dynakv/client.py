@@ -60,6 +60,7 @@ from dynakv.messages import (
     ClusterState,
     ErrorReply,
     GetResult,
+    LoginResult,
     Message,
     PutResult,
     TransferBatch,
@@ -708,7 +709,9 @@ _NO_LENGTH = bytes(LENGTH)
 _pack_length = struct.Struct(">I").pack_into
 _unpack_length = struct.Struct(">I").unpack_from
 _encode_into = msgspec.msgpack.Encoder().encode_into
-_decode_reply = msgspec.msgpack.Decoder(GetResult | PutResult | ErrorReply | ClusterInfo).decode
+_decode_reply = msgspec.msgpack.Decoder(
+    GetResult | PutResult | ErrorReply | ClusterInfo | LoginResult
+).decode
 
 Callback = Callable[[Message | BaseException], None]
 """What `AsyncClient.start_get` / `start_put` call, once, with the outcome of a request: the
@@ -878,9 +881,12 @@ class AsyncClient:
         *,
         route: bool = True,
         datacenter: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ):
         self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
+        self._login = None if user is None else (user, password or "")  # as Client's
         self._conns: dict[str, _Node] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._refreshing: asyncio.Task[None] | None = None
@@ -1083,8 +1089,25 @@ class AsyncClient:
             loop = asyncio.get_running_loop()
             conn = _Node(address, self)
             await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), self._timeout)
+            if self._login is not None:
+                await self._log_in(conn)
             self._conns[address] = conn
             return conn
+
+    async def _log_in(self, conn: _Node) -> None:
+        """Send the user's credentials on a new connection; the node's refusal as its error."""
+        assert self._login is not None
+        rid = next(self._rids)
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        conn.waiters[rid] = waiter
+        conn.send(ClientLogin(rid, *self._login))
+        try:
+            reply = await asyncio.wait_for(waiter, self._timeout)
+        finally:
+            conn.waiters.pop(rid, None)
+        if isinstance(reply, ErrorReply):
+            conn.close()
+            raise from_code(reply.code, reply.message)
 
     async def _call(self, message: Message, nodes: Sequence[str], idempotent: bool) -> Message:
         rid = message.rid  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dynakv.client import Client
+from dynakv.client import AsyncClient, Client
 from dynakv.errors import ClusterError, Forbidden, Unauthenticated
 from tests.cluster.harness import HttpReply, ProcessCluster, engine_setting, free_port, http
 
@@ -297,6 +298,39 @@ def test_binary_clients_log_in_and_only_admins_change_the_cluster(secured: Secur
         with pytest.raises(ClusterError, match="is up"):
             admin.cluster_change("remove", "node3")
         assert [u.name for u in admin.cluster().users if not u.deleted]
+
+
+def test_the_asyncio_client_logs_in_too(secured: Secured) -> None:
+    nodes = secured.procs.node_addrs
+
+    async def run() -> None:
+        reader = AsyncClient(nodes, user="reader", password=PASSWORDS["reader"])
+        try:
+            assert (await reader.get("a", "k")).values
+            with pytest.raises(Forbidden):
+                await reader.put("a", "k", b"nope")
+        finally:
+            await reader.close()
+        wrong = AsyncClient(nodes, user="reader", password="wrong")
+        try:
+            with pytest.raises(Unauthenticated):
+                await wrong.get("a", "k")
+        finally:
+            await wrong.close()
+
+    asyncio.run(run())
+
+
+def test_the_cli_sends_the_global_credentials(secured: Secured) -> None:
+    anonymous = secured.cli("cluster", "status")
+    assert anonymous.returncode != 0 and "unauthenticated" in anonymous.stderr
+    status = secured.cli("cluster", "status", "--json", user="admin")
+    assert status.returncode == 0, status.stderr
+    assert "node3" in status.stdout
+    put = secured.cli("put", "a", "from-cli", "v", user="writer", node=1)
+    assert put.returncode == 0, put.stderr
+    denied = secured.cli("put", "a", "from-cli", "v", user="reader", node=1)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr
 
 
 # --- cluster-wide changes --------------------------------------------------------------------
