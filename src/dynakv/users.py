@@ -27,6 +27,7 @@ __all__ = [
     "Scrypt",
     "UserRecord",
     "changed",
+    "check_admin_left",
     "deleted",
     "find",
     "granted",
@@ -219,6 +220,17 @@ def deleted(users: tuple[UserRecord, ...], name: str) -> UserRecord:
     """The tombstone of user name: no credentials, no grants."""
     old = _existing(users, name)
     return UserRecord(name, old.version + 1, deleted=True)
+
+
+def check_admin_left(users: tuple[UserRecord, ...], record: UserRecord) -> None:
+    """InvalidRequest when users with record in place would have live users but no admin
+    of the whole cluster left: nobody could change users again."""
+    after = live(with_user(users, record))
+    if after and not any((ALL_BUCKETS, "admin") in u.grants for u in after):
+        raise InvalidRequest(
+            f"this change to {record.name!r} would leave no admin of the cluster (admin on "
+            f"'*'); grant another user admin first"
+        )
 
 
 def _existing(users: tuple[UserRecord, ...], name: str) -> UserRecord:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -274,6 +275,19 @@ def test_resp_needs_auth_and_the_bucket_permission(secured: Secured) -> None:
         hello.close()
 
 
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+def test_redis_cli_authenticates_with_user_and_pass(secured: Secured) -> None:
+    host, port = secured.resp_addrs[2].rsplit(":", 1)
+    base = ["redis-cli", "-h", host, "-p", port, "--no-auth-warning"]
+    login = ["--user", "writer", "--pass", PASSWORDS["writer"]]
+    wrote = subprocess.run([*base, *login, "SET", "cli", "yes"], capture_output=True, text=True)
+    assert wrote.stdout.strip() == "OK", wrote
+    read = subprocess.run([*base, *login, "GET", "cli"], capture_output=True, text=True)
+    assert read.stdout.strip() == "yes"
+    anonymous = subprocess.run([*base, "GET", "cli"], capture_output=True, text=True)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+
+
 # --- binary protocol -------------------------------------------------------------------------
 
 
@@ -353,6 +367,12 @@ def test_revoke_and_delete_take_effect_on_every_node(secured: Secured) -> None:
 
 
 # --- secrets at rest and bad input -----------------------------------------------------------
+
+
+def test_the_last_admin_cannot_be_deleted_while_other_users_remain(secured: Secured) -> None:
+    done = secured.cli("user", "delete", "admin", user="admin")
+    assert done.returncode != 0 and "no admin" in done.stderr
+    assert http("GET", f"{secured.procs[0].url}/v1/status", headers=basic("admin")).status == 200
 
 
 def test_passwords_and_tokens_are_stored_only_hashed(secured: Secured) -> None:

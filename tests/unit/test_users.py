@@ -112,3 +112,17 @@ def test_redacted_users_keep_grants_but_no_hash(hashed: us.Scrypt) -> None:
 def _state() -> ms.Membership:
     founder = ms.MemberRecord("n1", "127.0.0.1:1", "127.0.0.1:2", "i", "up", 1)
     return ms.new_cluster("c", founder, 8)
+
+
+def test_no_change_may_leave_users_without_an_admin() -> None:
+    admin = us.changed((), "admin", None, us.token_digest("a"), [("*", "admin")])
+    reader = us.changed((admin,), "reader", None, us.token_digest("r"), [("a", "read")])
+    users = us.with_user((admin,), reader)
+    for change in (
+        us.deleted(users, "admin"),
+        us.revoked(users, "admin", [("*", "admin")]),
+    ):
+        with pytest.raises(InvalidRequest, match="no admin"):
+            us.check_admin_left(users, change)
+    us.check_admin_left(users, us.deleted(users, "reader"))
+    us.check_admin_left((admin,), us.deleted((admin,), "admin"))  # no user left: bootstrap

@@ -33,6 +33,7 @@ class UserAdmin(Component):
             record = us.deleted(users, msg.name)
         else:
             raise InvalidRequest(f"unknown user change {msg.op!r}; use add, grant, revoke, delete")
+        us.check_admin_left(users, record)
         view.adopt(ms.set_user(view.state, record))
         # The operator's log line names the change, never a credential.
         fields = {"name": record.name, "op": msg.op, "version": record.version}
