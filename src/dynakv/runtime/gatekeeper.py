@@ -25,9 +25,10 @@ from dynakv.core.membership import Membership
 from dynakv.errors import Forbidden, Unauthenticated
 from dynakv.messages import ClientLogin, ErrorReply, LoginResult, Message, error_reply
 from dynakv.runtime.logs import NodeLog
-from dynakv.users import UserRecord, find, redacted, token_digest, verify
+from dynakv.users import UserRecord, find, hash_password, redacted, token_digest, verify
 
 WRONGPASS = "invalid username-password pair or user is disabled."
+_DECOY = UserRecord("decoy", 1, hash_password("decoy", bytes(16)))
 _REMEMBERED = 4096  # checked secrets kept; beyond, the oldest are forgotten
 
 
@@ -53,7 +54,11 @@ class Gatekeeper:
     async def login(self, name: str, secret: str, door: str) -> UserRecord:
         """The user whose password or token `secret` is; Unauthenticated otherwise."""
         user = find(self.users(), name)
-        if user is not None:
+        if user is None:
+            # As long as a wrong password for a real user: the time taken does not tell
+            # which names exist.
+            await asyncio.to_thread(verify, _DECOY, secret)
+        else:
             credentials = (user.password, user.token_sha256)
             mark = hmac.digest(self._key, f"{name}\0{secret}".encode(), hashlib.sha256)
             if self._checked.get(mark) == credentials:

@@ -344,7 +344,9 @@ class Server:
         if type(message) is Hello:
             self.links.hello(conn, message)
             return
-        if conn.peer is None and self._refused(conn, message):
+        # Only clients are users: peers named themselves (Hello), and what answers on a
+        # connection this node dialled is the peer it chose.
+        if conn.peer is None and conn.outbound_to is None and self._refused(conn, message):
             return
         if type(message) is ClientBackup:
             assert self.loop is not None
