@@ -275,6 +275,25 @@ def test_resp_needs_auth_and_the_bucket_permission(secured: Secured) -> None:
         hello.close()
 
 
+def test_commands_pipelined_behind_auth_run_as_its_user(secured: Secured) -> None:
+    conn = Resp(secured.resp_addrs[0])
+    try:
+        pipeline = [("AUTH", "writer", PASSWORDS["writer"]), ("SET", "piped", "1")]
+        pipeline += [("GET", "piped"), ("AUTH", "reader", "wrong"), ("GET", "piped")]
+        out = b""
+        for args in pipeline:
+            out += b"*%d\r\n" % len(args)
+            for a in args:
+                out += b"$%d\r\n%s\r\n" % (len(a), a.encode())
+        conn.sock.sendall(out)
+        replies = [conn.reply() for _ in pipeline]
+        assert replies[:3] == [b"+OK", b"+OK", b"1"]
+        assert replies[3].startswith(b"-WRONGPASS")
+        assert replies[4] == b"1"  # a failed AUTH leaves the user logged in, as on Redis
+    finally:
+        conn.close()
+
+
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
 def test_redis_cli_authenticates_with_user_and_pass(secured: Secured) -> None:
     host, port = secured.resp_addrs[2].rsplit(":", 1)

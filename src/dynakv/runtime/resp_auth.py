@@ -92,10 +92,12 @@ def _login(conn: RespConnection, slot: Slot, user: bytes, secret: bytes, answer:
             )
         except Unauthenticated:
             conn.done(slot, WRONGPASS_LINE)
-            return
-        conn.user = record.name
-        conn.done(slot, answer)
+        else:
+            conn.user = record.name
+            conn.done(slot, answer)
+        conn.logged_in()
 
+    conn.logging_in = True
     # The connection holds the task: the loop keeps only a weak reference.
     conn.login = asyncio.get_running_loop().create_task(attempt())
 
