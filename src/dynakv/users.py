@@ -146,9 +146,7 @@ def _greater(a: UserRecord, b: UserRecord) -> UserRecord:
     return a if _encoder.encode(a) > _encoder.encode(b) else b
 
 
-def merge_users(
-    a: tuple[UserRecord, ...], b: tuple[UserRecord, ...]
-) -> tuple[UserRecord, ...]:
+def merge_users(a: tuple[UserRecord, ...], b: tuple[UserRecord, ...]) -> tuple[UserRecord, ...]:
     """Per-name winners of two name-sorted tuples; a or b itself when it covers the other."""
     return merge_by_name(a, b, _greater)
 

@@ -148,8 +148,12 @@ class Server:
             node_id=self.node.actor,
         )
         if not self.gate.enabled:
-            self.log.event(logging.WARNING, "authentication_off", clients="anyone may read, "
-                           "write and change the cluster ([security] authentication = true)")
+            self.log.event(
+                logging.WARNING,
+                "authentication_off",
+                clients="anyone who reaches a port may read, write and change the cluster",
+                to_enable="[security] authentication = true",
+            )
         self.dispatch(Start(join=self.join))
         self.probes.start(self.loop, self.dispatch)
 
