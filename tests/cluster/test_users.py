@@ -111,6 +111,10 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         secured = Secured(procs, root, resp_addrs, before)
         _add(secured, "reader", "read:a", "read:default")
         _add(secured, "writer", "write:a", "write:default")
+        for user in ("reader", "writer"):  # every test may use any node
+            wait_everywhere(secured, "GET", "/v1/buckets/a", user, 200, f"user {user}")
+        wrote = http("PUT", f"{procs[0].url}/v1/kv/a/k", b"v1", basic("writer"))
+        assert wrote.status in (200, 204), wrote.body
         yield secured
     finally:
         procs.stop()
@@ -181,10 +185,10 @@ def test_http_answers_401_without_credentials_and_403_without_the_permission(
     wrong = http("GET", f"{url}/v1/kv/a/k", headers=basic("reader", "not-it"))
     assert wrong.status == 401 and wrong.json()["error"] == "unauthenticated"
 
-    wrote = http("PUT", f"{url}/v1/kv/a/k", b"v1", headers=basic("writer"))
+    wrote = http("PUT", f"{url}/v1/kv/a/by-http", b"h1", headers=basic("writer"))
     assert wrote.status in (200, 204), wrote.body
-    read = http("GET", f"{url}/v1/kv/a/k", headers=basic("reader"))
-    assert read.status == 200 and read.body == b"v1"
+    read = http("GET", f"{url}/v1/kv/a/by-http", headers=basic("reader"))
+    assert read.status == 200 and read.body == b"h1"
 
     denied = http("PUT", f"{url}/v1/kv/a/k", b"v2", headers=basic("reader"))
     assert denied.status == 403 and denied.json()["error"] == "forbidden"
