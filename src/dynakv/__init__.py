@@ -4,12 +4,14 @@ from dynakv.client import AsyncClient, Client, ReadResult
 from dynakv.errors import (
     ClusterError,
     DynakvError,
+    Forbidden,
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     SiblingsError,
     Timeout,
+    Unauthenticated,
     Unavailable,
     ValueTooLarge,
 )
@@ -20,6 +22,7 @@ __all__ = [
     "Client",
     "ClusterError",
     "DynakvError",
+    "Forbidden",
     "InternalError",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -27,6 +30,7 @@ __all__ = [
     "ReadResult",
     "SiblingsError",
     "Timeout",
+    "Unauthenticated",
     "Unavailable",
     "ValueTooLarge",
 ]

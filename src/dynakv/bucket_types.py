@@ -18,6 +18,7 @@ import msgspec
 
 from dynakv.errors import InvalidRequest
 from dynakv.levels import NAMED, plain
+from dynakv.records import merge_by_name
 
 __all__ = [
     "DEFAULT",
@@ -209,18 +210,7 @@ def holders_missing(t: BucketType, members: Iterable[str]) -> list[str]:
 
 def merge_types(a: tuple[BucketType, ...], b: tuple[BucketType, ...]) -> tuple[BucketType, ...]:
     """Per-name winners of two name-sorted tuples; a or b itself when it covers the other."""
-    if a == b:
-        return a
-    winners = {t.name: t for t in a}
-    for t in b:
-        mine = winners.get(t.name)
-        winners[t.name] = t if mine is None else _greater(mine, t)
-    merged = tuple(winners[name] for name in sorted(winners))
-    if merged == a:
-        return a
-    if merged == b:
-        return b
-    return merged
+    return merge_by_name(a, b, _greater)
 
 
 # --- changes ---------------------------------------------------------------------------------

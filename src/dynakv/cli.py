@@ -20,6 +20,7 @@ from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
 from dynakv.cli_cert import CACERT_OPTION, cacert, cert_command, http_url, https_context
+from dynakv.cli_user import USER_OPTION, credentials, http_request, user_group
 from dynakv.client import Client
 from dynakv.errors import DynakvError, InvalidRequest
 from dynakv.processes import stop_processes
@@ -60,7 +61,8 @@ LOG_FORMAT_OPTION = click.option(
 
 @click.group()
 @click.version_option(package_name="dynakv")
-def main() -> None:
+@USER_OPTION
+def main(user: str | None) -> None:
     """dynakv: a Dynamo-style, always-writable key-value store."""
 
 
@@ -306,7 +308,7 @@ def dev_cluster(
 
 
 def _client(node: str, timeout: float = 10.0) -> Client:
-    return Client(node, timeout=timeout, tls=cacert())
+    return Client(node, timeout=timeout, tls=cacert(), **credentials())
 
 
 TIMEOUT_OPTION = click.option(
@@ -573,8 +575,8 @@ def _cluster_json(node: str) -> dict:
         _fail(exc)
         raise
     me = next((m for m in state.members if m.node_addr == node), state.members[0])
-    url, context = http_url(me.http_addr, "/v1/cluster"), https_context()
-    with urllib.request.urlopen(url, timeout=5, context=context) as response:
+    request = http_request(http_url(me.http_addr, "/v1/cluster"))
+    with urllib.request.urlopen(request, timeout=5, context=https_context()) as response:
         return json.load(response)
 
 
@@ -583,8 +585,8 @@ _STATUS_COLOURS = {"up": "green", "joining": "yellow", "leaving": "yellow", "rem
 
 def _member_status(http_addr: str) -> dict | None:
     try:
-        url, context = http_url(http_addr, "/v1/status"), https_context()
-        with urllib.request.urlopen(url, timeout=3, context=context) as response:
+        request = http_request(http_url(http_addr, "/v1/status"))
+        with urllib.request.urlopen(request, timeout=3, context=https_context()) as response:
             return json.load(response)
     except OSError:
         return None
@@ -705,7 +707,7 @@ def cluster_repair(node: str, partition: int) -> None:
         )
     me = next((m for m in view["members"] if m["node_addr"] == node), view["members"][0])
     url = http_url(me["http_addr"], f"/v1/repair?partition={partition}")
-    request = urllib.request.Request(url, method="POST", data=b"")
+    request = http_request(url, "POST")
     try:
         with urllib.request.urlopen(request, timeout=120, context=https_context()) as response:
             result = json.load(response)
@@ -1049,6 +1051,7 @@ def bench(
 
 
 main.add_command(cert_command)
+main.add_command(user_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -55,11 +55,14 @@ from dynakv.messages import (
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
+    ClientLogin,
     ClientPut,
+    ClientUserChange,
     ClusterInfo,
     ClusterState,
     ErrorReply,
     GetResult,
+    LoginResult,
     Message,
     PutResult,
     TransferBatch,
@@ -460,10 +463,15 @@ class Client:
         route: bool = True,
         datacenter: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ):
         self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
         self._tls = tls_contexts.client_context(tls)
+        # Sent on every new connection (ClientLogin) when the cluster has authentication
+        # on; `password` is the user's password or bearer token.
+        self._login = None if user is None else (user, password or "")
         self._socks: dict[str, _Socket] = {}
         self._rids = itertools.count(1)
         self.last_node: str | None = None
@@ -594,6 +602,14 @@ class Client:
         message = ClientBucketChange(next(self._rids), name, props, mode)
         return _changed_type(self._call(message, self._router.for_any(), False), name)
 
+    def change_user(self, change: ClientUserChange) -> ClusterState:
+        """An operator's user change (cli_user.py builds it, a password already hashed);
+        the cluster state after it, its users without their hashes."""
+        change.rid = next(self._rids)
+        reply = _check(self._call(change, self._router.for_any(), False))
+        assert isinstance(reply, ClusterInfo)
+        return reply.state
+
     # --- routing -------------------------------------------------------------------------
     def _for_key(self, bucket: str, key: str) -> Sequence[str]:
         router = self._router
@@ -622,7 +638,14 @@ class Client:
             except OSError:
                 sock.close()
                 raise
-        conn = self._socks[address] = _Socket(sock)
+        conn = _Socket(sock)
+        if self._login is not None:
+            try:
+                _log_in(conn, next(self._rids), *self._login)
+            except BaseException:
+                sock.close()
+                raise
+        self._socks[address] = conn
         return conn
 
     def _drop(self, address: str) -> None:
@@ -677,6 +700,17 @@ class Client:
         raise _nothing_reachable(nodes, last)
 
 
+def _log_in(conn: _Socket, rid: int, user: str, secret: str) -> None:
+    """Send a user's credentials on a new connection; the node's refusal as its error."""
+    conn.sock.sendall(frame(ClientLogin(rid, user, secret)))
+    while True:
+        reply = conn.read_frame()
+        if getattr(reply, "rid", None) in (rid, 0):
+            break
+    if isinstance(reply, ErrorReply):
+        raise from_code(reply.code, reply.message)
+
+
 def _nothing_reachable(nodes: Sequence[str], last: BaseException | None) -> Unavailable:
     """No node of `nodes` answered: name them, and how to start a local cluster."""
     tried = ", ".join(nodes) if len(nodes) <= 3 else f"{', '.join(nodes[:3])}, ..."
@@ -706,7 +740,9 @@ _NO_LENGTH = bytes(LENGTH)
 _pack_length = struct.Struct(">I").pack_into
 _unpack_length = struct.Struct(">I").unpack_from
 _encode_into = msgspec.msgpack.Encoder().encode_into
-_decode_reply = msgspec.msgpack.Decoder(GetResult | PutResult | ErrorReply | ClusterInfo).decode
+_decode_reply = msgspec.msgpack.Decoder(
+    GetResult | PutResult | ErrorReply | ClusterInfo | LoginResult
+).decode
 
 Callback = Callable[[Message | BaseException], None]
 """What `AsyncClient.start_get` / `start_put` call, once, with the outcome of a request: the
@@ -878,10 +914,13 @@ class AsyncClient:
         route: bool = True,
         datacenter: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ):
         self._router = _Router(nodes, route, datacenter)
         self._timeout = timeout
         self._tls = tls_contexts.client_context(tls)
+        self._login = None if user is None else (user, password or "")  # as Client's
         self._conns: dict[str, _Node] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._refreshing: asyncio.Task[None] | None = None
@@ -1088,8 +1127,25 @@ class AsyncClient:
                 server_hostname=host if self._tls is not None else None,
             )  # fmt: skip
             await asyncio.wait_for(connecting, self._timeout)
+            if self._login is not None:
+                await self._log_in(conn)
             self._conns[address] = conn
             return conn
+
+    async def _log_in(self, conn: _Node) -> None:
+        """Send the user's credentials on a new connection; the node's refusal as its error."""
+        assert self._login is not None
+        rid = next(self._rids)
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        conn.waiters[rid] = waiter
+        conn.send(ClientLogin(rid, *self._login))
+        try:
+            reply = await asyncio.wait_for(waiter, self._timeout)
+        finally:
+            conn.waiters.pop(rid, None)
+        if isinstance(reply, ErrorReply):
+            conn.close()
+            raise from_code(reply.code, reply.message)
 
     async def _call(self, message: Message, nodes: Sequence[str], idempotent: bool) -> Message:
         rid = message.rid  # type: ignore[attr-defined]

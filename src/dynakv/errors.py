@@ -80,6 +80,20 @@ class ClusterError(DynakvError):
     status = 409
 
 
+class Unauthenticated(DynakvError):
+    """Authentication is on and the request carries no valid credentials."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(DynakvError):
+    """The authenticated user lacks the permission the request needs (access.py)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class InternalError(DynakvError):
     code = "internal"
     status = 500
@@ -95,6 +109,8 @@ _BY_CODE: dict[str, type[DynakvError]] = {
         Unavailable,
         Timeout,
         ClusterError,
+        Unauthenticated,
+        Forbidden,
     )
 }
 

@@ -10,6 +10,7 @@ import msgspec
 
 from dynakv.core.membership import MemberRecord, Membership
 from dynakv.errors import DynakvError, Unavailable
+from dynakv.users import Scrypt
 
 MAX_FRAME_BYTES = 64 << 20
 
@@ -161,6 +162,34 @@ class ClientBucketChange(Message, tag="bucket_change"):
     # n, r, w, policy, max_value_bytes, datacenters (data center -> count): those to set
     props: dict[str, int | str | dict[str, int]]
     mode: str = "put"
+
+
+class ClientLogin(Message, tag="login"):
+    """A client's credentials, its first frame when the node has authentication on: a
+    user's password or bearer token. Answered with LoginResult or ErrorReply."""
+
+    rid: int
+    user: str
+    secret: str
+
+
+class LoginResult(Message, tag="login_ok"):
+    rid: int
+    user: str
+    grants: list[tuple[str, str]]  # (bucket or "*", permission)
+
+
+class ClientUserChange(Message, tag="user_change"):
+    """An operator adds, grants to, revokes from or deletes a user (users.py). A password
+    arrives hashed by the client (users.hash_password); the node never sees it. Answered
+    with ClusterInfo (users without their hashes)."""
+
+    rid: int
+    op: str  # add | grant | revoke | delete
+    name: str
+    password: Scrypt | None = None
+    token_sha256: bytes = b""
+    grants: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
 class TransferRequest(Message, tag="xfer"):
@@ -325,6 +354,9 @@ AnyMessage = (
     | ReapCheck
     | ReapCheckReply
     | ReapCommit
+    | ClientLogin
+    | LoginResult
+    | ClientUserChange
 )
 
 # Messages a node may send before the commit of the turn that produced them: requests to

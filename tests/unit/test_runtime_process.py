@@ -17,6 +17,7 @@ from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.messages import Message, PutResult
 from dynakv.runtime import frontend
+from dynakv.runtime.gatekeeper import Gatekeeper
 from dynakv.runtime.metrics import Metrics
 from dynakv.runtime.process import CannotListen, running
 from dynakv.runtime.resp import RespFrontend
@@ -78,6 +79,7 @@ class HeldServer:
         self.metrics = Metrics()
         self.held: list[Callable[[Message], None]] = []
         self.stopped = asyncio.Event()
+        self.gate = Gatekeeper(False, lambda: None, logging.getLogger("unused"))  # type: ignore[arg-type,return-value]
 
     def submit(self, message: Message, callback: Callable[[Message], None]) -> str:
         self.held.append(callback)

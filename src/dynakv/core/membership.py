@@ -17,6 +17,7 @@ How a state merges:
   claimant installs a ring that includes it, so the state heals itself.
 - Bucket types (bucket_types.py) are per-name records like members: the higher version
   wins, ties by encoding. Whoever changes a type bumps its version.
+- Users (users.py) likewise; a deleted user stays as a tombstone of a higher version.
 
 Who changes what: an operator's join/leave/remove reaches any member, which applies
 `request_join` / `request_leave` / `mark_removed` to its state and gossips it. The claimant
@@ -41,6 +42,7 @@ from dynakv.bucket_types import BucketType, Datacenters, merge_types, storage_ru
 from dynakv.claim import claim
 from dynakv.errors import ClusterError
 from dynakv.ring import Ring
+from dynakv.users import UserRecord, merge_users, with_user
 
 __all__ = [
     "IN_RING",
@@ -63,6 +65,7 @@ __all__ = [
     "request_join",
     "request_leave",
     "set_type",
+    "set_user",
     "start_transfer",
 ]
 
@@ -134,11 +137,19 @@ class Membership(msgspec.Struct, frozen=True, array_like=True):
     transferred: tuple[tuple[int, int, str], ...] = ()
     # Bucket types, sorted by name without repeats (bucket_types.py).
     types: tuple[BucketType, ...] = ()
+    # Users and their grants, sorted by name without repeats (users.py); empty while
+    # authentication has never been used.
+    users: tuple[UserRecord, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.cluster:
             raise ValueError("a cluster name must be non-empty")
-        for what, items in (("members", self.members), ("bucket types", self.types)):
+        named: tuple[tuple[str, tuple[MemberRecord | BucketType | UserRecord, ...]], ...] = (
+            ("members", self.members),
+            ("bucket types", self.types),
+            ("users", self.users),
+        )
+        for what, items in named:
             for i in range(1, len(items)):
                 if items[i - 1].name >= items[i].name:
                     raise ValueError(
@@ -235,11 +246,13 @@ def merge(a: Membership, b: Membership) -> Membership:
     members = _merge_members(a.members, b.members)
     transferred = _merge_transferred(a.transferred, b.transferred, ring.epoch)
     types = merge_types(a.types, b.types)
+    users = merge_users(a.users, b.users)
     if (
         members is a.members
         and ring is a.ring
         and transferred == a.transferred
         and types is a.types
+        and users is a.users
     ):
         return a
     if (
@@ -247,9 +260,10 @@ def merge(a: Membership, b: Membership) -> Membership:
         and ring is b.ring
         and transferred == b.transferred
         and types is b.types
+        and users is b.users
     ):
         return b
-    return Membership(a.cluster, members, ring, transferred, types)
+    return Membership(a.cluster, members, ring, transferred, types, users)
 
 
 def _merge_transferred(
@@ -441,7 +455,7 @@ def install_ring(
         replication=replication or m.ring.replication,
         datacenters=m.ring.datacenters if datacenters is None else datacenters,
     )
-    return Membership(m.cluster, members, record, (), m.types)
+    return Membership(m.cluster, members, record, (), m.types, m.users)
 
 
 def start_transfer(
@@ -467,7 +481,7 @@ def start_transfer(
         m.ring.datacenters,
         m.ring.datacenters if datacenters is None else datacenters,
     )
-    return Membership(m.cluster, m.members, record, (), m.types)
+    return Membership(m.cluster, m.members, record, (), m.types, m.users)
 
 
 def finish_transfer(m: Membership, by: str) -> Membership:
@@ -479,6 +493,11 @@ def finish_transfer(m: Membership, by: str) -> Membership:
 def set_type(m: Membership, bucket_type: BucketType) -> Membership:
     """m with bucket_type in place of the type of its name (or added)."""
     return msgspec.structs.replace(m, types=with_type(m.types, bucket_type))
+
+
+def set_user(m: Membership, user: UserRecord) -> Membership:
+    """m with user in place of the record of its name (or added)."""
+    return msgspec.structs.replace(m, users=with_user(m.users, user))
 
 
 # --- persistence -----------------------------------------------------------------------------
@@ -523,7 +542,7 @@ def _with(m: Membership, record: MemberRecord) -> Membership:
     i = bisect_left(members, record.name, key=_name)
     replaced = i < len(members) and members[i].name == record.name
     updated = (*members[:i], record, *members[i + replaced :])
-    return Membership(m.cluster, updated, m.ring, m.transferred, m.types)
+    return Membership(m.cluster, updated, m.ring, m.transferred, m.types, m.users)
 
 
 def _present(m: Membership, name: str, verb: str) -> MemberRecord:

@@ -168,4 +168,4 @@ def mark_transferred(m: Membership, partition: int, node: str) -> Membership:
     if m.ring.next is None or entry in m.transferred:
         return m
     transferred = tuple(sorted({*m.transferred, entry}))
-    return Membership(m.cluster, m.members, m.ring, transferred, m.types)
+    return Membership(m.cluster, m.members, m.ring, transferred, m.types, m.users)

@@ -43,6 +43,7 @@ from dynakv.core.reaper import Reaper
 from dynakv.core.replica import ReplicaStore
 from dynakv.core.replica_service import ReplicaService
 from dynakv.core.transfer import Transfers
+from dynakv.core.user_admin import UserAdmin
 from dynakv.core.view import ClusterView, Placement, RequestIds
 from dynakv.errors import DynakvError, InvalidRequest
 from dynakv.messages import (
@@ -58,6 +59,7 @@ from dynakv.messages import (
     ClientGet,
     ClientPut,
     ClientRepair,
+    ClientUserChange,
     ErrorReply,
     GetResult,
     Gossip,
@@ -124,6 +126,7 @@ class Node:
         store, hints, budget = self.store, self.hints, self.budget
         self.liveness = Liveness(context)
         self.gossip = Gossiper(context, self.liveness, me, rng)
+        self.user_admin = UserAdmin(context)
         minter = Minter(engine, self.actor, bugs.reuse_dots_after_restart)
         self.coordinator = Coordinator(context, store, hints, engine, minter, self.hlc, bugs)
         self.replicas = ReplicaService(context, store, hints, self.hlc, bugs)
@@ -151,6 +154,7 @@ class Node:
             Gossip: gossip.on_gossip,
             ClientClusterChange: gossip.on_cluster_change,
             ClientBucketChange: gossip.on_bucket_change,
+            ClientUserChange: self.user_admin.on_user_change,
             Heartbeat: self.liveness.on_heartbeat,
             TransferRequest: transfers.on_request,
             TransferBatch: transfers.on_batch,

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from dynakv.bucket_types import ResolvedProps
 from dynakv.config import NodeConfig
 from dynakv.messages import Message, TransferBatch
+from dynakv.runtime.gatekeeper import Gatekeeper
 from dynakv.runtime.metrics import Metrics
 from dynakv.versions import Clock
 
@@ -25,6 +26,7 @@ class ServerApi(Protocol):
 
     config: NodeConfig
     metrics: Metrics
+    gate: Gatekeeper  # who the client is, and what it may do (authentication on)
 
     async def call(self, message: Message, timeout: float | None = None) -> Message:
         """Run one request and wait for its reply (errors.Timeout after `timeout` seconds,

@@ -44,6 +44,7 @@ from dynakv.messages import (
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.dashboard import DASHBOARD_HTML
 from dynakv.runtime.frontend import ServerApi
+from dynakv.runtime.http_auth import authentication
 from dynakv.runtime.metrics import consistency_label
 
 CONTEXT_HEADER = "X-Dynakv-Context"
@@ -386,7 +387,8 @@ async def _bad_kv_path(request: web.Request) -> web.StreamResponse:
 def build_app(server: ServerApi) -> web.Application:
     api = Api(server)
     app = web.Application(
-        middlewares=[json_errors], client_max_size=server.config.max_value_bytes + (1 << 16)
+        middlewares=[json_errors, authentication(server.gate)],
+        client_max_size=server.config.max_value_bytes + (1 << 16),
     )
     app[SERVER_KEY] = server
     app.router.add_route("*", "/v1/kv/{bucket}/{key:.+}", api.kv)

@@ -28,8 +28,10 @@ from dynakv.messages import (
     ClientClusterChange,
     ClientClusterInfo,
     ClientGet,
+    ClientLogin,
     ClientPut,
     ClientRepair,
+    ClientUserChange,
     ErrorReply,
     Hello,
     HelloProof,
@@ -61,6 +63,8 @@ CLIENT_MESSAGES: frozenset[type] = frozenset(
         ClientBucketChange,
         ClientRepair,
         ClientBackup,
+        ClientLogin,
+        ClientUserChange,
         TransferRequest,
     }
 )

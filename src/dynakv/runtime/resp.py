@@ -42,6 +42,7 @@ from urllib.parse import quote
 from dynakv import tls
 from dynakv.errors import ValueTooLarge
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
+from dynakv.runtime import resp_auth
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.metrics import consistency_label
@@ -97,6 +98,12 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.client_name: bytes | None = None
+        self.user: str | None = None  # who AUTH proved this is (authentication on)
+        self.login: asyncio.Task[None] | None = None
+        # While an AUTH is checked (on a thread), the commands after it wait here: they run
+        # as whoever it proves, as on Redis, even when pipelined behind it.
+        self.logging_in = False
+        self._after_login: list[list[bytes]] = []
         self._buffer = bytearray()
         self._replies: deque[Slot] = deque()  # every command, in order, until answered
         self._queued: deque[Slot] = deque()  # parsed, waiting for an earlier conflicting one
@@ -184,7 +191,15 @@ class RespConnection(asyncio.Protocol):
         self._replies.append(Slot([], reply=reply))
 
     def _submit(self, args: list[bytes]) -> None:
+        if self.logging_in:
+            self._after_login.append(args)
+            self.update_reading()
+            return
         name = args[0].lower()
+        refused = resp_auth.refusal(self, name)
+        if refused is not None:
+            self._answer(refused)
+            return
         command = COMMANDS.get(name)
         if command is None:
             shown = args[0][:64].decode("utf-8", "replace")
@@ -269,13 +284,22 @@ class RespConnection(asyncio.Protocol):
     def update_reading(self) -> None:
         if self.transport is None or self.closed:
             return
-        pause = self._write_paused or len(self._replies) >= MAX_PENDING or self.frontend.stopping
+        held = len(self._replies) + len(self._after_login)
+        pause = self._write_paused or held >= MAX_PENDING or self.frontend.stopping
         if pause and not self._read_paused:
             self._read_paused = True
             self.transport.pause_reading()
         elif not pause and self._read_paused and len(self._replies) < MAX_PENDING // 2:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def logged_in(self) -> None:
+        """The AUTH under way is answered: run the commands that came after it."""
+        self.logging_in = False
+        held, self._after_login = self._after_login, []
+        for args in held:
+            self._submit(args)
+        self._flush()
 
     def answering(self) -> bool:
         """Some commands of this connection still have replies to write."""

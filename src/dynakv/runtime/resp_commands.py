@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, cast
 from dynakv.config import validate_location
 from dynakv.errors import DynakvError
 from dynakv.messages import ClientPut, ErrorReply, GetResult, Message, PutResult
+from dynakv.runtime.resp_auth import run_auth, run_hello
 from dynakv.runtime.resp_protocol import (
     EMPTY_ARRAY,
     MAX_ARGS,
@@ -338,4 +339,6 @@ COMMANDS: dict[bytes, Command] = {
     b"command": Command(1, answer=answer_command),
     b"client": Command(2, answer=answer_client),
     b"config": Command(2, answer=answer_config),
+    b"auth": Command(2, 3, run=run_auth, keys=lambda args: ()),
+    b"hello": Command(1, 8, run=run_hello, keys=lambda args: ()),
 }

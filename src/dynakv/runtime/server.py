@@ -42,7 +42,9 @@ from dynakv.messages import (
     BackupResult,
     ClientBackup,
     ClientGet,
+    ClientLogin,
     ClientPut,
+    ClusterInfo,
     ErrorReply,
     Hello,
     HelloProof,
@@ -53,6 +55,7 @@ from dynakv.messages import (
 )
 from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
+from dynakv.runtime.gatekeeper import Gatekeeper, without_secrets
 from dynakv.runtime.metrics import Metrics, consistency_label
 from dynakv.runtime.peer_gate import PeerGate, warn_if_open
 from dynakv.runtime.peers import PeerLinks
@@ -80,7 +83,13 @@ class Server:
         self.probes = Probes(config.name, self.metrics)
         self.log = self.probes.log
         # Secret and TLS files first: one unusable stops the node before its store opens.
-        self.gate = PeerGate(config, self.log, self.metrics)
+        self.peer_gate = PeerGate(config, self.log, self.metrics)
+        if config.security.authentication and not self.peer_gate.required:
+            # Without it any client could say Hello, be taken for a peer and skip the checks.
+            raise tls.SecurityFilesError(
+                "[security] authentication = true needs peers to prove themselves: "
+                "set cluster_secret_file (or TLS with tls_cert, tls_key, tls_ca)"
+            )
         self._tls, dial_tls = tls.node_contexts(config.security)
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         engine = open_engine(config.engine, config.data_dir, config.durability)
@@ -92,8 +101,9 @@ class Server:
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
         self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
+        self.gate = Gatekeeper(config.security.authentication, lambda: self.node.state, self.log)
         self.links = PeerLinks(
-            config, self, self.log, self.dispatch, self.node.address_of, self.gate, dial_tls
+            config, self, self.log, self.dispatch, self.node.address_of, self.peer_gate, dial_tls
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -151,6 +161,13 @@ class Server:
             node_id=self.node.actor,
         )
         warn_if_open(self.config, self.log)
+        if not self.gate.enabled:
+            self.log.event(
+                logging.WARNING,
+                "authentication_off",
+                clients="anyone who reaches a port may read, write and change the cluster",
+                to_enable="[security] authentication = true",
+            )
         self.dispatch(Start(join=self.join))
         self.probes.start(self.loop, self.dispatch)
 
@@ -293,8 +310,11 @@ class Server:
                 waiter.set_result(send.message)
             return
         if to.startswith("#c"):
-            self._record_done(to, send.message)
-            self.links.to_client(to, send.message)
+            message = send.message
+            if type(message) is ClusterInfo and message.state.users:  # type: ignore[attr-defined]
+                message = ClusterInfo(message.rid, without_secrets(message.state))  # type: ignore[attr-defined]
+            self._record_done(to, message)
+            self.links.to_client(to, message)
             return
         self.links.to_peer(to, send.message)
 
@@ -317,6 +337,7 @@ class Server:
         self.links.opened(conn)
 
     def on_close(self, conn: FrameConnection) -> None:
+        self.gate.sessions.pop(conn.token, None)
         self.links.closed(conn)
 
     def on_bad_length(self, conn: FrameConnection, length: int) -> None:
@@ -338,13 +359,17 @@ class Server:
             if not usable:
                 conn.close_after_flush()
             return
-        if not self.gate.admits(conn, message):
+        if not self.peer_gate.admits(conn, message):
             return
         if type(message) is Hello:
             self.links.hello(conn, message)
             return
         if type(message) is HelloProof:
             self.links.proof(conn, message)
+            return
+        # Only clients are users: peers proved themselves (Hello, HelloProof), and what
+        # answers on a connection this node dialled is the peer it chose.
+        if conn.peer is None and conn.outbound_to is None and self._refused(conn, message):
             return
         if type(message) is ClientBackup:
             assert self.loop is not None
@@ -364,6 +389,24 @@ class Server:
             started = (op, consistency_label(level), time.perf_counter())
             self._inflight[(source, message.rid)] = started
         self.dispatch(Received(source, message))
+
+    def _refused(self, conn: FrameConnection, message: Message) -> bool:
+        """A client's login, or a request it may not make (answered here): True."""
+        if type(message) is ClientLogin:
+            assert self.loop is not None
+            self.loop.create_task(self._login(conn, message))  # type: ignore[arg-type]
+            return True
+        refusal = self.gate.refusal(conn.token, message) if self.gate.enabled else None
+        if refusal is not None:
+            conn.send(refusal)
+        return refusal is not None
+
+    async def _login(self, conn: FrameConnection, message: ClientLogin) -> None:
+        if not self.gate.enabled:
+            text = "authentication is off on this node: connect without credentials"
+            conn.send(ErrorReply(message.rid, InvalidRequest.code, text))
+            return
+        conn.send(await self.gate.login_frame(conn.token, message))
 
     async def _backup(self, conn: FrameConnection, request: ClientBackup) -> None:
         """Copy the store on a thread while the loop goes on serving (the engine's copy
