@@ -50,3 +50,19 @@ def test_a_long_sort_key_is_cut_and_hashed_within_the_limit() -> None:
     assert key_a[16 : 16 + SORT_PREFIX] == long_a[:SORT_PREFIX]
     short = storage_key(bucket, item_key(b"Sp", b"b"))
     assert short > key_a  # the kept prefix still orders it against keys that differ early
+
+
+def test_a_bucket_type_carries_its_table_and_decodes_from_before_the_field() -> None:
+    import msgspec
+
+    from dynakv import bucket_types as bt
+
+    old = msgspec.msgpack.encode(["t", 3, 2, 2, "lww", 100, 1, [], None])
+    decoded = msgspec.msgpack.decode(old, type=bt.BucketType)
+    assert decoded.table == ""
+    made = bt.change((decoded,), "t2", {"table": '{"k": 1}', "policy": "lww"}, "create")
+    assert made.table == '{"k": 1}'
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(made), type=bt.BucketType)
+    assert again == made
+    changed = bt.change((made,), "t2", {"table": ""}, "update")
+    assert changed.table == "" and changed.version == 2
