@@ -57,7 +57,7 @@ def test_a_bucket_type_carries_its_table_and_decodes_from_before_the_field() -> 
 
     from dynakv import bucket_types as bt
 
-    old = msgspec.msgpack.encode(["t", 3, 2, 2, "lww", 100, 1, [], None])
+    old = msgspec.msgpack.encode([bt.DEFAULT, 3, 2, 2, "lww", 100, 1, [], None])
     decoded = msgspec.msgpack.decode(old, type=bt.BucketType)
     assert decoded.table == ""
     made = bt.change((decoded,), "t2", {"table": '{"k": 1}', "policy": "lww"}, "create")
