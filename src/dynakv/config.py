@@ -76,6 +76,7 @@ class NodeConfig:
     http_addr: str = "127.0.0.1:8000"
     resp_addr: str | None = None  # HOST:PORT for the Redis protocol (RESP2); None: off
     resp_bucket: str = "default"  # the bucket Redis commands read and write
+    dynamodb_addr: str | None = None  # HOST:PORT for the DynamoDB-compatible API; None: off
     # Where the node runs, gossiped with its membership record. Nodes sharing a machine
     # (one per core) share a rack, so that no two replicas of a key share a machine.
     datacenter: str = "dc1"

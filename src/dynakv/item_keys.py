@@ -43,6 +43,8 @@ DIGEST_BYTES = 16
 MAX_STORAGE_KEY = 511 - 64 - 1
 SORT_ROOM = MAX_STORAGE_KEY - DIGEST_BYTES  # sort bytes kept whole up to this many
 SORT_PREFIX = SORT_ROOM - DIGEST_BYTES  # a longer one keeps this many, then their MD5
+MAX_PARTITION_ID = 64  # partition ids kept whole in a key string; longer ones are hashed
+_HASHED = 0x8000  # flag in the id length: the id is a hash of the real one
 
 
 def table_bucket(table: str) -> str:
@@ -56,8 +58,18 @@ def is_table_bucket(bucket: str) -> bool:
 
 def item_key(partition_id: bytes, sort_bytes: bytes) -> str:
     """The key string of an item: its partition-key id (type and bytes, as the caller makes
-    it) and its sort key's order-preserving bytes (b"" for a table without a sort key)."""
-    return (len(partition_id).to_bytes(2, "big") + partition_id + sort_bytes).decode("latin-1")
+    it) and its sort key's order-preserving bytes (b"" for a table without a sort key).
+
+    A key string is at most 1024 bytes of UTF-8 and a Latin-1 character above 127 takes two:
+    an id longer than MAX_PARTITION_ID is replaced by its SHA-256 (its items then share a
+    position that depends on the hash: placement needs identity, not order), and the sort
+    bytes are those stored (stored_sort_bytes)."""
+    if len(partition_id) > MAX_PARTITION_ID:
+        partition_id = b"#" + hashlib.sha256(partition_id).digest()
+        header = (len(partition_id) | _HASHED).to_bytes(2, "big")
+    else:
+        header = len(partition_id).to_bytes(2, "big")
+    return (header + partition_id + stored_sort_bytes(sort_bytes)).decode("latin-1")
 
 
 def split_item_key(key: str) -> tuple[bytes, bytes] | None:
@@ -68,7 +80,7 @@ def split_item_key(key: str) -> tuple[bytes, bytes] | None:
         return None
     if len(raw) < 3:
         return None
-    size = int.from_bytes(raw[:2], "big")
+    size = int.from_bytes(raw[:2], "big") & ~_HASHED
     if not 0 < size <= len(raw) - 2:
         return None
     return raw[2 : 2 + size], raw[2 + size :]

@@ -66,3 +66,14 @@ def test_a_bucket_type_carries_its_table_and_decodes_from_before_the_field() -> 
     assert again == made
     changed = bt.change((made,), "t2", {"table": ""}, "update")
     assert changed.table == "" and changed.version == 2
+
+
+def test_a_key_string_stays_within_the_kv_key_limit() -> None:
+    bucket = table_bucket("t")
+    worst = item_key(b"B" + b"\xff" * 2048, b"\xff" * 1024)
+    assert len(worst.encode()) <= 1024
+    again = item_key(b"B" + b"\xff" * 2048, b"\xff" * 1024)
+    other = item_key(b"B" + b"\xff" * 2047 + b"\xfe", b"\xff" * 1024)
+    assert storage_key(bucket, worst) == storage_key(bucket, again)
+    assert storage_key(bucket, worst) != storage_key(bucket, other)
+    assert len(storage_key(bucket, worst)) <= MAX_STORAGE_KEY
