@@ -41,7 +41,10 @@ def key_of(table: Table, item: Item) -> Item:
 
 
 def encode(table: Table, item: Item) -> bytes:
-    return json.dumps({"g": table.created, "i": item}, separators=(",", ":")).encode()
+    # Not ASCII-escaped: 400 KB of emoji would take 1.2 MB as \ud83d\ude00 escapes, more than
+    # a bucket's default max_value_bytes.
+    data = {"g": table.created, "i": item}
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(table: Table, value: bytes) -> Item | None:
