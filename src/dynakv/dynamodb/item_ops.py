@@ -24,7 +24,11 @@ from dynakv.dynamodb.backend import (
     write_item,
 )
 from dynakv.dynamodb.document_paths import project
-from dynakv.dynamodb.errors import ConditionalCheckFailedException, ValidationException
+from dynakv.dynamodb.errors import (
+    ConditionalCheckFailedException,
+    DynamoError,
+    ValidationException,
+)
 from dynakv.dynamodb.expressions import (
     Condition,
     Parsed,
@@ -154,3 +158,22 @@ async def update_item(backend: Backend, request: Request) -> dict[str, Any]:
     if returns == "UPDATED_NEW":
         return _attributes(project(new, paths))
     return {}
+
+
+def serialised_key(backend: Backend, operation: str, request: Request) -> tuple[str, str] | None:
+    """(bucket, key) of a request that reads, decides and writes one item (a conditional
+    PutItem or DeleteItem, any UpdateItem): those run where that key's lock is; None for
+    anything else, and for a request the operation itself will refuse."""
+    try:
+        if operation == "UpdateItem" or (
+            operation in ("PutItem", "DeleteItem") and "ConditionExpression" in request
+        ):
+            table = table_of(backend, request)
+            if operation == "PutItem":
+                key = key_of(table, validate_item(request.get("Item"), table.schema))
+            else:
+                key = validate_key(request.get("Key"), table.schema)
+            return location(table, key)
+    except DynamoError:
+        pass
+    return None

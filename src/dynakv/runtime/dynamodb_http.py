@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dynakv.dynamodb import protocol
 from dynakv.dynamodb.errors import DynamoError, ValidationException
+from dynakv.dynamodb.item_ops import serialised_key
 from dynakv.dynamodb.tables import Table, tables_of
 from dynakv.errors import DynakvError, from_code
 from dynakv.item_keys import table_bucket
@@ -30,6 +31,7 @@ from dynakv.messages import (
     TransferBatch,
 )
 from dynakv.runtime.addr import split_addr
+from dynakv.runtime.dynamodb_forward import FORWARDED, Forwarder
 from dynakv.runtime.frontend import ServerApi
 
 MAX_BODY = 17 << 20  # a BatchWriteItem of 25 items of 400 KB, with room for its JSON
@@ -99,6 +101,7 @@ class DynamoHandler:
     def __init__(self, server: ServerApi) -> None:
         self.server = server
         self.backend = NodeBackend(server)
+        self.forwarder = Forwarder(server)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -108,7 +111,16 @@ class DynamoHandler:
             if request.method != "POST":
                 raise protocol.UnknownOperationException()
             operation = protocol.operation(target)
-            body = protocol.parse_body(await request.read())
+            raw = await request.read()
+            body = protocol.parse_body(raw)
+            where = (
+                None if FORWARDED in request.headers else serialised_key(self.backend, name, body)
+            )
+            if where is not None:
+                forwarded = await self.forwarder.forward(*where, dict(request.headers), raw)
+                if forwarded is not None:
+                    status, headers, data = forwarded
+                    return web.Response(body=data, status=status, headers=headers)
             answer, status = await operation(self.backend, body), 200
         except web.HTTPRequestEntityTooLarge:
             error = ValidationException(f"Request size exceeds {MAX_BODY} bytes")
@@ -134,6 +146,12 @@ def build_app(server: ServerApi) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     handler = DynamoHandler(server)
     app.router.add_route("*", "/{tail:.*}", handler.handle)
+
+    async def forwarding(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await handler.forwarder.stop()
+
+    app.cleanup_ctx.append(forwarding)
     return app
 
 
