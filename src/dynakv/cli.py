@@ -279,7 +279,7 @@ def dev_cluster(
             place = f"dc{(i - 1) % datacenters + 1}/rack{i}"
             line = f"node{i} ({place}): node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
             line += f"  resp [bold]{resp}[/]" if resp else ""
-            console.print(line + (f"  dynamodb [bold]http://{dynamodb}[/]" if dynamodb else ""))
+            console.print(line + (f"  dynamodb [bold]{dynamodb}[/]" if dynamodb else ""))
         if not running:
             raise click.ClickException("no node started")
         first = int(next(iter(running))[len("node") :])
