@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from dynakv.dynamodb.attributes import KeySchema, validate_item
 from dynakv.dynamodb.errors import DynamoError
 from dynakv.dynamodb.expressions import (
     check_all_used,
@@ -33,8 +34,9 @@ QUERY_TABLE = "sorted"
 
 @dataclass(frozen=True)
 class Case:
-    """kind: condition, update, projection, filter or key. `item` is the stored item (None:
-    none); for filter and key cases the table holds ROWS instead."""
+    """kind: put, condition, update, projection, filter or key. `item` is the stored item
+    (None: none), or for put the item written; for filter and key cases the table holds
+    ROWS instead."""
 
     name: str  # unique: the kind, the expression and what else sets the case apart
     kind: str
@@ -137,6 +139,11 @@ def _moto(client: Any, case: Case) -> Any:
         found = client.query(TableName=table, **args)
         return [item["sk"]["N"] for item in found["Items"]]
     client.delete_item(TableName=TABLE, Key=key)
+    if case.kind == "put":
+        assert case.item is not None
+        client.put_item(TableName=TABLE, Item=to_boto(case.item))
+        stored = client.get_item(TableName=TABLE, Key={"id": to_boto(case.item["id"])})
+        return from_boto(stored["Item"])
     if case.item is not None:
         client.put_item(TableName=TABLE, Item=to_boto(case.item))
     if case.kind == "condition":
@@ -175,6 +182,8 @@ def dynakv_outcome(case: Case) -> Any:
 
 
 def _dynakv(case: Case, names: Any, values: Any) -> Any:
+    if case.kind == "put":
+        return validate_item(case.item, KeySchema("id", "S"))
     if case.kind == "condition":
         condition = parse_condition(case.expression, names, values)
         check_all_used(names, values, condition)
@@ -182,8 +191,7 @@ def _dynakv(case: Case, names: Any, values: Any) -> Any:
     if case.kind == "update":
         update = parse_update(case.expression, names, values)
         check_all_used(names, values, update)
-        base = case.item if case.item is not None else {"id": {"S": "k"}}
-        return update.apply(base)[0]
+        return update.apply(case.item, key={"id": {"S": "k"}})[0]
     if case.kind == "projection":
         projection = parse_projection(case.expression, names)
         check_all_used(names, values, projection)

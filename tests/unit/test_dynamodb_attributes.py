@@ -27,6 +27,12 @@ SCHEMA = KeySchema("id", "S", "sk", "N")
         ("0.000", "0"),
         ("1e2", "100"),
         ("-12.50", "-12.5"),
+        ("+3", "3"),
+        (".123", "0.123"),
+        ("0001.23", "1.23"),
+        ("1e+5", "100000"),
+        ("0e1000", "0"),
+        ("-17.4E37", "-174" + "0" * 36),
         ("1E-130", "0." + "0" * 129 + "1"),
         ("9.9999999999999999999999999999999999999E+125", "9" * 38 + "0" * 88),
     ],
@@ -42,11 +48,14 @@ def test_numbers_are_stored_in_canonical_plain_form(text: str, canonical: str) -
         ("-1E+126", "Number overflow"),
         ("1E-131", "Number underflow"),
         ("1." + "0" * 37 + "1", "more than 38 significant digits"),
-        ("abc", "cannot be converted into a number"),
-        ("NaN", "cannot be converted into a number"),
-        ("Infinity", "cannot be converted into a number"),
-        (" 1", "cannot be converted into a number"),
-        ("", "cannot be converted into a number"),
+        ("abc", "cannot be converted to a numeric value"),
+        ("NaN", "cannot be converted to a numeric value"),
+        ("Infinity", "cannot be converted to a numeric value"),
+        (" 1", "cannot be converted to a numeric value"),
+        ("", "cannot be converted to a numeric value"),
+        ("1 ", "cannot be converted to a numeric value: 1 "),
+        ("-NaN", "cannot be converted to a numeric value"),
+        ("-dog", "cannot be converted to a numeric value: -dog"),
     ],
 )
 def test_numbers_out_of_range_or_malformed_are_refused(text: str, message: str) -> None:
@@ -58,8 +67,11 @@ def test_arithmetic_is_exact_to_38_digits_and_overflows_like_dynamodb() -> None:
     big = parse_number("9" * 38)
     assert add(big, parse_number("1")) == parse_number("1E+38")
     assert subtract(parse_number("0.1"), parse_number("0.3")) == parse_number("-0.2")
-    with pytest.raises(ValidationException, match="38 significant digits"):
+    # DynamoDB calls a sum that needs more than 38 digits an overflow (1E+50 + 1).
+    with pytest.raises(ValidationException, match="Number overflow"):
         add(big, parse_number("0.1"))
+    with pytest.raises(ValidationException, match="Number overflow"):
+        subtract(parse_number("1E+50"), parse_number("1"))
     with pytest.raises(ValidationException, match="Number overflow"):
         add(parse_number("9.9999999999999999999999999999999999999E+125"), parse_number("1E+125"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dynakv.dynamodb.errors import ValidationException
-from dynakv.dynamodb.expressions import parse_condition, parse_filter
+from dynakv.dynamodb.expressions import parse_condition, parse_filter, parse_update
 
 ITEM = {
     "id": {"S": "abc"},
@@ -19,6 +19,7 @@ ITEM = {
     "ns": {"NS": ["1", "2.5"]},
     "bs": {"BS": ["AA==", "AQ=="]},
     "status": {"S": "on"},
+    "u": {"S": "é."},
 }
 VALUES = {
     ":five": {"N": "5.0"},
@@ -31,6 +32,7 @@ VALUES = {
     ":red": {"S": "red"},
     ":two": {"S": "two"},
     ":one": {"N": "1"},
+    ":three": {"N": "3"},
     ":twohalf": {"N": "2.50"},
     ":b0": {"B": "AA=="},
     ":b01": {"B": "AAE="},
@@ -120,6 +122,8 @@ def test_comparisons(text: str, expected: bool) -> None:
         ("contains(l, :two)", True),
         ("contains(l, :x)", False),
         ("size(id) = :s", False),
+        ("size(id) = :three", True),
+        ("size(u) = :three", True),
         ("size(l) > :one", True),
         ("size(m.tags) BETWEEN :one AND :four", True),
         ("size(b) = :one", False),
@@ -191,6 +195,11 @@ def test_names_with_dots_are_one_attribute() -> None:
             "not allowed to be used this way in an expression; function: attribute_exists",
         ),
         ("contains(id, :bc) IN (:one)", "function: contains"),
+        ("n < :true", "Incorrect operand type for operator or function; operator or function: <, "),
+        ("m.tags >= :tags", "operator or function: >=, operand type: SS"),
+        ("n BETWEEN :one AND :true", "operator or function: BETWEEN, operand type: BOOL"),
+        ("((n = :one))", "The expression has redundant parentheses;"),
+        ("((n = :one) AND ((n = :five)))", "The expression has redundant parentheses;"),
         ("_n = :five", 'Syntax error; token: "_"'),
         ("begins_with(:one, id)", "operator or function: begins_with, operand type: N"),
         (
@@ -241,6 +250,25 @@ def test_bad_conditions_get_dynamodb_errors(text: str, message: str) -> None:
         holds(text)
     assert caught.value.message.startswith("Invalid ConditionExpression: ")
     assert caught.value.status == 400
+
+
+def test_parentheses_may_wrap_each_condition_once() -> None:
+    assert holds("((n = :five) AND (id = :s))")
+    assert holds("(attribute_exists(n)) AND (size(l) > :one)")
+    assert holds("NOT (NOT (n = :five))")
+
+
+def test_expressions_are_at_most_4_kb() -> None:
+    name = "a" * (4096 - len("attribute_exists()"))
+    assert parse_condition(f"attribute_exists({name})", None, None).holds({name: {"N": "1"}})
+    with pytest.raises(ValidationException) as caught:
+        parse_condition(f"attribute_exists({name}b)", None, None)
+    assert caught.value.message == (
+        "Invalid ConditionExpression: Expression size has exceeded the maximum allowed size; "
+        "expression size: 4097"
+    )
+    with pytest.raises(ValidationException, match=r"allowed size;$"):
+        parse_update("SET " + "a" * 4093, None, None)
 
 
 def test_in_takes_at_most_100_operands() -> None:

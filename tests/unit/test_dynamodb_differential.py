@@ -16,7 +16,13 @@ still answers differently, so a moto release that fixes one makes this test say 
   DynamoDB's documentation (or, where it is silent, Alternator's tests, which run against
   DynamoDB itself) says otherwise;
 - moto accepts list_append inside list_append, three operands joined by +, a name starting
-  with "_", and the same path twice in contains; DynamoDB refuses each;
+  with "_", the same path twice in contains, and a constant without an order (BOOL) in
+  <, <=, >, >= or BETWEEN; DynamoDB refuses each;
+- moto does not validate items: it stores 33 levels of nesting, an empty binary set,
+  duplicate set members, 1E+126 and 39-digit numbers, all of which DynamoDB's
+  documentation refuses; and it refuses REMOVE a.b on a missing item, which DynamoDB
+  ignores;
+- moto's size() counts a String's characters; DynamoDB measures strings in UTF-8 bytes;
 - moto crashes comparing a String with a Number (DynamoDB: false), and on a sort key
   condition written before the partition key condition (DynamoDB accepts either order).
 Numbers are compared by value and sets in any order (DynamoDB's own equality), since moto
@@ -46,6 +52,7 @@ ITEM = {
     "ns": {"NS": ["1", "2.5"]},
     "bs": {"BS": ["AA==", "AQ=="]},
     "status": {"S": "on"},
+    "u": {"S": "é."},
 }
 VALUES: dict[str, Any] = {
     ":n5": {"N": "5"},
@@ -166,12 +173,14 @@ CONDITIONS = [
     "size(l) > :n1",
     "size(m.tags) BETWEEN :n1 AND :n3",
     "size(m) = :n1",
+    "size(u) = :n3",
     "n = :n5 OR n = :n1 AND n = :n4",
     "(n = :n5 OR n = :n1) AND n = :n4",
     "NOT n = :n1 AND n = :n5",
     "NOT (n = :n5 AND n = :n1)",
     "not n = :n5",
     "n = :n5 and (s = :hello or s = :x)",
+    "((n = :n5) AND (s = :hello))",
     "contains(b, :b00)",
     "begins_with(:hello, s)",
     "contains(l, l[1])",
@@ -194,6 +203,9 @@ CONDITION_ERRORS = [
     "attribute_exists(n) = :n1",
     "contains(l, l)",
     "_n = :n1",
+    "n < :true",
+    "n BETWEEN :n1 AND :true",
+    "((n = :n5))",
 ]
 UPDATES = [
     "SET s = :x",
@@ -292,12 +304,55 @@ CASES = (
     + [case("key", e) for e in KEYS + KEY_ERRORS]
 )
 
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"S": "leaf"}
+    for _ in range(depth - 1):
+        value = {"L": [value]}
+    return value
+
+
+PUTS = {
+    "every type": ITEM,
+    "numbers written loosely": {"id": {"S": "k"}, "n": {"N": "01.50"}, "e": {"N": "1e2"}},
+    "empty string, list and map": {
+        "id": {"S": "k"},
+        "s": {"S": ""},
+        "l": {"L": []},
+        "m": {"M": {}},
+    },
+    "32 levels": {"id": {"S": "k"}, "deep": nested(32)},
+    "33 levels": {"id": {"S": "k"}, "deep": nested(33)},
+    "empty string set": {"id": {"S": "k"}, "ss": {"SS": []}},
+    "empty number set": {"id": {"S": "k"}, "ns": {"NS": []}},
+    "empty binary set": {"id": {"S": "k"}, "bs": {"BS": []}},
+    "duplicate strings": {"id": {"S": "k"}, "ss": {"SS": ["a", "a"]}},
+    "duplicate numbers": {"id": {"S": "k"}, "ns": {"NS": ["1", "1.0"]}},
+    "NULL false": {"id": {"S": "k"}, "z": {"NULL": False}},
+    "empty key": {"id": {"S": ""}},
+    "number key": {"id": {"N": "1"}},
+    "no key": {"other": {"S": "x"}},
+    "number overflow": {"id": {"S": "k"}, "n": {"N": "1E+126"}},
+    "number underflow": {"id": {"S": "k"}, "n": {"N": "1E-131"}},
+    "39 digits": {"id": {"S": "k"}, "n": {"N": "1" * 39}},
+    "38 digits": {"id": {"S": "k"}, "n": {"N": "1" * 38}},
+    "not a number": {"id": {"S": "k"}, "n": {"N": "dog"}},
+    "over 400 KB": {"id": {"S": "k"}, "big": {"S": "x" * (400 * 1024)}},
+}
+PUT_CASES = [Case(f"put: {name}", "put", "", item) for name, item in PUTS.items()]
+
+CASES += PUT_CASES
+
 INVALID = ("error", "ValidationException")
 MOTO_CRASHES = (
     "moto's legacy condition parser raises a Python exception (a 500) on a malformed "
     "expression; DynamoDB answers ValidationException for every malformed expression"
 )
 MOTO_UNCHECKED = "moto does not check this; DynamoDB documents a ValidationException"
+UNORDERED = (
+    "a constant with no order (BOOL here) in <, <=, >, >= or BETWEEN is an 'Incorrect operand "
+    "type' ValidationException in DynamoDB, as in Alternator; moto just answers false"
+)
 # name -> (dynakv's answer, why moto's differs)
 ACCEPTED: dict[str, tuple[Any, str]] = {
     "condition: s < :n5": (
@@ -361,6 +416,8 @@ ACCEPTED: dict[str, tuple[Any, str]] = {
         "moto keeps the last of two sort key conditions; DynamoDB allows one per key",
     ),
     "condition: attribute_exists(n) = :n1": (INVALID, MOTO_CRASHES),
+    "condition: n < :true": (INVALID, UNORDERED),
+    "condition: n BETWEEN :n1 AND :true": (INVALID, UNORDERED),
     "condition: contains(b, :b00)": (
         True,
         "moto's contains ignores Binary; DynamoDB finds a Binary inside a Binary (seen by "
@@ -391,6 +448,22 @@ ACCEPTED: dict[str, tuple[Any, str]] = {
         "DynamoDB refuses list_append nested in list_append ('not allowed to be used this "
         "way'); moto evaluates it",
     ),
+    "condition: size(u) = :n3": (
+        True,
+        "size() of a String counts UTF-8 bytes (3 for 'é.'), as DynamoDB measures strings "
+        "and Alternator's size() does; moto counts characters",
+    ),
+    "update: REMOVE nothere.x (no item)": (
+        {"id": {"S": "k"}},
+        "DynamoDB ignores REMOVE below a missing attribute when there is no item at all "
+        "(Alternator's tests, run against DynamoDB); moto refuses it",
+    ),
+    "put: 33 levels": (INVALID, MOTO_UNCHECKED + " (documented: at most 32 levels of nesting)"),
+    "put: empty binary set": (INVALID, MOTO_UNCHECKED + " (documented: no empty sets)"),
+    "put: duplicate strings": (INVALID, MOTO_UNCHECKED + " (documented: set members unique)"),
+    "put: duplicate numbers": (INVALID, MOTO_UNCHECKED + " (1 and 1.0 are one number)"),
+    "put: number overflow": (INVALID, MOTO_UNCHECKED + " (documented: magnitude < 1E+126)"),
+    "put: 39 digits": (INVALID, MOTO_UNCHECKED + " (documented: 38 digits of precision)"),
     "update: SET a = :n1 + :n1 + :n1": (
         INVALID,
         "DynamoDB's SET value is one operand or exactly two joined by + or -; a third is a "

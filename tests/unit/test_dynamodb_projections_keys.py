@@ -92,6 +92,11 @@ def test_key_condition_begins_with_and_hash_only() -> None:
     only_hash.check_types("S", "N")
     with pytest.raises(ValidationException, match="Condition parameter type does not match"):
         key("id = :h AND r > :p").check_types("S", "N")
+    empty = parse_key_condition("id = :e", None, {":e": {"S": ""}}, "id", None)
+    with pytest.raises(ValidationException, match=r"empty string value\. Key: id"):
+        empty.check_types("S", None)
+    with pytest.raises(ValidationException, match="missed key schema element: id"):
+        parse_key_condition("id = :h AND x = :h", None, {":h": {"S": "k"}}, "id", None)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal, localcontext
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynakv.dynamodb.attributes import encode_binary, item_size, validate_value
@@ -13,6 +13,8 @@ from dynakv.dynamodb.expressions import parse_condition, parse_update
 from dynakv.dynamodb.numbers import number_text, parse_number
 from dynakv.dynamodb.ordering import compare, sort_key_bytes, values_equal
 
+# The machine is shared: no per-example deadline; slow or filtered data is expected.
+SLOW = [HealthCheck.too_slow, HealthCheck.filter_too_much]
 # Numbers DynamoDB accepts: up to 38 significant digits, magnitude 1E-130 .. <1E+126.
 numbers = st.builds(
     lambda sign, digits, exponent: Decimal((sign, tuple(digits), exponent)),
@@ -34,6 +36,7 @@ def byte_order(a: bytes, b: bytes) -> int:
     return (a > b) - (a < b)
 
 
+@settings(deadline=None, suppress_health_check=SLOW)
 @given(number_values, number_values)
 def test_sort_key_bytes_order_numbers_as_decimals(a: dict, b: dict) -> None:
     expected = sign(Decimal(a["N"]).compare(Decimal(b["N"])))  # type: ignore[arg-type]
@@ -41,17 +44,20 @@ def test_sort_key_bytes_order_numbers_as_decimals(a: dict, b: dict) -> None:
     assert compare(a, b) == expected
 
 
+@settings(deadline=None, suppress_health_check=SLOW)
 @given(string_values, string_values)
 def test_sort_key_bytes_order_strings_by_utf8(a: dict, b: dict) -> None:
     expected = byte_order(a["S"].encode(), b["S"].encode())
     assert byte_order(sort_key_bytes(a), sort_key_bytes(b)) == expected == compare(a, b)
 
 
+@settings(deadline=None, suppress_health_check=SLOW)
 @given(binary_values, binary_values)
 def test_sort_key_bytes_order_binaries_as_unsigned_bytes(a: dict, b: dict) -> None:
     assert byte_order(sort_key_bytes(a), sort_key_bytes(b)) == compare(a, b)
 
 
+@settings(deadline=None, suppress_health_check=SLOW)
 @given(numbers)
 def test_number_text_round_trips_the_exact_value(value: Decimal) -> None:
     text = number_text(value)
@@ -83,6 +89,7 @@ values = st.recursive(
 )
 
 
+@settings(deadline=None, suppress_health_check=SLOW)
 @given(values)
 def test_validation_is_idempotent_and_keeps_equality_and_size(value: dict) -> None:
     once = validate_value(value)
@@ -95,7 +102,7 @@ names = st.sampled_from(["a", "b", "c", "d"])
 items = st.dictionaries(names, values, max_size=4)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW)
 @given(items, names, values)
 def test_after_set_the_condition_path_equals_value_holds(item: dict, name: str, v: dict) -> None:
     new_item, paths = parse_update("SET #p = :v", {"#p": name}, {":v": v}).apply(item)
@@ -106,14 +113,14 @@ def test_after_set_the_condition_path_equals_value_holds(item: dict, name: str, 
     assert others == {k: x for k, x in item.items() if k != name}
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW)
 @given(items, names)
 def test_after_remove_the_attribute_does_not_exist(item: dict, name: str) -> None:
     new_item, _ = parse_update("REMOVE #p", {"#p": name}, None).apply(item)
     assert parse_condition("attribute_not_exists(#p)", {"#p": name}, None).holds(new_item)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW)
 @given(numbers, numbers)
 def test_add_then_compare_with_the_sum(start: Decimal, delta: Decimal) -> None:
     item = {"n": {"N": number_text(start)}}

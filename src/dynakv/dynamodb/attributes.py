@@ -181,6 +181,12 @@ def validate_item(item: object, schema: KeySchema) -> Item:
     return checked
 
 
+def check_updated_item_size(item: Item) -> None:
+    """UpdateItem's wording of the 400 KB limit, for the item an update produced."""
+    if item_size(item) > MAX_ITEM_BYTES:
+        raise ValidationException("Item size to update has exceeded the maximum allowed size")
+
+
 def validate_key(key: object, schema: KeySchema) -> Item:
     """A normalised copy of a primary key (GetItem, DeleteItem, ...): exactly the key
     attributes of the schema, with its types."""

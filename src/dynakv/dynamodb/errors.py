@@ -81,6 +81,20 @@ class TransactionConflictException(ClientError):
     name = "TransactionConflictException"
 
 
+class TransactionCanceledException(ClientError):
+    """`.extra` holds {"CancellationReasons": [...]}, one reason per action."""
+
+    name = "TransactionCanceledException"
+
+
+class TransactionInProgressException(ClientError):
+    name = "TransactionInProgressException"
+
+
+class ThrottlingException(ClientError):
+    name = "ThrottlingException"
+
+
 class RequestLimitExceeded(ClientError):
     name = "RequestLimitExceeded"
 

@@ -51,13 +51,14 @@ def resolve(item: Item, path: Path) -> Value | None:
 
 
 def size_of(value: Value | None) -> Value | None:
-    """size(): a String's length in characters, a Binary's bytes, the
+    """size(): a String's length in UTF-8 bytes, a Binary's bytes, the
     elements of a set, list or map; None for types without a size."""
     if value is None:
         return None
     kind, inner = next(iter(value.items()))
     if kind == "S":
-        count = len(inner)
+        # DynamoDB measures strings in UTF-8 bytes everywhere (as Alternator does here).
+        count = len(inner.encode("utf-8"))
     elif kind == "B":
         count = len(decode_binary(inner))
     elif kind in ("SS", "NS", "BS", "L", "M"):

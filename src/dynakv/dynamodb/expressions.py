@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynakv.dynamodb.attributes import Item, Value, validate_value
+from dynakv.dynamodb.attributes import INVALID, Item, KeySchema, Value, validate_value
+from dynakv.dynamodb.condition_parser import ConditionParser, parse_condition_tree
 from dynakv.dynamodb.document_paths import check_disjoint, project
 from dynakv.dynamodb.errors import ValidationException
 from dynakv.dynamodb.evaluate import holds
@@ -20,7 +21,7 @@ from dynakv.dynamodb.key_condition import (
     sort_key_matches,
     split_key_condition,
 )
-from dynakv.dynamodb.parser import Parser, parse_condition_tree
+from dynakv.dynamodb.parser import Parser
 from dynakv.dynamodb.update import apply_actions
 from dynakv.dynamodb.update_parser import UpdateParser, parse_update_actions
 
@@ -51,15 +52,24 @@ class Condition(Parsed):
 class Update(Parsed):
     actions: tuple[UpdateAction, ...]
 
-    def apply(self, item: Item | None) -> tuple[Item, list[Path]]:
+    def apply(self, item: Item | None, key: Item | None = None) -> tuple[Item, list[Path]]:
         """The updated item and the paths the update wrote (for UPDATED_OLD/UPDATED_NEW:
-        `project(old, paths)` and `project(new, paths)`)."""
-        new_item = apply_actions(list(self.actions), item)
+        `project(old, paths)` and `project(new, paths)`). `item` None means there is no
+        item yet: the update starts from `key` (the request's key attributes)."""
+        new_item = apply_actions(list(self.actions), item, start=key)
         return new_item, [a.path for a in self.actions]
 
     def top_level_names(self) -> set[str]:
-        """Attributes the update touches (to refuse updates of key attributes)."""
+        """Attributes the update touches."""
         return {str(a.path.elements[0]) for a in self.actions}
+
+    def check_key_untouched(self, schema: KeySchema) -> None:
+        """DynamoDB's error when the update would write a key attribute."""
+        for name, _kind in schema.attributes():
+            if name in self.top_level_names():
+                raise ValidationException(
+                    f"{INVALID}Cannot update attribute {name}. This attribute is part of the key"
+                )
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class KeyCondition(Parsed):
         return sort_key_matches(self.range, self.range_key, sort_value)
 
     def check_types(self, hash_type: str, range_type: str | None) -> None:
-        check_key_types(self.hash_value, self.range, hash_type, range_type)
+        check_key_types(self.hash_key, self.hash_value, self.range, hash_type, range_type)
 
 
 def _used(parser: Parser) -> dict[str, frozenset[str]]:
@@ -99,7 +109,7 @@ def _used(parser: Parser) -> dict[str, frozenset[str]]:
 def parse_condition(
     text: str, names: Names | None, values: Values | None, kind: str = "Condition"
 ) -> Condition:
-    parser = Parser(text, kind, names, values)
+    parser = ConditionParser(text, kind, names, values)
     return Condition(parse_condition_tree(parser), **_used(parser))
 
 
@@ -127,7 +137,7 @@ def parse_key_condition(
     hash_key: str,
     range_key: str | None,
 ) -> KeyCondition:
-    parser = Parser(text, "KeyCondition", names, values)
+    parser = ConditionParser(text, "KeyCondition", names, values)
     tree = parse_condition_tree(parser)
     hash_value, sort_range = split_key_condition(tree, hash_key, range_key)
     return KeyCondition(hash_key, hash_value, range_key, sort_range, **_used(parser))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dynakv.dynamodb.attributes import Value, value_type
+from dynakv.dynamodb.attributes import Value, value_size, value_type
 from dynakv.dynamodb.errors import ValidationException
 from dynakv.dynamodb.evaluate import holds
 from dynakv.dynamodb.expression_tree import (
@@ -60,7 +60,7 @@ def split_key_condition(
         elif name == range_key:
             sort_range = SortKeyRange(operator, bounds, part)
         else:
-            missing = hash_key if hash_key not in seen else range_key
+            missing = hash_key if hash_key not in seen else (range_key or hash_key)
             raise ValidationException(f"Query condition missed key schema element: {missing}")
     if hash_value is None:
         raise ValidationException(f"Query condition missed key schema element: {hash_key}")
@@ -115,9 +115,14 @@ def _constant(operand: Any) -> Value:
 
 
 def check_key_types(
-    hash_value: Value, sort_range: SortKeyRange | None, hash_type: str, range_type: str | None
+    hash_key: str,
+    hash_value: Value,
+    sort_range: SortKeyRange | None,
+    hash_type: str,
+    range_type: str | None,
 ) -> None:
-    """DynamoDB's error when a key condition's value is not of the key attribute's type."""
+    """DynamoDB's error when a key condition's value is not of the key attribute's type,
+    or the partition key's value is empty."""
     kinds = [(value_type(hash_value), hash_type)]
     if sort_range is not None and range_type is not None:
         kinds += [(value_type(b), range_type) for b in sort_range.bounds]
@@ -127,6 +132,12 @@ def check_key_types(
                 "One or more parameter values were invalid: "
                 "Condition parameter type does not match schema type"
             )
+    if value_size(hash_value) == 0:
+        raise ValidationException(
+            "One or more parameter values are not valid. The AttributeValue for a key "
+            f"attribute cannot contain an empty {'string' if hash_type == 'S' else 'binary'} "
+            f"value. Key: {hash_key}"
+        )
 
 
 def sort_key_matches(sort_range: SortKeyRange, range_key: str, value: Value) -> bool:

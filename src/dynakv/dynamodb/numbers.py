@@ -19,7 +19,7 @@ MAX_ADJUSTED_EXPONENT = 125
 # DynamoDB's limits sees the true value (a 38-digit context would round silently).
 _EXACT = decimal.Context(prec=400, Emax=10_000, Emin=-10_000, traps=[decimal.InvalidOperation])
 
-NOT_A_NUMBER = "A value provided cannot be converted into a number"
+NOT_A_NUMBER = "The parameter cannot be converted to a numeric value"
 OVERFLOW = (
     "Number overflow. Attempting to store a number with magnitude larger than supported range"
 )
@@ -32,18 +32,18 @@ TOO_PRECISE = "Attempting to store more than 38 significant digits in a Number"
 def parse_number(text: object) -> Decimal:
     """The Decimal a wire N string stands for, checked against DynamoDB's limits."""
     if not isinstance(text, str) or not text or text != text.strip():
-        raise ValidationException(NOT_A_NUMBER)
+        raise ValidationException(f"{NOT_A_NUMBER}: {text}")
     lowered = text.lower()
     if "nan" in lowered or "inf" in lowered or "_" in text:
-        raise ValidationException(NOT_A_NUMBER)
+        raise ValidationException(f"{NOT_A_NUMBER}: {text}")
     try:
         value = Decimal(text)
     except decimal.InvalidOperation:
-        raise ValidationException(NOT_A_NUMBER) from None
+        raise ValidationException(f"{NOT_A_NUMBER}: {text}") from None
     return check_number(value)
 
 
-def check_number(value: Decimal) -> Decimal:
+def check_number(value: Decimal, too_precise: str = TOO_PRECISE) -> Decimal:
     """`value` normalised (no trailing zeros, -0 is 0), or DynamoDB's range/precision error."""
     if value.is_zero():
         return Decimal(0)
@@ -53,7 +53,7 @@ def check_number(value: Decimal) -> Decimal:
     if value.adjusted() < MIN_ADJUSTED_EXPONENT:
         raise ValidationException(UNDERFLOW)
     if len(value.as_tuple().digits) > MAX_DIGITS:
-        raise ValidationException(TOO_PRECISE)
+        raise ValidationException(too_precise)
     return value
 
 
@@ -72,9 +72,10 @@ def canonical_number(text: object) -> str:
     return number_text(parse_number(text))
 
 
+# DynamoDB reports a sum that needs more than 38 digits (1E+50 + 1) as an overflow.
 def add(left: Decimal, right: Decimal) -> Decimal:
-    return check_number(_EXACT.add(left, right))
+    return check_number(_EXACT.add(left, right), too_precise=OVERFLOW)
 
 
 def subtract(left: Decimal, right: Decimal) -> Decimal:
-    return check_number(_EXACT.subtract(left, right))
+    return check_number(_EXACT.subtract(left, right), too_precise=OVERFLOW)

@@ -1,33 +1,22 @@
-"""Recursive-descent parser for DynamoDB condition expressions (ConditionExpression,
-FilterExpression, and the shape of KeyConditionExpression): paths, #names, :values,
-operands and conditions, with DynamoDB's precedence and its static checks. Pure.
-
-Precedence, loosest first: OR, AND, NOT, then comparisons/BETWEEN/IN/functions and
-parentheses (DynamoDB's documented order).
+"""The recursive-descent parser shared by every DynamoDB expression language: tokens,
+document paths, #names and :values, operands and function calls, and the limits on size,
+operators and nesting. Pure; conditions build on it in condition_parser.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from dynakv.dynamodb.errors import DynamoError, invalid_expression
 from dynakv.dynamodb.expression_tree import (
-    And,
-    Between,
-    Comparison,
-    ConditionNode,
     Constant,
-    Function,
-    In,
-    Not,
     Operand,
-    Or,
     Path,
     PathElement,
     Size,
 )
-from dynakv.dynamodb.ordering import compare
 from dynakv.dynamodb.reserved import is_reserved
 from dynakv.dynamodb.tokens import Token, syntax_error, tokenize
 
@@ -43,6 +32,10 @@ UPDATE_FUNCTIONS = ("if_not_exists", "list_append")
 ATTRIBUTE_TYPES = ("S", "SS", "N", "NS", "B", "BS", "BOOL", "NULL", "L", "M")
 MAX_PATH_DEPTH = 32
 MAX_IN_OPERANDS = 100
+MAX_EXPRESSION_BYTES = 4096
+MAX_OPERATORS = 300  # DynamoDB's documented limit on operators and functions
+MAX_DEPTH = 64  # ours: far beyond real expressions, far below Python's recursion limit
+_OPERATOR_WORDS = ("AND", "OR", "NOT", "BETWEEN", "IN")
 T = TypeVar("T")
 
 
@@ -65,8 +58,15 @@ class Parser:
         self.values_used: set[str] = set()
         if not text.strip():
             raise self.error("The expression can not be empty;")
+        size = len(text.encode("utf-8"))
+        if size > MAX_EXPRESSION_BYTES:
+            # Only conditions and filters add the size to the message, as DynamoDB does.
+            shown = f" expression size: {size}" if kind in ("Condition", "Filter") else ""
+            raise self.error(f"Expression size has exceeded the maximum allowed size;{shown}")
         self.tokens = tokenize(text, kind)
         self.index = 0
+        self.operators = 0
+        self.depth = 0
 
     # -- token helpers
     def error(self, detail: str) -> DynamoError:
@@ -80,8 +80,27 @@ class Parser:
 
     def advance(self) -> Token:
         token = self.peek()
+        if _is_operator(token, self.peek(1)):
+            self.operators += 1
+            if self.operators > MAX_OPERATORS:
+                raise self.error(
+                    "The expression contains too many operators or functions; "
+                    f"maximum: {MAX_OPERATORS}"
+                )
         self.index += 1
         return token
+
+    @contextmanager
+    def deeper(self) -> Iterator[None]:
+        """One more level of parentheses, NOT or function call. Bounded, so that no
+        expression can exhaust the parser's recursion."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"The expression is nested too deeply; maximum depth: {MAX_DEPTH}")
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def expect_op(self, text: str) -> None:
         if not self.peek().is_op(text):
@@ -91,6 +110,16 @@ class Parser:
     def expect_end(self) -> None:
         if self.peek().kind != "eof":
             raise self.syntax()
+
+    def closing(self, opening: int) -> int:
+        """The index of the ")" that closes the "(" at `opening`."""
+        depth = 0
+        for index in range(opening, len(self.tokens)):
+            token = self.tokens[index]
+            depth += token.is_op("(") - token.is_op(")")
+            if depth == 0:
+                return index
+        return len(self.tokens)
 
     def at_function(self) -> bool:
         return self.peek().kind == "name" and self.peek(1).is_op("(")
@@ -185,7 +214,8 @@ class Parser:
         """The operands of a call `name(a, b, ...)`; the name token is next."""
         self.advance()
         self.expect_op("(")
-        arguments = self.comma_list(parse_operand or self.operand)
+        with self.deeper():
+            arguments = self.comma_list(parse_operand or self.operand)
         self.expect_op(")")
         return arguments
 
@@ -210,132 +240,12 @@ class Parser:
             f"operator or function: {name}, operand type: {kind}"
         )
 
-    # -- conditions
-    def condition(self) -> ConditionNode:
-        node = self.conjunction()
-        while self.peek().is_keyword("OR"):
-            self.advance()
-            node = Or(node, self.conjunction())
-        return node
 
-    def conjunction(self) -> ConditionNode:
-        node = self.negation()
-        while self.peek().is_keyword("AND"):
-            self.advance()
-            node = And(node, self.negation())
-        return node
-
-    def negation(self) -> ConditionNode:
-        if self.peek().is_keyword("NOT"):
-            self.advance()
-            return Not(self.negation())
-        return self.primary()
-
-    def primary(self) -> ConditionNode:
-        if self.peek().is_op("("):
-            self.advance()
-            node = self.condition()
-            self.expect_op(")")
-            return node
-        if self.at_function() and self.peek().text != "size":
-            function = self.function()
-            follower = self.peek()
-            if (follower.kind == "op" and follower.text in COMPARATORS) or any(
-                follower.is_keyword(word) for word in ("BETWEEN", "IN")
-            ):
-                self.reject_function(function.name)
-            return function
-        left = self.operand()
-        token = self.peek()
-        if token.kind == "op" and token.text in COMPARATORS:
-            self.advance()
-            return Comparison(token.text, left, self.operand())
-        if token.is_keyword("BETWEEN"):
-            self.advance()
-            low = self.operand()
-            if not self.peek().is_keyword("AND"):
-                raise self.syntax()
-            self.advance()
-            return self.between(left, low, self.operand())
-        if token.is_keyword("IN"):
-            self.advance()
-            self.expect_op("(")
-            choices = self.comma_list(self.operand)
-            self.expect_op(")")
-            if len(choices) > MAX_IN_OPERANDS:
-                raise self.error(
-                    "The IN operator is provided with too many operands; "
-                    f"number of operands: {len(choices)}"
-                )
-            return In(left, tuple(choices))
-        if isinstance(left, Size):
-            self.reject_function("size")
-        raise self.syntax()
-
-    def between(self, operand: Operand, low: Operand, high: Operand) -> Between:
-        if isinstance(low, Constant) and isinstance(high, Constant):
-            bounds = (
-                f"lower bound operand: AttributeValue: {_shown(low)}, "
-                f"upper bound operand: AttributeValue: {_shown(high)}"
-            )
-            order = compare(low.value, high.value)
-            if next(iter(low.value)) != next(iter(high.value)):
-                raise self.error(
-                    "The BETWEEN operator requires same data type for lower and upper "
-                    f"bounds; {bounds}"
-                )
-            if order is not None and order > 0:
-                raise self.error(
-                    "The BETWEEN operator requires upper bound to be greater than or equal to "
-                    f"lower bound; {bounds}"
-                )
-        return Between(operand, low, high)
-
-    def function(self) -> Function:
-        name = self.peek().text
-        if name not in CONDITION_FUNCTIONS:
-            self.reject_function(name)
-        arguments = self.arguments(name)
-        if name in ("attribute_exists", "attribute_not_exists"):
-            self.require_count(name, arguments, 1)
-            self.require_path(name, arguments[0])
-        else:
-            self.require_count(name, arguments, 2)
-        if name == "attribute_type":
-            self.require_path(name, arguments[0])
-            kind = arguments[1]
-            if isinstance(kind, Constant):
-                if "S" not in kind.value:
-                    raise self.operand_type_error(name, kind)
-                if kind.value["S"] not in ATTRIBUTE_TYPES:
-                    raise self.error(
-                        f"Invalid attribute type name found; type: {kind.value['S']}, "
-                        "valid types: { B,NULL,SS,BOOL,L,BS,N,NS,S,M }"
-                    )
-        if name == "begins_with":
-            for argument in arguments:
-                if isinstance(argument, Constant) and not ({"S", "B"} & argument.value.keys()):
-                    raise self.operand_type_error(name, argument)
-        if name == "contains" and arguments[0] == arguments[1]:
-            raise self.error(
-                "The first operand must be distinct from the remaining operands for this "
-                f"operator or function; operator: {name}, "
-                f"first operand: {_shown_operand(arguments[0])}"
-            )
-        return Function(name, tuple(arguments))
-
-
-def _shown_operand(operand: Operand) -> str:
-    return str(operand) if isinstance(operand, Path) else getattr(operand, "ref", "")
-
-
-def _shown(constant: Constant) -> str:
-    kind, inner = next(iter(constant.value.items()))
-    return f"{{{kind}:{inner}}}"
-
-
-def parse_condition_tree(parser: Parser) -> ConditionNode:
-    """The whole expression as one condition."""
-    node = parser.condition()
-    parser.expect_end()
-    return node
+def _is_operator(token: Token, following: Token) -> bool:
+    """Whether a token counts toward the operator limit: a comparator, + or -, a logical
+    or range keyword, or a function name."""
+    if token.kind == "op":
+        return token.text in COMPARATORS or token.text in ("+", "-")
+    if token.kind != "name":
+        return False
+    return token.text.upper() in _OPERATOR_WORDS or following.is_op("(")

@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 from dynakv.dynamodb.attributes import Item, Value, value_type
-from dynakv.dynamodb.errors import ValidationException
+from dynakv.dynamodb.errors import ValidationException, invalid_expression
 from dynakv.dynamodb.evaluate import resolve
 from dynakv.dynamodb.expression_tree import (
     Arithmetic,
@@ -28,11 +28,14 @@ MISSING = "The provided expression refers to an attribute that does not exist in
 WRONG_TYPE = "An operand in the update expression has an incorrect data type"
 
 
-def apply_actions(actions: list[UpdateAction], item: Item | None) -> Item:
-    """The item after every action (None: there was no item). Right-hand sides see the
-    item as it was before the update, as in DynamoDB; list indexes refer to the original
-    list, and SETs past a list's end append in index order."""
-    original = item or {}
+def apply_actions(
+    actions: list[UpdateAction], item: Item | None, start: Item | None = None
+) -> Item:
+    """The item after every action (`item` None: there was no item, and the update starts
+    from `start`, the key). Right-hand sides see the item as it was before the update, as
+    in DynamoDB; list indexes refer to the original list, and SETs past a list's end
+    append in index order."""
+    original = item if item is not None else dict(start or {})
     sets = sorted((a for a in actions if a.clause == "SET"), key=lambda a: _index_order(a.path))
     values = [evaluate(action.value, original) for action in sets if action.value is not None]
     updated = copy.deepcopy(original)
@@ -67,16 +70,26 @@ def evaluate(operand: Operand, item: Item) -> Value:
         return existing if existing is not None else evaluate(operand.fallback, item)
     if isinstance(operand, ListAppend):
         first, second = evaluate(operand.first, item), evaluate(operand.second, item)
-        if "L" not in first or "L" not in second:
-            raise ValidationException(WRONG_TYPE)
+        _require_type("list_append", "L", first, second)
         return {"L": [*first["L"], *second["L"]]}
     if isinstance(operand, Arithmetic):
         left, right = evaluate(operand.left, item), evaluate(operand.right, item)
-        if "N" not in left or "N" not in right:
-            raise ValidationException(WRONG_TYPE)
+        _require_type(operand.operator, "N", left, right)
         combine = add if operand.operator == "+" else subtract
         return {"N": number_text(combine(parse_number(left["N"]), parse_number(right["N"])))}
     raise TypeError(f"not an update operand: {operand!r}")
+
+
+def _require_type(function: str, kind: str, *values: Value) -> None:
+    """An item attribute of the wrong type given to a function or + and -: the same error
+    DynamoDB gives for a wrong constant, naming the type it found."""
+    for value in values:
+        if kind not in value:
+            raise invalid_expression(
+                "Update",
+                "Incorrect operand type for operator or function; "
+                f"operator or function: {function}, operand type: {value_type(value)}",
+            )
 
 
 def _parent(item: Item, path: Path) -> Any:
