@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dynakv.dynamodb.attributes import Item, validate_item, validate_key
+from dynakv.dynamodb.attributes import (
+    Item,
+    check_updated_item_size,
+    validate_item,
+    validate_key,
+)
 from dynakv.dynamodb.backend import (
     Backend,
     Request,
@@ -27,7 +32,6 @@ from dynakv.dynamodb.document_paths import project
 from dynakv.dynamodb.errors import (
     ConditionalCheckFailedException,
     DynamoError,
-    ValidationException,
 )
 from dynakv.dynamodb.expressions import (
     Condition,
@@ -134,11 +138,7 @@ async def update_item(backend: Backend, request: Request) -> dict[str, Any]:
     update = None if text is None else parse_update(text, names, values)
     check_all_used(names, values, *parsed, *([update] if update else []))
     if update is not None:
-        for name in update.top_level_names() & set(key):
-            raise ValidationException(
-                "One or more parameter values were invalid: Cannot update attribute "
-                f"{name}. This attribute is part of the key"
-            )
+        update.check_key_untouched(table.schema)
     async with backend.lock(*location(table, key)):
         old, context = await read_item(backend, table, key)
         if condition is not None and not condition.holds(old):
@@ -146,8 +146,8 @@ async def update_item(backend: Backend, request: Request) -> dict[str, Any]:
         paths: list[Any] = []
         new = dict(old) if old is not None else dict(key)
         if update is not None:
-            new, paths = update.apply(new)
-        new = validate_item(new, table.schema)
+            new, paths = update.apply(old, key=key)
+        check_updated_item_size(new)
         await write_item(backend, table, key, new, context)
     if returns == "ALL_OLD":
         return _attributes(old)
