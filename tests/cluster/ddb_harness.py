@@ -42,3 +42,15 @@ def client(procs: ProcessCluster, index: int = 0, retries: int = 0) -> Any:
         config=Config(retries={"max_attempts": retries + 1, "mode": "standard"},
                       read_timeout=60, connect_timeout=10),
     )  # fmt: skip
+
+
+def make_table(ddb: Any, name: str, range_type: str | None = "S", hash_type: str = "S") -> None:
+    """An on-demand table with key pk (and sort key sk when range_type is given)."""
+    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    defs = [{"AttributeName": "pk", "AttributeType": hash_type}]
+    if range_type:
+        keys.append({"AttributeName": "sk", "KeyType": "RANGE"})
+        defs.append({"AttributeName": "sk", "AttributeType": range_type})
+    ddb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=defs, BillingMode="PAY_PER_REQUEST"
+    )

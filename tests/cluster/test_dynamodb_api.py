@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.cluster.ddb_harness import client, dynamo_cluster, endpoint
+from tests.cluster.ddb_harness import client, dynamo_cluster, endpoint, make_table
 from tests.cluster.harness import ProcessCluster, http
 
 
@@ -23,17 +23,6 @@ from tests.cluster.harness import ProcessCluster, http
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
     with dynamo_cluster(tmp_path_factory.mktemp("ddb")) as started:
         yield started
-
-
-def make_table(ddb: Any, name: str, range_type: str | None = "S", hash_type: str = "S") -> None:
-    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
-    defs = [{"AttributeName": "pk", "AttributeType": hash_type}]
-    if range_type:
-        keys.append({"AttributeName": "sk", "KeyType": "RANGE"})
-        defs.append({"AttributeName": "sk", "AttributeType": range_type})
-    ddb.create_table(
-        TableName=name, KeySchema=keys, AttributeDefinitions=defs, BillingMode="PAY_PER_REQUEST"
-    )
 
 
 def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
@@ -562,3 +551,42 @@ def test_tables_never_clash_with_kv_buckets(procs: ProcessCluster, tmp_path: Pat
     assert "Item" not in ddb.get_item(TableName="clash", Key={"pk": {"S": "k"}})
     ddb.put_item(TableName="clash", Item={"pk": {"S": "k"}})
     assert http("GET", f"{node.url}/v1/kv/clash/k").body == b"kv value"
+
+
+def test_query_paging_is_stable_while_writes_go_on(procs: ProcessCluster) -> None:
+    ddb, writer = client(procs, 0), client(procs, 1)
+    make_table(ddb, "stable", "N")
+    for start in range(0, 100, 25):
+        writer.batch_write_item(
+            RequestItems={
+                "stable": [
+                    {"PutRequest": {"Item": {"pk": {"S": "p"}, "sk": {"N": str(2 * i)}}}}
+                    for i in range(start, start + 25)
+                ]
+            }
+        )
+    seen: list[int] = []
+    start_key: dict[str, Any] = {}
+    added = 0
+    while True:
+        page = ddb.query(
+            TableName="stable",
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "p"}},
+            Limit=10,
+            **start_key,
+        )
+        seen += [int(i["sk"]["N"]) for i in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            break
+        start_key = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+        # Between pages: odd sort keys on both sides of the cursor, and a delete behind it.
+        last = int(page["LastEvaluatedKey"]["sk"]["N"])
+        for sk in (last - 1, last + 1):
+            writer.put_item(TableName="stable", Item={"pk": {"S": "p"}, "sk": {"N": str(sk)}})
+            added += 1
+        writer.delete_item(TableName="stable", Key={"pk": {"S": "p"}, "sk": {"N": str(last)}})
+    assert seen == sorted(set(seen))  # in order, none twice
+    assert set(range(0, 200, 2)) <= set(seen)  # every item there before the first page
+    assert {sk for sk in seen if sk % 2} <= {sk for sk in range(1, 200, 2)}
+    assert added > 0

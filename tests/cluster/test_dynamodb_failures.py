@@ -9,8 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.ddb_harness import client, dynamo_cluster
-from tests.cluster.test_dynamodb_api import make_table
+from tests.cluster.ddb_harness import client, dynamo_cluster, make_table
 
 WORKERS = 50
 
