@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from tests.cluster.harness import ProcessCluster, free_port
 
@@ -54,3 +56,11 @@ def make_table(ddb: Any, name: str, range_type: str | None = "S", hash_type: str
     ddb.create_table(
         TableName=name, KeySchema=keys, AttributeDefinitions=defs, BillingMode="PAY_PER_REQUEST"
     )
+
+
+def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
+    """(Code, Message) of the DynamoDB error a boto3 call must raise."""
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    err = info.value.response["Error"]
+    return err["Code"], err["Message"]
