@@ -14,7 +14,7 @@ from dynakv.dynamodb import items
 from dynakv.dynamodb.attributes import KeySchema
 from dynakv.dynamodb.tables import Table
 from tests.cluster.ddb_harness import client, dynamo_cluster, make_table
-from tests.cluster.harness import http
+from tests.cluster.harness import ProcessCluster, free_port, http
 
 WORKERS = 50
 
@@ -143,3 +143,51 @@ def test_batches_with_a_node_killed_return_or_write_every_item(tmp_path: Path) -
         )
         assert hits["Item"]["hits"] == {"N": "2"}
         print(f"unprocessed and sent again: {unprocessed_total}")
+
+
+def test_a_joining_node_receives_composite_key_items_by_transfer(tmp_path: Path) -> None:
+    procs = ProcessCluster(tmp_path, 4)
+    for node in procs.nodes:
+        node.extra_args += ["--dynamodb", f"127.0.0.1:{free_port()}"]
+    try:
+        first = procs[0]
+        first.start()
+        first.wait_ready()
+        for node in procs.nodes[1:3]:
+            node.start(join=first.node_addr)
+            node.wait_ready()
+        procs.wait_members(3)
+        ddb = client(procs, 0)
+        make_table(ddb, "moved", "S")
+        keys = [
+            {"pk": {"S": f"user{p}"}, "sk": {"S": f"event{e:03d}"}}
+            for p in range(16)
+            for e in range(8)
+        ]
+        for start in range(0, len(keys), 25):
+            request = {"moved": [{"PutRequest": {"Item": k}} for k in keys[start : start + 25]]}
+            assert ddb.batch_write_item(RequestItems=request)["UnprocessedItems"] == {}
+        procs[3].start(join=first.node_addr)
+        procs[3].wait_ready()
+        procs.wait_members(4, timeout=120)  # the ring installed: every transfer finished
+        table = Table("moved", KeySchema("pk", "S", "sk", "S"), (), "PAY_PER_REQUEST", 0, 0, 0)
+        held = 0
+        for key in keys:
+            bucket, item_key = items.location(table, key)
+            path = "/v1/replica/" + quote(bucket, safe="") + "/" + quote(item_key, safe="")
+            holders = [n for n in procs.nodes if http("GET", n.url + path).status == 200]
+            assert len(holders) >= 3, key
+            held += procs[3] in holders
+        print(f"items the new node holds: {held} of {len(keys)}")
+        assert held > 0  # the new node took over partitions, their items with them
+        newcomer = client(procs, 3)
+        for p in range(16):
+            got = newcomer.query(
+                TableName="moved",
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": {"S": f"user{p}"}},
+                ConsistentRead=True,
+            )
+            assert [i["sk"]["S"] for i in got["Items"]] == [f"event{e:03d}" for e in range(8)]
+    finally:
+        procs.stop()
