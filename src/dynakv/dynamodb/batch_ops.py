@@ -27,7 +27,7 @@ MAX_GETS = 100
 MAX_WRITES = 25
 
 
-def _request_items(request: Request, most: int) -> dict[str, Any]:
+def _request_items(request: Request) -> dict[str, Any]:
     wanted = request.get("RequestItems")
     if not isinstance(wanted, dict) or not wanted:
         raise ValidationException(
@@ -37,14 +37,14 @@ def _request_items(request: Request, most: int) -> dict[str, Any]:
     return wanted
 
 
-def _unique(table: Table, keys: list[Item]) -> None:
+def _unique(keys: list[Item]) -> None:
     seen = {json.dumps(k, sort_keys=True) for k in keys}
     if len(seen) != len(keys):
         raise ValidationException("Provided list of item keys contains duplicates")
 
 
 async def batch_get_item(backend: Backend, request: Request) -> dict[str, Any]:
-    wanted = _request_items(request, MAX_GETS)
+    wanted = _request_items(request)
     plans: list[tuple[str, Table, Item, Projection | None, bool, dict[str, Any]]] = []
     for name, spec in wanted.items():
         table = lookup(backend.tables(), name)
@@ -56,7 +56,7 @@ async def batch_get_item(backend: Backend, request: Request) -> dict[str, Any]:
                 "1 validation error detected: Value at 'requestItems." + name + ".member.keys' "
                 "failed to satisfy constraint: Member must have length greater than or equal to 1"
             )
-        _unique(table, keys)
+        _unique(keys)
         names, values = expression_attributes(spec)
         text = spec.get("ProjectionExpression")
         projection = None if text is None else parse_projection(text, names)
@@ -85,7 +85,7 @@ async def batch_get_item(backend: Backend, request: Request) -> dict[str, Any]:
 
 
 async def batch_write_item(backend: Backend, request: Request) -> dict[str, Any]:
-    wanted = _request_items(request, MAX_WRITES)
+    wanted = _request_items(request)
     plans: list[tuple[str, Table, Item, Item | None, dict[str, Any]]] = []
     for name, writes in wanted.items():
         table = lookup(backend.tables(), name)
@@ -115,7 +115,7 @@ async def batch_write_item(backend: Backend, request: Request) -> dict[str, Any]
                     "or DeleteRequest"
                 )
             keys.append(key)
-        _unique(table, keys)
+        _unique(keys)
     if len(plans) > MAX_WRITES:
         raise ValidationException(
             "1 validation error detected: Value at 'requestItems' failed to satisfy "

@@ -48,8 +48,8 @@ ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
 
 
 def _condition(request: Request) -> tuple[Condition | None, list[Parsed]]:
-    """The ConditionExpression, if any, checked with the request's expression attributes
-    (every one of them used, when `alone`: no other expression of the request)."""
+    """The ConditionExpression, if any, parsed with the request's expression attributes,
+    and the parsed expressions for check_all_used."""
     names, values = expression_attributes(request)
     text = text_param(request, "ConditionExpression")
     condition = None if text is None else parse_condition(text, names, values)
