@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,3 +221,25 @@ def test_tables_never_clash_with_kv_buckets(procs: ProcessCluster, tmp_path: Pat
     assert "Item" not in ddb.get_item(TableName="clash", Key={"pk": {"S": "k"}})
     ddb.put_item(TableName="clash", Item={"pk": {"S": "k"}})
     assert http("GET", f"{node.url}/v1/kv/clash/k").body == b"kv value"
+
+
+def test_describe_table_estimates_item_count_and_size(procs: ProcessCluster) -> None:
+    ddb = client(procs, 2)
+    make_table(ddb, "counted", None)
+    for start in range(0, 60, 25):
+        ddb.batch_write_item(
+            RequestItems={
+                "counted": [
+                    {"PutRequest": {"Item": {"pk": {"S": f"k{i:02d}"}, "v": {"S": "x" * 10}}}}
+                    for i in range(start, min(start + 25, 60))
+                ]
+            }
+        )
+    deadline = time.monotonic() + 120
+    while True:  # the first DescribeTable starts a count in the background
+        table = ddb.describe_table(TableName="counted")["Table"]
+        if table["ItemCount"] == 60:
+            break
+        assert time.monotonic() < deadline, table
+        time.sleep(0.2)
+    assert table["TableSizeBytes"] == 60 * (2 + 3 + 1 + 10)  # pk, kNN, v, ten x's

@@ -9,14 +9,22 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from dynakv import versions
+from dynakv.dynamodb import items
+from dynakv.dynamodb.attributes import Item
 from dynakv.dynamodb.backend import Backend
 from dynakv.dynamodb.errors import ServiceUnavailable
+from dynakv.dynamodb.tables import Table
 from dynakv.errors import DynakvError
-from dynakv.item_keys import storage_key
+from dynakv.item_keys import storage_key, table_bucket
 from dynakv.messages import TransferBatch
 from dynakv.partition_scan import PartitionScan
 
 BATCH = 256  # records asked of each replica at a time
+
+
+def to_the_end(_: bytes) -> bool:
+    """A `stop` for read_range that reads the whole partition."""
+    return False
 
 
 def live_value(clock: versions.Clock) -> bytes | None:
@@ -70,3 +78,14 @@ async def read_range(
             raise ServiceUnavailable(
                 f"only {len(scan.sources)} of the {needed} replicas needed could be read"
             )
+
+
+async def table_items(backend: Backend, table: Table) -> AsyncIterator[tuple[str, Item]]:
+    """(key, item) of every item of the table, from whichever replicas answer (one is
+    enough): for work in the background, such as counting and deleting a table's items."""
+    bucket = table_bucket(table.name)
+    for partition in range(backend.ring_size):
+        async for _, b, key, value in read_range(backend, partition, b"", to_the_end, 1):
+            item = items.decode(table, value) if b == bucket else None
+            if item is not None:
+                yield key, item

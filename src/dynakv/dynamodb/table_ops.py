@@ -15,9 +15,9 @@ import logging
 import time
 from typing import Any
 
-from dynakv.dynamodb import items
+from dynakv.dynamodb import table_stats
 from dynakv.dynamodb.backend import Backend, Request, table_of
-from dynakv.dynamodb.range_read import read_range
+from dynakv.dynamodb.range_read import table_items
 from dynakv.dynamodb.tables import Table, billing_of, list_page, new_table
 from dynakv.item_keys import table_bucket
 
@@ -32,7 +32,8 @@ async def create_table(backend: Backend, request: Request) -> dict[str, Any]:
 
 
 async def describe_table(backend: Backend, request: Request) -> dict[str, Any]:
-    return {"Table": table_of(backend, request).describe()}
+    table = table_of(backend, request)
+    return {"Table": table.describe(*table_stats.estimate(backend, table))}
 
 
 async def list_tables(backend: Backend, request: Request) -> dict[str, Any]:
@@ -76,15 +77,9 @@ async def delete_items(backend: Backend, table: Table) -> None:
     bucket = table_bucket(table.name)
     deleted = 0
     try:
-        for partition in range(backend.ring_size):
-            async for _, b, key, value in read_range(backend, partition, b"", _never, 1):
-                if b == bucket and items.decode(table, value) is not None:
-                    await backend.write(bucket, key, None, "")
-                    deleted += 1
+        async for key, _ in table_items(backend, table):
+            await backend.write(bucket, key, None, "")
+            deleted += 1
     except Exception:  # a background task: say why it stopped; the items stay unseen
         log.exception("deleting the items of table %s stopped", table.name)
     log.info("deleted %d items of table %s", deleted, table.name)
-
-
-def _never(_: bytes) -> bool:
-    return False
