@@ -49,7 +49,8 @@ __all__ = [
 DEFAULT = "_default"  # the type of every bucket that has none of its own
 LEVELS = NAMED  # one, quorum, all, local_one, local_quorum, each_quorum (levels.py)
 POLICIES = ("siblings", "lww")
-PROPS = ("n", "r", "w", "policy", "max_value_bytes", "datacenters")  # what a change may set
+# what a change may set
+PROPS = ("n", "r", "w", "policy", "max_value_bytes", "datacenters", "table")
 PLACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a data center's or rack's
 MAX_VALUE_LIMIT = 32 << 20  # a value must fit a 64 MiB frame with its siblings' company
 
@@ -74,6 +75,9 @@ class BucketType(msgspec.Struct, frozen=True, array_like=True):
     # encoding from before the field). A change answers its operator only when every member
     # that is up holds it, so no request after that finds a node with the old properties.
     seen: tuple[str, ...] | None = None
+    # The DynamoDB table this type is, as JSON (dynamodb/tables.py); "" for a plain bucket
+    # (and in an encoding from before the field). Opaque here: gossiped like any property.
+    table: str = ""
 
     def __post_init__(self) -> None:
         problems = _problems(self.n, self.r, self.w, self.policy, self.max_value_bytes)
@@ -277,7 +281,10 @@ def change(
             f"copies written under it would merge differently under {policy!r}"
         )
     version = existing.version + 1 if existing is not None else 1
-    return BucketType(name, n, r, w, policy, limit, version, datacenters, ())  # type: ignore[arg-type]
+    table = values["table"]
+    if not isinstance(table, str):
+        raise InvalidRequest(f"bucket type {name!r}: table must be a string, got {table!r}")
+    return BucketType(name, n, r, w, policy, limit, version, datacenters, (), table)  # type: ignore[arg-type]
 
 
 def check_datacenters(bucket_type: BucketType, members: Mapping[str, int]) -> None:

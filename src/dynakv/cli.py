@@ -82,6 +82,7 @@ def main(user: str | None) -> None:
 )
 @click.option("--http", "http_addr", help=_with_default("HOST:PORT for the HTTP API.", "http_addr"))
 @click.option("--resp", "resp_addr", help="HOST:PORT for the Redis protocol (RESP2); off if unset.")
+@click.option("--dynamodb", "dynamodb_addr", help="HOST:PORT for the DynamoDB API; off if unset.")
 @click.option(
     "--join",
     help="Join the cluster through this member's node port HOST:PORT; unset: found a "
@@ -120,6 +121,7 @@ def serve(
     node_addr: str | None,
     http_addr: str | None,
     resp_addr: str | None,
+    dynamodb_addr: str | None,
     join: str | None,
     config_file: str | None,
     cluster: str | None,
@@ -142,6 +144,7 @@ def serve(
             node_addr=node_addr,
             http_addr=http_addr,
             resp_addr=resp_addr,
+            dynamodb_addr=dynamodb_addr,
             cluster=cluster,
             durability=durability,
             ring_size=ring_size,
@@ -219,6 +222,9 @@ def _exit_reason(code: int) -> str:
 @click.option("--base-http-port", default=8000, show_default=True, help="HTTP on base+i.")
 @click.option("--resp-base-port", type=int, help="Redis protocol (RESP2) on base+i; off if unset.")
 @click.option(
+    "--dynamodb-base-port", default=8100, show_default=True, help="DynamoDB API on base+i; 0: off."
+)
+@click.option(
     "--datacenters", default=1, show_default=True, type=click.IntRange(1, 64),
     help="Spread the nodes over this many data centers (dc1, dc2, ...), in turn.",
 )  # fmt: skip
@@ -226,7 +232,7 @@ def _exit_reason(code: int) -> str:
 @LOG_FORMAT_OPTION
 def dev_cluster(
     count: int, data_dir: str, host: str, base_port: int, base_http_port: int,
-    resp_base_port: int | None, datacenters: int, log_level: str | None,
+    resp_base_port: int | None, dynamodb_base_port: int, datacenters: int, log_level: str | None,
     log_format: str | None,
 ) -> None:  # fmt: skip
     """Start COUNT local nodes joined into one cluster; Ctrl-C stops them all.
@@ -270,6 +276,9 @@ def dev_cluster(
             resp = "" if resp_base_port is None else f"{host}:{resp_base_port + i}"
             if resp:
                 args += ["--resp", resp]
+            dynamodb = f"{host}:{dynamodb_base_port + i}" if dynamodb_base_port else ""
+            if dynamodb:
+                args += ["--dynamodb", dynamodb]
             proc = subprocess.Popen(args, start_new_session=True)
             procs.append(proc)
             if not _wait_http(http_addr, 30, proc):
@@ -280,7 +289,8 @@ def dev_cluster(
             running[f"node{i}"] = proc
             place = f"dc{(i - 1) % datacenters + 1}/rack{i}"
             line = f"node{i} ({place}): node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
-            console.print(line + (f"  resp [bold]{resp}[/]" if resp else ""))
+            line += f"  resp [bold]{resp}[/]" if resp else ""
+            console.print(line + (f"  dynamodb [bold]{dynamodb}[/]" if dynamodb else ""))
         if not running:
             raise click.ClickException("no node started")
         first = int(next(iter(running))[len("node") :])

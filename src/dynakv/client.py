@@ -47,6 +47,7 @@ from dynakv.errors import (
     Unavailable,
     from_code,
 )
+from dynakv.item_keys import storage_key
 from dynakv.messages import (
     MAX_FRAME_BYTES,
     BackupResult,
@@ -69,7 +70,7 @@ from dynakv.messages import (
     TransferRequest,
 )
 from dynakv.partition_scan import partition_replicas
-from dynakv.ring import key_digest, partition_of_digest
+from dynakv.ring import partition_of_digest
 from dynakv.runtime.transport import LENGTH, frame
 
 Resolver = Callable[[list[bytes]], bytes]
@@ -260,8 +261,8 @@ class Routes:
         partition = known.get(key) if known is not None else None
         if partition is None:
             try:
-                partition = int.from_bytes(key_digest(bucket, key), "big") >> self._shift
-            except (AttributeError, UnicodeError):  # not a str: the node answers invalid_request
+                partition = int.from_bytes(storage_key(bucket, key)[:16], "big") >> self._shift
+            except (AttributeError, TypeError, UnicodeError):  # not a str: the node refuses it
                 return self.everyone
             if known is None:
                 known = self._partitions[bucket] = {}

@@ -89,6 +89,7 @@ class NodeConfig:
     http_addr: str = "127.0.0.1:8000"
     resp_addr: str | None = None  # HOST:PORT for the Redis protocol (RESP2); None: off
     resp_bucket: str = "default"  # the bucket Redis commands read and write
+    dynamodb_addr: str | None = None  # HOST:PORT for the DynamoDB-compatible API; None: off
     # Where the node runs, gossiped with its membership record. Nodes sharing a machine
     # (one per core) share a rack, so that no two replicas of a key share a machine.
     datacenter: str = "dc1"
@@ -155,6 +156,13 @@ class NodeConfig:
                 )
         if self.ring_size < 1 or self.ring_size & (self.ring_size - 1):
             raise ValueError("ring_size must be a power of two")
+        if self.dynamodb_addr and self.security.authentication:
+            # Its SigV4 signatures are not checked against users yet: it would be a way round
+            # every permission.
+            raise ValueError(
+                "the DynamoDB endpoint (dynamodb_addr, --dynamodb) does not check users yet: "
+                "turn it off or [security] authentication off"
+            )
         if self.durability not in ("fsync", "os", "none"):
             raise ValueError(f"unknown durability mode {self.durability!r}")
         if self.tombstone_grace <= 0:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from dynakv import versions
 from dynakv.errors import InvalidRequest, Unavailable
+from dynakv.item_keys import MAX_STORAGE_KEY, storage_key
 from dynakv.messages import TransferBatch
 from dynakv.partition_scan import PartitionScan
-from dynakv.ring import key_digest, partition_of_digest
+from dynakv.ring import partition_of_digest
 from dynakv.versions import Clock
 
 DEFAULT_LIMIT = 1000
@@ -37,7 +38,8 @@ def decode_cursor(text: str) -> bytes:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 1 + _DIGEST_BYTES or raw[:1] != _CURSOR_VERSION:
+    # A table item's storage key is longer than a digest (item_keys.storage_key).
+    if not 1 + _DIGEST_BYTES <= len(raw) <= 1 + MAX_STORAGE_KEY or raw[:1] != _CURSOR_VERSION:
         raise InvalidRequest(
             f"cursor {text[:64]!r} is not a cursor a key listing returned; "
             "omit it to start from the beginning"
@@ -135,7 +137,7 @@ class KeyPage:
                 if len(self.keys) >= self.limit:
                     # Later keys of this batch are read again by the next page: the
                     # cursor says where this one stopped, not where the replicas did.
-                    self.cursor = encode_cursor(key_digest(bucket, key))
+                    self.cursor = encode_cursor(storage_key(bucket, key))
                     self.done = True
                     return
             if not scan.done:

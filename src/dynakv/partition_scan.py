@@ -12,8 +12,8 @@ from dynakv import bucket_types as bt
 from dynakv import versions
 from dynakv.core.membership import Membership
 from dynakv.core.replica import CorruptRecord, unseal
+from dynakv.item_keys import storage_key
 from dynakv.messages import TransferBatch
-from dynakv.ring import key_digest
 from dynakv.versions import Clock
 
 
@@ -58,7 +58,7 @@ class PartitionScan:
             except CorruptRecord:
                 self.corrupt += 1  # never in a batch (the sender skips them); counted all the same
                 continue
-            source.buffered.append((key_digest(bucket, key), bucket, key, state))
+            source.buffered.append((storage_key(bucket, key), bucket, key, state))
         source.after = batch.last
         source.done = batch.done
 

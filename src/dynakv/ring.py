@@ -55,7 +55,10 @@ def partition_of_digest(digest: bytes, size: int) -> int:
     """The partition of a digest: its top log2(size) bits, read as a big-endian integer."""
     bits = log2_size(size)
     if len(digest) != _DIGEST_BYTES:
-        raise ValueError(f"a digest has {_DIGEST_BYTES} bytes, got {len(digest)}")
+        # A table item's storage key (item_keys.storage_key): its first 16 bytes place it.
+        if len(digest) < _DIGEST_BYTES:
+            raise ValueError(f"a digest has {_DIGEST_BYTES} bytes, got {len(digest)}")
+        digest = digest[:_DIGEST_BYTES]
     return int.from_bytes(digest, "big") >> (_DIGEST_BITS - bits)
 
 
@@ -112,7 +115,9 @@ class Ring(msgspec.Struct, frozen=True, array_like=True, cache_hash=True):
 
     def partition(self, bucket: str, key: str) -> int:
         """The partition a key lives in."""
-        return partition_of_digest(key_digest(bucket, key), self.size)
+        from dynakv.item_keys import storage_key  # it builds on key_digest, defined here
+
+        return partition_of_digest(storage_key(bucket, key), self.size)
 
     def walk(self, partition: int) -> list[str]:
         """Distinct owners from partition p on: in ring order (owners of p, p+1, ... mod Q,

@@ -38,6 +38,10 @@ def _file(tmp_path: Path, text: str) -> Path:
         ("[security]\nauthentication = 1", "[security] authentication must be true or false"),
         ('[security]\nsecret = "x"', "[security]: unknown keys secret"),
         ("security = 3", "[security] must be a table"),
+        (
+            'dynamodb_addr = "127.0.0.1:8100"\n[security]\nauthentication = true',
+            "the DynamoDB endpoint (dynamodb_addr, --dynamodb) does not check users yet",
+        ),
     ],
 )
 def test_a_bad_config_value_is_refused_naming_key_type_and_file(tmp_path, text, expected):

@@ -26,8 +26,9 @@ from dynakv.core.admission import BackgroundBudget
 from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer
 from dynakv.core.replica import ReplicaStore, unseal
+from dynakv.item_keys import storage_key
 from dynakv.messages import ReplicaPut
-from dynakv.ring import key_digest, partition_of_digest, partition_range
+from dynakv.ring import partition_of_digest, partition_range
 from dynakv.storage.engine import HINTS, Engine
 
 HINT_EXPIRY_SWEEP = 60.0  # seconds between two sweeps of every hint for age
@@ -300,7 +301,7 @@ class Handoff(Component):
     def _push(self, raw: bytes, now: float) -> list[Effect]:
         """Send one surplus copy to each of its key's primaries, if all are reachable."""
         bucket, key, state = unseal(raw)  # scan_records hands out only sound records
-        digest = key_digest(bucket, key)
+        digest = storage_key(bucket, key)
         if digest in self._surplus or not self._still_surplus(digest):
             return []
         primaries = self.view.placed_for(bucket, key)[1][0]

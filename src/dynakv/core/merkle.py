@@ -242,9 +242,10 @@ class HashTree:
 
     def segment_of(self, digest: bytes) -> int:
         """The segment of a key digest; ValueError if it is not a digest of this partition."""
-        if type(digest) is not bytes or len(digest) != _DIGEST_BYTES:
-            raise ValueError(f"a digest is {_DIGEST_BYTES} bytes, got {digest!r}")
-        position = int.from_bytes(digest, "big")
+        # A table item's storage key is longer (item_keys): its first 16 bytes place it.
+        if type(digest) is not bytes or len(digest) < _DIGEST_BYTES:
+            raise ValueError(f"a digest is {_DIGEST_BYTES} bytes or more, got {digest!r}")
+        position = int.from_bytes(digest[:_DIGEST_BYTES], "big")
         if position >> self._partition_shift != self.shape.partition:
             raise ValueError(f"digest {digest.hex()} is not in partition {self.shape.partition}")
         return (position >> self._segment_shift) & self._segment_mask
@@ -308,8 +309,8 @@ class HashTree:
         copy = _KEY_HASHER.copy
         counts = array("I", bytes(4 * len(sums)))
         for digest, vhash in items:
-            position = from_bytes(digest, "big")
-            if position >> partition_shift != partition or len(digest) != _DIGEST_BYTES:
+            position = from_bytes(digest[:_DIGEST_BYTES], "big")
+            if position >> partition_shift != partition or len(digest) < _DIGEST_BYTES:
                 raise ValueError(f"digest {digest.hex()} is not in partition {partition}")
             hasher = copy()
             hasher.update(digest + vhash)

@@ -43,8 +43,9 @@ from dynakv.core.events import Effect, Log, Send, SetTimer
 from dynakv.core.handoff import HintStore
 from dynakv.core.replica import VIEW_FROM, CorruptRecord, ReplicaStore, may_be_tombstones, unseal
 from dynakv.errors import InvalidRequest
+from dynakv.item_keys import storage_key
 from dynakv.messages import Message, ReapCheck, ReapCheckReply, ReapCommit
-from dynakv.ring import key_digest, partition_range
+from dynakv.ring import partition_range
 from dynakv.storage.engine import Engine
 from dynakv.versions import Clock, HybridClock
 
@@ -297,7 +298,7 @@ class Reaper(Component):
             return False
         if tombstone_age(tombstone, now) is None:
             return False
-        digest = key_digest(bucket, key)
+        digest = storage_key(bucket, key)
         if self.hints.holding(digest) or self.handing_back(digest):
             return False
         ring = self.view.ring
@@ -354,7 +355,7 @@ class Reaper(Component):
             if local is None or not covers(tombstone, local):
                 continue
             self.store.delete(bucket, key, local)
-            for hint in self.hints.holding(key_digest(bucket, key)):
+            for hint in self.hints.holding(storage_key(bucket, key)):
                 self.hints.remove(hint)
             self.stats.reaped += 1
 

@@ -20,7 +20,7 @@ import msgspec
 
 from dynakv import versions
 from dynakv.errors import InternalError, InvalidRequest
-from dynakv.ring import key_digest
+from dynakv.item_keys import storage_key
 from dynakv.storage.engine import Engine
 from dynakv.versions import Clock
 
@@ -163,7 +163,7 @@ class ReplicaStore:
         self.on_write: Callable[[bytes, Clock | None, Clock | None], None] | None = None
 
     def _record(self, bucket: str, key: str, strict: bool) -> Record | _RecordView | None:
-        raw = self.engine.get(key_digest(bucket, key))
+        raw = self.engine.get(storage_key(bucket, key))
         if raw is None:
             return None
         try:
@@ -234,7 +234,7 @@ class ReplicaStore:
         """Store the clock (`old`: what was stored before, if the caller read it; `minted`:
         this node's last mint for the key, None to keep the stored one; `state`: the clock's
         encoding if the caller has it); returns its encoding (to send on to other replicas)."""
-        digest = key_digest(bucket, key)
+        digest = storage_key(bucket, key)
         if isinstance(old, _Unknown) or minted is None:
             previous, stored_mint = self.read(bucket, key)
             if isinstance(old, _Unknown):
@@ -250,7 +250,7 @@ class ReplicaStore:
 
     def delete(self, bucket: str, key: str, old: Clock) -> None:
         """Remove the key's record (`old`: what is stored, as the caller just read it)."""
-        digest = key_digest(bucket, key)
+        digest = storage_key(bucket, key)
         if self.on_write is not None:
             self.on_write(digest, old, None)
         self.engine.delete(digest)

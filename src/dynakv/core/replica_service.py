@@ -14,6 +14,7 @@ from dynakv.core.events import Effect, Send
 from dynakv.core.handoff import HintStore
 from dynakv.core.replica import ReplicaStore
 from dynakv.errors import ClusterError, Unavailable
+from dynakv.item_keys import storage_key
 from dynakv.messages import (
     Message,
     ReplicaGet,
@@ -22,7 +23,6 @@ from dynakv.messages import (
     ReplicaPutReply,
     error_reply,
 )
-from dynakv.ring import key_digest
 from dynakv.versions import HybridClock
 
 
@@ -62,7 +62,7 @@ class ReplicaService(Component):
             self.hlc.observe(sibling.timestamp)
         lww = self.view.is_lww(msg.bucket)
         if msg.hint and msg.hint != self.view.name:
-            digest = key_digest(msg.bucket, msg.key)
+            digest = storage_key(msg.bucket, msg.key)
             if not self.hints.record(msg.hint, digest, msg.bucket, msg.key, now, len(msg.state)):
                 self.logs.append(self.hints.drop_log(msg.hint, msg.bucket, msg.key, "budget"))
                 error = Unavailable("this fallback's hint budget is spent", needed=1, got=0)

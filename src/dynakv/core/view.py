@@ -17,7 +17,8 @@ from dynakv.core import membership as ms
 from dynakv.core import moves as mv
 from dynakv.core.membership import Membership, RingRecord
 from dynakv.errors import Unavailable
-from dynakv.ring import Ring, key_digest, partition_of_digest
+from dynakv.item_keys import storage_key
+from dynakv.ring import Ring, partition_of_digest
 from dynakv.storage.engine import Engine
 
 
@@ -191,7 +192,7 @@ class ClusterView:
         if self.epoch == 0:
             raise Unavailable("this node has not joined a cluster yet", needed=1, got=0)
         record = self.state.ring
-        digest = key_digest(bucket, key)
+        digest = storage_key(bucket, key)
         partition = partition_of_digest(digest, record.ring.size)
         props = self.bucket(bucket)
         rule = (partition, props.n, props.datacenters)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from dynakv.config import NodeConfig
 from dynakv.runtime import allocator, logs
+from dynakv.runtime.dynamodb_http import DynamoFrontend
 from dynakv.runtime.frontend import Frontend, ServerApi
 from dynakv.runtime.http import HttpFrontend
 from dynakv.runtime.resp import RespFrontend
@@ -32,6 +33,8 @@ def frontends(server: ServerApi) -> list[Frontend]:
     chosen: list[Frontend] = [HttpFrontend(server)]
     if server.config.resp_addr:
         chosen.append(RespFrontend(server))
+    if server.config.dynamodb_addr:
+        chosen.append(DynamoFrontend(server))
     return chosen
 
 
@@ -43,6 +46,8 @@ class CannotListen(OSError):
 def _port_of(frontend: Frontend, config: NodeConfig) -> tuple[str, str]:
     if isinstance(frontend, RespFrontend):
         return "Redis port (--resp)", config.resp_addr or ""
+    if isinstance(frontend, DynamoFrontend):
+        return "DynamoDB port (--dynamodb)", config.dynamodb_addr or ""
     return "HTTP port (--http)", config.http_addr
 
 

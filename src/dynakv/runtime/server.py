@@ -463,6 +463,7 @@ class Server:
         body["uptime_seconds"] = round(self.uptime(), 3)
         body["node_addr"] = self.config.node_addr
         body["http_addr"] = self.config.http_addr
+        body["dynamodb_addr"] = self.config.dynamodb_addr  # peers forward to it
         body["durability"] = self.config.durability
         return body
 

@@ -1,10 +1,11 @@
 """The storage engine interface: a local, synchronous, byte-oriented ordered key-value store.
 
-Objects are stored under 16-byte digests (`dynakv.ring.key_digest`), so a ring partition
-— a contiguous digest range ``[start, end)`` — is a range scan. Values are opaque bytes; the
-caller encodes bucket, key and causal version into them. Every data method takes a `table`:
-"objects" (the default: the node's replicas) or "hints" (hinted-handoff records, kept apart
-so partition scans never see them). A separate namespace (`meta_get` / `meta_put`) holds
+Objects are stored under 16-byte digests (`dynakv.ring.key_digest`), or for a DynamoDB item
+that digest followed by its sort key's bytes (`dynakv.item_keys.storage_key`), so a ring
+partition — a contiguous digest range ``[start, end)`` — is a range scan. Values are opaque
+bytes; the caller encodes bucket, key and causal version into them. Every data method takes
+a `table`: "objects" (the default: the node's replicas) or "hints" (hinted-handoff records,
+kept apart so partition scans never see them). A separate namespace (`meta_get` / `meta_put`) holds
 small node metadata such as the incarnation and ring state.
 
 Writes are buffered until `commit()`: the runtime issues every write of one event-loop turn,
