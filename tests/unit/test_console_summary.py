@@ -97,10 +97,14 @@ def _cluster(members: list[dict[str, Any]], next_owners: list[str] | None = None
 
 
 def test_summary_marks_a_down_member_with_why_and_keeps_the_rest() -> None:
-    cluster = _cluster([_member("b2", "down"), _member("a1")])
-    reports = {"a1": _report("a1", down_peers=["b2"]), "b2": "unreachable: Connection refused"}
+    cluster = _cluster([_member("b2", "down"), _member("a1"), _member("c3")])
+    reports = {
+        "a1": _report("a1", down_peers=["b2"]),
+        "b2": "unreachable: Connection refused",
+        "c3": _report("c3", down_peers=["a1", "b2"]),  # a view that differs: said
+    }
     view = summarize("a1", cluster, reports, now=50.0)
-    a1, b2 = view["members"]  # sorted by place, then name
+    a1, b2, _ = view["members"]  # sorted by place, then name
     assert (a1["name"], a1["reachable"], a1["report"]["hints_delivered"]) == ("a1", True, 3)
     assert a1["console_url"] == "http://127.0.0.1:801/" and a1["share"] == 0.5
     assert a1["load"] == [{"t": 1.0, "ops_per_s": 2.0}]
@@ -108,7 +112,7 @@ def test_summary_marks_a_down_member_with_why_and_keeps_the_rest() -> None:
     assert b2["error"] == "unreachable: Connection refused"
     assert view["alerts"] == [
         "b2 is down as a1 sees it (unreachable: Connection refused)",
-        "a1 counts b2 as down",
+        "c3 counts a1 as down",
     ]
 
 
@@ -116,9 +120,10 @@ def test_summary_names_why_reaping_waits_and_lists_every_transfer() -> None:
     pull = {"partition": 1, "from": "a1", "fraction": 0.25, "keys": 5, "bytes": 50}
     cluster = _cluster([_member("a1"), _member("b2"), _member("c3", "joining")],
                        next_owners=["a1", "c3", "a1", "b2"])  # fmt: skip
+    transfer = {"blocked": "ownership transfer under way"}
     reports = {
-        "a1": _report("a1", tombstone_reaping={"blocked": "ownership transfer under way"}),
-        "b2": _report("b2", hints_dropped=2),
+        "a1": _report("a1", tombstone_reaping=transfer),
+        "b2": _report("b2", hints_dropped=2, tombstone_reaping=transfer),
         "c3": _report("c3", transfers=[pull], transfers_pending=1),
     }
     view = summarize("a1", cluster, reports, now=50.0)
@@ -126,7 +131,7 @@ def test_summary_names_why_reaping_waits_and_lists_every_transfer() -> None:
     assert view["ring"]["next_owners"] == ["a1", "c3", "a1", "b2"]
     assert view["transfers"] == [{"node": "c3", **pull}]
     assert view["alerts"] == [
-        "a1: tombstone reaping waits: ownership transfer under way",
+        "tombstone reaping waits on a1, b2: ownership transfer under way",
         "b2 dropped 2 hints",
     ]
 

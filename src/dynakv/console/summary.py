@@ -159,29 +159,37 @@ def _member(
 
 
 def _alerts(serving: str, rows: list[dict[str, Any]]) -> list[str]:
-    """What needs an operator's eye, most urgent first: members down or unreachable, peers
-    some member counts as down, blocked reaping, corrupt records, dropped hints."""
+    """What needs an operator's eye, most urgent first: members down or unreachable, members
+    whose view of who is down differs from the serving node's, why reaping waits (one line per
+    reason, naming the nodes), corrupt records, dropped hints."""
     alerts: list[str] = []
+    down_here = set()
     for row in rows:
         if row["status"] == "removed":
             continue
         if row["status"] == "down":
+            down_here.add(row["name"])
             why = f" ({row['error']})" if row["error"] else ""
             alerts.append(f"{row['name']} is down as {serving} sees it{why}")
         elif not row["reachable"]:
             alerts.append(f"{row['name']} did not answer {serving}: {row['error']}")
+    waits: dict[str, list[str]] = {}
     for row in rows:
         report = row["report"]
         if report is None:
             continue
-        down = [p for p in report["down_peers"] if p != row["name"]]
+        down = [p for p in report["down_peers"] if p != row["name"] and p not in down_here]
         if down:
             alerts.append(f"{row['name']} counts {', '.join(down)} as down")
         if report["reaping"]["blocked"]:
-            alerts.append(f"{row['name']}: tombstone reaping waits: {report['reaping']['blocked']}")
-        if report["corrupt_records_found"]:
+            waits.setdefault(report["reaping"]["blocked"], []).append(row["name"])
+    for reason, names in waits.items():
+        alerts.append(f"tombstone reaping waits on {', '.join(names)}: {reason}")
+    for row in rows:
+        report = row["report"]
+        if report is not None and report["corrupt_records_found"]:
             alerts.append(f"{row['name']} found {report['corrupt_records_found']} corrupt records")
-        if report["hints_dropped"]:
+        if report is not None and report["hints_dropped"]:
             alerts.append(f"{row['name']} dropped {report['hints_dropped']} hints")
     return alerts
 

@@ -140,7 +140,9 @@ class Console:
         except TimeoutError:
             return f"no answer in {timeout:g} s"
         except aiohttp.ClientConnectorError as exc:
-            return f"unreachable: {exc.os_error.strerror or exc}"
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                return "unreachable: connection refused"
+            return f"unreachable: {exc.os_error.strerror or exc.os_error}"
         except (aiohttp.ClientError, ValueError) as exc:
             return f"bad answer: {type(exc).__name__}"
         if not isinstance(body, dict):
