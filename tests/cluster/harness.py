@@ -10,6 +10,7 @@ the engine to its own). Unset, nodes run on the default engine, as before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -154,6 +155,24 @@ def local_node(root: Path, name: str, extra_args: list[str] | None = None) -> No
         log_path=root / f"{name}.log",
         extra_args=list(extra_args or []),
     )
+
+
+def put_many(nodes: list[str], bucket: str, keys: list[str], value: bytes) -> None:
+    """Write every key of `keys` with `value`, 64 writes in flight: a data set in seconds."""
+
+    async def run() -> None:
+        from dynakv import AsyncClient
+
+        slots = asyncio.Semaphore(64)
+        async with AsyncClient(nodes) as client:
+
+            async def put(key: str) -> None:
+                async with slots:
+                    await client.put(bucket, key, value)
+
+            await asyncio.gather(*(put(key) for key in keys))
+
+    asyncio.run(run())
 
 
 class ProcessCluster:
