@@ -298,7 +298,7 @@ def dev_cluster(
         deadline = time.monotonic() + 30
         while _members_of(first_http) < len(running) and time.monotonic() < deadline:
             time.sleep(0.2)
-        console.print(f"cluster of {len(running)} up; dashboard: http://{first_http}/")
+        console.print(f"cluster of {len(running)} up; console: http://{first_http}/")
         console.print("Ctrl-C stops all nodes.")
         while not stopping and running:
             for name, proc in list(running.items()):

@@ -10,6 +10,7 @@ the engine to its own). Unset, nodes run on the default engine, as before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -165,21 +166,41 @@ class NodeProcess:
         return http("GET", f"{self.url}/v1/status", context=self.tls).json()
 
 
+def local_node(root: Path, name: str, extra_args: list[str] | None = None) -> NodeProcess:
+    """A node named `name` on free loopback ports, its data and log under `root`."""
+    return NodeProcess(
+        name=name,
+        data_dir=root / name,
+        node_addr=f"127.0.0.1:{free_port()}",
+        http_addr=f"127.0.0.1:{free_port()}",
+        log_path=root / f"{name}.log",
+        extra_args=list(extra_args or []),
+    )
+
+
+def put_many(nodes: list[str], bucket: str, keys: list[str], value: bytes) -> None:
+    """Write every key of `keys` with `value`, 64 writes in flight: a data set in seconds."""
+
+    async def run() -> None:
+        from dynakv import AsyncClient
+
+        slots = asyncio.Semaphore(64)
+        async with AsyncClient(nodes) as client:
+
+            async def put(key: str) -> None:
+                async with slots:
+                    await client.put(bucket, key, value)
+
+            await asyncio.gather(*(put(key) for key in keys))
+
+    asyncio.run(run())
+
+
 class ProcessCluster:
     """N nodes named node1..nodeN; node1 founds the cluster, the others join through it."""
 
     def __init__(self, root: Path, size: int, extra_args: list[str] | None = None) -> None:
-        self.nodes = [
-            NodeProcess(
-                name=f"node{i}",
-                data_dir=root / f"node{i}",
-                node_addr=f"127.0.0.1:{free_port()}",
-                http_addr=f"127.0.0.1:{free_port()}",
-                log_path=root / f"node{i}.log",
-                extra_args=list(extra_args or []),
-            )
-            for i in range(1, size + 1)
-        ]
+        self.nodes = [local_node(root, f"node{i}", extra_args) for i in range(1, size + 1)]
 
     def __getitem__(self, index: int) -> NodeProcess:
         return self.nodes[index]

@@ -1,5 +1,5 @@
 """The HTTP front end of a node (aiohttp): /v1/kv (and its key listing), /v1/replica,
-/v1/buckets, /v1/status, /v1/cluster, /metrics.
+/v1/buckets, /v1/status, /v1/cluster, /metrics; the console's routes (runtime/console.py).
 
 Handlers turn requests into the messages the binary protocol carries and run them through the
 server's API (frontend.ServerApi). Every error is JSON: {"error": CODE, "message": TEXT}.
@@ -42,7 +42,7 @@ from dynakv.messages import (
     TransferBatch,
 )
 from dynakv.runtime.addr import split_addr
-from dynakv.runtime.dashboard import DASHBOARD_HTML
+from dynakv.runtime.console import Console
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.http_auth import authentication
 from dynakv.runtime.metrics import consistency_label
@@ -355,9 +355,6 @@ class Api:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.server.metrics.render(), content_type="text/plain")
 
-    async def dashboard(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
-
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -403,7 +400,7 @@ def build_app(server: ServerApi) -> web.Application:
     app.router.add_get("/v1/cluster", api.cluster)
     app.router.add_post("/v1/repair", api.repair)
     app.router.add_get("/metrics", api.metrics)
-    app.router.add_get("/", api.dashboard)
+    Console(server).add_routes(app)  # /, /console/{file}, /v1/console, /v1/console/node
     return app
 
 
