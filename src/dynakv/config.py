@@ -129,6 +129,16 @@ class NodeConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # Limits against careless and hostile clients (runtime/limits.py), on each of the node,
+    # HTTP and RESP ports: connections beyond max_connections are closed at once; a client
+    # connection silent for idle_timeout s with nothing in flight is closed (0: never); one
+    # whose request takes more than request_read_timeout s to arrive whole is cut off (a
+    # slowloris); a client with max_inflight_per_connection requests unanswered is not read
+    # from until some are answered.
+    max_connections: int = 4096
+    idle_timeout: float = 300.0
+    request_read_timeout: float = 30.0
+    max_inflight_per_connection: int = 1024
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -154,6 +164,12 @@ class NodeConfig:
             raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
         if not 1 <= self.max_value_bytes <= MAX_VALUE_LIMIT:
             raise ValueError(f"max_value_bytes must be between 1 and {MAX_VALUE_LIMIT}")
+        if self.max_connections < 1 or self.max_inflight_per_connection < 1:
+            raise ValueError("max_connections and max_inflight_per_connection must be at least 1")
+        if self.idle_timeout < 0 or self.request_read_timeout <= 0:
+            raise ValueError(
+                "idle_timeout must be 0 (never) or more, request_read_timeout more than 0 (s)"
+            )
         if DEFAULT in self.buckets:
             raise ValueError(f"[buckets.{DEFAULT}] names the default type: use [defaults]")
 

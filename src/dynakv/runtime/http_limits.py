@@ -1,0 +1,67 @@
+"""The connection limits (limits.py) on the HTTP port, around aiohttp's own protocol.
+
+aiohttp keeps no count of connections and no deadline for a request head that trickles in, so
+the port listens with aiohttp's handler factory wrapped in a PortGuard. What the guard needs
+to know of a connection (a request in progress? bytes of a head not yet whole?) is read from
+aiohttp's RequestHandler, whose version is pinned: see `_busy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from dynakv.config import NodeConfig
+from dynakv.runtime.addr import split_addr
+from dynakv.runtime.limits import Activity, GuardedConnection, PortGuard
+from dynakv.runtime.metrics import Metrics
+
+NEVER = 10.0 * 365 * 24 * 3600  # aiohttp's keep-alive timeout for idle_timeout = 0
+
+
+def _busy(handler: Any) -> bool:
+    """A request of this connection is parsed and queued or being answered (aiohttp 3.14's
+    RequestHandler; a missing attribute reads as idle, so a changed aiohttp errs towards
+    timing out, never towards keeping a slowloris)."""
+    in_progress = getattr(handler, "_request_in_progress", False)
+    return bool(in_progress or getattr(handler, "_messages", ()))
+
+
+class _HttpConnection(GuardedConnection):
+    """Notes after each read whether its bytes left a request head unfinished."""
+
+    head_partial = False
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.head_partial = not _busy(self.inner)
+
+
+def _activity(conn: GuardedConnection) -> Activity:
+    busy = _busy(conn.inner)
+    partial = not busy and getattr(conn, "head_partial", False)
+    return Activity(False, busy, partial, getattr(conn.inner, "_request_count", 0))
+
+
+def runner_options(config: NodeConfig) -> dict[str, Any]:
+    """AppRunner arguments: aiohttp closes a connection with no request in progress after its
+    keep-alive timeout, which is our idle timeout."""
+    return {"keepalive_timeout": config.idle_timeout or NEVER}
+
+
+async def listen(
+    runner: web.AppRunner, config: NodeConfig, metrics: Metrics
+) -> tuple[asyncio.AbstractServer, PortGuard]:
+    """Listen on config.http_addr with the runner's handlers, guarded."""
+    guard = PortGuard("http", config, metrics, _activity, wraps_connection=True)
+    host, port = split_addr(config.http_addr)
+    loop = asyncio.get_running_loop()
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    tcp = await loop.create_server(
+        guard.factory(server, _HttpConnection), host, port, reuse_address=True
+    )
+    guard.start()
+    return tcp, guard
