@@ -15,7 +15,7 @@ from aiohttp import web
 
 from dynakv.config import NodeConfig
 from dynakv.runtime.addr import split_addr
-from dynakv.runtime.limits import Activity, GuardedConnection, PortGuard
+from dynakv.runtime.limits import SWEEP_INTERVAL, Activity, GuardedConnection, PortGuard
 from dynakv.runtime.metrics import Metrics
 
 NEVER = 10.0 * 365 * 24 * 3600  # aiohttp's keep-alive timeout for idle_timeout = 0
@@ -47,8 +47,11 @@ def _activity(conn: GuardedConnection) -> Activity:
 
 def runner_options(config: NodeConfig) -> dict[str, Any]:
     """AppRunner arguments: aiohttp closes a connection with no request in progress after its
-    keep-alive timeout, which is our idle timeout."""
-    return {"keepalive_timeout": config.idle_timeout or NEVER}
+    keep-alive timeout; that is only a backstop, set past the moment the guard's sweep closes
+    it (and counts it) for idle_timeout."""
+    if not config.idle_timeout:
+        return {"keepalive_timeout": NEVER}
+    return {"keepalive_timeout": config.idle_timeout + 3 * SWEEP_INTERVAL}
 
 
 async def listen(

@@ -143,9 +143,12 @@ class RespConnection(asyncio.Protocol):
         buffer += data
         offset = 0
         max_bulk = self.frontend.max_bulk()
+        limit = self.frontend.max_pending
         self._batch = True
         try:
-            while not self._closing:
+            # At the in-flight limit (or a client not reading its replies) the rest waits
+            # in the buffer, unparsed, and the socket is not read (update_reading).
+            while not self._closing and len(self._replies) < limit and not self._write_paused:
                 try:
                     if self._oversized is not None:
                         gone, offset = skip_oversized(buffer, offset, self._oversized)
@@ -292,10 +295,12 @@ class RespConnection(asyncio.Protocol):
         elif not pause and self._read_paused and len(self._replies) < max(1, limit // 2):
             self._read_paused = False
             self.transport.resume_reading()
+            if self._buffer:  # commands that waited, unparsed: on the next turn
+                asyncio.get_running_loop().call_soon(self.data_received, b"")
 
     def activity(self) -> Activity:
         """What the port's guard needs to time this connection out."""
-        partial = bool(self._buffer) or self._oversized is not None
+        partial = (bool(self._buffer) or self._oversized is not None) and not self._read_paused
         return Activity(False, bool(self._replies), partial, self.commands)
 
     def answering(self) -> bool:

@@ -55,9 +55,9 @@ class FrameConnection(asyncio.Protocol):
         self.max_inflight = max_inflight
         self._inflight: dict[int, int] = {}
         self._inflight_count = 0
-        self._held = False  # at max_inflight: frames wait in _buffer, the socket unread
+        self._held = False  # at max_inflight
+        self._read_paused = False  # held or write-paused: frames wait in _buffer, unread
         self._write_paused = False
-        self._read_paused = False
         self.frames = 0  # frames received whole (limits.Activity.requests)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
@@ -81,7 +81,7 @@ class FrameConnection(asyncio.Protocol):
             buffer.clear()
         offset = 0
         end = len(data)
-        while end - offset >= LENGTH and not self.closed and not self._held:
+        while end - offset >= LENGTH and not self.closed and not self._read_paused:
             length = int.from_bytes(data[offset : offset + LENGTH], "big")
             if length > MAX_FRAME_BYTES:
                 self.handler.on_bad_length(self, length)
@@ -141,9 +141,6 @@ class FrameConnection(asyncio.Protocol):
         if self._held and self._inflight_count < self.max_inflight:
             self._held = False
             self._update_reading()
-            if self._buffer and self.transport is not None:
-                # frames that arrived while held: parse them on the next turn
-                asyncio.get_running_loop().call_soon(self.data_received, b"")
 
     def _update_reading(self) -> None:
         if self.transport is None or self.closed:
@@ -155,11 +152,13 @@ class FrameConnection(asyncio.Protocol):
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
+                if self._buffer:  # frames that arrived meanwhile: parse them next turn
+                    asyncio.get_running_loop().call_soon(self.data_received, b"")
 
     def activity(self) -> Activity:
         """What the port's guard needs to time this connection out (a peer's link: never)."""
         exempt = self.peer is not None or self.outbound_to is not None
-        partial = bool(self._buffer) and not self._held
+        partial = bool(self._buffer) and not self._read_paused
         return Activity(exempt, self._inflight_count > 0, partial, self.frames)
 
     # --- sending ---------------------------------------------------------------------------
