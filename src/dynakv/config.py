@@ -6,6 +6,7 @@ Nothing reads the environment after start-up; the core receives this object.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -209,6 +210,8 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
                 raw = tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+        except RecursionError:  # tomllib recurses once per nested array or inline table
+            raise ValueError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
         try:
             raw = _checked(raw)
             config = NodeConfig(**raw)
@@ -219,7 +222,12 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
         config = replace(config, **changes)
-    return with_resp_bucket(config)
+    try:
+        return with_resp_bucket(config)
+    except ValueError as exc:
+        if path is None or "resp_bucket" in changes:
+            raise
+        raise ValueError(f"{path}: {exc}") from exc  # the file's resp_bucket
 
 
 def _checked(raw: dict[str, Any]) -> dict[str, Any]:
@@ -283,8 +291,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if isinstance(value, bool):  # TOML's true is no number
         return False
-    if hint is float:
-        return isinstance(value, int | float)
+    if hint is float:  # nan and inf are TOML floats, but no duration or threshold
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
     return isinstance(value, hint)
 
 
