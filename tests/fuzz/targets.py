@@ -117,7 +117,7 @@ tagged = st.builds(
 frame_payloads = st.binary(max_size=200) | tagged | mutated(valid_frames | tagged)
 
 
-def frame_decode(payload: bytes) -> None:
+def frame_decode(payload: bytes) -> str:
     """messages.decode, and on failure the description the node answers it with."""
     with hang_guard():
         try:
@@ -125,8 +125,9 @@ def frame_decode(payload: bytes) -> None:
         except (msgspec.MsgspecError, ValueError):
             rid, text, usable = messages.describe_bad_frame(payload)
             assert isinstance(rid, int) and isinstance(text, str) and isinstance(usable, bool)
-            return
+            return "answered an error" if usable else "answered an error and closed"
         assert isinstance(message, messages.Message)
+        return f"decoded {type(message).__name__}"
 
 
 class _Recorder:
@@ -162,19 +163,14 @@ def _expected_frames(stream: bytes) -> tuple[list[bytes], bool]:
 @st.composite
 def frame_streams(draw: st.DrawFn) -> list[bytes]:
     """A byte stream of frames (some with absurd lengths), cut into reads at random."""
-    parts = draw(
-        st.lists(
-            st.builds(lambda p: len(p).to_bytes(4, "big") + p, frame_payloads)
-            | st.binary(min_size=1, max_size=12),
-            max_size=8,
-        )
-    )
-    stream = b"".join(parts)
+    framed = st.builds(lambda p: len(p).to_bytes(4, "big") + p, frame_payloads)
+    parts = draw(st.lists(framed, max_size=8))
+    stream = b"".join(parts) + draw(st.just(b"") | st.binary(min_size=1, max_size=12))
     cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
 
 
-def frame_stream(chunks: list[bytes]) -> None:
+def frame_stream(chunks: list[bytes]) -> str:
     """FrameConnection cuts the same frames out of any split of the stream."""
     with hang_guard():
         recorder = _Recorder()
@@ -186,6 +182,7 @@ def frame_stream(chunks: list[bytes]) -> None:
         frames, bad = _expected_frames(b"".join(chunks))
         assert recorder.frames == frames
         assert bool(recorder.bad) == bad
+        return "a length past the limit" if bad else f"{min(len(frames), 3)}+ frames"
 
 
 # --- RESP ---------------------------------------------------------------------------------------
@@ -205,7 +202,7 @@ resp_inputs = (
 )
 
 
-def resp_parse(data: bytes, max_bulk: int = 8) -> None:
+def resp_parse(data: bytes, max_bulk: int = 8) -> str:
     """parse_command (and skip_oversized) over a buffer: each step parses a command, waits for
     more, or raises ProtocolError, and every parsed command moves the position on."""
     with hang_guard():
@@ -216,18 +213,19 @@ def resp_parse(data: bytes, max_bulk: int = 8) -> None:
                 args, after = parse_command(buf, pos, max_bulk)
                 if args is None:
                     assert after == pos
-                    return
+                    return "parsed, then waits for more" if pos else "waits for more"
                 assert after > pos, f"no progress at {pos}"
                 if isinstance(args, Oversized):
                     gone, after = skip_oversized(buf, after, args)
                     if not gone:
-                        return
+                        return "skipping an oversized command"
                 else:
                     assert all(type(a) is bytes for a in args)
                 pos = after
             raise AssertionError("more commands than bytes")
         except ProtocolError as exc:
             assert str(exc).startswith("Protocol error")
+            return "protocol error"
 
 
 # --- contexts -------------------------------------------------------------------------------------
@@ -248,18 +246,25 @@ context_texts = (
 )
 
 
-def context_decode(text: str) -> None:
+def context_decode(text: str) -> str:
     """decode_context: a version vector, or InvalidRequest; a good one round-trips."""
     with hang_guard():
         try:
             vv = versions.decode_context(text)
         except InvalidRequest as exc:
             assert exc.message.startswith("invalid context")
-            return
+            return "invalid: " + exc.message.split(":")[1].split("(")[0].strip()[:30]
         assert versions.decode_context(versions.encode_context(vv)) == vv
+        return f"{min(len(vv), 3)}+ actors"
 
 
 # --- config files --------------------------------------------------------------------------------
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's, but with characters beyond U+FFFF as they are (JSON's
+    surrogate-pair escapes are not TOML) and DEL escaped (TOML wants it so)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def toml_value(value: Any) -> str:
@@ -275,11 +280,12 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+        pairs = (f"{_toml_string(k)} = {toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
     raise TypeError(type(value))
 
 
@@ -311,7 +317,7 @@ _table_keys = st.sampled_from(
 def config_files(draw: st.DrawFn) -> str:
     """TOML from the config's own keys and tables, with values of any type."""
     lines = [
-        f"{json.dumps(k)} = {toml_value(v)}"
+        f"{_toml_string(k)} = {toml_value(v)}"
         for k, v in draw(st.dictionaries(_top_keys, toml_values, max_size=6)).items()
     ]
     for table in draw(
@@ -323,7 +329,7 @@ def config_files(draw: st.DrawFn) -> str:
     ):
         lines.append(f"[{table}]")
         entries = draw(st.dictionaries(_table_keys, toml_values, max_size=4))
-        lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in entries.items()]
+        lines += [f"{_toml_string(k)} = {toml_value(v)}" for k, v in entries.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -348,7 +354,7 @@ def _config_path() -> Path:
     return _config_dirs[0] / "node.toml"
 
 
-def config_load(text: str) -> None:
+def config_load(text: str) -> str:
     """config.load: a NodeConfig, or a ValueError naming the file."""
     path = _config_path()
     path.write_text(text, encoding="utf-8")
@@ -357,14 +363,16 @@ def config_load(text: str) -> None:
             loaded = config.load(path)
         except ValueError as exc:
             assert str(exc).startswith(str(path)), exc
-            return
+            reason = str(exc)[len(str(path)) + 2 :]
+            return "refused: " + (reason.split(" must ")[0] if " must " in reason else reason[:24])
         assert isinstance(loaded, config.NodeConfig)
+        return "loaded"
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    run: Callable[[Any], None]
+    run: Callable[[Any], str]  # checks one input; what became of it (for the report)
     inputs: st.SearchStrategy[Any]
 
 
