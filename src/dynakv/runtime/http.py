@@ -42,6 +42,7 @@ from dynakv.messages import (
     RepairResult,
     TransferBatch,
 )
+from dynakv.runtime import openapi
 from dynakv.runtime.dashboard import DASHBOARD_HTML
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.http_limits import listen, runner_options
@@ -400,6 +401,10 @@ async def _bad_kv_path(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi.document())
+
+
 def build_app(server: ServerApi) -> web.Application:
     api = Api(server)
     app = web.Application(
@@ -419,6 +424,7 @@ def build_app(server: ServerApi) -> web.Application:
     app.router.add_post("/v1/repair", api.repair)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/", api.dashboard)
+    app.router.add_get("/openapi.json", _openapi)
     return app
 
 
