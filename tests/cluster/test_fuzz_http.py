@@ -1,5 +1,6 @@
-"""schemathesis against a live node's HTTP API, from the node's own /openapi.json: no answer
-is a 5xx, and every answer conforms to the document (status, content type, body schema).
+"""schemathesis against a live node's HTTP API (of the shared 3-node cluster: conftest.py),
+from the node's own /openapi.json: no answer is a 5xx, and every answer conforms to the
+document (status, content type, body schema).
 
 A short, derandomized run here (FUZZ_HTTP_EXAMPLES per operation, 25 unless set); `make
 fuzz` runs it longer. A failure prints schemathesis's report, with a curl command for each
@@ -11,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,16 +28,6 @@ CHECKS = ",".join(
 )
 
 
-@pytest.fixture(scope="module")
-def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
-    procs = ProcessCluster(tmp_path_factory.mktemp("fuzz_http"), 1)
-    try:
-        procs.start()
-        yield procs
-    finally:
-        procs.stop()
-
-
 def schemathesis() -> list[str]:
     found = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if found is None:
@@ -45,9 +35,9 @@ def schemathesis() -> list[str]:
     return [found]
 
 
-def test_the_http_api_answers_no_5xx_and_as_documented(one_node: ProcessCluster, tmp_path) -> None:
+def test_the_http_api_answers_no_5xx_and_as_documented(cluster: ProcessCluster, tmp_path) -> None:
     examples = os.environ.get("FUZZ_HTTP_EXAMPLES", "25")
-    url = f"{one_node[0].url}/openapi.json"
+    url = f"{cluster[0].url}/openapi.json"
     command = [
         *schemathesis(), "run", url,
         "--checks", CHECKS,
@@ -62,14 +52,14 @@ def test_the_http_api_answers_no_5xx_and_as_documented(one_node: ProcessCluster,
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     print(result.stdout[-6000:])
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
-    assert http("GET", f"{one_node[0].url}/v1/status").status == 200  # still serving
+    assert http("GET", f"{cluster[0].url}/v1/status").status == 200  # still serving
 
 
-def test_a_context_of_bad_utf8_is_a_400_not_a_500(one_node: ProcessCluster) -> None:
+def test_a_context_of_bad_utf8_is_a_400_not_a_500(cluster: ProcessCluster) -> None:
     """Found by the context fuzzer (tests/unit/test_fuzz_context.py): this header made the
     node answer 500."""
     headers = {"X-Dynakv-Context": "kZKi__4B"}
-    reply = http("PUT", f"{one_node[0].url}/v1/kv/b/k", b"v", headers)
+    reply = http("PUT", f"{cluster[0].url}/v1/kv/b/k", b"v", headers)
     assert reply.status == 400, reply
     assert reply.json()["error"] == "invalid_request"
     assert "not UTF-8" in reply.json()["message"]
