@@ -212,6 +212,8 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
             raise ValueError(f"{path}: not valid TOML: {exc}") from exc
         except RecursionError:  # tomllib recurses once per nested array or inline table
             raise ValueError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
+        except UnicodeDecodeError as exc:  # tomllib.load decodes the bytes first
+            raise ValueError(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from None
         try:
             raw = _checked(raw)
             config = NodeConfig(**raw)

@@ -338,7 +338,7 @@ deep_toml = st.builds(
     st.integers(1, 3000),
     st.sampled_from(["[", "{b = ", "[{c = "]),
 )
-config_texts = deep_toml | (
+config_texts = deep_toml | mutated(config_files().map(str.encode)) | (
     config_files() | st.text(max_size=200) | st.sampled_from(["[[a]]\n", "a = [[[[1]]]]\n"])
 )
 
@@ -354,10 +354,10 @@ def _config_path() -> Path:
     return _config_dirs[0] / "node.toml"
 
 
-def config_load(text: str) -> str:
+def config_load(text: str | bytes) -> str:
     """config.load: a NodeConfig, or a ValueError naming the file."""
     path = _config_path()
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with hang_guard():
         try:
             loaded = config.load(path)

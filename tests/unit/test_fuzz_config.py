@@ -25,9 +25,11 @@ test_config_load = short_run("config_load")
         'resp_bucket = "a\\u0000b"\n',  # found with this corpus: its error named no file
         "ring_size = 0\n",
         "max_connections = 0\n",
+        b'name = "\xc2"\n',  # found: a file of bad UTF-8 let tomllib's UnicodeDecodeError out
+        b"\xff\xfe",
     ],
 )
-def test_config_regressions(text: str) -> None:
+def test_config_regressions(text: str | bytes) -> None:
     config_load(text)
 
 
@@ -38,13 +40,14 @@ def test_config_regressions(text: str) -> None:
         ("request_timeout = nan\n", "request_timeout must be a number, got NaN"),
         ("idle_timeout = inf\n", "idle_timeout must be a number, got Infinity"),
         ('resp_bucket = "a\\u0000b"\n', "resp_bucket: bucket must not contain NUL"),
+        (b'name = "\xc2"\n', "not UTF-8: invalid continuation byte at byte 8"),
     ],
 )
-def test_what_the_fuzzer_found_is_refused_clearly(tmp_path, text: str, said: str) -> None:
+def test_what_the_fuzzer_found_is_refused_clearly(tmp_path, text: str | bytes, said: str) -> None:
     from dynakv import config
 
     path = tmp_path / "node.toml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match="node") as caught:
         config.load(path)
     assert said in str(caught.value)
