@@ -301,3 +301,30 @@ def test_the_binary_port_counts_unanswered_requests_per_connection(tmp_path: Pat
         assert rids == set(range(1, 201))
         sock.close()
         serves_everywhere(procs, ports)
+
+
+def test_an_http_body_that_trickles_in_is_answered_408_and_closed(tmp_path: Path) -> None:
+    with node(tmp_path, request_read_timeout=2.0, idle_timeout=0) as (procs, ports):
+        sock = connect(ports["http"], timeout=5)
+        head = b"PUT /v1/kv/b/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        sock.sendall(head)
+        answer = b""
+        started = time.monotonic()
+        try:
+            while b"\r\n\r\n" not in answer and time.monotonic() - started < DEADLINE:
+                sock.sendall(b"x")
+                sock.settimeout(0.3)
+                with contextlib.suppress(TimeoutError):
+                    answer += sock.recv(65536)
+        except OSError:
+            pass  # closed under the sending
+        sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):  # the rest of the answer, then the close
+                answer += chunk
+        text = answer.decode(errors="replace")
+        assert text.startswith("HTTP/1.1 408"), text
+        assert '"error": "request_timeout"' in text, text
+        sock.close()
+        assert http("GET", f"{procs[0].url}/v1/kv/b/slow").status == 404  # nothing written
+        serves_everywhere(procs, ports)
