@@ -11,6 +11,7 @@ import argparse
 import random
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +53,14 @@ def fuzz(target: Target, seconds: float, rng: random.Random) -> Covered:
         )
         try:
             test()
-        except Exception as exc:  # hypothesis has printed the shrunk input
+        except Exception as exc:
             covered.failure = f"seed {run_seed}: {type(exc).__name__}: {exc}"[:500]
+            # each failure with its shrunk input (hypothesis's note) and where it was raised
+            for failure in getattr(exc, "exceptions", [exc]):
+                notes = "\n".join(getattr(failure, "__notes__", []))
+                where = traceback.extract_tb(failure.__traceback__)[-1]
+                print(f"{target.name}: {type(failure).__name__}: {str(failure)[:300]}")
+                print(f"  at {where.filename}:{where.lineno}\n  {notes[:2000]}", flush=True)
     covered.seconds = time.monotonic() - started
     return covered
 
