@@ -45,7 +45,7 @@ from dynakv.messages import (
 from dynakv.runtime import openapi
 from dynakv.runtime.dashboard import DASHBOARD_HTML
 from dynakv.runtime.frontend import ServerApi
-from dynakv.runtime.http_limits import listen, runner_options
+from dynakv.runtime.http_limits import listen, runner_options, unread_body_too_large
 from dynakv.runtime.limits import PortGuard
 from dynakv.runtime.metrics import consistency_label
 
@@ -374,9 +374,9 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except DynakvError as exc:
         response = error_response(exc)
-        if request.body_exists and not request.content.at_eof():
-            # Refused before its body was read (too large, too slow): answer, then close,
-            # rather than let aiohttp read and drop the rest of it first.
+        if unread_body_too_large(request) or isinstance(exc, RequestTimeout):
+            # Refused before its body was read: answer, then close, rather than let aiohttp
+            # read and drop the rest of it first.
             response.force_close()
             await response.prepare(request)
             await response.write_eof()

@@ -45,6 +45,21 @@ def _activity(conn: GuardedConnection) -> Activity:
     return Activity(False, busy, partial, getattr(conn.inner, "_request_count", 0))
 
 
+# A body refused before it was read (above the value limit) is still read and dropped, up to
+# this size, so that a client that sends the whole body before reading its answer gets it
+# (aiohttp's "lingering"); a larger one, or one of unknown length, is not read: answered, then
+# the connection closed. The same bound as a RESP bulk string's (resp.MAX_SKIP).
+LINGER_BYTES = 32 << 20
+
+
+def unread_body_too_large(request: web.BaseRequest) -> bool:
+    """The request's body was not read, and is too large to read just to drop it."""
+    if not request.body_exists or request.content.at_eof():
+        return False
+    length = request.content_length
+    return length is None or length > LINGER_BYTES
+
+
 def runner_options(config: NodeConfig) -> dict[str, Any]:
     """AppRunner arguments: aiohttp closes a connection with no request in progress after its
     keep-alive timeout; that is only a backstop, set past the moment the guard's sweep closes
