@@ -286,9 +286,15 @@ def test_a_client_that_never_reads_its_replies_does_not_fill_the_node(tmp_path, 
         sock.close()
 
 
-def test_the_binary_port_counts_unanswered_requests_per_connection(tmp_path: Path) -> None:
-    """Requests beyond max_inflight_per_connection are still all answered, in time."""
+def test_requests_past_the_in_flight_limit_are_all_answered(tmp_path: Path) -> None:
+    """A pipeline far longer than max_inflight_per_connection is read as replies go out, on
+    the node port and the RESP port (commands answered at once, and through the node)."""
     with node(tmp_path, max_inflight_per_connection=4) as (procs, ports):
+        resp = Resp(ports["resp"])
+        resp.send(encode("PING") * 2000 + encode("GET", "nothing") * 200)
+        assert [resp.read() for _ in range(2000)] == ["PONG"] * 2000
+        assert [resp.read() for _ in range(200)] == [None] * 200
+        resp.close()
         sock = connect(ports["node"])
         sock.sendall(b"".join(get_frame(rid, f"k{rid}") for rid in range(1, 201)))
         file = sock.makefile("rb")

@@ -144,11 +144,15 @@ class RespConnection(asyncio.Protocol):
         offset = 0
         max_bulk = self.frontend.max_bulk()
         limit = self.frontend.max_pending
+        held = False
         self._batch = True
         try:
-            # At the in-flight limit (or a client not reading its replies) the rest waits
-            # in the buffer, unparsed, and the socket is not read (update_reading).
-            while not self._closing and len(self._replies) < limit and not self._write_paused:
+            while not self._closing:
+                if len(self._replies) >= limit or self._write_paused:
+                    # At the in-flight limit (or a client not reading its replies) the rest
+                    # waits in the buffer, unparsed, and the socket is not read.
+                    held = True
+                    break
                 try:
                     if self._oversized is not None:
                         gone, offset = skip_oversized(buffer, offset, self._oversized)
@@ -190,6 +194,9 @@ class RespConnection(asyncio.Protocol):
         elif offset:
             del buffer[:offset]
         self._flush()
+        if held and not self._read_paused and not self.closed:
+            # the replies that held it went out at once (PINGs): parse the rest next turn
+            asyncio.get_running_loop().call_soon(self.data_received, b"")
 
     def abort(self) -> None:
         if self.transport is not None:
