@@ -18,6 +18,7 @@ import math
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -42,16 +43,23 @@ class Hang(Exception):
 
 @contextmanager
 def hang_guard() -> Iterator[None]:
+    """Raise Hang in the code under it after HANG_SECONDS. Whatever alarm was set before
+    (pytest-timeout's) is set again after, less the time spent."""
+
     def expired(signum: int, frame: Any) -> None:
         raise Hang(f"no result in {HANG_SECONDS} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+    earlier, _ = signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+    started = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if earlier:
+            left = earlier - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
 
 # --- shared strategies ------------------------------------------------------------------------
