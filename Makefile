@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean bench sim-long
+.PHONY: run test lint venv clean bench sim-long fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,17 @@ sim-long: $(STAMP)
 		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_DC_SEEDS) --nodes 5 --faults all \
 			--workload $$workload --jobs $(SIM_JOBS) --storage wal || status=1; \
 	done; exit $$status
+
+# Fuzzing (tests/fuzz): the parsers of untrusted input (binary frames, RESP, contexts, config
+# files) for FUZZ_SECONDS in all, printing executions and outcomes per target; then
+# schemathesis against a live node, FUZZ_HTTP_EXAMPLES cases per operation. `make test` runs
+# short, derandomized runs of both and the regression corpus. Fails if any input broke one.
+FUZZ_SECONDS ?= 300
+FUZZ_HTTP_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	status=0; $(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS) || status=1; \
+	FUZZ_HTTP_EXAMPLES=$(FUZZ_HTTP_EXAMPLES) $(BIN)/python -m pytest -q -s \
+		tests/cluster/test_fuzz_http.py || status=1; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

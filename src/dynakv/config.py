@@ -6,6 +6,7 @@ Nothing reads the environment after start-up; the core receives this object.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -143,6 +144,16 @@ class NodeConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # Limits against careless and hostile clients (runtime/limits.py), on each of the node,
+    # HTTP and RESP ports: connections beyond max_connections are closed at once; a client
+    # connection silent for idle_timeout s with nothing in flight is closed (0: never); one
+    # whose request takes more than request_read_timeout s to arrive whole is cut off (a
+    # slowloris); a client with max_inflight_per_connection requests unanswered is not read
+    # from until some are answered.
+    max_connections: int = 4096
+    idle_timeout: float = 300.0
+    request_read_timeout: float = 30.0
+    max_inflight_per_connection: int = 1024
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -175,6 +186,12 @@ class NodeConfig:
             raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
         if not 1 <= self.max_value_bytes <= MAX_VALUE_LIMIT:
             raise ValueError(f"max_value_bytes must be between 1 and {MAX_VALUE_LIMIT}")
+        if self.max_connections < 1 or self.max_inflight_per_connection < 1:
+            raise ValueError("max_connections and max_inflight_per_connection must be at least 1")
+        if self.idle_timeout < 0 or self.request_read_timeout <= 0:
+            raise ValueError(
+                "idle_timeout must be 0 (never) or more, request_read_timeout more than 0 (s)"
+            )
         if DEFAULT in self.buckets:
             raise ValueError(f"[buckets.{DEFAULT}] names the default type: use [defaults]")
 
@@ -214,6 +231,10 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
                 raw = tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+        except RecursionError:  # tomllib recurses once per nested array or inline table
+            raise ValueError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
+        except UnicodeDecodeError as exc:  # tomllib.load decodes the bytes first
+            raise ValueError(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from None
         try:
             raw = _checked(raw)
             config = NodeConfig(**raw)
@@ -228,7 +249,12 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     if secret_file and config.security.cluster_secret_file is None:
         security = replace(config.security, cluster_secret_file=secret_file)
         config = replace(config, security=security)
-    return with_resp_bucket(config)
+    try:
+        return with_resp_bucket(config)
+    except ValueError as exc:
+        if path is None or "resp_bucket" in changes:
+            raise
+        raise ValueError(f"{path}: {exc}") from exc  # the file's resp_bucket
 
 
 def _checked(raw: dict[str, Any]) -> dict[str, Any]:
@@ -292,8 +318,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if isinstance(value, bool):  # TOML's true is no number
         return False
-    if hint is float:
-        return isinstance(value, int | float)
+    if hint is float:  # nan and inf are TOML floats, but no duration or threshold
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
     return isinstance(value, hint)
 
 

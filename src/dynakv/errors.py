@@ -32,6 +32,13 @@ class ValueTooLarge(InvalidRequest):
     status = 413
 
 
+class RequestTimeout(InvalidRequest):
+    """A request that did not arrive whole within the node's request_read_timeout."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class NotFound(DynakvError):
     code = "not_found"
     status = 404

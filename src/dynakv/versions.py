@@ -381,6 +381,8 @@ def decode_context(text: str) -> VersionVector:
         ) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"invalid context: not msgpack ({exc})") from exc
+    except UnicodeDecodeError as exc:  # msgspec lets a string of bad UTF-8 through as this
+        raise InvalidRequest(f"invalid context: an actor id is not UTF-8 ({exc.reason})") from exc
     previous = None
     for actor, counter in vv:
         if counter < 1:

@@ -26,6 +26,7 @@ from dynakv.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    RequestTimeout,
     Unavailable,
     ValueTooLarge,
 )
@@ -41,10 +42,12 @@ from dynakv.messages import (
     RepairResult,
     TransferBatch,
 )
-from dynakv.runtime.addr import split_addr
+from dynakv.runtime import openapi
 from dynakv.runtime.console import Console
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.http_auth import authentication
+from dynakv.runtime.http_limits import listen, runner_options, unread_body_too_large
+from dynakv.runtime.limits import PortGuard
 from dynakv.runtime.metrics import consistency_label
 
 CONTEXT_HEADER = "X-Dynakv-Context"
@@ -138,11 +141,18 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise ValueTooLarge(f"value is {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise ValueTooLarge(f"value exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    seconds = request.app[SERVER_KEY].config.request_read_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise ValueTooLarge(f"value exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body did not arrive whole within request_read_timeout ({seconds} s)"
+        ) from None
     return b"".join(chunks)
 
 
@@ -361,7 +371,15 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except DynakvError as exc:
-        return error_response(exc)
+        response = error_response(exc)
+        if unread_body_too_large(request) or isinstance(exc, RequestTimeout):
+            # Refused before its body was read: answer, then close, rather than let aiohttp
+            # read and drop the rest of it first.
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -379,6 +397,10 @@ async def _bad_kv_path(request: web.Request) -> web.StreamResponse:
         f"path must be /v1/kv/{{bucket}}/{{key}} with a non-empty bucket and key "
         f"(or GET /v1/kv/{{bucket}}?list=keys), got {request.path}"
     )
+
+
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi.document())
 
 
 def build_app(server: ServerApi) -> web.Application:
@@ -401,6 +423,7 @@ def build_app(server: ServerApi) -> web.Application:
     app.router.add_post("/v1/repair", api.repair)
     app.router.add_get("/metrics", api.metrics)
     Console(server).add_routes(app)  # /, /console/{file}, /v1/console, /v1/console/node
+    app.router.add_get("/openapi.json", _openapi)
     return app
 
 
@@ -425,18 +448,24 @@ class HttpFrontend:
     def __init__(self, server: ServerApi) -> None:
         self.server = server
         self._runner: web.AppRunner | None = None
+        self._tcp: asyncio.AbstractServer | None = None
+        self._guard: PortGuard | None = None
 
     async def start(self) -> None:
         server_log = _ServerLog(logging.getLogger("aiohttp.server"), {})
-        runner = web.AppRunner(build_app(self.server), access_log=None, logger=server_log)
+        config = self.server.config
+        runner = web.AppRunner(
+            build_app(self.server), access_log=None, logger=server_log, **runner_options(config)
+        )
         await runner.setup()
         self._runner = runner
-        host, port = split_addr(self.server.config.http_addr)
-        context = tls.server_context(self.server.config.security)
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
-        await site.start()
+        context = tls.server_context(config.security)
+        self._tcp, self._guard = await listen(runner, config, self.server.metrics, context)
 
     async def stop(self) -> None:
         """Close the listener; aiohttp lets the requests in flight finish first."""
+        if self._tcp is not None:
+            self._tcp.close()
+            self._guard.stop()
         if self._runner is not None:
             await self._runner.cleanup()

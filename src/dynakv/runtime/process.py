@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -98,6 +99,25 @@ async def serve(config: NodeConfig, join: str | None = None) -> int:
     return server.exit_status
 
 
+def raise_open_files_limit(config: NodeConfig) -> None:
+    """Let the process open what max_connections allows on its three ports: the soft limit
+    of open files up to the hard one (as Redis does for maxclients); a warning if short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 3 * config.max_connections + 256  # and peers, LMDB, logs
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            logging.getLogger("dynakv").warning(
+                "open_files_limit limit=%d wanted=%d: lower max_connections or raise the "
+                "hard limit (ulimit -Hn)",
+                raised,
+                wanted,
+            )
+
+
 def run(config: NodeConfig, join: str | None = None) -> int:
     """`dynakv serve`: log to stderr (in the config's format, from its level), raise the
     collector's young threshold, keep large buffers in the heap (allocator.py), serve on
@@ -107,6 +127,7 @@ def run(config: NodeConfig, join: str | None = None) -> int:
 
     logs.configure(config.name, config.log_level, config.log_format)
     allocator.tune()
+    raise_open_files_limit(config)
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
     return uvloop.run(serve(config, join))

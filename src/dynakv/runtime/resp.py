@@ -41,10 +41,11 @@ from urllib.parse import quote
 
 from dynakv import tls
 from dynakv.errors import ValueTooLarge
-from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
+from dynakv.messages import MAX_FRAME_BYTES, ClientGet, ClientPut, ErrorReply, GetResult, Message
 from dynakv.runtime import resp_auth
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.frontend import ServerApi
+from dynakv.runtime.limits import Activity, PortGuard
 from dynakv.runtime.metrics import consistency_label
 from dynakv.runtime.resp_commands import COMMANDS, reply_error
 from dynakv.runtime.resp_protocol import (
@@ -58,7 +59,11 @@ from dynakv.runtime.resp_protocol import (
 
 log = logging.getLogger("dynakv")
 
-MAX_PENDING = 1024  # commands of one connection in flight before it stops reading
+# A command whose bulk string is this much above the value limit is not skipped (read and
+# dropped) but refused at once, and the connection closed: no 100 MB body is read to say no.
+MAX_SKIP = 32 << 20
+# The most bytes of one command held while it arrives (Redis's client-query-buffer-limit).
+MAX_QUERY_BUFFER = MAX_FRAME_BYTES
 SWEEP_INTERVAL = 1.0
 STOP_POLL = 0.01  # seconds between looks at the replies still due, when stopping
 
@@ -114,6 +119,7 @@ class RespConnection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._oversized: Oversized | None = None  # a command being dropped as it arrives
+        self.commands = 0  # commands received whole (limits.Activity.requests)
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -145,16 +151,23 @@ class RespConnection(asyncio.Protocol):
         buffer += data
         offset = 0
         max_bulk = self.frontend.max_bulk()
+        limit = self.frontend.max_pending
+        held = False
         self._batch = True
         try:
             while not self._closing:
+                if len(self._replies) >= limit or self._write_paused:
+                    # At the in-flight limit (or a client not reading its replies) the rest
+                    # waits in the buffer, unparsed, and the socket is not read.
+                    held = True
+                    break
                 try:
                     if self._oversized is not None:
                         gone, offset = skip_oversized(buffer, offset, self._oversized)
                         if not gone:
                             break
-                        self._answer(error(self.frontend.too_large(self._oversized.length)))
                         self._oversized = None
+                        self.commands += 1
                         continue
                     args, offset = parse_command(buffer, offset, max_bulk)
                 except ProtocolError as exc:
@@ -162,10 +175,20 @@ class RespConnection(asyncio.Protocol):
                     self._closing = True
                     break
                 if isinstance(args, Oversized):
+                    # answered now, before its bytes arrive; a far larger one is not read
+                    self._answer(error(self.frontend.too_large(args.length)))
+                    if args.length > max_bulk + MAX_SKIP:
+                        self._closing = True
+                        break
                     self._oversized = args
                     continue
                 if args is None:
+                    if len(buffer) - offset > MAX_QUERY_BUFFER:
+                        text = f"Protocol error: a command of more than {MAX_QUERY_BUFFER} bytes"
+                        self._answer(error(text))
+                        self._closing = True
                     break
+                self.commands += 1
                 if args:
                     self._submit(args)
         except Exception:
@@ -179,6 +202,9 @@ class RespConnection(asyncio.Protocol):
         elif offset:
             del buffer[:offset]
         self._flush()
+        if held and not self._read_paused and not self.closed:
+            # the replies that held it went out at once (PINGs): parse the rest next turn
+            asyncio.get_running_loop().call_soon(self.data_received, b"")
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -285,13 +311,21 @@ class RespConnection(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         held = len(self._replies) + len(self._after_login)
-        pause = self._write_paused or held >= MAX_PENDING or self.frontend.stopping
+        limit = self.frontend.max_pending
+        pause = self._write_paused or held >= limit or self.frontend.stopping
         if pause and not self._read_paused:
             self._read_paused = True
             self.transport.pause_reading()
-        elif not pause and self._read_paused and len(self._replies) < MAX_PENDING // 2:
+        elif not pause and self._read_paused and len(self._replies) < max(1, limit // 2):
             self._read_paused = False
             self.transport.resume_reading()
+            if self._buffer:  # commands that waited, unparsed: on the next turn
+                asyncio.get_running_loop().call_soon(self.data_received, b"")
+
+    def activity(self) -> Activity:
+        """What the port's guard needs to time this connection out."""
+        partial = (bool(self._buffer) or self._oversized is not None) and not self._read_paused
+        return Activity(False, bool(self._replies), partial, self.commands)
 
     def logged_in(self) -> None:
         """The AUTH under way is answered: run the commands that came after it."""
@@ -383,6 +417,9 @@ class RespFrontend:
         self.port = 0
         self.stopping = False  # no more reading: the commands in flight are being answered
         self._ids = 0
+        # commands of one connection in flight before it stops reading
+        self.max_pending = config.max_inflight_per_connection
+        self.guard = PortGuard("resp", config, server.metrics, RespConnection.activity)
         self._tcp: asyncio.AbstractServer | None = None
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -417,9 +454,10 @@ class RespFrontend:
         host, port = split_addr(addr)
         loop = asyncio.get_running_loop()
         self._tcp = await loop.create_server(
-            lambda: RespConnection(self), host, port, reuse_address=True,
+            self.guard.factory(lambda: RespConnection(self)), host, port, reuse_address=True,
             ssl=tls.server_context(self.server.config.security),
         )  # fmt: skip
+        self.guard.start()
         self.port = port
         self._sweep = loop.call_later(SWEEP_INTERVAL, self._expire)
         log.info("resp_started addr=%s bucket=%s", addr, self.bucket)
@@ -438,6 +476,7 @@ class RespFrontend:
         """Stop accepting and reading; write the replies of the commands in flight (for as
         long as the sweep lets a command wait), then close every connection."""
         self.stopping = True
+        self.guard.stop()
         if self._tcp is not None:
             self._tcp.close()
         for conn in list(self.connections):

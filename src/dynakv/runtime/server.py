@@ -56,6 +56,7 @@ from dynakv.messages import (
 from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.gatekeeper import Gatekeeper, without_secrets
+from dynakv.runtime.limits import PortGuard
 from dynakv.runtime.metrics import Metrics, consistency_label
 from dynakv.runtime.peer_gate import PeerGate, warn_if_open
 from dynakv.runtime.peers import PeerLinks
@@ -123,6 +124,7 @@ class Server:
         self._batch_rids = itertools.count(-1, -1)
         self._inflight: dict[tuple[str, int], tuple[str, str, float]] = {}
         self._tcp_server: asyncio.AbstractServer | None = None
+        self.guard = PortGuard("node", config, self.metrics, FrameConnection.activity)
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()  # it left the cluster, or its storage failed
         # A commit failed: requests sent before it (ungated) may carry dots that are not on
@@ -146,9 +148,15 @@ class Server:
         if isinstance(self.engine, PipelinedEngine):
             self.engine.bind(self.loop.call_soon_threadsafe)
         host, port = split_addr(self.config.node_addr)
+        limit = self.config.max_inflight_per_connection
         self._tcp_server = await self.loop.create_server(
-            lambda: FrameConnection(self), host, port, reuse_address=True, ssl=self._tls
+            self.guard.factory(lambda: FrameConnection(self, max_inflight=limit)),
+            host,
+            port,
+            reuse_address=True,
+            ssl=self._tls,
         )
+        self.guard.start()
 
     def begin(self) -> None:
         """Start the node: join or found a cluster, timers, gossip."""
@@ -184,6 +192,7 @@ class Server:
             handle.cancel()
         if self._tcp_server is not None:
             self._tcp_server.close()
+        self.guard.stop()
         self.links.abort_all()
         if not failed:
             self.node.shutdown()
@@ -388,6 +397,7 @@ class Server:
                 op, level = ("delete" if message.delete else "put"), message.w  # type: ignore[union-attr]
             started = (op, consistency_label(level), time.perf_counter())
             self._inflight[(source, message.rid)] = started
+            conn.request_started(message.rid)
         self.dispatch(Received(source, message))
 
     def _refused(self, conn: FrameConnection, message: Message) -> bool:

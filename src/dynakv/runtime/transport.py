@@ -13,6 +13,7 @@ import logging
 from typing import Protocol, cast
 
 from dynakv.messages import MAX_FRAME_BYTES, Message, encode
+from dynakv.runtime.limits import Activity
 
 _connection_ids = itertools.count(1)
 log = logging.getLogger("dynakv")
@@ -38,7 +39,9 @@ def frame(message: Message) -> bytes:
 class FrameConnection(asyncio.Protocol):
     """One TCP connection carrying frames; `peer` is set once a Hello names the other node."""
 
-    def __init__(self, handler: FrameHandler, outbound_to: str | None = None) -> None:
+    def __init__(
+        self, handler: FrameHandler, outbound_to: str | None = None, max_inflight: int = 0
+    ) -> None:
         self.handler = handler
         self.id = next(_connection_ids)
         self.token = f"#c{self.id}"
@@ -53,6 +56,15 @@ class FrameConnection(asyncio.Protocol):
         self._outbox: list[bytes] = []
         self._outbox_large = False  # a frame in the outbox is written without joining
         self._close_after_flush = False
+        # A client's requests unanswered, by rid (a count: a client may repeat a rid); at
+        # max_inflight the connection is not read until replies go out (back-pressure).
+        self.max_inflight = max_inflight
+        self._inflight: dict[int, int] = {}
+        self._inflight_count = 0
+        self._held = False  # at max_inflight
+        self._read_paused = False  # held or write-paused: frames wait in _chunks, unread
+        self._write_paused = False
+        self.frames = 0  # frames received whole (limits.Activity.requests)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,7 +88,7 @@ class FrameConnection(asyncio.Protocol):
         view = memoryview(data)
         offset = 0
         end = len(data)
-        while end - offset >= LENGTH and not self.closed:
+        while end - offset >= LENGTH and not self.closed and not self._read_paused:
             length = int.from_bytes(data[offset : offset + LENGTH], "big")
             if length > MAX_FRAME_BYTES:
                 self.handler.on_bad_length(self, length)
@@ -85,6 +97,7 @@ class FrameConnection(asyncio.Protocol):
             if end - start < length:
                 break
             offset = start + length
+            self.frames += 1
             try:
                 self.handler.on_frame(
                     self, data[start:offset] if length < VIEW_FROM else view[start:offset]
@@ -107,11 +120,71 @@ class FrameConnection(asyncio.Protocol):
         self.closed = True
         self.handler.on_close(self)
 
+    def pause_writing(self) -> None:
+        # A client that does not read its replies is not read from either, so they cannot
+        # pile up here. Never a peer's link: two nodes each waiting for the other to read
+        # would stop both.
+        if self.peer is None and self.outbound_to is None:
+            self._write_paused = True
+            self._update_reading()
+
+    def resume_writing(self) -> None:
+        if self._write_paused:
+            self._write_paused = False
+            self._update_reading()
+
+    # --- back-pressure and limits ---------------------------------------------------------
+    def request_started(self, rid: int) -> None:
+        """A client's request (its rid) is in flight until a reply with that rid is sent."""
+        if not self.max_inflight:
+            return
+        self._inflight[rid] = self._inflight.get(rid, 0) + 1
+        self._inflight_count += 1
+        if self._inflight_count >= self.max_inflight:
+            self._held = True
+            self._update_reading()
+
+    def _answered(self, rid: int) -> None:
+        count = self._inflight.get(rid)
+        if count is None:
+            return
+        if count > 1:
+            self._inflight[rid] = count - 1
+        else:
+            del self._inflight[rid]
+        self._inflight_count -= 1
+        if self._held and self._inflight_count < self.max_inflight:
+            self._held = False
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self.closed:
+            return
+        pause = self._held or self._write_paused
+        if pause != self._read_paused:
+            self._read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+                if self._chunks:  # frames that arrived meanwhile: parse them next turn
+                    asyncio.get_running_loop().call_soon(self.data_received, b"")
+
+    def activity(self) -> Activity:
+        """What the port's guard needs to time this connection out (a peer's link: never)."""
+        exempt = self.peer is not None or self.outbound_to is not None
+        partial = bool(self._chunks) and not self._read_paused
+        return Activity(exempt, self._inflight_count > 0, partial, self.frames)
+
     # --- sending ---------------------------------------------------------------------------
     def send(self, message: Message) -> None:
         """Queue a frame; it is written at the end of this loop turn (after the commit)."""
         if self.closed:
             return
+        if self._inflight_count:
+            rid = getattr(message, "rid", None)
+            if rid is not None:
+                self._answered(rid)
         payload = encode(message)
         if len(payload) < VIEW_FROM:
             self._outbox.append(len(payload).to_bytes(LENGTH, "big") + payload)
