@@ -18,14 +18,24 @@ Pending = list[tuple[bytes, bytes | None]]  # (key, value or None: deleted), sor
 
 
 class _Generation:
-    """One epoch's writes: the newest value per slot, and each table's keys sorted."""
+    """One epoch's writes: the newest value per slot, and each table's keys, sorted when a
+    scan needs them (a sorted run plus a tail sorts in about the tail's time, where keeping
+    them sorted cost a list insertion per write on the commit path)."""
 
-    __slots__ = ("keys", "meta", "writes")
+    __slots__ = ("keys", "meta", "unsorted", "writes")
 
     def __init__(self) -> None:
         self.writes: dict[Slot, bytes | None] = {}
         self.meta: dict[str, bytes] = {}
         self.keys: dict[str, list[bytes]] = {}
+        self.unsorted: set[str] = set()  # tables whose keys were appended to since sorted
+
+    def sorted_keys(self, table: str) -> list[bytes]:
+        keys = self.keys.get(table, [])
+        if table in self.unsorted:
+            keys.sort()
+            self.unsorted.discard(table)
+        return keys
 
 
 class LoggedWrites:
@@ -48,8 +58,9 @@ class LoggedWrites:
             generation = self._generations[epoch] = _Generation()
         held = generation.writes
         for slot, value in writes.items():
-            if slot not in held:  # sorted keys: a scan takes its range, not every write
-                bisect.insort(generation.keys.setdefault(slot[0], []), slot[1])
+            if slot not in held:
+                generation.keys.setdefault(slot[0], []).append(slot[1])
+                generation.unsorted.add(slot[0])
             held[slot] = value
         generation.meta.update(meta)
 
@@ -79,7 +90,7 @@ class LoggedWrites:
     ) -> None:
         """Put the newest write of each key in [start, end) of `table` into `into`."""
         for generation in self._generations.values():  # oldest first: newer ones overwrite
-            keys = generation.keys.get(table)
+            keys = generation.sorted_keys(table)  # a scan takes its range, not every write
             if not keys:
                 continue
             lo = bisect.bisect_left(keys, start)
