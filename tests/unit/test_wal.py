@@ -139,7 +139,9 @@ def test_checkpoints_when_the_segment_is_full_or_after_checkpoint_writes(tmp_pat
     eng.close()
 
     eng = open_wal(tmp_path / "w", checkpoint_writes=10)
-    write_batches(eng, 0, 12)  # 3 writes per commit: a checkpoint every fourth commit
+    for b in range(12):  # 3 writes per commit: a checkpoint every fourth commit...
+        write_batches(eng, b, b + 1)
+        eng._checkpointer.wait_for(eng._epoch)  # ...when the one before it is done by then
     assert eng.checkpoints == 1 + 3
     eng.close()
 

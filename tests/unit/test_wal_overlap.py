@@ -80,13 +80,13 @@ def hold_checkpointer(eng: WalEngine, point: str) -> Hold:
     return hold
 
 
-def open_wal(path: Path) -> WalEngine:
-    return WalEngine(path, MAP, checkpoint_writes=6)
+def open_wal(path: Path, segment_bytes: int = 16 << 20) -> WalEngine:
+    return WalEngine(path, MAP, segment_bytes, checkpoint_writes=6)
 
 
-def held_checkpoint(path: Path) -> tuple[WalEngine, Hold]:
+def held_checkpoint(path: Path, segment_bytes: int = 16 << 20) -> tuple[WalEngine, Hold]:
     """A WalEngine at `path` whose checkpoint of keys 0-5 (b"v") is held before its commit."""
-    eng = open_wal(path)
+    eng = open_wal(path, segment_bytes)
     hold = hold_checkpointer(eng, "before_commit")
     for i in range(6):
         eng.put(key(i), b"v")
@@ -216,32 +216,39 @@ def test_a_torn_record_after_a_checkpoint_ends_only_its_own_segment(tmp_path: Pa
         eng.close()
 
 
-def test_the_log_waits_for_a_checkpoint_only_when_the_next_one_is_due(tmp_path: Path) -> None:
+def test_a_checkpoint_due_during_another_waits_and_only_a_full_segment_stops_the_log(
+    tmp_path: Path,
+) -> None:
     """Two checkpoints are never in flight: the segment the next epoch would overwrite still
-    holds records LMDB lacks until the earlier checkpoint is synced."""
-    eng, hold = held_checkpoint(tmp_path)
-    eng.put(key(10), b"a")
-    eng.commit()  # goes on: logged to the other segment
+    holds records LMDB lacks until the earlier checkpoint is synced. So a checkpoint due
+    meanwhile is put off, the log going on in its segment, until that segment is full."""
+    eng, hold = held_checkpoint(tmp_path, segment_bytes=2048)
+    started = eng.checkpoints
+    for b in range(3):  # 9 writes: a checkpoint is due, and put off
+        for i in range(3):
+            eng.put(key(10 + b * 3 + i), b"a")
+        eng.commit()
+    assert eng.checkpoints == started and eng._offset > 0
     done = threading.Event()
 
-    def fill_the_epoch() -> None:
-        for i in range(11, 16):
+    def fill_the_segment() -> None:
+        for i in range(20, 200):  # ~40 bytes a record: the 2 KiB segment fills
             eng.put(key(i), b"b")
-        eng.commit()  # 6 writes in this epoch: the next checkpoint is due, and waits
+            eng.commit()
         done.set()
 
-    writer = threading.Thread(target=fill_the_epoch)
+    writer = threading.Thread(target=fill_the_segment)
     writer.start()
     try:
-        assert not done.wait(0.5)  # not a timing claim: it cannot finish while held
+        assert not done.wait(1)  # not a timing claim: it cannot finish while held
     finally:
         hold.released.set()
         writer.join(30)
-    assert done.is_set()
+    assert done.is_set() and eng.checkpoints > started
     eng.crash()
-    eng = open_wal(tmp_path)
+    eng = open_wal(tmp_path, segment_bytes=2048)
     try:
-        assert eng.count() == 12
+        assert eng.count() == 6 + 9 + 180
     finally:
         eng.close()
 

@@ -4,14 +4,15 @@ with LMDB's checkpoints off the commit path.
 `commit()` appends the commit's writes to the log as one record and fdatasyncs it: that makes
 them durable, and `commit()` returns. It then hands the batch to a checkpointer thread
 (wal_checkpointer.py), which owns LMDB's one write transaction, applies the batch to it, and
-at each checkpoint commits it, synced. A checkpoint starts every `checkpoint_writes` writes
-(which bound the transaction's dirty pages in memory) or when the segment is full, and it runs
+at each checkpoint commits it, synced. A checkpoint is due after `checkpoint_writes` writes
+(which bound the transaction's dirty pages in memory) or half a segment of log, and it runs
 while the log goes on: the commits meanwhile go to the other segment, are acknowledged after
 their own fdatasync, and are applied to the next transaction once the checkpoint's commit
-returns. Until a checkpoint holds them, batches are kept in memory (`LoggedWrites`, by epoch)
-and laid over LMDB's committed snapshot for reads and scans, after the writes not yet
-committed; a finished checkpoint drops its epoch's batches, after which reads use a new
-snapshot.
+returns. A checkpoint due while the one before it still runs waits for it, and the log goes
+on in the same segment meanwhile; only a full segment makes a commit wait. Until a
+checkpoint holds them, batches are kept in memory (`LoggedWrites`, by epoch) and laid over
+LMDB's committed snapshot for reads and scans, after the writes not yet committed; a
+finished checkpoint drops its epoch's batches, after which reads use a new snapshot.
 
 Why LMDB is written only by synced commits of a transaction kept open, rather than committed
 without sync after each record: an unsynced LMDB commit writes tree pages and a meta page in
@@ -186,6 +187,14 @@ class WalEngine(Engine):
         self._since_checkpoint = 0
         self.checkpoints += 1
 
+    def _checkpoint_due(self) -> bool:
+        """Whether to start a checkpoint once the one before it is synced: the rest of the
+        segment is what the log may take meanwhile, before it has to wait for that one."""
+        return (
+            self._since_checkpoint >= self.checkpoint_writes
+            or self._offset * 2 >= self.segment_bytes
+        )
+
     def _take_pending(self) -> tuple[dict[tuple[str, bytes], bytes | None], dict[str, bytes]]:
         writes, meta = self._writes, self._meta
         self._writes, self._meta, self._pending_writes = {}, {}, 0
@@ -307,8 +316,8 @@ class WalEngine(Engine):
                 self._offset += len(record)
                 self._since_checkpoint += writes
                 self._checkpointer.apply(*self._take_pending())
-                if self._since_checkpoint >= self.checkpoint_writes:
-                    self._next_epoch()
+                if self._checkpoint_due() and self._checkpointer.stable >= self._epoch:
+                    self._next_epoch()  # without waiting: the checkpoint before is synced
         except (OSError, InternalError) as e:
             self._failed = e
             raise InternalError(f"commit failed: {e}") from e
