@@ -250,3 +250,28 @@ def test_a_full_map_fails_the_engine_and_a_larger_map_replays_every_commit(
         assert all(eng.get(key(i)) == value for i in range(committed))
     finally:
         eng.close()
+
+
+def test_a_log_of_the_one_segment_format_is_replayed_then_removed(tmp_path: Path) -> None:
+    """A WalEngine killed before the upgrade to two segments left its tail in wal.log, as
+    records of the epoch LMDB holds from offset 0: they are replayed, then the file goes."""
+    eng = open_wal(tmp_path)
+    eng.put(key(0), b"checkpointed")
+    eng.close()
+    lmdb_engine = LmdbEngine(tmp_path, "fsync", map_size=MAP)
+    epoch = int(lmdb_engine.meta_get("_wal_epoch") or b"")
+    lmdb_engine.close()
+    records = [
+        encode_record(epoch, [(1, key(1), b"logged"), (2, key(0), b"")]),
+        encode_record(epoch, [(1, key(2), b"logged too")]),
+        encode_record(epoch - 1, [(1, key(3), b"stale")]),  # an older epoch ends the log
+    ]
+    (tmp_path / "wal.log").write_bytes(b"".join(records))
+    eng = open_wal(tmp_path)
+    try:
+        assert eng.replayed == 2
+        assert eng.get(key(0)) is None and eng.get(key(1)) == b"logged"
+        assert eng.get(key(2)) == b"logged too" and eng.get(key(3)) is None
+        assert not (tmp_path / "wal.log").exists()
+    finally:
+        eng.close()

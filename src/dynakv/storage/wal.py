@@ -57,13 +57,15 @@ checkpointer (a full map, say): LMDB then drops its transaction. Every later cal
 
 A directory a `WalEngine` closed cleanly is a plain LMDB environment whose log holds nothing
 to replay; an `LmdbEngine` opens it. After a crash, only a `WalEngine` knows about the log.
+A ``wal.log`` left by the earlier one-segment format (records of the epoch LMDB holds, from
+offset 0, the same record format) is replayed first at open, then removed.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from dynakv.errors import InternalError
 from dynakv.storage.engine import (
@@ -93,7 +95,9 @@ from dynakv.storage.wal_log import (
     decode_writes,
     encode_record,
     encode_writes,
+    legacy_records,
     record_size,
+    remove_legacy,
 )
 
 DEFAULT_SEGMENT_BYTES = 16 << 20
@@ -143,20 +147,22 @@ class WalEngine(Engine):
             raise
         try:
             stable = int(self.inner.meta_get(EPOCH_META) or b"0")
-            self._replay(stable)
-            self._replay(stable + 1)
+            self._replay(legacy_records(self.path, stable))  # before the segments: older
+            self._replay(self._log.records(stable))
+            self._replay(self._log.records(stable + 1))
             self._epoch = stable + 2  # never stable + 1 again: see the module docstring, (4)
             self.inner.meta_put(EPOCH_META, b"%d" % self._epoch)
             self.inner.commit()  # synced; on this thread, before the checkpointer starts
             self.checkpoints += 1
+            remove_legacy(self.path)
         except BaseException:
             self._log.close()
             self.inner.abandon()
             raise
         self._checkpointer = Checkpointer(self.inner, self._epoch)
 
-    def _replay(self, epoch: int) -> None:
-        for payload in self._log.records(epoch):
+    def _replay(self, payloads: Iterable[bytes]) -> None:
+        for payload in payloads:
             for op, key, value in decode_writes(payload):
                 table: Table = HINTS if op & HINTS_FLAG else OBJECTS
                 kind = op & ~HINTS_FLAG

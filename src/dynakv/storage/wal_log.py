@@ -5,6 +5,7 @@ Pure format and file I/O: it knows nothing of LMDB or of when a checkpoint happe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -14,6 +15,7 @@ from dynakv.errors import InternalError
 from dynakv.storage.engine import HINTS
 
 SEGMENT_NAMES = ("wal.0.log", "wal.1.log")  # epoch E's records go to SEGMENT_NAMES[E % 2]
+LEGACY_NAME = "wal.log"  # the one segment of the earlier format: replayed at open, then removed
 EPOCH_META = "_wal_epoch"  # reserved metadata name: the epoch of the records to replay first
 HEADER = struct.Struct("<IIQ")  # payload length, CRC-32, epoch
 CRC_FIELDS = struct.Struct("<IQ")  # length and epoch, covered by the CRC before the payload
@@ -96,6 +98,25 @@ def read_log(fd: int, epoch: int, limit: int) -> Iterator[tuple[int, bytes]]:
             return
         yield end, payload
         offset = end
+
+
+def legacy_records(directory: str, epoch: int) -> list[bytes]:
+    """The payloads of the records of `epoch` in a log of the one-segment format (the same
+    records, from offset 0), which a WalEngine killed before an upgrade leaves behind."""
+    try:
+        fd = os.open(os.path.join(directory, LEGACY_NAME), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        return [payload for _, payload in read_log(fd, epoch, os.fstat(fd).st_size)]
+    finally:
+        os.close(fd)
+
+
+def remove_legacy(directory: str) -> None:
+    """Remove the one-segment log, once LMDB holds its records (synced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(directory, LEGACY_NAME))
 
 
 class Segments:
