@@ -27,16 +27,19 @@ before the next starts (the "ack"):
 - ``wal-txn``: the same log, with the batch put into one LMDB write transaction that stays
   open between checkpoints (reads go through it) and is committed, synced, at a checkpoint:
   the overlay is LMDB's own dirty pages.
-- ``wal-engine``: `dynakv.storage.wal.WalEngine`, which is ``wal-txn`` built properly (its
-  segment is `--checkpoint-mib`; a commit over 256 KiB is made durable by a checkpoint).
+- ``wal-engine``: `dynakv.storage.wal.WalEngine`: the same log, with LMDB's write transaction
+  on a checkpointer thread that applies the batches and commits at checkpoints while the log
+  goes on (its segment is `--checkpoint-mib`; a commit over 256 KiB is made durable by a
+  checkpoint, which it waits for).
 - ``rocksdb``: RocksDB through `rocksdict` (raw mode, default column family, default options:
   its write-ahead log on), one `WriteBatch` per batch written with ``WriteOptions.sync =
   True``.
 
 Every timed phase ends with the work each store still owes the disk: a final checkpoint for
 ``wal`` and ``wal-overlay``, a memtable flush for ``rocksdb`` (compactions it would run later
-are not counted). Per configuration it reports the batch's wall time (median and p99, without
-that final step), and per put the wall time and the process's CPU, user and system, from
+are not counted). Per configuration it reports the batch's wall time (median, p99, p99.9 and
+max, without that final step: a checkpoint that stalls the batches behind it shows in the
+tail), and per put the wall time and the process's CPU, user and system, from
 `getrusage` (all threads: RocksDB's background threads count), including the final step.
 Then `--reads` reads of recently written keys, before that final step (so the ``wal-overlay``
 and ``rocksdb`` reads hit their in-memory tables): wall and CPU per read.
@@ -416,6 +419,8 @@ def measure(
         "batches": batches,
         "batch_p50_ms": statistics.median(times) * 1e3,
         "batch_p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3,
+        "batch_p999_ms": times[min(len(times) - 1, int(len(times) * 0.999))] * 1e3,
+        "batch_max_ms": times[-1] * 1e3,
         "put_wall_us": ((wall1 - wall0) + (f1 - f0)) / puts * us,
         "put_user_us": ((user1 - user0) + (f_user1 - f_user0)) / puts * us,
         "put_sys_us": ((sys1 - sys0) + (f_sys1 - f_sys0)) / puts * us,
@@ -476,10 +481,11 @@ def main() -> None:
         f"{args.checkpoint_mib} MiB; load average {os.getloadavg()}"
     )
     print(
-        "| value | batch | store | batch p50 ms | batch p99 ms | put wall µs | put CPU µs "
-        "(user + sys medians) | final step ms | read wall µs | read CPU µs |"
+        "| value | batch | store | batch p50 ms | batch p99 ms | batch p99.9 ms | batch max ms "
+        "| put wall µs | put CPU µs (user + sys medians) | final step ms | read wall µs "
+        "| read CPU µs |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for batch, size, _, _ in configs:
         for name in args.stores:
             rows = [
@@ -497,7 +503,8 @@ def main() -> None:
             user, sys_ = med("put_user_us"), med("put_sys_us")
             print(
                 f"| {size} | {batch} | {name} | {med('batch_p50_ms'):.2f} | "
-                f"{med('batch_p99_ms'):.2f} | {med('put_wall_us'):.0f} | "
+                f"{med('batch_p99_ms'):.2f} | {med('batch_p999_ms'):.2f} | "
+                f"{med('batch_max_ms'):.2f} | {med('put_wall_us'):.0f} | "
                 f"{total:.0f} ({user:.0f} + {sys_:.0f}) | {med('finish_ms'):.0f} | "
                 f"{med('read_wall_us'):.2f} | {med('read_cpu_us'):.2f} |"
             )

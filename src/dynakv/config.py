@@ -106,7 +106,7 @@ class NodeConfig:
     # fsync: fewer, larger commits cost less CPU per write (benchmarks/README.md), and a
     # write waits up to this much longer for its acknowledgement. 0: commit at once.
     commit_interval: float = 0.005
-    # "wal": LMDB behind a write-ahead log (storage/wal.py), committed on the writer thread
+    # "wal": LMDB behind a write-ahead log (storage/wal.py), logged on the writer thread
     engine: Literal["lmdb", "wal", "memory"] = "lmdb"
     gossip_interval: float = 1.0
     sweep_interval: float = 0.05  # how often pending requests are checked for their deadline

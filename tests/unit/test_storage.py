@@ -924,10 +924,11 @@ def test_pipelined_count_does_not_wait_for_a_commit_in_flight(tmp_path: Path) ->
 def test_pipelined_wal_logs_off_the_loop_and_reads_see_batches_logged_not_checkpointed(
     tmp_path: Path,
 ) -> None:
-    """Behind a PipelinedEngine a WalEngine's appends, fdatasyncs and checkpoints run on the
-    writer thread. A batch reported durable but not checkpointed is only in the log and the
-    writer's open transaction: reads must still see it, and once a checkpoint is reported
-    they must find it in LMDB, through a read snapshot renewed at that moment."""
+    """Behind a PipelinedEngine a WalEngine's appends and fdatasyncs run on the writer thread,
+    its checkpoints on its checkpointer thread. A batch reported durable but not checkpointed
+    is only in the log (and maybe the checkpointer's open transaction): reads must still see
+    it, and once a report says a checkpoint holds it they must find it in LMDB, through a
+    read snapshot renewed at that moment."""
     import queue as queue_module
     import threading
 
@@ -973,17 +974,23 @@ def test_pipelined_wal_logs_off_the_loop_and_reads_see_batches_logged_not_checkp
         assert engine.get(digest(9)) is None  # opens a read snapshot before the checkpoint
         for i in (4, 5, 6):
             engine.put(digest(i), b"%d" % i)
-        turn()  # 8 writes: a checkpoint
+        turn()  # 8 writes: a checkpoint starts, in the background
         assert wal.checkpoints == checkpoints + 1
-        assert not engine._logged and not engine._logged_meta  # all in LMDB now
-        assert engine.get(digest(2)) == b"two"  # through a renewed snapshot
+        checkpointed = wal._epoch  # LMDB holds every epoch below this once it is done
+        wal._checkpointer.wait_for(checkpointed)
+        assert engine._logged.epochs() == [checkpointed - 1]  # no report has said so yet
+        engine.put(digest(7), b"7")
+        turn()  # its report says so: the epoch checkpointed is dropped, the snapshot renewed
+        assert engine._logged.epochs() == [checkpointed]  # only the new batch
+        assert engine.lmdb.get_committed(digest(2)) == b"two"
+        assert engine.get(digest(2)) == b"two"
         assert engine.meta_get("x") == b"meta" and engine.get(digest(1)) is None
-        assert engine.count() == 5 and len(list(engine.scan(b"", b""))) == 5
+        assert engine.count() == 6 and len(list(engine.scan(b"", b""))) == 6
         assert threads and threading.get_ident() not in threads  # never on this thread
     finally:
         engine.close()
     reopened = LmdbEngine(tmp_path / "db", "fsync", map_size=SMALL_MAP)  # closed cleanly
     try:
-        assert reopened.count() == 5 and reopened.meta_get("x") == b"meta"
+        assert reopened.count() == 6 and reopened.meta_get("x") == b"meta"
     finally:
         reopened.close()

@@ -13,7 +13,8 @@ import pytest
 from dynakv.errors import InternalError
 from dynakv.storage import LmdbEngine
 from dynakv.storage import wal as wal_module
-from dynakv.storage.wal import HEADER, LOG_NAME, WalEngine, encode_record
+from dynakv.storage.wal import WalEngine
+from dynakv.storage.wal_log import HEADER, SEGMENT_NAMES, encode_record, segment_path
 
 MAP = 64 << 20
 
@@ -41,9 +42,9 @@ def write_batches(eng: WalEngine, first: int, last: int, per: int = 3) -> None:
 
 def crash_then_write_into_log(eng: WalEngine, record: bytes) -> None:
     """Crash `eng`, then put `record` where its next record would have gone."""
-    offset = eng._offset
+    offset, epoch = eng._offset, eng._epoch
     eng.crash()
-    fd = os.open(Path(eng.path) / LOG_NAME, os.O_RDWR)
+    fd = os.open(segment_path(eng.path, epoch), os.O_RDWR)
     try:
         os.pwrite(fd, record, offset)
     finally:
@@ -112,12 +113,12 @@ def test_records_of_an_older_epoch_are_never_replayed(tmp_path: Path) -> None:
     eng = open_wal(tmp_path)
     write_batches(eng, 0, 20)  # epoch E: 20 records
     eng.crash()
-    eng = open_wal(tmp_path)  # replays them, checkpoints: epoch E + 1 from offset 0
+    eng = open_wal(tmp_path)  # replays them, checkpoints: epoch E + 2 from offset 0
     assert eng.replayed == 20
     for j in range(3):
         eng.delete(key(j))  # batch 0 deleted, in the first record of the new epoch
     eng.commit()
-    eng.crash()  # the log: 1 record of E + 1, then 19 stale ones of E
+    eng.crash()  # segment E mod 2: 1 record of E + 2, then 19 stale ones of E
     eng = open_wal(tmp_path)
     try:
         assert eng.replayed == 1
@@ -130,14 +131,17 @@ def test_checkpoints_when_the_segment_is_full_or_after_checkpoint_writes(tmp_pat
     eng = open_wal(tmp_path, segment_bytes=1024)
     write_batches(eng, 0, 40)  # each record ~80 bytes: about 13 per segment
     assert eng.checkpoints >= 3
-    assert os.path.getsize(tmp_path / LOG_NAME) == 1024  # preallocated, never grown
+    for name in SEGMENT_NAMES:  # preallocated, never grown
+        assert os.path.getsize(tmp_path / name) == 1024
     eng.crash()
     eng = open_wal(tmp_path, segment_bytes=1024)
     assert batches_present(eng) == list(range(40))
     eng.close()
 
     eng = open_wal(tmp_path / "w", checkpoint_writes=10)
-    write_batches(eng, 0, 12)  # 3 writes per commit: a checkpoint every fourth commit
+    for b in range(12):  # 3 writes per commit: a checkpoint every fourth commit...
+        write_batches(eng, b, b + 1)
+        eng._checkpointer.wait_for(eng._epoch)  # ...when the one before it is done by then
     assert eng.checkpoints == 1 + 3
     eng.close()
 
@@ -244,5 +248,30 @@ def test_a_full_map_fails_the_engine_and_a_larger_map_replays_every_commit(
     try:
         assert eng.replayed > 0
         assert all(eng.get(key(i)) == value for i in range(committed))
+    finally:
+        eng.close()
+
+
+def test_a_log_of_the_one_segment_format_is_replayed_then_removed(tmp_path: Path) -> None:
+    """A WalEngine killed before the upgrade to two segments left its tail in wal.log, as
+    records of the epoch LMDB holds from offset 0: they are replayed, then the file goes."""
+    eng = open_wal(tmp_path)
+    eng.put(key(0), b"checkpointed")
+    eng.close()
+    lmdb_engine = LmdbEngine(tmp_path, "fsync", map_size=MAP)
+    epoch = int(lmdb_engine.meta_get("_wal_epoch") or b"")
+    lmdb_engine.close()
+    records = [
+        encode_record(epoch, [(1, key(1), b"logged"), (2, key(0), b"")]),
+        encode_record(epoch, [(1, key(2), b"logged too")]),
+        encode_record(epoch - 1, [(1, key(3), b"stale")]),  # an older epoch ends the log
+    ]
+    (tmp_path / "wal.log").write_bytes(b"".join(records))
+    eng = open_wal(tmp_path)
+    try:
+        assert eng.replayed == 2
+        assert eng.get(key(0)) is None and eng.get(key(1)) == b"logged"
+        assert eng.get(key(2)) == b"logged too" and eng.get(key(3)) is None
+        assert not (tmp_path / "wal.log").exists()
     finally:
         eng.close()

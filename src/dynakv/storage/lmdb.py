@@ -334,6 +334,10 @@ class LmdbEngine(Engine):
             self._closed = True
             self._env.close()
 
+    def rollback(self) -> None:
+        """Abort the open write transaction, if any (on the thread that began it)."""
+        self._abort()
+
     def abandon(self) -> None:
         """Close without committing: the open transaction and its writes are dropped, as a
         process kill would drop them (`WalEngine` after a failure, and tests)."""

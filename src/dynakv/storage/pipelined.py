@@ -12,21 +12,19 @@ second): they read LMDB in read-only transactions and lay over it the writes not
 reported, as they were when the scan started; counts likewise. Without `notify` (tests,
 start-up), `commit()` waits.
 
-Behind a `WalEngine` (``engine = "wal"``) the writer thread also does the log's work: per
-group it applies the batches to LMDB's long-lived write transaction and appends them to the
-log with one fdatasync (`WalEngine.commit`), and at a checkpoint it commits that transaction,
-synced. Only the writer thread ever touches that transaction (an LMDB write transaction
-belongs to the thread that began it). A batch reported durable but not yet checkpointed is
-in the log and in the open transaction, which the loop's read-only transactions cannot see;
-so reported batches are kept, merged into one dict (`_logged`, with each table's keys sorted
-for scans), until a report says a checkpoint holds them: then that dict is emptied and the
-loop's read snapshot renewed, in the same step, so that no read ever falls between the two.
-Behind an `LmdbEngine` every commit is a checkpoint and `_logged` stays empty.
+Behind a `WalEngine` (``engine = "wal"``) the writer thread does the log's work: per group
+it appends the batches to the log with one fdatasync (`WalEngine.commit`), and the
+WalEngine's checkpointer thread applies them to LMDB and checkpoints, in the background. A
+batch reported durable but not yet in a checkpoint is in the log only, which the loop's
+read-only transactions cannot see; so reported batches are kept by epoch (`_logged`, a
+`LoggedWrites`: each table's keys sorted for scans) until a report says a checkpoint holds
+their epoch: then those are dropped and the loop's read snapshot renewed, in the same step,
+so that no read ever falls between the two. Behind an `LmdbEngine` every commit is a
+checkpoint and `_logged` stays empty.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import queue
 import threading
@@ -48,6 +46,7 @@ from dynakv.storage.engine import (
     meta_key,
 )
 from dynakv.storage.lmdb import LmdbEngine
+from dynakv.storage.overlay import LoggedWrites, Pending, count_over, merge_scan, pending_range
 from dynakv.storage.wal import WalEngine
 
 Done = Callable[[BaseException | None], None]
@@ -64,9 +63,11 @@ class _Batch:
     committed: bool = False
     error: BaseException | None = None
     seq: int = 0  # 1, 2, ... in the order batches are handed over: what mark() names
-    # Set with `committed`: LMDB's committed snapshot holds this batch (and every earlier
-    # one). Always so behind an LmdbEngine; behind a WalEngine only after a checkpoint.
-    checkpointed: bool = False
+    # Set with `committed`: the epoch (checkpoint) the batch belongs to, and, read after its
+    # commit, the first epoch LMDB's committed snapshot may not hold yet. Behind an
+    # LmdbEngine each commit is an epoch of its own, committed: stable = epoch + 1.
+    epoch: int = 0
+    stable: int = 0
 
 
 class PipelinedEngine(Engine):
@@ -84,11 +85,10 @@ class PipelinedEngine(Engine):
         self._writes: dict[tuple[str, bytes], bytes | None] = {}
         self._meta: dict[str, bytes] = {}
         self._inflight: deque[_Batch] = deque()  # handed to the writer, not yet reported
-        # Reported but not yet in a checkpoint (WalEngine only): newest value per slot, and
-        # per table its keys sorted, for scans. Emptied when a checkpoint is reported.
-        self._logged: dict[tuple[str, bytes], bytes | None] = {}
-        self._logged_meta: dict[str, bytes] = {}
-        self._logged_keys: dict[str, list[bytes]] = {}
+        # Reported but not yet in a checkpoint (WalEngine only), by epoch; an epoch is
+        # dropped when a report says a checkpoint holds it.
+        self._logged = LoggedWrites()
+        self._stable = 0  # the highest `stable` reported: the loop's snapshot is at least that
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._notify: Callable[[Callable[[], None]], object] | None = None
         self._committed = threading.Condition()  # commit() waits on it for the writer
@@ -114,9 +114,8 @@ class PipelinedEngine(Engine):
         for batch in reversed(self._inflight):
             if slot in batch.writes:
                 return batch.writes[slot]
-        if slot in self._logged:
-            return self._logged[slot]
-        return self.lmdb.get_committed(key, table)
+        found, value = self._logged.get(slot)
+        return value if found else self.lmdb.get_committed(key, table)
 
     def meta_get(self, name: str) -> bytes | None:
         self._check_open()
@@ -126,9 +125,8 @@ class PipelinedEngine(Engine):
         for batch in reversed(self._inflight):
             if name in batch.meta:
                 return batch.meta[name]
-        if name in self._logged_meta:
-            return self._logged_meta[name]
-        return self.lmdb.meta_get_committed(name)
+        value = self._logged.meta_get(name)
+        return value if value is not None else self.lmdb.meta_get_committed(name)
 
     def scan(
         self, start: bytes, end: bytes, table: Table = OBJECTS
@@ -137,46 +135,14 @@ class PipelinedEngine(Engine):
         check_bound(end, "end")
         check_table(table)
         self._check_open()
-        return self._scan(start, end, table, self._overlay(start, end, table))
+        pending = self._overlay(start, end, table)
+        return merge_scan(self.lmdb.scan_committed(start, end, table), pending)
 
-    def _overlay(self, start: bytes, end: bytes, table: Table) -> list[tuple[bytes, bytes | None]]:
+    def _overlay(self, start: bytes, end: bytes, table: Table) -> Pending:
         """The writes of [start, end) not yet in LMDB's committed snapshot (not reported, or
         reported but not checkpointed), newest per key, sorted by key."""
-        newest: dict[bytes, bytes | None] = {}
-        keys = self._logged_keys.get(table)
-        if keys:  # sorted: only the range's keys, not every logged write, per scan
-            lo = bisect.bisect_left(keys, start)
-            hi = bisect.bisect_left(keys, end) if end else len(keys)
-            for key in keys[lo:hi]:
-                newest[key] = self._logged[(table, key)]
-        for writes in [*(batch.writes for batch in self._inflight), self._writes]:
-            for (in_table, key), value in writes.items():
-                if in_table == table and key >= start and (not end or key < end):
-                    newest[key] = value
-        return sorted(newest.items())
-
-    def _scan(
-        self, start: bytes, end: bytes, table: Table, overlay: list[tuple[bytes, bytes | None]]
-    ) -> Iterator[tuple[bytes, bytes]]:
-        # Merge the committed keys with the overlay (which wins; None: deleted). Writes made
-        # while iterating may or may not be seen, as the Engine contract allows.
-        i = 0
-        for key, value in self.lmdb.scan_committed(start, end, table):
-            while i < len(overlay) and overlay[i][0] < key:
-                pending_key, pending = overlay[i]
-                i += 1
-                if pending is not None:
-                    yield pending_key, pending
-            if i < len(overlay) and overlay[i][0] == key:
-                pending = overlay[i][1]
-                i += 1
-                if pending is not None:
-                    yield key, pending
-                continue
-            yield key, value
-        for pending_key, pending in overlay[i:]:
-            if pending is not None:
-                yield pending_key, pending
+        newer = [*(batch.writes for batch in self._inflight), self._writes]
+        return pending_range(self._logged, newer, table, start, end)
 
     def count(self, table: Table = OBJECTS) -> int:
         # Without waiting for the disk (status pages and RESP INFO call this on the loop):
@@ -184,9 +150,7 @@ class PipelinedEngine(Engine):
         # absent. Exact whichever of those batches the snapshot already holds.
         check_table(table)
         self._check_open()
-        overlay = self._overlay(b"", b"", table)
-        committed, present = self.lmdb.count_committed([key for key, _ in overlay], table)
-        return committed + sum((value is not None) - (key in present) for key, value in overlay)
+        return count_over(self.lmdb, self._overlay(b"", b"", table), table)
 
     # --- writes ----------------------------------------------------------------------------
     def put(self, key: bytes, value: bytes, table: Table = OBJECTS) -> None:
@@ -267,6 +231,7 @@ class PipelinedEngine(Engine):
 
     def _write_loop(self) -> None:
         last_start = float("-inf")
+        commits = 0  # behind an LmdbEngine: each commit is an epoch
         while True:
             first = self._queue.get()
             if first is None:
@@ -288,7 +253,6 @@ class PipelinedEngine(Engine):
                 batches.append(more)
             error: BaseException | None = None
             wal = self.inner if isinstance(self.inner, WalEngine) else None
-            checkpoints = wal.checkpoints if wal is not None else 0
             try:
                 for batch in batches:
                     for (table, key), value in batch.writes.items():
@@ -301,13 +265,15 @@ class PipelinedEngine(Engine):
                 self.inner.commit()
             except BaseException as exc:
                 error = exc
-            # Read before taking the lock: the loop must learn it with `committed`, or it
-            # could report a checkpointed batch as merely logged and keep it forever.
-            checkpointed = error is None and (wal is None or wal.checkpoints != checkpoints)
+            # Read before taking the lock: the loop must learn them with `committed`.
+            commits += 1
+            epoch, stable = (
+                (wal.logged_epoch, wal.stable_epoch) if wal is not None else (commits, commits + 1)
+            )
             with self._committed:
                 for batch in batches:
                     batch.error = error
-                    batch.checkpointed = checkpointed
+                    batch.epoch, batch.stable = epoch, stable
                     batch.committed = True
                 self._committed.notify_all()
             notify = self._notify
@@ -326,27 +292,19 @@ class PipelinedEngine(Engine):
         """On the owner's thread: run the callbacks of every committed batch, in order."""
         while self._inflight and self._inflight[0].committed:
             batch = self._inflight.popleft()
-            if batch.checkpointed:
-                self._checkpointed()
-            elif batch.error is None:
-                self._log(batch)
+            if batch.error is None:
+                if batch.epoch >= batch.stable:  # kept readable until a checkpoint holds it
+                    self._logged.add(batch.epoch, batch.writes, batch.meta)
+                if batch.stable > self._stable:
+                    self._checkpointed(batch.stable)
             self._finish(batch)
 
-    def _log(self, batch: _Batch) -> None:
-        """Keep a reported batch readable until a checkpoint puts it in LMDB's snapshot."""
-        logged = self._logged
-        for slot, value in batch.writes.items():
-            if slot not in logged:
-                bisect.insort(self._logged_keys.setdefault(slot[0], []), slot[1])
-            logged[slot] = value
-        self._logged_meta.update(batch.meta)
-
-    def _checkpointed(self) -> None:
-        """Every batch reported so far is in LMDB's committed snapshot: forget the logged
-        ones and, in the same step, end the read snapshot older than that checkpoint."""
+    def _checkpointed(self, stable: int) -> None:
+        """LMDB's committed snapshot holds the epochs below `stable`: forget their logged
+        batches and, in the same step, end the read snapshot older than that checkpoint."""
         self.lmdb.release_reader()
-        if self._logged or self._logged_meta:
-            self._logged, self._logged_meta, self._logged_keys = {}, {}, {}
+        self._logged.drop_before(stable)
+        self._stable = stable
 
     def _finish(self, batch: _Batch) -> None:
         self._reported = batch.seq
@@ -377,6 +335,7 @@ class PipelinedEngine(Engine):
             self.inner.close()
 
     def _report_all(self) -> None:
-        self._checkpointed()  # the writer checkpointed before it stopped
+        self.lmdb.release_reader()  # the writer checkpointed before it stopped
+        self._logged.clear()
         while self._inflight:
             self._finish(self._inflight.popleft())
