@@ -26,10 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dynakv.processes import stop_processes
 
 # The storage engine of the nodes (README, Configuration: engine), or None: the default.
 TEST_ENGINE = os.environ.get("DYNAKV_TEST_ENGINE") or None
+# The peers' modes a test module runs under (conftest's `security` fixture): open, and with
+# a cluster secret. `RUN_BOTH_WAYS` is the module mark that runs each of its tests in both.
+SECURITY = ("open", "secret")
+RUN_BOTH_WAYS = [
+    pytest.mark.usefixtures("security"),
+    pytest.mark.parametrize("security", SECURITY, indirect=True, scope="module"),
+]
 
 
 def engine_setting() -> str:

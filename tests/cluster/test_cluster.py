@@ -14,7 +14,10 @@ import pytest
 
 from dynakv import Client
 from dynakv.errors import SiblingsError
-from tests.cluster.harness import ProcessCluster, free_port, http
+from tests.cluster.harness import RUN_BOTH_WAYS, ProcessCluster, free_port, http
+
+# Each test runs with the peers open and with a cluster secret (issue 19).
+pytestmark = RUN_BOTH_WAYS
 
 CTX = "X-Dynakv-Context"
 
@@ -427,3 +430,11 @@ def test_dev_cluster_keeps_serving_when_a_node_dies_or_leaves_and_starts_again_a
         assert http("GET", f"{url}/v1/kv/dev/k").body == b"v"
     finally:
         again.stop()
+
+
+def test_the_peers_run_open_or_with_the_secret_as_the_module_says(cluster, security):
+    """The `security` parameter reaches the nodes: open, each says security is off; with the
+    secret, none does (their peers proved it)."""
+    for node in cluster.nodes:
+        said_off = "security_off" in node.log_path.read_text(errors="replace")
+        assert said_off == (security == "open"), node.name

@@ -12,7 +12,10 @@ import time
 
 from dynakv import AsyncClient, Client
 from dynakv.errors import DynakvError
-from tests.cluster.harness import NodeProcess, ProcessCluster, free_port, http
+from tests.cluster.harness import RUN_BOTH_WAYS, NodeProcess, ProcessCluster, free_port, http
+
+# Each test runs with the peers open and with a cluster secret (issue 19).
+pytestmark = RUN_BOTH_WAYS
 
 # The issue asks for a 60-second load; CI runs the same sequence with the load lasting as
 # long as the membership changes take (at least LOAD_SECONDS).

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.cart_client import encode_cart
+from tests.cluster.harness import SECURITY
 from tests.cluster.nemesis import (
     NemesisCluster,
     check_cart_history,
@@ -44,7 +45,10 @@ def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NemesisC
         yield cluster
 
 
+@pytest.mark.usefixtures("security")
+@pytest.mark.parametrize("security", SECURITY, indirect=True, scope="module")
 def test_acknowledged_adds_survive_sigkill_and_restart(host_cluster: NemesisCluster):
+    """With the peers open, and with a cluster secret (issue 19)."""
     rng = random.Random(f"{SEED}-kill")
 
     def kill_and_restart(cluster: NemesisCluster) -> None:

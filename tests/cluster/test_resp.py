@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import ProcessCluster, free_port, http
+from tests.cluster.harness import RUN_BOTH_WAYS, ProcessCluster, free_port, http
+
+# Each test runs with the peers open and with a cluster secret (issue 19).
+pytestmark = RUN_BOTH_WAYS
 
 Reply = bytes | int | str | list | None | Exception
 
