@@ -44,7 +44,7 @@ def route_need(method: str, raw_path: str) -> Need | None:
             return Need(per_method, bucket)
     if path == "/v1/repair":
         return CLUSTER_ADMIN
-    return None  # status, cluster, bucket types, metrics, dashboard
+    return None  # status, cluster, bucket types, metrics, the console
 
 
 async def request_user(gate: Gatekeeper, header: str | None) -> UserRecord | None:
