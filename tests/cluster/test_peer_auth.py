@@ -12,7 +12,7 @@ import pytest
 from dynakv.client import Client
 from dynakv.messages import ErrorReply, Hello, HelloProof, ReplicaPutReply
 from dynakv.peer_auth import Handshake, NonceMemory
-from tests.cluster.harness import NodeProcess, ProcessCluster, free_port, wait_for
+from tests.cluster.harness import NodeProcess, ProcessCluster, local_node, wait_for
 from tests.cluster.peer_tools import (
     RawPeer,
     RecordingProxy,
@@ -49,14 +49,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster
 
 
 def extra_node(root: Path, name: str, config: Path | None) -> NodeProcess:
-    return NodeProcess(
-        name=name,
-        data_dir=root / name,
-        node_addr=f"127.0.0.1:{free_port()}",
-        http_addr=f"127.0.0.1:{free_port()}",
-        log_path=root / f"{name}.log",
-        extra_args=["--config", str(config)] if config else [],
-    )
+    return local_node(root, name, ["--config", str(config)] if config else None)
 
 
 def assert_refused_and_harmless(

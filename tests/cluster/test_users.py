@@ -11,8 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,14 @@ import pytest
 
 from dynakv.client import AsyncClient, Client
 from dynakv.errors import ClusterError, Forbidden, Unauthenticated
-from tests.cluster.harness import HttpReply, ProcessCluster, engine_setting, free_port, http
+from tests.cluster.harness import (
+    HttpReply,
+    ProcessCluster,
+    engine_setting,
+    free_port,
+    http,
+    wait_for,
+)
 
 ADMIN_PASSWORD = "adm1n-Secret-9f2c"
 PASSWORDS = {
@@ -29,7 +35,6 @@ PASSWORDS = {
     "writer": "wr1ter-Secret-c3d0",  # write on bucket a and on the RESP bucket
     "doomed": "d00med-Secret-5e6f",
 }
-DEADLINE = 60.0  # generous: the machine is shared
 
 
 @dataclass
@@ -56,15 +61,6 @@ class Secured:
 def basic(user: str, password: str | None = None) -> dict[str, str]:
     secret = PASSWORDS[user] if password is None else password
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_everywhere(
