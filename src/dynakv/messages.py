@@ -209,6 +209,7 @@ class TransferBatch(Message, tag="xfer_ok"):
     done: bool
     total_keys: int = 0  # of the whole partition on the sender, with the first batch only
     total_bytes: int = 0
+    share: float = 1.0  # the sender's background budget: the puller paces to the lower one
 
 
 class JoinRequest(Message, tag="join"):

@@ -86,3 +86,22 @@ def test_under_foreground_pressure_a_pull_pauses_between_batches():
     for _ in range(20):
         q.budget.report(0.0)
     assert q.budget.rest(0.5) == 0.0  # a full share: batches back to back again
+
+
+def test_a_pull_paces_to_a_busy_sources_budget():
+    p = parts("n1")
+    gossip = gossiper(p)
+    gossip.on_join_request(0.0, "@n4:7000", JoinRequest(1, record("n4"), "dynakv"))
+    q = parts("n4", names=["n1", "n2", "n3"])
+    q.view.adopt(p.view.state)
+    t = transfers(q)
+    assert q.budget.share == 1.0  # the new node serves no client: its own budget is full
+    to, request = sends(t.on_tick(0.0), TransferRequest)[0]
+    for _ in range(10):
+        p.budget.report(10.0)  # the source's clients suffer: its share falls to the floor
+    served = transfers(p).on_request(0.0, "@n4:7000", request)
+    (reply,) = [e.message for e in served]
+    assert reply.share == p.budget.floor
+    reply = TransferBatch(request.rid, request.partition, [], b"\x01", False, 10, 100, 0.25)
+    assert sends(t.on_batch(0.5, to, reply), TransferRequest) == []  # 0.5 s busy at 25%
+    assert t.pulls[request.partition].resume_at == pytest.approx(2.0)

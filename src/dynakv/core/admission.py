@@ -40,10 +40,12 @@ class BackgroundBudget:
         """An interval between background steps, stretched while the budget is low."""
         return interval / self.share
 
-    def rest(self, busy: float) -> float:
+    def rest(self, busy: float, other: float = 1.0) -> float:
         """How long to wait after `busy` seconds of background work so that it takes no more
-        than `share` of the time: nothing at a full share, nine times as long at 10%."""
-        return busy * (1.0 / self.share - 1.0)
+        than `share` of the time (or `other`'s, a peer's share, when lower): nothing at a full
+        share, nine times as long at 10%."""
+        share = max(self.floor, min(self.share, other))
+        return busy * (1.0 / share - 1.0)
 
     def status(self) -> dict[str, object]:
         return {

@@ -189,8 +189,10 @@ class Transfers(Component):
         # Under foreground pressure a pull takes batches at the budget's duty cycle, not
         # back to back: with 1 MiB values, back-to-back 4 MiB batches at the lowest budget
         # still moved 100 MB/s and took foreground p99 from 41 ms to 1.2 s
-        # (benchmarks/join_large_values.py). The next tick after the pause asks again.
-        rest = self.budget.rest(now - pull.requested_at)
+        # (benchmarks/join_large_values.py). The sources feel a pull more than the puller
+        # does (they serve the clients; a new node serves none), so the pause follows the
+        # lower of the two budgets. The next tick after the pause asks again.
+        rest = self.budget.rest(now - pull.requested_at, msg.share)
         if rest > 0:
             pull.resume_at = now + rest
             return []
@@ -223,7 +225,9 @@ class Transfers(Component):
         total_keys = total_bytes = 0
         if not msg.after:
             total_keys, total_bytes = self.store.measure(start, end)
-        batch = TransferBatch(msg.rid, msg.partition, records, last, done, total_keys, total_bytes)
+        batch = TransferBatch(
+            msg.rid, msg.partition, records, last, done, total_keys, total_bytes, self.budget.share
+        )
         return [Send(source, batch)]
 
     def status(self) -> list[dict[str, object]]:
