@@ -64,13 +64,18 @@ def test_a_new_member_pulls_its_partitions_and_keeps_its_cursor():
     assert q.engine.meta_get(t.pulls[request.partition].meta_name)  # the cursor is kept
 
 
-def test_under_foreground_pressure_a_pull_pauses_between_batches():
+def n4_joining():
+    """n1's parts, n4's parts with n1's view of n4 joining, and n4's transfers."""
     p = parts("n1")
     gossip = gossiper(p)
     gossip.on_join_request(0.0, "@n4:7000", JoinRequest(1, record("n4"), "dynakv"))
     q = parts("n4", names=["n1", "n2", "n3"])
     q.view.adopt(p.view.state)
-    t = transfers(q)
+    return p, q, transfers(q)
+
+
+def test_under_foreground_pressure_a_pull_pauses_between_batches():
+    _, q, t = n4_joining()
     for _ in range(10):
         q.budget.report(10.0)  # foreground p99 far above the threshold: the lowest share
     assert q.budget.share == q.budget.floor == 0.1
@@ -89,12 +94,7 @@ def test_under_foreground_pressure_a_pull_pauses_between_batches():
 
 
 def test_a_pull_paces_to_a_busy_sources_budget():
-    p = parts("n1")
-    gossip = gossiper(p)
-    gossip.on_join_request(0.0, "@n4:7000", JoinRequest(1, record("n4"), "dynakv"))
-    q = parts("n4", names=["n1", "n2", "n3"])
-    q.view.adopt(p.view.state)
-    t = transfers(q)
+    p, q, t = n4_joining()
     assert q.budget.share == 1.0  # the new node serves no client: its own budget is full
     to, request = sends(t.on_tick(0.0), TransferRequest)[0]
     for _ in range(10):
