@@ -290,7 +290,8 @@ def dev_cluster(
             place = f"dc{(i - 1) % datacenters + 1}/rack{i}"
             line = f"node{i} ({place}): node port [bold]{node_addr}[/]  http [bold]{http_addr}[/]"
             line += f"  resp [bold]{resp}[/]" if resp else ""
-            console.print(line + (f"  dynamodb [bold]{dynamodb}[/]" if dynamodb else ""))
+            line += f"  dynamodb [bold]{dynamodb}[/]" if dynamodb else ""
+            console.print(line, soft_wrap=True)  # one line per node, also when piped
         if not running:
             raise click.ClickException("no node started")
         first = int(next(iter(running))[len("node") :])
