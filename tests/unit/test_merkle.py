@@ -364,6 +364,13 @@ def test_digests_outside_the_partition_and_bad_shapes_are_refused() -> None:
         tree.insert(digest(1), b"tiny")
     with pytest.raises(ValueError):
         tree.delete(digest(1), VERSIONS[0])  # nothing there to delete
+    before = (inside.root(), len(inside), inside.segment_keys(inside.segment_of(digest(1))))
+    for old, new in [(None, b"tiny"), (b"tiny", None), (VERSIONS[0], 5)]:
+        with pytest.raises(ValueError):
+            inside.update(digest(1) if new != 5 else digest(2), old, new)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        inside.update(outside, None, VERSIONS[0])
+    assert (inside.root(), len(inside), inside.segment_keys(inside.segment_of(digest(1)))) == before
     for bad in [(0, 3, 64, 4), (0, 4, 48, 4), (0, 4, 64, 6), (0, 4, 64, 1), (4, 4, 64, 4)]:
         with pytest.raises(ValueError):
             HashTree(*bad)

@@ -42,7 +42,7 @@ from dynakv.messages import (
     RepairResult,
     ReplicaPut,
 )
-from dynakv.ring import partition_of_digest, partition_range
+from dynakv.ring import log2_size, partition_range
 from dynakv.versions import Clock
 
 KEYS_PER_REQUEST = 256  # segments per key-map request; digests per fetch
@@ -81,6 +81,7 @@ class AntiEntropy:
         self.segments = segments
         self.branching = branching
         self.trees: dict[int, HashTree] = {}
+        self._partition_shift = 128 - log2_size(ring_size)
         self.keys_repaired = 0
         self.exchanges = 0
         self.tree_builds = 0  # trees built since start (rebuilds count again)
@@ -88,7 +89,9 @@ class AntiEntropy:
 
     # --- keeping trees current -------------------------------------------------------------
     def on_write(self, digest: bytes, old: Clock | None, new: Clock | None) -> None:
-        tree = self.trees.get(partition_of_digest(digest, self.ring_size))
+        # On every write: the partition is the digest's top bits (ring.partition_of_digest,
+        # without its checks: a storage key is 16 bytes or more).
+        tree = self.trees.get(int.from_bytes(digest[:16], "big") >> self._partition_shift)
         if tree is None:
             return  # not built yet: the build scans storage and sees this write
         tree.update(

@@ -262,24 +262,38 @@ class HashTree:
 
     def update(self, digest: bytes, old: bytes | None, new: bytes | None) -> None:
         """The key's version hash changed from `old` to `new` (None: absent). O(1)."""
-        segment = self.segment_of(digest)
-        _check_version_hash(old)
-        _check_version_hash(new)
+        # Runs on every write a node takes: segment_of and _leaf are inlined, the digest is
+        # read as an integer once, and each leaf is hashed from one base hasher copy.
+        if type(digest) is not bytes or len(digest) < _DIGEST_BYTES:
+            self.segment_of(digest)  # raises, naming what is wrong
+        position = int.from_bytes(digest[:_DIGEST_BYTES], "big")
+        if position >> self._partition_shift != self.shape.partition:
+            self.segment_of(digest)
+        segment = (position >> self._segment_shift) & self._segment_mask
+        if old is not None and (type(old) is not bytes or not 8 <= len(old) <= 64):
+            _check_version_hash(old)
+        if new is not None and (type(new) is not bytes or not 8 <= len(new) <= 64):
+            _check_version_hash(new)
         if old == new:
             return
         counts = self._counts
-        if old is None:  # insert (new is not None: old != new)
-            delta = _leaf(digest, new)
-            counts[segment] += 1
-            self.keys += 1
-        elif new is None:  # delete
-            if counts[segment] == 0:
-                raise ValueError(f"delete of {digest.hex()} from an empty segment {segment}")
-            delta = -_leaf(digest, old)
-            counts[segment] -= 1
-            self.keys -= 1
-        else:  # replace
-            delta = _leaf(digest, new) - _leaf(digest, old)
+        delta = 0
+        if new is not None:
+            hasher = _KEY_HASHER.copy()
+            hasher.update(digest + new)
+            delta = int.from_bytes(hasher.digest(), "big")
+            if old is None:  # insert
+                counts[segment] += 1
+                self.keys += 1
+        if old is not None:
+            if new is None:  # delete
+                if counts[segment] == 0:
+                    raise ValueError(f"delete of {digest.hex()} from an empty segment {segment}")
+                counts[segment] -= 1
+                self.keys -= 1
+            hasher = _KEY_HASHER.copy()
+            hasher.update(digest + old)
+            delta -= int.from_bytes(hasher.digest(), "big")
         sums = self._levels[self.depth]
         at = segment * HASH_BYTES
         total = (int.from_bytes(sums[at : at + HASH_BYTES], "big") + delta) & _MASK
