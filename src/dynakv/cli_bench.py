@@ -63,7 +63,10 @@ def client_settings(
     if secure and local is None:
         raise ValueError("--secure starts a secure --local cluster; for a cluster of your own "
                          "give --user and --cacert")  # fmt: skip
-    if api == "dynamodb" and (secure or bench_user or credentials()):
+    global_user = click.get_current_context().find_root().params.get("user")
+    if secure and (bench_user or global_user):
+        raise ValueError("--secure makes its own admin user: no --user")
+    if api == "dynamodb" and (secure or bench_user or global_user):
         # The endpoint does not check SigV4 signatures yet, so a node refuses to serve it
         # with authentication on; the bench has nothing to sign with either.
         raise ValueError("--api dynamodb runs with security off: no --secure or --user")
@@ -79,7 +82,5 @@ def client_settings(
     if secure:
         from dynakv.bench_secure import LocalSecurity
 
-        if "user" in spec:
-            raise ValueError("--secure makes its own admin user: no --user")
         cluster["security"] = LocalSecurity()
     return spec, cluster

@@ -33,3 +33,12 @@ def test_bench_refuses_options_that_do_not_go_together(args: list[str], message:
 def test_bench_spec_refuses_an_unknown_api() -> None:
     with pytest.raises(ValueError, match="unknown api 'grpc'"):
         BenchSpec(nodes=("127.0.0.1:1",), api="grpc")
+
+
+def test_the_global_user_counts_as_a_user_for_bench() -> None:
+    result = CliRunner().invoke(
+        main, ["--user", "ann", "bench", "--api", "dynamodb", "--records", "10", "--no-progress"],
+        env={"DYNAKV_PASSWORD": "pw"},
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "runs with security off" in result.output
