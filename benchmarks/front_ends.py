@@ -6,7 +6,8 @@ bench"; issue 20: "the cost per request of the JSON protocol"):
 
 - security: `dynakv bench --local 3 --workload a` open (as `make run`), against `--secure`
   (cluster secret on the node port, TLS on every port, users on and the generator logged in);
-- api: the binary protocol against `--api dynamodb` (GetItem / PutItem), workloads A and C.
+- api: the binary protocol against `--api dynamodb` (GetItem / PutItem), workloads A and C;
+- http: the binary protocol against the KV HTTP API (`--api http`), workload A.
 
 Every run is `--records 100000 --duration 20` unless told otherwise, fsync, N=3 R=2 W=2, 64 in
 flight, zipfian, 1 KiB values (the defaults of `dynakv bench`). Prints per run and then a
@@ -15,7 +16,7 @@ phase / operations), p99 of all operations, the generator's CPU, and the 1-minut
 average when each run started (the machine is shared: say how busy it was).
 
     .venv/bin/python benchmarks/front_ends.py [--runs 3] [--records 100000] [--duration 20]
-        [--only security|api] [--out DIR]
+        [--only security|api|http] [--out DIR]
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def comparisons() -> dict[str, list[tuple[str, list[str]]]]:
         "api-c": [
             ("YCSB-C, binary", ["--workload", "c"]),
             ("YCSB-C, dynamodb", ["--workload", "c", "--api", "dynamodb"]),
+        ],
+        "http-a": [
+            ("YCSB-A, binary (HTTP pair)", ["--workload", "a"]),
+            ("YCSB-A, KV HTTP", ["--workload", "a", "--api", "http"]),
         ],
     }
 
@@ -113,7 +118,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--only", choices=["security", "api"])
+    parser.add_argument("--only", choices=["security", "api", "http"])
     parser.add_argument("--out", type=Path, help="keep each run's JSON here")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="front-ends-"))
