@@ -36,10 +36,11 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from dynakv.bench_apis import ensure_table
 from dynakv.load_generator import (
     DONE,
     LOAD,
@@ -303,10 +304,15 @@ def bench(
         if cluster is not None:
             console.print(f"starting a local cluster of {cluster.count} in {cluster.root}")
             cluster.start()
-            spec = _with_nodes(spec, cluster.node_addrs)
+            spec = replace(spec, nodes=cluster.addrs(spec.api), **cluster.client_settings())
             for node in cluster.nodes:
                 pid = node.proc.pid if node.proc else "?"
-                console.print(f"  {node.name}: {node.node_addr} (http {node.http_addr}) pid {pid}")
+                ddb = f", dynamodb {node.dynamodb_addr}" if node.dynamodb_addr else ""
+                console.print(
+                    f"  {node.name}: {node.node_addr} (http {node.http_addr}{ddb}) pid {pid}"
+                )
+        if spec.api == "dynamodb":
+            ensure_table(list(spec.nodes), spec.bucket, spec.cacert)
         marks: dict[str, float] = {}
 
         def run_started() -> None:
@@ -319,7 +325,7 @@ def bench(
             loaded, ran = run_generators(spec, progress)
         wall = time.monotonic() - marks.get("wall", time.monotonic())
         report: dict[str, Any] = {
-            "config": {k: v for k, v in asdict(spec).items() if k != "nodes"},
+            "config": {k: v for k, v in asdict(spec).items() if k not in ("nodes", "password")},
             "nodes": list(spec.nodes),
             "local": cluster.describe() if cluster is not None else None,
             "machine": machine(),
@@ -352,12 +358,6 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _with_nodes(spec: BenchSpec, nodes: tuple[str, ...]) -> BenchSpec:
-    from dataclasses import replace
-
-    return replace(spec, nodes=nodes)
-
-
 def render(report: dict[str, Any], console: Any) -> None:
     """The final tables: throughput and latency per operation, errors by kind, CPU."""
     from rich import box
@@ -374,9 +374,13 @@ def render(report: dict[str, Any], console: Any) -> None:
         else ", ".join(report["nodes"])
     )
     rate = f"target {config['rate']:,.0f}/s" if config["rate"] else "closed loop"
+    if (report.get("local") or {}).get("secure"):
+        where += ", secret + TLS + users"
+    api = config.get("api", "binary")
     title = (
         f"YCSB-{config['workload']} {config['distribution']}, {config['records']:,} records, "
         f"{config['value_size']} B values, {config['concurrency']} in flight, {rate}; {where}"
+        f"; {api} API"
     )
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     columns = ("op", "count", "ops/s", "mean", *[p for p, _ in PERCENTILES], "max", "errors")

@@ -19,6 +19,7 @@ from rich.table import Table
 from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
+from dynakv.cli_bench import bench_options, client_settings
 from dynakv.cli_cert import CACERT_OPTION, cacert, cert_command, http_url, https_context
 from dynakv.cli_user import USER_OPTION, credentials, http_request, user_group
 from dynakv.client import Client
@@ -1013,6 +1014,7 @@ def cluster_ring(node: str, as_json: bool) -> None:
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CACERT_OPTION
+@bench_options
 def bench(
     nodes: str, local: int | None, data_dir: str | None, durability: str, n: int | None,
     node_settings: tuple[str, ...], r: int | None, w: int | None, workload: str,
@@ -1020,7 +1022,7 @@ def bench(
     concurrency: int, connections: int | None,
     value_size: int, rate: float | None, processes: int, bucket: str, seed: int, no_load: bool,
     blind_writes: bool, timeout: float, no_route: bool, json_file: str | None,
-    no_progress: bool,
+    no_progress: bool, api: str, consistent_read: bool, bench_user: str | None, secure: bool,
 ) -> None:  # fmt: skip
     """YCSB-style load: a load phase, then a run phase; latency percentiles per operation."""
     from dynakv import bench as bench_mod
@@ -1028,6 +1030,7 @@ def bench(
     if duration is None and operations is None:
         duration = 10.0
     try:
+        api_spec, api_cluster = client_settings(api, consistent_read, bench_user, secure, local)
         spec = bench_mod.BenchSpec(
             nodes=tuple(a.strip() for a in nodes.split(",") if a.strip()),
             workload=workload.lower(), distribution=distribution, records=records,
@@ -1035,6 +1038,7 @@ def bench(
             connections=connections, value_size=value_size, rate=rate, r=r, w=w,
             processes=processes, seed=seed, bucket=bucket, load=not no_load,
             blind_writes=blind_writes, timeout=timeout, route=not no_route, cacert=cacert(),
+            **api_spec,
         )  # fmt: skip
         local_cluster = None
         if local is not None:
@@ -1045,7 +1049,7 @@ def bench(
                     raise ValueError(f"--node-setting {item!r}: expected KEY=VALUE")
                 settings[key.strip()] = value.strip()
             local_cluster = bench_mod.LocalCluster(
-                local, data_dir, durability, n, r, w, settings, cacert()
+                local, data_dir, durability, n, r, w, settings, cacert(), **api_cluster
             )
         elif n is not None or data_dir is not None or node_settings:
             raise ValueError("--n, --data-dir and --node-setting apply to a --local cluster only")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynakv.bench_apis import APIS, api_clients
 from dynakv.client import AsyncClient
 from dynakv.errors import DynakvError
 from dynakv.latency_histogram import Histogram
@@ -46,6 +47,10 @@ class BenchSpec:
     timeout: float = 10.0
     route: bool = True  # clients send each request to a replica of its key
     cacert: str | None = None  # nodes with TLS on: the CA file their certificates chain to
+    api: str = "binary"  # or a front end of bench_apis.py: "dynamodb", "http"
+    user: str | None = None  # authentication on: the user, and its password or token
+    password: str | None = field(default=None, repr=False)
+    consistent_read: bool = False  # --api dynamodb: GetItem with ConsistentRead
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -62,6 +67,8 @@ class BenchSpec:
             raise ValueError("rate must be positive")
         if self.value_size < 0:
             raise ValueError("value size must be non-negative")
+        if self.api not in APIS:
+            raise ValueError(f"unknown api {self.api!r}: one of {', '.join(APIS)}")
 
 
 def share(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -113,6 +120,8 @@ Slot = Callable[[AsyncClient, Finished], None]  # starts one in-flight slot on a
 # is a bug and fails the bench.
 REQUEST_ERRORS = (DynakvError, OSError, TimeoutError)
 
+
+PORTS = {"binary": "node port", "dynamodb": "DynamoDB endpoint", "http": "HTTP port"}
 
 # A phase whose first FAIL_FAST requests all failed stops there: nothing is listening, or the
 # cluster cannot serve at all, and figures of failures measure nothing.
@@ -171,6 +180,8 @@ class Generator:
     # -- plumbing
     def _clients(self) -> list[AsyncClient]:
         nodes = list(self.spec.nodes)
+        if self.spec.api != "binary":
+            return api_clients(self.spec, self.index)  # type: ignore[return-value]
         count = self.spec.connections or default_connections(self.in_flight, len(nodes))
         count = max(1, min(count, self.in_flight))
         if self.spec.route:  # a routing client keeps a connection to every node
@@ -181,7 +192,12 @@ class Generator:
             order = nodes[first:] + nodes[:first]
             clients.append(
                 AsyncClient(
-                    order, timeout=self.spec.timeout, route=self.spec.route, tls=self.spec.cacert
+                    order,
+                    timeout=self.spec.timeout,
+                    route=self.spec.route,
+                    tls=self.spec.cacert,
+                    user=self.spec.user,
+                    password=self.spec.password,
                 )
             )
         return clients
@@ -298,6 +314,7 @@ class Generator:
         read_stats, update_stats, rmw_stats = ops[READ], ops[UPDATE], ops[RMW]
         bucket, r, w, values, contexts = spec.bucket, spec.r, spec.w, self.values, self.contexts
         blind = spec.blind_writes
+        update_in_one = spec.api == "dynamodb"
         choose, next_key, rand = self.workload.choose, self.keys.next, self.rng.random
         limit, interval = self.operations, self.interval
         clock = time.perf_counter
@@ -356,6 +373,9 @@ class Generator:
                 elif op is UPDATE:
                     context = None if blind else contexts.get(k)
                     client.start_put(bucket, key, values[i & 7], update_done, context=context, w=w)
+                elif update_in_one:  # DynamoDB's UpdateItem: the node reads and writes
+                    update = client.start_update  # type: ignore[attr-defined]
+                    update(bucket, key, values[i & 7], rmw_put_done, w=w)
                 else:
                     client.start_get(bucket, key, rmw_read_done, r=r)
 
@@ -433,7 +453,7 @@ class Generator:
         phase = "load" if self.phase == LOAD else "run"
         return NothingSucceeded(
             f"all {self.errors} requests of the {phase} phase failed, the first with "
-            f"{self.first_error}; is a dynakv node port listening at "
+            f"{self.first_error}; is a dynakv {PORTS[self.spec.api]} listening at "
             f"{', '.join(self.spec.nodes)}? (`make run` starts a local cluster)"
         )
 

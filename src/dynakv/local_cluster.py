@@ -13,12 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynakv.processes import stop_processes
+
+if TYPE_CHECKING:
+    from dynakv.bench_secure import LocalSecurity
 
 # --- a local cluster ----------------------------------------------------------------------
 
@@ -29,13 +33,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _get_json(url: str, cacert: str | None = None) -> Any:
+def _get_json(url: str, cacert: str | None = None, headers: dict[str, str] | None = None) -> Any:
     """GET a node's JSON over http, or https checked against `cacert` when given."""
     context = None
     if cacert:
         url = url.replace("http://", "https://", 1)
         context = ssl.create_default_context(cafile=cacert)
-    with urllib.request.urlopen(url, timeout=2, context=context) as response:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=2, context=context) as response:
         return json.load(response)
 
 
@@ -46,6 +51,7 @@ class LocalNode:
     http_addr: str
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    dynamodb_addr: str | None = None
     cpu_mark: float = 0.0
 
     def cpu_seconds(self) -> float:
@@ -100,11 +106,15 @@ class LocalCluster:
         w: int | None = None,
         settings: dict[str, str] | None = None,
         cacert: str | None = None,  # TLS on (a `security` setting): the CA of the nodes
+        dynamodb: bool = False,  # each node serves the DynamoDB endpoint too
+        security: LocalSecurity | None = None,  # --secure: secret, TLS, users (bench_secure)
     ) -> None:
         if count < 1:
             raise ValueError("a local cluster needs at least one node")
         self.settings = check_settings(settings or {})
-        self.cacert = cacert
+        self.security = security
+        self.cacert = cacert  # with `security`, its CA once start() has made it
+        self.dynamodb = dynamodb
         self.count = count
         self.n = n if n is not None else min(3, count)
         self.r = r if r is not None else self.n // 2 + 1
@@ -122,6 +132,27 @@ class LocalCluster:
     def node_addrs(self) -> tuple[str, ...]:
         return tuple(node.node_addr for node in self.nodes)
 
+    def addrs(self, api: str) -> tuple[str, ...]:
+        """The nodes' addresses for a client of `api` (binary, dynamodb or http)."""
+        if api == "dynamodb":
+            return tuple(node.dynamodb_addr or "" for node in self.nodes)
+        if api == "http":
+            return tuple(node.http_addr for node in self.nodes)
+        return self.node_addrs
+
+    def client_settings(self) -> dict[str, Any]:
+        """What a client needs beyond the addresses: the CA and a user, with --secure."""
+        if self.security is None:
+            return {}
+        return {
+            "cacert": self.cacert,
+            "user": self.security.user,
+            "password": self.security.password,
+        }
+
+    def _headers(self) -> dict[str, str]:
+        return self.security.headers() if self.security is not None else {}
+
     def describe(self) -> dict[str, Any]:
         return {
             "nodes": self.count,
@@ -131,15 +162,21 @@ class LocalCluster:
             "w": self.w,
             "data_dir": None if self._own_dir else str(self.root),
             "settings": dict(self.settings),
+            "secure": self.security is not None,
+            "dynamodb": self.dynamodb,
         }
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "bench.toml"
         extra = "".join(f"{key} = {value}\n" for key, value in self.settings.items())
+        secure = ""
+        if self.security is not None:
+            secure = self.security.prepare(self.root)
+            self.cacert = self.security.cacert
         config.write_text(
             f'cluster = "bench"\ndurability = "{self.durability}"\n{extra}'
-            f"[defaults]\nn = {self.n}\nr = {self.r}\nw = {self.w}\n"
+            f"[defaults]\nn = {self.n}\nr = {self.r}\nw = {self.w}\n{secure}"
         )
         for i in range(1, self.count + 1):
             node = LocalNode(
@@ -156,6 +193,9 @@ class LocalCluster:
                 "--http", node.http_addr,
                 "--config", str(config),
             ]  # fmt: skip
+            if self.dynamodb:
+                node.dynamodb_addr = f"127.0.0.1:{free_port()}"
+                args += ["--dynamodb", node.dynamodb_addr]
             if self.nodes:
                 args += ["--join", self.nodes[0].node_addr]
             with open(node.log, "ab") as log:
@@ -165,6 +205,8 @@ class LocalCluster:
                 )
             self.nodes.append(node)
             self._wait_ready(node)
+            if self.security is not None and len(self.nodes) == 1:
+                self.security.add_admin(node.node_addr)  # the bootstrap rule: no user yet
         self._wait_converged()
 
     def _wait_ready(self, node: LocalNode, timeout: float = 30.0) -> None:
@@ -174,7 +216,14 @@ class LocalCluster:
             if node.proc.poll() is not None:
                 raise RuntimeError(f"{node.name} exited: {self._tail(node)}")
             with contextlib.suppress(OSError, ValueError):
-                _get_json(f"http://{node.http_addr}/v1/status", self.cacert)
+                try:
+                    _get_json(f"http://{node.http_addr}/v1/status", self.cacert)
+                except urllib.error.HTTPError as exc:
+                    if exc.code != 401:  # authentication on: a 401 is an answer
+                        raise
+                if node.dynamodb_addr:  # its endpoint may open after the HTTP port
+                    host, _, port = node.dynamodb_addr.rpartition(":")
+                    socket.create_connection((host, int(port)), timeout=2).close()
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{node.name} did not start: {self._tail(node)}")
@@ -184,7 +233,8 @@ class LocalCluster:
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 views = [
-                    _get_json(f"http://{n.http_addr}/v1/cluster", self.cacert) for n in self.nodes
+                    _get_json(f"http://{n.http_addr}/v1/cluster", self.cacert, self._headers())
+                    for n in self.nodes
                 ]
                 if all(len(v["members"]) == self.count for v in views) and (
                     len({json.dumps(v["ring"], sort_keys=True) for v in views}) == 1
