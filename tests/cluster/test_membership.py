@@ -10,11 +10,18 @@ import signal
 import threading
 import time
 
-from dynakv import AsyncClient, Client
 from dynakv.errors import DynakvError
-from tests.cluster.harness import RUN_BOTH_WAYS, NodeProcess, ProcessCluster, free_port, http
+from tests.cluster.harness import (
+    RUN_BOTH_WAYS,
+    AsyncClient,
+    Client,
+    NodeProcess,
+    ProcessCluster,
+    free_port,
+    http,
+)
 
-# Each test runs with the peers open and with a cluster secret (issue 19).
+# Each test runs open and secure: a cluster secret, TLS on every port and users (issue 19).
 pytestmark = RUN_BOTH_WAYS
 
 # The issue asks for a 60-second load; CI runs the same sequence with the load lasting as
