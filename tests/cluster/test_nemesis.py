@@ -45,11 +45,16 @@ def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NemesisC
         yield cluster
 
 
-@pytest.mark.parametrize("security_per_test", SECURITY, indirect=True)
+# Secure (a cluster secret, TLS on every port and users: issue 19) in `make test`; open in
+# `make test-long`, as the pause and partition runs below already run the cart open.
+@pytest.mark.parametrize(
+    "security_per_test",
+    [pytest.param(mode, marks=[pytest.mark.long] if mode == "open" else []) for mode in SECURITY],
+    indirect=True,
+)
 def test_acknowledged_adds_survive_sigkill_and_restart(
     security_per_test: str, host_cluster: NemesisCluster
 ):
-    """Open, and secure: a cluster secret, TLS on every port and users (issue 19)."""
     rng = random.Random(f"{SEED}-kill")
 
     def kill_and_restart(cluster: NemesisCluster) -> None:
