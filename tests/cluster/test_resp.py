@@ -112,7 +112,9 @@ def resp_addr(procs: ProcessCluster, index: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def rcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+def rcluster(tmp_path_factory: pytest.TempPathFactory, security: str) -> Iterator[ProcessCluster]:
+    """Asks for `security`: a cluster of each mode (one started open would serve the
+    secure tests too, as pytest keeps a module fixture that does not depend on the mode)."""
     with resp_cluster(tmp_path_factory.mktemp("resp"), 3) as procs:
         yield procs
 
