@@ -270,10 +270,16 @@ def wait(args: argparse.Namespace) -> int:
     last = "no answer yet"
     while time.monotonic() < deadline:
         try:
-            views = [http_json(addr, "/v1/cluster", timeout=2.0)[1] for addr in addrs]
+            answers = [http_json(addr, "/v1/cluster", timeout=2.0) for addr in addrs]
         except (OSError, ValueError) as exc:
             last = str(exc)
         else:
+            refused = [body for status, body in answers if status != 200]
+            if refused:  # secure: a joiner refuses the admin until gossip brings the users
+                last = json.dumps(refused)
+                time.sleep(0.1)
+                continue
+            views = [body for _, body in answers]
             rings = {json.dumps(v["ring"]) for v in views}
             statuses = [m["status"] for v in views for m in v["members"]]
             if (
