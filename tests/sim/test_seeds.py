@@ -148,7 +148,9 @@ def test_a_data_center_wiped_loses_nothing_written_at_each_quorum(workload, seed
         "--bucket-datacenters dc1=3,dc2=3 --write-level each_quorum --seed S"
     )
     assert not failures, "\n".join([f"{window(seeds)} ({replay})", *failures])
-    assert sites_wiped >= 3  # the fault struck
+    # The fault struck: about one seed in five wipes a data center (5 and 7 in two windows of
+    # 30), so the half window asks for one, not the whole window's three.
+    assert sites_wiped >= (3 if len(seeds) >= 60 else 1)
 
 
 TOMBSTONE_SEEDS = list(range(START, START + 50))  # another config: the same seeds differ
