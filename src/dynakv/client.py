@@ -643,6 +643,9 @@ class Client:
         if self._login is not None:
             try:
                 _log_in(conn, next(self._rids), *self._login)
+            except _NotANodePort as exc:  # the login's answer is the first thing read
+                sock.close()
+                raise exc.error(address) from None
             except BaseException:
                 sock.close()
                 raise

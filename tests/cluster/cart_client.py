@@ -3,7 +3,9 @@
 `run`: the cart workload over the real `dynakv.Client`, one thread per client, appending a
 read and a write record per add to a JSON-lines history until stdin closes. `final`: r=3
 reads (read repair) and each replica's own copy, as JSON on stdout. `wait`: until the nodes
-serve and agree. Never judges a run: tests/cluster/nemesis.py does.
+serve and agree. `bootstrap`: the secure mode's admin, on a cluster just founded. Never
+judges a run: tests/cluster/nemesis.py does. In the secure mode (secure_mode.py, from the
+environment) every request goes over TLS as that admin.
 
 Records use the format of dynakv.sim.checker (values `{"id": ..., "items": [...]}`, write
 ids, `seen`, outcomes ok/failed/unknown), with bytes as UTF-8 text.
@@ -22,9 +24,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from dynakv import Client
+import dynakv
 from dynakv.errors import DynakvError, InvalidRequest, Unavailable
 from dynakv.ring import Ring
+
+try:
+    from tests.cluster import secure_mode
+except ImportError:  # run as a script: its folder is on the path, the repository may not be
+    import secure_mode  # type: ignore[no-redef]
 
 OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
 BUCKET = "carts"
@@ -71,9 +78,15 @@ def outcome_of(exc: DynakvError) -> str:
     return UNKNOWN
 
 
+def new_client(nodes: str | list[str], **options: Any) -> dynakv.Client:
+    """A dynakv.Client, in the secure mode with its CA and the admin's credentials."""
+    mode = secure_mode.current()
+    return dynakv.Client(nodes, **({**mode.client_settings(), **options} if mode else options))
+
+
 # --- run: the workload --------------------------------------------------------------------
 def add_item(
-    client: Client, cart: str, item: str, r: int | str, w: int | str
+    client: dynakv.Client, cart: str, item: str, r: int | str, w: int | str
 ) -> list[dict[str, Any]]:
     """Read the cart with r, add `item` to the union of what was read, write it back with
     the read's context and w. Returns the read record and, if the read worked, the write's."""
@@ -121,7 +134,7 @@ def run_client(
     rng = random.Random(f"{args.seed}-{index}")
     period = 1.0 / args.rate
     # route=False: the home node coordinates or forwards (routing would bypass forwarding)
-    client = Client(nodes, timeout=args.timeout, route=False)
+    client = new_client(nodes, timeout=args.timeout, route=False)
     try:
         for n in range(args.max_adds):
             if stop.is_set():
@@ -140,7 +153,7 @@ def run_client(
                 history.flush()
             if records[-1]["outcome"] != OK:
                 client.close()
-                client = Client(nodes, timeout=args.timeout, route=False)
+                client = new_client(nodes, timeout=args.timeout, route=False)
             stop.wait(max(0.0, period - (time.time() - started)) * rng.uniform(0.5, 1.5))
     finally:
         client.close()
@@ -168,9 +181,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- final: read repair, then every replica's own copy -------------------------------------
-def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+def http_json(addr: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET `path` from the HTTP port at `addr` (https, as the admin, in the secure mode)."""
+    mode = secure_mode.current()
+    headers = {"Authorization": mode.authorization()} if mode else {}
+    scheme = "https" if mode else "http"
+    request = urllib.request.Request(f"{scheme}://{addr}{path}", headers=headers)
+    context = mode.ssl_context() if mode else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
@@ -180,7 +199,7 @@ def replica_copy(http_addr: str, key: str) -> dict[str, Any]:
     """One node's own copy: its items (None when it holds none), values, tombstones, context."""
     absent = {"items": None, "values": [], "tombstones": 0, "context": ""}
     try:
-        status, body = http_json(f"http://{http_addr}/v1/replica/{BUCKET}/{key}")
+        status, body = http_json(http_addr, f"/v1/replica/{BUCKET}/{key}")
     except (OSError, ValueError) as exc:
         return {**absent, "error": str(exc)}
     if status == 404:
@@ -204,7 +223,7 @@ def final(args: argparse.Namespace) -> int:
     """Rounds of r=3 reads of every cart through every node, until at least args.rounds
     rounds are done and every cart's primaries hold the same items (or the deadline)."""
     nodes = args.nodes.split(",")
-    _, view = http_json(f"http://{args.http.split(',')[0]}/v1/cluster")
+    _, view = http_json(args.http.split(",")[0], "/v1/cluster")
     ring = Ring(view["ring"]["size"], tuple(view["ring"]["owners"]))
     ring = ring.placed({m["name"]: (m["datacenter"], m["rack"]) for m in view["members"]})
     http_of = {m["name"]: m["http_addr"] for m in view["members"]}
@@ -226,7 +245,7 @@ def final(args: argparse.Namespace) -> int:
         for cart, entry in report.items():
             for node in nodes:  # every node coordinates a read: read repair from each
                 try:
-                    with Client(node, timeout=args.timeout, route=False) as client:
+                    with new_client(node, timeout=args.timeout, route=False) as client:
                         entry["read"] = sorted(union(client.get(BUCKET, cart, r=3).values))
                 except DynakvError as exc:
                     entry["read_errors"].append(f"round {rounds} via {node}: {exc.code}")
@@ -251,10 +270,16 @@ def wait(args: argparse.Namespace) -> int:
     last = "no answer yet"
     while time.monotonic() < deadline:
         try:
-            views = [http_json(f"http://{addr}/v1/cluster", timeout=2.0)[1] for addr in addrs]
+            answers = [http_json(addr, "/v1/cluster", timeout=2.0) for addr in addrs]
         except (OSError, ValueError) as exc:
             last = str(exc)
         else:
+            refused = [body for status, body in answers if status != 200]
+            if refused:  # secure: a joiner refuses the admin until gossip brings the users
+                last = json.dumps(refused)
+                time.sleep(0.1)
+                continue
+            views = [body for _, body in answers]
             rings = {json.dumps(v["ring"]) for v in views}
             statuses = [m["status"] for v in views for m in v["members"]]
             if (
@@ -268,6 +293,14 @@ def wait(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     print(f"cluster not ready after {args.deadline}s: {last}", file=sys.stderr)
     return 1
+
+
+def bootstrap(args: argparse.Namespace) -> int:
+    """The secure mode's admin, through the first of --nodes (a node founding a cluster)."""
+    mode = secure_mode.current()
+    if mode is not None:
+        secure_mode.bootstrap_admin(args.nodes.split(",")[0], mode, timeout=args.deadline)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     p_final.add_argument("--rounds", type=int, default=3, help="read rounds at least")
     p_wait = sub.add_parser("wait", parents=[common])
     p_wait.add_argument("--members", type=int, required=True)
+    sub.add_parser("bootstrap", parents=[common])
     args = parser.parse_args(argv)
-    return {"run": run, "final": final, "wait": wait}[args.command](args)
+    commands = {"run": run, "final": final, "wait": wait, "bootstrap": bootstrap}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

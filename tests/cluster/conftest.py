@@ -4,37 +4,65 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from dynakv.config import SECRET_FILE_ENV
+from tests.cluster import secure_mode
 from tests.cluster.harness import ProcessCluster
+
+
+@contextmanager
+def _security_mode(mode: str, root: Path) -> Iterator[str]:
+    """The environment of `mode` while the context lasts (files made under `root`): "open"
+    sets nothing; "secret" sets DYNAKV_CLUSTER_SECRET_FILE, which every node process
+    inherits, so peers run the HMAC handshake while clients change nothing; "secure" turns
+    on harness's secure mode (secure_mode.py): nodes started by the harness get the secret,
+    TLS on every port and users, and its helpers (http, Client, AsyncClient, the RESP client,
+    the CLI through DYNAKV_CACERT/USER/PASSWORD, the cart client) use the CA and an admin."""
+    if mode == "open":
+        yield mode
+        return
+    if mode == "secret":
+        secret = root / "cluster.secret"
+        secret.write_text("a-cluster-secret-for-the-tests-0123456789\n")
+        secret.chmod(0o600)
+        settings = {SECRET_FILE_ENV: str(secret)}
+    elif mode == "secure":
+        settings = secure_mode.set_up(root)
+    else:
+        raise ValueError(f"unknown security mode {mode!r}")
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield mode
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
 def security(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """How the nodes started meanwhile prove themselves to each other: "open" (no secret, as
-    `make run`) or "secret" (every node process inherits DYNAKV_CLUSTER_SECRET_FILE, so peers
-    run the HMAC handshake; clients need nothing). A module runs its tests both ways with
-    `pytestmark = pytest.mark.parametrize("security", SECURITY, indirect=True, scope=
-    "module")` and `usefixtures("security")`; the shared clusters below ask for it."""
+    """The security mode of the nodes the module's tests start (see _security_mode). A
+    module runs its tests open and secure with `pytestmark = harness.RUN_BOTH_WAYS` (the
+    shared clusters below ask for this fixture); "secret" stays available as a parameter."""
     mode = getattr(request, "param", "open")
-    if mode == "open":
-        yield mode
-        return
-    secret = tmp_path_factory.mktemp("secret") / "cluster.secret"
-    secret.write_text("a-cluster-secret-for-the-tests-0123456789\n")
-    secret.chmod(0o600)
-    before = os.environ.get(SECRET_FILE_ENV)
-    os.environ[SECRET_FILE_ENV] = str(secret)
-    try:
-        yield mode
-    finally:
-        if before is None:
-            os.environ.pop(SECRET_FILE_ENV, None)
-        else:
-            os.environ[SECRET_FILE_ENV] = before
+    with _security_mode(mode, tmp_path_factory.mktemp(mode)) as running:
+        yield running
+
+
+@pytest.fixture
+def security_per_test(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """As `security` for one test: for a module whose other tests must not inherit the mode
+    (a module-scoped mode stays set until the module ends). Parametrize it indirectly."""
+    mode = getattr(request, "param", "open")
+    with _security_mode(mode, tmp_path_factory.mktemp(mode)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

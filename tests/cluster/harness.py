@@ -3,6 +3,10 @@
 Every process is started by this harness and stopped by PID on teardown, even on failure.
 Ports are found free on 127.0.0.1 at start.
 
+In the secure mode (secure_mode.py; conftest's `security` fixture turns it on) every node
+started here gets a cluster secret, TLS and users in its config, and `http`, `Client`,
+`AsyncClient` and the nodes' URLs use the CA and the admin's credentials by themselves.
+
 ``DYNAKV_TEST_ENGINE=wal`` (or ``lmdb``) runs every node so started on that storage engine,
 through a config file, unless the test passes a ``--config`` of its own (the nemesis adds
 the engine to its own). Unset, nodes run on the default engine, as before.
@@ -19,22 +23,27 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import dynakv
 from dynakv.processes import stop_processes
+from tests.cluster import secure_mode
 
 # The storage engine of the nodes (README, Configuration: engine), or None: the default.
 TEST_ENGINE = os.environ.get("DYNAKV_TEST_ENGINE") or None
-# The peers' modes a test module runs under (conftest's `security` fixture): open, and with
-# a cluster secret. `RUN_BOTH_WAYS` is the module mark that runs each of its tests in both.
-SECURITY = ("open", "secret")
+# The modes a test module runs under (conftest's `security` fixture): "open" (as `make
+# run`), "secret" (peers prove a cluster secret; clients change nothing) and "secure" (the
+# secret, TLS on every port and users on: secure_mode.py). `RUN_BOTH_WAYS` is the module mark
+# that runs each of its tests open and secure; the peer-auth tests cover the secret alone.
+SECURITY = ("open", "secure")
 RUN_BOTH_WAYS = [
     pytest.mark.usefixtures("security"),
     pytest.mark.parametrize("security", SECURITY, indirect=True, scope="module"),
@@ -101,7 +110,16 @@ def http(
     headers: dict | None = None,
     context: ssl.SSLContext | None = None,  # https: checks the node against its CA
 ) -> HttpReply:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    """One request; in the secure mode as its admin, and an https URL checked against its
+    CA unless `context` says otherwise."""
+    headers = dict(headers or {})
+    mode = secure_mode.current()
+    if mode is not None:
+        if not any(name.lower() == "authorization" for name in headers):
+            headers["Authorization"] = mode.authorization()
+        if context is None and url.startswith("https://"):
+            context = mode.ssl_context()
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=15, context=context) as response:
             return HttpReply(response.status, dict(response.headers), response.read())
@@ -121,6 +139,12 @@ class NodeProcess:
     # the command before `serve`; it must exec (not fork) so proc.pid is the node itself
     launcher: list[str] = field(default_factory=lambda: [sys.executable, "-m", "dynakv"])
     ca_file: str | None = None  # the CA of its certificate, when its config turns TLS on
+    founding: bool = field(default=False, init=False)  # started without --join
+
+    def __post_init__(self) -> None:
+        mode = secure_mode.current()
+        if mode is not None and self.ca_file is None:
+            self.ca_file = mode.ca
 
     @property
     def url(self) -> str:
@@ -141,26 +165,54 @@ class NodeProcess:
         ]  # fmt: skip
         if join:
             args += ["--join", join]
-        if TEST_ENGINE and "--config" not in self.extra_args:
-            config = self.log_path.with_suffix(".engine.toml")
-            config.write_text(engine_setting())
-            args += ["--config", str(config)]
+        self.founding = not join
+        args = self._with_test_settings(args)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
+    def _with_test_settings(self, args: list[str]) -> list[str]:
+        """`args` with a config adding TEST_ENGINE and the secure mode's [security] table to
+        the test's own config (if any); unchanged when neither applies. A test config with a
+        [security] table of its own keeps it: that test sets its security itself."""
+        mode = secure_mode.current()
+        given = args.index("--config") + 1 if "--config" in args else None
+        text = Path(args[given]).read_text() if given is not None else engine_setting()
+        if mode is not None and "security" not in tomllib.loads(text):
+            text = text.rstrip("\n") + "\n" + mode.security_table(self.name)
+        elif given is not None or not TEST_ENGINE:
+            return args
+        config = self.log_path.with_suffix(".test.toml")
+        config.write_text(text)
+        if given is None:
+            return [*args, "--config", str(config)]
+        return [*args[:given], str(config), *args[given + 1 :]]
+
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the node answers its status (in the secure mode, to the admin, whom a node
+        founding a cluster gets by the bootstrap rule first); fails at once if it exits."""
         deadline = time.monotonic() + timeout
+        mode = secure_mode.current()
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if http("GET", f"{self.url}/v1/status", context=self.tls).status == 200:
+                reply = http("GET", f"{self.url}/v1/status", context=self.tls)
+                if reply.status == 200:
                     return
+                if mode and self.founding and reply.status == 401 and self._has_no_users():
+                    secure_mode.bootstrap_admin(self.node_addr, mode)
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready: {self.log_path.read_text()[-2000:]}")
+
+    def _has_no_users(self) -> bool:
+        """Whether the node says, to a request without credentials, that its cluster has
+        no user yet (access.BOOTSTRAP_HINT)."""
+        anonymous = {"Authorization": ""}
+        reply = http("GET", f"{self.url}/v1/status", headers=anonymous, context=self.tls)
+        return b"no users yet" in reply.body
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -187,12 +239,35 @@ def local_node(root: Path, name: str, extra_args: list[str] | None = None) -> No
     )
 
 
+def _in_mode(options: dict[str, Any]) -> dict[str, Any]:
+    """A client's keyword arguments with, in the secure mode, its CA and the admin's
+    credentials unless given."""
+    mode = secure_mode.current()
+    return options if mode is None else {**mode.client_settings(), **options}
+
+
+class Client(dynakv.Client):
+    """dynakv.Client that, in the secure mode, uses its CA and the admin's credentials."""
+
+    def __init__(
+        self, nodes: str | Sequence[str] = "127.0.0.1:7001", timeout: float = 10.0, **options: Any
+    ) -> None:
+        super().__init__(nodes, timeout, **_in_mode(options))
+
+
+class AsyncClient(dynakv.AsyncClient):
+    """dynakv.AsyncClient that, in the secure mode, uses its CA and the admin's credentials."""
+
+    def __init__(
+        self, nodes: str | Sequence[str] = "127.0.0.1:7001", timeout: float = 10.0, **options: Any
+    ) -> None:
+        super().__init__(nodes, timeout, **_in_mode(options))
+
+
 def put_many(nodes: list[str], bucket: str, keys: list[str], value: bytes) -> None:
     """Write every key of `keys` with `value`, 64 writes in flight: a data set in seconds."""
 
     async def run() -> None:
-        from dynakv import AsyncClient
-
         slots = asyncio.Semaphore(64)
         async with AsyncClient(nodes) as client:
 

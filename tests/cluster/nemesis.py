@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.cluster import secure_mode
 from tests.cluster.cart_client import BUCKET, FAILED, OK, UNKNOWN
 from tests.cluster.harness import NodeProcess, engine_setting, free_port
 
@@ -169,6 +170,10 @@ class NemesisCluster:
     def start(self) -> None:
         first, rest = self.nodes[0], self.nodes[1:]
         first.start()
+        if secure_mode.current() is not None:  # the admin every helper logs in as
+            done = self.inside(["bootstrap", "--nodes", first.node_addr])
+            if done.returncode != 0:
+                raise RuntimeError(f"no admin made: {done.stderr[-2000:]}")
         self.wait_ready([first])
         for node in rest:
             node.start(join=first.node_addr)

@@ -8,15 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from dynakv import Client
 from dynakv.errors import SiblingsError
-from tests.cluster.harness import RUN_BOTH_WAYS, ProcessCluster, free_port, http
+from tests.cluster.harness import RUN_BOTH_WAYS, Client, ProcessCluster, free_port, http
 
-# Each test runs with the peers open and with a cluster secret (issue 19).
+# Each test runs open and secure: a cluster secret, TLS on every port and users (issue 19).
 pytestmark = RUN_BOTH_WAYS
 
 CTX = "X-Dynakv-Context"
@@ -147,17 +145,19 @@ def test_cli_get_prints_siblings_like_a_single_value(cluster: ProcessCluster):
 
 
 def test_cli_pointed_at_an_http_port_says_so_at_once(cluster: ProcessCluster):
+    """Said at once: well before the client's timeout (60 s given; cluster status's is 10 s),
+    which a reader waiting for a frame would reach; a busy machine's slow start is not one."""
     dynakv = [sys.executable, "-m", "dynakv"]
     for command in (["get", "cli", "k"], ["put", "cli", "k", "v"], ["cluster", "status"]):
         args = [*dynakv, *command, "--node", cluster[0].http_addr]
         if command[0] != "cluster":
-            args += ["--timeout", "3"]
+            args += ["--timeout", "60"]
         started = time.monotonic()
-        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1
         assert f"{cluster[0].http_addr} answers HTTP" in done.stderr
         assert "Traceback" not in done.stderr
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < (30 if command[0] != "cluster" else 9)
 
 
 def test_cluster_status_fits_80_columns_when_piped_and_speaks_json(cluster: ProcessCluster):
@@ -224,46 +224,6 @@ def test_with_one_node_killed_quorum_writes_and_reads_succeed_and_read_repair_he
     assert [s["value_b64"] for s in replica["siblings"]] == ["djM="]
 
 
-@pytest.mark.parametrize("engine", ["lmdb", "wal"])
-def test_acknowledged_writes_survive_sigkill(tmp_path, engine):
-    config = tmp_path / "single.toml"
-    config.write_text(f'engine = "{engine}"\n[defaults]\nn = 1\nr = 1\nw = 1\n')
-    single = ProcessCluster(tmp_path, 1, extra_args=["--config", str(config)])
-    try:
-        single.start()
-        node = single[0]
-        acknowledged = _write_concurrently(node.node_addr, 400)
-        node.kill(signal.SIGKILL)
-        node.start()
-        node.wait_ready()
-        with Client(node.node_addr) as client:
-            for key, value in acknowledged.items():
-                assert client.get("durable", key).value == value, key
-    finally:
-        single.stop()
-
-
-def _write_concurrently(addr: str, count: int) -> dict[str, bytes]:
-    """Many puts in flight at once (so group commit batches them); returns the acknowledged."""
-    import asyncio
-
-    from dynakv import AsyncClient
-
-    async def main() -> dict[str, bytes]:
-        async with AsyncClient(addr) as client:
-            keys = {f"key{i}": f"value-{i}".encode() * 10 for i in range(count)}
-            results = await asyncio.gather(
-                *(client.put("durable", k, v) for k, v in keys.items()), return_exceptions=True
-            )
-            return {
-                k: v for (k, v), r in zip(keys.items(), results, strict=True) if isinstance(r, str)
-            }
-
-    acknowledged = asyncio.run(main())
-    assert len(acknowledged) == count
-    return acknowledged
-
-
 def test_a_node_of_another_cluster_cannot_join(tmp_path, cluster: ProcessCluster):
     stranger = ProcessCluster(tmp_path, 1, extra_args=["--cluster", "elsewhere"])
     try:
@@ -299,142 +259,15 @@ def test_a_join_target_that_is_no_node_port_is_logged_at_once(
         joiner.stop()
 
 
-def test_dev_cluster_starts_three_nodes_in_two_datacenters_and_stops_them_on_sigint(tmp_path):
-    from tests.cluster.harness import free_port_block
-
-    base, base_http = free_port_block(3), free_port_block(3)
-    args = [
-        sys.executable, "-m", "dynakv", "dev-cluster", "--nodes", "3",
-        "--data-dir", str(tmp_path / "data"),
-        "--base-port", str(base), "--base-http-port", str(base_http), "--datacenters", "2",
-    ]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        output = b""
-        assert proc.stdout is not None
-        while b"cluster of 3 up" not in output and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output += line
-        assert b"cluster of 3 up" in output, output.decode()
-        view = http("GET", f"http://127.0.0.1:{base_http + 1}/v1/cluster").json()
-        places = {m["name"]: (m["datacenter"], m["rack"]) for m in view["members"]}
-        assert places == {
-            "node1": ("dc1", "rack1"), "node2": ("dc2", "rack2"), "node3": ("dc1", "rack3"),
-        }  # fmt: skip
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
-        assert b"all nodes stopped" in rest
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(child) for child in handle.read().split()]
-    except OSError:
-        return []
-
-
-class _DevCluster:
-    """`dynakv dev-cluster` in the background; its output read line by line."""
-
-    def __init__(self, data: Path, base: int, base_http: int) -> None:
-        args = [
-            sys.executable, "-m", "dynakv", "dev-cluster", "--nodes", "3",
-            "--data-dir", str(data), "--base-port", str(base), "--base-http-port", str(base_http),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.nodes: list[int] = []
-        self.output = ""
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while text not in self.output and time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output += line.decode(errors="replace")
-            self.nodes = sorted(set(self.nodes) | set(_children(self.proc.pid)))
-        assert text in self.output, self.output
-        return self.output
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for pid in self.nodes:  # any node it left behind (it stops them; this is a guard)
-            _stop_pid(pid)
-
-    def node_pid(self, name: str) -> int:
-        for pid in _children(self.proc.pid):
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if f"\0--name\0{name}\0".encode() in handle.read():
-                    return pid
-        raise AssertionError(f"{name} is not running")
-
-
-def _stop_pid(pid: int) -> None:
-    """Stop a node that dev-cluster started, by its PID: SIGTERM, then SIGKILL after 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
-def test_dev_cluster_keeps_serving_when_a_node_dies_or_leaves_and_starts_again_after(tmp_path):
-    from tests.cluster.harness import free_port_block
-
-    base, base_http = free_port_block(3), free_port_block(3)
-    url = f"http://127.0.0.1:{base_http + 1}"
-    dev = _DevCluster(tmp_path / "data", base, base_http)
-    try:
-        dev.wait_for("cluster of 3 up")
-        leave = subprocess.run(
-            [sys.executable, "-m", "dynakv", "cluster", "leave", "node3",
-             "--node", f"127.0.0.1:{base + 1}"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert leave.returncode == 0, leave.stderr
-        dev.wait_for("node3 exited: stopped (code 0", timeout=120)
-        assert http("PUT", f"{url}/v1/kv/dev/k", b"v").status == 204
-        os.kill(dev.node_pid("node2"), signal.SIGKILL)
-        dev.wait_for("node2 exited: killed by SIGKILL; still serving: node1")
-        assert dev.proc.poll() is None
-        assert http("GET", f"{url}/v1/kv/dev/k?r=1").body == b"v"  # node1 still serves
-    finally:
-        dev.stop()
-    again = _DevCluster(tmp_path / "data", base, base_http)
-    try:
-        output = again.wait_for("cluster of 2 up")
-        assert "node3 did not start: failed with code 1" in output
-        assert http("GET", f"{url}/v1/kv/dev/k").body == b"v"
-    finally:
-        again.stop()
-
-
-def test_the_peers_run_open_or_with_the_secret_as_the_module_says(cluster, security):
-    """The `security` parameter reaches the nodes: open, each says security is off; with the
-    secret, none does (their peers proved it)."""
+def test_the_nodes_run_open_or_secure_as_the_module_says(cluster, security):
+    """The `security` parameter reaches the nodes: open, each says security and users are
+    off; secure, neither (their peers proved the secret, users are on), and every port of
+    theirs speaks TLS only."""
     for node in cluster.nodes:
-        said_off = "security_off" in node.log_path.read_text(errors="replace")
-        assert said_off == (security == "open"), node.name
+        log = node.log_path.read_text(errors="replace")
+        assert ("security_off" in log) == (security == "open"), node.name
+        assert ("authentication_off" in log) == (security == "open"), node.name
+    assert cluster[0].url.startswith("https://" if security == "secure" else "http://")
+    if security == "secure":
+        anonymous = http("GET", f"{cluster[0].url}/v1/kv/carts/x", headers={"Authorization": ""})
+        assert anonymous.status == 401

@@ -101,15 +101,18 @@ def test_a_killed_node_shows_down_and_a_hung_one_unreachable(
     assert others["node1"]["status"] == others["node2"]["status"] == "up"
 
 
+# The pull must last several polls of the page (every 2 s): 40,000 keys took 15 s to move
+# here (one key per batch, one partition at a time, below), as `make test-long` runs it;
+# `make test` writes 4,000 and starts the next partition's pull only every 0.5 s instead of
+# 0.2 (the joiner pulls 16 partitions: 8 s at least).
 @needs_browser
+@pytest.mark.parametrize(
+    ("keys", "interval"), [(4_000, 0.5), pytest.param(40_000, 0.2, marks=pytest.mark.long)]
+)
 def test_a_join_shows_its_transfers_with_progress(
-    fresh_cluster: ProcessCluster, browser: Browser, tmp_path: Path
+    fresh_cluster: ProcessCluster, browser: Browser, tmp_path: Path, keys: int, interval: float
 ) -> None:
-    # Enough data that the pull lasts several polls of the page: 40,000 keys took 15 s to
-    # move here (one key per batch, one partition at a time, below).
-    put_many(
-        fresh_cluster.node_addrs, "console", [f"key-{i:05d}" for i in range(40_000)], b"v" * 100
-    )
+    put_many(fresh_cluster.node_addrs, "console", [f"key-{i:05d}" for i in range(keys)], b"v" * 100)
     browser.open(f"{fresh_cluster[0].url}/")
     # The load chart has node1's line: it coordinated some of those writes.
     browser.wait_for(
@@ -117,7 +120,9 @@ def test_a_join_shows_its_transfers_with_progress(
         lambda: browser.script("return !!document.querySelector('#chart-ops path[data-node]')"),
     )
     config = tmp_path / "node4.toml"
-    config.write_text("transfer_batch = 1\ntransfer_concurrency = 1\n")
+    config.write_text(
+        f"transfer_batch = 1\ntransfer_concurrency = 1\ntransfer_interval = {interval}\n"
+    )
     joiner = local_node(tmp_path, "node4", ["--config", str(config)])
     fresh_cluster.nodes.append(joiner)  # stopped by the fixture, whatever happens
     joiner.start(join=fresh_cluster[0].node_addr)

@@ -100,9 +100,14 @@ def serves_everywhere(procs: ProcessCluster, ports: dict[str, str]) -> None:
         resp.close()
 
 
-def test_thousands_of_idle_connections_do_not_stop_a_normal_client(tmp_path: Path) -> None:
+# The issue asks for 2,000 idle connections: `make test` holds 700 on each port (2,100 in
+# all), `make test-long` 2,000 on each (6,000).
+@pytest.mark.parametrize("wanted", [700, pytest.param(2000, marks=pytest.mark.long)])
+def test_thousands_of_idle_connections_do_not_stop_a_normal_client(
+    tmp_path: Path, wanted: int
+) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    per_port = min(2000, (hard - 200) // 3)
+    per_port = min(wanted, (hard - 200) // 3)
     if soft < 3 * per_port + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (3 * per_port + 200, hard))
     idle: list[socket.socket] = []

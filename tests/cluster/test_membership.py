@@ -10,16 +10,27 @@ import signal
 import threading
 import time
 
-from dynakv import AsyncClient, Client
+import pytest
+
 from dynakv.errors import DynakvError
-from tests.cluster.harness import RUN_BOTH_WAYS, NodeProcess, ProcessCluster, free_port, http
+from tests.cluster.harness import (
+    SECURITY,
+    AsyncClient,
+    Client,
+    NodeProcess,
+    ProcessCluster,
+    free_port,
+    http,
+)
 
-# Each test runs with the peers open and with a cluster secret (issue 19).
-pytestmark = RUN_BOTH_WAYS
+# The nodes run open or secure (a cluster secret, TLS on every port and users: issue 19).
+pytestmark = pytest.mark.usefixtures("security")
 
-# The issue asks for a 60-second load; CI runs the same sequence with the load lasting as
-# long as the membership changes take (at least LOAD_SECONDS).
-LOAD_SECONDS = float(os.environ.get("DYNAKV_MEMBERSHIP_LOAD_SECONDS", "15"))
+# The issue asks for a 60-second load: `make test-long` runs that, open and secure. `make
+# test` runs the same sequence secure, with the load lasting as long as the membership changes
+# take (at least LOAD_SECONDS); open, a join is also shown by test_console.py and a leave by
+# test_dev_cluster.py, and the restart below runs both ways.
+LOAD_SECONDS = float(os.environ.get("DYNAKV_MEMBERSHIP_LOAD_SECONDS", "5"))
 
 
 class Writers:
@@ -82,7 +93,17 @@ def wait_settled(nodes: list[NodeProcess], names: set[str], timeout: float = 120
     raise AssertionError(f"cluster did not settle on {sorted(names)}: {views!r}")
 
 
-def test_join_leave_and_remove_under_write_load_lose_nothing(tmp_path):
+@pytest.mark.parametrize(
+    ("security", "load_seconds"),
+    [
+        pytest.param("secure", LOAD_SECONDS, id=f"secure-{LOAD_SECONDS:g}s"),
+        pytest.param("open", 60.0, marks=pytest.mark.long, id="open-60s"),
+        pytest.param("secure", 60.0, marks=pytest.mark.long, id="secure-60s"),
+    ],
+    indirect=["security"],
+    scope="module",
+)
+def test_join_leave_and_remove_under_write_load_lose_nothing(tmp_path, load_seconds: float):
     cluster = ProcessCluster(tmp_path, 4)
     joiner = NodeProcess(
         "node5",
@@ -121,7 +142,7 @@ def test_join_leave_and_remove_under_write_load_lose_nothing(tmp_path):
             admin.cluster_change("remove", "node3")
         wait_settled([n1, n4, joiner], {"node1", "node4", "node5"})
 
-        remaining = LOAD_SECONDS - (time.monotonic() - started)
+        remaining = load_seconds - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)
         writers.stop()
@@ -147,6 +168,7 @@ def test_join_leave_and_remove_under_write_load_lose_nothing(tmp_path):
         cluster.stop()
 
 
+@pytest.mark.parametrize("security", SECURITY, indirect=True, scope="module")
 def test_a_whole_cluster_restart_keeps_ring_and_data(fresh_cluster):
     written = {f"r{i}": f"value {i}".encode() for i in range(50)}
     with Client(fresh_cluster[0].node_addr) as client:
