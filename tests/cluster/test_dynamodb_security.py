@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ class SecureDynamo:
     procs: ProcessCluster
     root: Path
     endpoints: list[str]
+    resp_addrs: list[str]
     keys: dict[str, Keys] = field(default_factory=dict)
 
     def cli(self, *args: str, user: str | None = "admin") -> subprocess.CompletedProcess:
@@ -118,15 +120,16 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureDynamo]:
     limits = f"failed_login_burst = {BURST}\nfailed_logins_per_minute = 0.5\n"
     config = _secure_config(root, limits)
     procs = ProcessCluster(root, 2, ["--config", str(config)])
-    endpoints = []
+    endpoints, resp = [], []
     for node in procs.nodes:
         endpoints.append(f"127.0.0.1:{free_port()}")
-        node.extra_args += ["--dynamodb", endpoints[-1]]
+        resp.append(f"127.0.0.1:{free_port()}")
+        node.extra_args += ["--dynamodb", endpoints[-1], "--resp", resp[-1]]
     try:
         for i, node in enumerate(procs.nodes):
             node.start(join=None if i == 0 else procs[0].node_addr)
             wait_for(lambda n=node: _answers(n.url), f"{node.name} to answer HTTP")
-        secured = SecureDynamo(procs, root, endpoints)
+        secured = SecureDynamo(procs, root, endpoints, resp)
         for name, password in PASSWORDS.items():
             password_file = root / f"{name}.password"
             password_file.write_text(password)
@@ -328,6 +331,26 @@ def test_failed_basic_logins_from_one_address_get_429_and_others_are_served(
     assert _basic_from("127.0.0.6", http_addr, "admin", PASSWORDS["admin"]) == 200
 
 
+def _auth_from(address: str, resp_addr: str, password: str) -> bytes:
+    """Redis's `AUTH admin password` from source address `address`: the reply's line."""
+    host, port = resp_addr.split(":")
+    with socket.create_connection((host, int(port)), 30, source_address=(address, 0)) as sock:
+        sock.sendall(b"*3\r\n$4\r\nAUTH\r\n$5\r\nadmin\r\n$%d\r\n%s\r\n" % (
+            len(password), password.encode()))  # fmt: skip
+        return sock.makefile("rb").readline().rstrip(b"\r\n")
+
+
+def test_failed_redis_auths_from_one_address_are_limited_and_others_served(
+    secure: SecureDynamo,
+) -> None:
+    resp_addr = secure.resp_addrs[1]
+    replies = [_auth_from("127.0.0.11", resp_addr, "guess") for _ in range(BURST + 1)]
+    assert all(r.startswith(b"-WRONGPASS") for r in replies[:BURST]), replies
+    assert replies[BURST].startswith(b"-ERR too many failed logins from 127.0.0.11")
+    assert _auth_from("127.0.0.11", resp_addr, PASSWORDS["admin"]).startswith(b"-ERR too many")
+    assert _auth_from("127.0.0.12", resp_addr, PASSWORDS["admin"]) == b"+OK"
+
+
 def test_failures_are_counted_by_port_and_reason_in_metrics(secure: SecureDynamo) -> None:
     error_of(secure.ddb("writer", node=1, secret="Q" * 40).list_tables)
     reply = http("GET", f"{secure.procs[1].url}/metrics", headers=basic("admin"))
@@ -338,6 +361,8 @@ def test_failures_are_counted_by_port_and_reason_in_metrics(secure: SecureDynamo
         ("dynamodb", "rate_limited"),
         ("http", "bad_password"),
         ("http", "rate_limited"),
+        ("resp", "bad_password"),
+        ("resp", "rate_limited"),
     ):
         line = f'dynakv_auth_failures_total{{port="{port}",reason="{reason}"}}'
         found = [ln for ln in text.splitlines() if ln.startswith(line)]
