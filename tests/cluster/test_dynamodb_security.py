@@ -258,6 +258,18 @@ def test_access_key_secrets_are_not_on_disk_in_the_clear(secure: SecureDynamo) -
     assert listed.stdout.split() == [secure.keys["writer"].key_id]
 
 
+def test_key_commands_refuse_bad_input_clearly(secure: SecureDynamo) -> None:
+    ghost = secure.cli("user", "key", "create", "ghost")
+    assert ghost.returncode != 0 and "no user 'ghost'" in ghost.stderr
+    missing = secure.cli("user", "key", "delete", "writer", "DKIANOSUCHKEY0000000")
+    assert missing.returncode != 0 and "has no access key" in missing.stderr
+    reader = secure.cli("user", "key", "create", "writer", user="reader")
+    assert reader.returncode != 0 and "forbidden" in reader.stderr
+    assert secure.cli("user", "key", "list", "writer").stdout.split() == [
+        secure.keys["writer"].key_id
+    ]
+
+
 def test_a_deleted_key_is_unrecognized_everywhere(secure: SecureDynamo) -> None:
     extra = _key_created(secure.cli("user", "key", "create", "nobody"))
     for endpoint in secure.endpoints:
