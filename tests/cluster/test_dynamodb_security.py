@@ -29,6 +29,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import SSLError
 
+from dynakv import peer_credential
 from dynakv.client import Client
 from dynakv.messages import ClientUserChange
 from tests.cluster.ddb_harness import error_of, make_table
@@ -42,6 +43,7 @@ PASSWORDS = {
 }
 BURST = 30  # failed logins an address may make before it is limited
 TABLE = "orders"
+CLUSTER_SECRET = "dynamodb-security-test-secret-0123456789"
 
 
 @dataclass
@@ -96,7 +98,7 @@ def _answers(url: str, context: Any = None) -> bool:
 def _secure_config(root: Path, more: str, name: str = "secure") -> Path:
     """A node config with users on, a cluster secret, and `more` lines of [security]."""
     secret = root / "cluster.secret"
-    secret.write_text("dynamodb-security-test-secret-0123456789\n")
+    secret.write_text(CLUSTER_SECRET + "\n")
     secret.chmod(0o600)
     config = root / f"{name}.toml"
     config.write_text(
@@ -268,6 +270,17 @@ def test_key_commands_refuse_bad_input_clearly(secure: SecureDynamo) -> None:
     assert secure.cli("user", "key", "list", "writer").stdout.split() == [
         secure.keys["writer"].key_id
     ]
+
+
+def test_a_peer_credential_opens_status_only(secure: SecureDynamo) -> None:
+    url = secure.procs[1].url
+    good = {"Authorization": peer_credential.make(CLUSTER_SECRET.encode(), "n", time.time())}
+    assert http("GET", f"{url}/v1/status", headers=good).status == 200
+    for path in ("/v1/cluster", "/metrics", "/v1/kv/a/k"):
+        assert http("GET", url + path, headers=good).status == 401, path
+    forged = {"Authorization": peer_credential.make(b"not-the-secret", "n", time.time())}
+    reply = http("GET", f"{url}/v1/status", headers=forged)
+    assert reply.status == 401 and reply.json()["error"] == "unauthenticated"
 
 
 def test_a_deleted_key_is_unrecognized_everywhere(secure: SecureDynamo) -> None:
