@@ -19,6 +19,7 @@ from rich.table import Table
 from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
+from dynakv.cli_access_keys import key_group
 from dynakv.cli_bench import bench_options, client_settings
 from dynakv.cli_cert import CACERT_OPTION, cacert, cert_command, http_url, https_context
 from dynakv.cli_user import USER_OPTION, credentials, http_request, user_group
@@ -1067,6 +1068,7 @@ def bench(
 
 main.add_command(cert_command)
 main.add_command(user_group)
+user_group.add_command(key_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -19,6 +19,7 @@ import click
 from dynakv import users as us
 from dynakv.client import Client
 from dynakv.errors import DynakvError
+from dynakv.item_keys import is_table_bucket, table_bucket
 from dynakv.messages import ClientUserChange
 
 PASSWORD_ENV = "DYNAKV_PASSWORD"
@@ -62,7 +63,7 @@ def http_request(url: str, method: str = "GET") -> urllib.request.Request:
     return urllib.request.Request(url, data=data, method=method, headers=headers)
 
 
-def _change(node: str, change: ClientUserChange) -> list[us.UserRecord]:
+def send_change(node: str, change: ClientUserChange) -> list[us.UserRecord]:
     try:
         with Client(node, **credentials()) as client:
             return list(us.live(client.change_user(change).users))
@@ -135,7 +136,7 @@ def user_add(
     else:
         password = us.hash_password(_new_password(password_file, name), os.urandom(16))
     change = ClientUserChange(0, "add", name, password, digest, _grants(grants, admin))
-    _change(node, change)
+    send_change(node, change)
     click.echo(f"user {name} added")
     if made:
         click.echo(f"bearer token (shown once, keep it secret): {made}")
@@ -149,9 +150,12 @@ def _grant_command(op: str, doc: str, done: str) -> None:
     @click.argument("permission", type=PERMISSION)
     @click.argument("bucket")
     @NODE
-    def command(name: str, permission: str, bucket: str, node: str) -> None:
-        _change(node, ClientUserChange(0, op, name, grants=[(bucket, permission)]))
-        click.echo(done.format(permission=permission, bucket=bucket, name=name))
+    @click.option("--table", is_flag=True, help="BUCKET names a DynamoDB table.")
+    def command(name: str, permission: str, bucket: str, node: str, table: bool) -> None:
+        where = table_bucket(bucket) if table else bucket
+        send_change(node, ClientUserChange(0, op, name, grants=[(where, permission)]))
+        shown = f"table {bucket}" if table else bucket
+        click.echo(done.format(permission=permission, bucket=shown, name=name))
 
 
 _grant_command(
@@ -171,7 +175,7 @@ _grant_command(
 @NODE
 def user_delete(name: str, node: str) -> None:
     """Delete user NAME everywhere (its sessions stop at their next request)."""
-    _change(node, ClientUserChange(0, "delete", name))
+    send_change(node, ClientUserChange(0, "delete", name))
     click.echo(f"user {name} deleted")
 
 
@@ -190,7 +194,8 @@ def user_list(node: str, as_json: bool) -> None:
             "name": u.name,
             "password": u.password is not None,
             "token": bool(u.token_sha256),
-            "grants": [f"{p}:{b}" for b, p in u.grants],
+            "grants": [f"{p}:{_shown(b)}" for b, p in u.grants],
+            "access_keys": [k.key_id for k in u.access_keys],
         }
         for u in found
     ]
@@ -200,3 +205,8 @@ def user_list(node: str, as_json: bool) -> None:
     for row in rows:
         kinds = "+".join(k for k in ("password", "token") if row[k]) or "none"
         click.echo(f"{row['name']}\t{kinds}\t{' '.join(row['grants']) or '(no grants)'}")
+
+
+def _shown(bucket: str) -> str:
+    """A grant's bucket as an operator types it: a table's as table/NAME."""
+    return "table/" + bucket.removeprefix(table_bucket("")) if is_table_bucket(bucket) else bucket

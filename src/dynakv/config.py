@@ -68,8 +68,17 @@ class SecurityConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    # Failed logins from one address (any client port) are limited by a token bucket: this
+    # many at once, then this many a minute; meanwhile its logins are refused unchecked.
+    failed_login_burst: int = 10
+    failed_logins_per_minute: float = 6.0
 
     def __post_init__(self) -> None:
+        if self.failed_login_burst < 1 or self.failed_logins_per_minute <= 0:
+            raise ValueError(
+                "[security] failed_login_burst must be at least 1 and failed_logins_per_minute "
+                "more than 0"
+            )
         # TLS is on with a certificate; its key, and the CA peers are checked against, must
         # come with it (tls_ca alone turns nothing on).
         if (self.tls_cert or self.tls_key) and not (self.tls_cert and self.tls_key and self.tls_ca):
@@ -167,12 +176,14 @@ class NodeConfig:
                 )
         if self.ring_size < 1 or self.ring_size & (self.ring_size - 1):
             raise ValueError("ring_size must be a power of two")
-        if self.dynamodb_addr and self.security.authentication:
-            # Its SigV4 signatures are not checked against users yet: it would be a way round
-            # every permission.
+        security = self.security
+        if self.dynamodb_addr and security.authentication and not security.cluster_secret_file:
+            # SigV4 needs each access key's secret itself, kept sealed under the cluster
+            # secret (key_sealing.py): without one, no signature could be checked.
             raise ValueError(
-                "the DynamoDB endpoint (dynamodb_addr, --dynamodb) does not check users yet: "
-                "turn it off or [security] authentication off"
+                "the DynamoDB endpoint (dynamodb_addr, --dynamodb) with [security] "
+                "authentication needs cluster_secret_file (or env "
+                f"{SECRET_FILE_ENV}): access keys are sealed under the cluster secret"
             )
         if self.durability not in ("fsync", "os", "none"):
             raise ValueError(f"unknown durability mode {self.durability!r}")
@@ -237,6 +248,7 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
             raise ValueError(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from None
         try:
             raw = _checked(raw)
+            _with_secret_file_env(raw)
             config = NodeConfig(**raw)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
@@ -255,6 +267,15 @@ def load(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
         if path is None or "resp_bucket" in changes:
             raise
         raise ValueError(f"{path}: {exc}") from exc  # the file's resp_bucket
+
+
+def _with_secret_file_env(raw: dict[str, Any]) -> None:
+    """The environment's secret file into the file's [security] before the config is built
+    (checks that need a secret then see it); the file's own setting wins."""
+    secret_file = os.environ.get(SECRET_FILE_ENV)
+    security = raw.get("security")
+    if secret_file and isinstance(security, SecurityConfig) and not security.cluster_secret_file:
+        raw["security"] = replace(security, cluster_secret_file=secret_file)
 
 
 def _checked(raw: dict[str, Any]) -> dict[str, Any]:

@@ -94,6 +94,14 @@ class Unauthenticated(DynakvError):
     status = 401
 
 
+class TooManyLogins(Unauthenticated):
+    """Too many failed logins from the client's address (runtime/login_limits.py): refused
+    without checking the credentials until the address's bucket refills."""
+
+    code = "too_many_logins"
+    status = 429
+
+
 class Forbidden(DynakvError):
     """The authenticated user lacks the permission the request needs (access.py)."""
 
@@ -117,6 +125,7 @@ _BY_CODE: dict[str, type[DynakvError]] = {
         Timeout,
         ClusterError,
         Unauthenticated,
+        TooManyLogins,
         Forbidden,
     )
 }

@@ -180,16 +180,20 @@ class LoginResult(Message, tag="login_ok"):
 
 
 class ClientUserChange(Message, tag="user_change"):
-    """An operator adds, grants to, revokes from or deletes a user (users.py). A password
-    arrives hashed by the client (users.hash_password); the node never sees it. Answered
-    with ClusterInfo (users without their hashes)."""
+    """An operator adds, grants to, revokes from or deletes a user (users.py), or creates or
+    deletes one of its access keys. A password arrives hashed by the client
+    (users.hash_password); the node never sees it. An access key's secret arrives as is (SigV4
+    needs it) and the node's door seals it (key_sealing.py) before the core sees it. Answered
+    with ClusterInfo (users without their hashes and sealed secrets)."""
 
     rid: int
-    op: str  # add | grant | revoke | delete
+    op: str  # add | grant | revoke | delete | key_create | key_delete
     name: str
     password: Scrypt | None = None
     token_sha256: bytes = b""
     grants: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    key_id: str = ""  # key_create, key_delete
+    key_secret: bytes = b""  # key_create: the secret from the client, sealed at the door
 
 
 class TransferRequest(Message, tag="xfer"):

@@ -5,7 +5,9 @@ the salt of a new password comes from the caller.
 
 A record never holds a password: only its scrypt hash with the salt and cost parameters it
 was made with (so the parameters can change without breaking old records), and/or the
-SHA-256 of a bearer token (a random 32-byte token needs no slow hash).
+SHA-256 of a bearer token (a random 32-byte token needs no slow hash). Its access keys
+(SigV4, the DynamoDB endpoint) hold their secret sealed under the cluster secret
+(key_sealing.py): SigV4 needs the secret itself, so a hash would not do.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "ALL_BUCKETS",
     "PERMISSIONS",
     "SCRYPT_N",
+    "AccessKey",
     "Scrypt",
     "UserRecord",
     "changed",
@@ -32,6 +35,9 @@ __all__ = [
     "find",
     "granted",
     "hash_password",
+    "key_added",
+    "key_owner",
+    "key_removed",
     "live",
     "merge_users",
     "redacted",
@@ -52,6 +58,8 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 
 Grant = tuple[str, str]  # (bucket name or "*", permission)
+ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")  # as AWS's: upper-case letters and digits
+MAX_ACCESS_KEYS = 8  # per user; AWS allows 2, rotation needs at least that
 
 
 class Scrypt(msgspec.Struct, frozen=True, array_like=True):
@@ -71,6 +79,18 @@ class Scrypt(msgspec.Struct, frozen=True, array_like=True):
             raise ValueError("a scrypt hash needs a salt of 8+ bytes and a 32-byte digest")
 
 
+class AccessKey(msgspec.Struct, frozen=True, array_like=True):
+    """An AWS-style access key of a user: its id, and its secret sealed under the cluster
+    secret (key_sealing.py); b"" where clients see it (redacted)."""
+
+    key_id: str
+    sealed: bytes
+
+    def __post_init__(self) -> None:
+        if ACCESS_KEY_ID.fullmatch(self.key_id) is None:
+            raise ValueError(f"invalid access key id {self.key_id!r}")
+
+
 class UserRecord(msgspec.Struct, frozen=True, array_like=True):
     """One user as the cluster knows it; a newer version replaces an older one."""
 
@@ -80,6 +100,7 @@ class UserRecord(msgspec.Struct, frozen=True, array_like=True):
     token_sha256: bytes = b""  # of the bearer token; b"" for none
     grants: tuple[Grant, ...] = ()  # sorted, without repeats
     deleted: bool = False  # a tombstone: gossip that is late cannot bring the user back
+    access_keys: tuple[AccessKey, ...] = ()  # sorted by key id
 
     def __post_init__(self) -> None:
         if USER_NAME.fullmatch(self.name) is None:
@@ -93,6 +114,9 @@ class UserRecord(msgspec.Struct, frozen=True, array_like=True):
                 raise ValueError(f"invalid grant {permission!r} on {bucket!r}")
         if list(self.grants) != sorted(set(self.grants)):
             raise ValueError("grants must be sorted without repeats")
+        ids = [k.key_id for k in self.access_keys]
+        if ids != sorted(set(ids)) or len(ids) > MAX_ACCESS_KEYS:
+            raise ValueError(f"access keys must be sorted, unique, at most {MAX_ACCESS_KEYS}")
 
 
 # --- credentials -----------------------------------------------------------------------------
@@ -161,8 +185,12 @@ def redacted(user: UserRecord) -> UserRecord:
     password = user.password
     if password is not None:
         password = Scrypt(bytes(8), password.n, password.r, password.p, bytes(HASH_BYTES))
+    keys = tuple(AccessKey(k.key_id, b"") for k in user.access_keys)
     return msgspec.structs.replace(
-        user, password=password, token_sha256=bytes(32) if user.token_sha256 else b""
+        user,
+        password=password,
+        token_sha256=bytes(32) if user.token_sha256 else b"",
+        access_keys=keys,
     )
 
 
@@ -195,29 +223,66 @@ def changed(
     if password is None and not token_sha256:
         raise InvalidRequest(f"user {name!r} needs a password or a token")
     old = next((u for u in users if u.name == name), None)
-    kept = () if old is None or old.deleted else old.grants
+    alive = old is not None and not old.deleted
+    kept = old.grants if alive else ()
+    keys = old.access_keys if alive else ()
     version = 1 if old is None else old.version + 1
-    return _record(name, version, password, token_sha256, [*kept, *_checked(grants)])
+    return _record(name, version, password, token_sha256, [*kept, *_checked(grants)], keys)
 
 
 def granted(users: tuple[UserRecord, ...], name: str, grants: Iterable[Grant]) -> UserRecord:
     old = _existing(users, name)
-    return _record(
-        name, old.version + 1, old.password, old.token_sha256, [*old.grants, *_checked(grants)]
-    )
+    grants = [*old.grants, *_checked(grants)]
+    return _record(name, old.version + 1, old.password, old.token_sha256, grants, old.access_keys)
 
 
 def revoked(users: tuple[UserRecord, ...], name: str, grants: Iterable[Grant]) -> UserRecord:
     old = _existing(users, name)
     gone = set(_checked(grants))
     rest = [g for g in old.grants if g not in gone]
-    return _record(name, old.version + 1, old.password, old.token_sha256, rest)
+    return _record(name, old.version + 1, old.password, old.token_sha256, rest, old.access_keys)
 
 
 def deleted(users: tuple[UserRecord, ...], name: str) -> UserRecord:
     """The tombstone of user name: no credentials, no grants."""
     old = _existing(users, name)
     return UserRecord(name, old.version + 1, deleted=True)
+
+
+def key_added(users: tuple[UserRecord, ...], name: str, key_id: str, sealed: bytes) -> UserRecord:
+    """User name with one more access key; InvalidRequest for a key id that is malformed or
+    in use, a missing secret, or too many keys."""
+    old = _existing(users, name)
+    if ACCESS_KEY_ID.fullmatch(key_id) is None:
+        raise InvalidRequest(f"invalid access key id {key_id!r}: 16-128 A-Z and 0-9")
+    if not sealed:
+        raise InvalidRequest("an access key needs its secret")
+    key = AccessKey(key_id, sealed)
+    if any(k.key_id == key.key_id for u in users for k in u.access_keys):
+        raise InvalidRequest(f"access key id {key.key_id} is in use")
+    if len(old.access_keys) >= MAX_ACCESS_KEYS:
+        raise InvalidRequest(f"user {name!r} has {MAX_ACCESS_KEYS} access keys: delete one first")
+    keys = tuple(sorted([*old.access_keys, key], key=lambda k: k.key_id))
+    return _record(name, old.version + 1, old.password, old.token_sha256, old.grants, keys)
+
+
+def key_removed(users: tuple[UserRecord, ...], name: str, key_id: str) -> UserRecord:
+    old = _existing(users, name)
+    keys = tuple(k for k in old.access_keys if k.key_id != key_id)
+    if len(keys) == len(old.access_keys):
+        raise InvalidRequest(f"user {name!r} has no access key {key_id!r}")
+    return _record(name, old.version + 1, old.password, old.token_sha256, old.grants, keys)
+
+
+def key_owner(users: Iterable[UserRecord], key_id: str) -> tuple[UserRecord, AccessKey] | None:
+    """The live user holding access key key_id, and the key; None for an unknown id."""
+    for user in users:
+        if user.deleted:
+            continue
+        for key in user.access_keys:
+            if key.key_id == key_id:
+                return user, key
+    return None
 
 
 def check_admin_left(users: tuple[UserRecord, ...], record: UserRecord) -> None:
@@ -239,9 +304,14 @@ def _existing(users: tuple[UserRecord, ...], name: str) -> UserRecord:
 
 
 def _record(
-    name: str, version: int, password: Scrypt | None, token: bytes, grants: Iterable[Grant]
+    name: str,
+    version: int,
+    password: Scrypt | None,
+    token: bytes,
+    grants: Iterable[Grant],
+    keys: tuple[AccessKey, ...] = (),
 ) -> UserRecord:
-    return UserRecord(name, version, password, token, tuple(sorted(set(grants))))
+    return UserRecord(name, version, password, token, tuple(sorted(set(grants))), False, keys)
 
 
 def _checked(grants: Iterable[Grant]) -> list[Grant]:

@@ -40,8 +40,10 @@ def _file(tmp_path: Path, text: str) -> Path:
         ("security = 3", "[security] must be a table"),
         (
             'dynamodb_addr = "127.0.0.1:8100"\n[security]\nauthentication = true',
-            "the DynamoDB endpoint (dynamodb_addr, --dynamodb) does not check users yet",
+            "the DynamoDB endpoint (dynamodb_addr, --dynamodb) with [security] authentication "
+            "needs cluster_secret_file",
         ),
+        ("[security]\nfailed_login_burst = 0", "failed_login_burst must be at least 1"),
     ],
 )
 def test_a_bad_config_value_is_refused_naming_key_type_and_file(tmp_path, text, expected):
@@ -75,6 +77,15 @@ def test_the_security_table_loads(tmp_path):
     assert loaded.security.authentication
     assert loaded.security.tls_ca == "ca.pem"
     assert loaded.security.cluster_secret_file is None
+
+
+def test_the_dynamodb_endpoint_with_users_loads_with_a_cluster_secret(tmp_path, monkeypatch):
+    text = 'dynamodb_addr = "127.0.0.1:8100"\n[security]\nauthentication = true\n'
+    monkeypatch.delenv(config.SECRET_FILE_ENV, raising=False)
+    with_file = config.load(_file(tmp_path, text + 'cluster_secret_file = "s"\n'))
+    assert with_file.security.cluster_secret_file == "s"
+    monkeypatch.setenv(config.SECRET_FILE_ENV, "from-env")
+    assert config.load(_file(tmp_path, text)).security.cluster_secret_file == "from-env"
 
 
 def test_serve_with_a_bad_config_exits_with_one_line_and_no_traceback(tmp_path):

@@ -31,13 +31,24 @@ class UserAdmin(Component):
             record = us.revoked(users, msg.name, grants)  # type: ignore[arg-type]
         elif msg.op == "delete":
             record = us.deleted(users, msg.name)
+        elif msg.op == "key_create":
+            # The door sealed the secret (runtime/gatekeeper.py): what is stored and gossiped
+            # is only readable with the cluster secret.
+            record = us.key_added(users, msg.name, msg.key_id, msg.key_secret)
+        elif msg.op == "key_delete":
+            record = us.key_removed(users, msg.name, msg.key_id)
         else:
-            raise InvalidRequest(f"unknown user change {msg.op!r}; use add, grant, revoke, delete")
+            raise InvalidRequest(
+                f"unknown user change {msg.op!r}; use add, grant, revoke, delete, key_create, "
+                "key_delete"
+            )
         us.check_admin_left(users, record)
         view.adopt(ms.set_user(view.state, record))
         # The operator's log line names the change, never a credential.
         fields = {"name": record.name, "op": msg.op, "version": record.version}
         fields["grants"] = ",".join(f"{p}:{b}" for b, p in record.grants)
+        if msg.key_id:
+            fields["key_id"] = msg.key_id
         self.logs.append(Log("info", "user_changed", fields))
         effects: list[Effect] = [Send(peer, Gossip(view.state)) for peer in view.peers()]
         effects.append(Send(source, ClusterInfo(msg.rid, view.state)))

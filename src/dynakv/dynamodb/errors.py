@@ -111,6 +111,14 @@ class UnrecognizedClientException(ClientError):
     name = "UnrecognizedClientException"
 
 
+class InvalidSignatureException(ClientError):
+    name = "InvalidSignatureException"
+
+
+class IncompleteSignatureException(ClientError):
+    name = "IncompleteSignatureException"
+
+
 class InternalServerError(DynamoError):
     name = "InternalServerError"
     status = 500

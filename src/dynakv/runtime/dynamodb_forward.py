@@ -14,14 +14,19 @@ import logging
 
 import aiohttp
 
+from dynakv import tls
 from dynakv.item_keys import storage_key
 from dynakv.ring import partition_of_digest
 from dynakv.runtime.frontend import ServerApi
 
 FORWARDED = "X-Dynakv-Forwarded"
-_PASSED = {"x-amz-target", "content-type", "authorization", "x-amz-date"}
+_PASSED = {"content-type", "authorization", "host"}
 _RETURNED = {"x-amz-crc32", "content-type", "x-amzn-requestid"}
 log = logging.getLogger(__name__)
+
+
+def _amz(header: str) -> bool:
+    return header.lower().startswith("x-amz-")
 
 
 class Forwarder:
@@ -31,6 +36,7 @@ class Forwarder:
         self.server = server
         self.endpoints: dict[str, str] = {}  # node name -> its DynamoDB HOST:PORT
         self._session: aiohttp.ClientSession | None = None
+        self._scheme = "http"
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -38,7 +44,12 @@ class Forwarder:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # With TLS every port of a peer speaks it, its certificate signed by the cluster CA.
+            security = self.server.config.security
+            context = tls.client_context(security.tls_ca) if tls.enabled(security) else None
+            connector = aiohttp.TCPConnector(ssl=context) if context else None
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._scheme = "https" if context else "http"
         return self._session
 
     def primary(self, bucket: str, key: str) -> dict | None:
@@ -55,8 +66,12 @@ class Forwarder:
         name = member["name"]
         if name not in self.endpoints:
             timeout = aiohttp.ClientTimeout(total=self.server.config.request_timeout)
-            url = f"http://{member['http_addr']}/v1/status"
-            async with self._client().get(url, timeout=timeout) as response:
+            session = self._client()
+            url = f"{self._scheme}://{member['http_addr']}/v1/status"
+            headers = self.server.gate.peer_headers(self.server.config.name)
+            async with session.get(url, timeout=timeout, headers=headers) as response:
+                if response.status != 200:
+                    raise ValueError(f"its /v1/status answered {response.status}")
                 found = (await response.json()).get("dynamodb_addr")
             if not found:
                 return None
@@ -71,15 +86,18 @@ class Forwarder:
         member = self.primary(bucket, key)
         if member is None or member["name"] == self.server.config.name:
             return None
-        sent = {k: v for k, v in headers.items() if k.lower() in _PASSED}
+        # The primary checks the client's SigV4 signature again: every header it may cover
+        # goes along as it came, Host included.
+        sent = {k: v for k, v in headers.items() if k.lower() in _PASSED or _amz(k)}
         sent[FORWARDED] = self.server.config.name
         timeout = aiohttp.ClientTimeout(total=self.server.config.request_timeout * 3)
         try:
             address = await self._endpoint(member)
             if address is None:
                 return None
-            url = f"http://{address}/"
-            async with self._client().post(url, data=body, headers=sent, timeout=timeout) as got:
+            session = self._client()
+            url = f"{self._scheme}://{address}/"
+            async with session.post(url, data=body, headers=sent, timeout=timeout) as got:
                 data = await got.read()
                 kept = {k: v for k, v in got.headers.items() if k.lower() in _RETURNED}
                 return got.status, kept, data

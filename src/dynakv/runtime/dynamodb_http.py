@@ -2,7 +2,9 @@
 `X-Amz-Target: DynamoDB_20120810.<Op>`, served by dynamodb.protocol's operations over
 `NodeBackend`, this node seen through frontend.ServerApi.
 
-Security is off: a SigV4 Authorization header is accepted and not checked.
+With `[security] authentication` off a SigV4 Authorization header is accepted and not
+checked; on, it must be a valid signature by a user's access key and the user's grants must
+cover the tables (dynamodb_auth.py). With TLS configured the port speaks only TLS (tls.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dynakv import tls
 from dynakv.dynamodb import protocol
 from dynakv.dynamodb.errors import DynamoError, ValidationException
 from dynakv.dynamodb.item_ops import serialised_key
@@ -30,6 +33,7 @@ from dynakv.messages import (
     GetResult,
     TransferBatch,
 )
+from dynakv.runtime import dynamodb_auth
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.dynamodb_forward import FORWARDED, Forwarder
 from dynakv.runtime.frontend import ServerApi
@@ -102,17 +106,21 @@ class DynamoHandler:
         self.server = server
         self.backend = NodeBackend(server)
         self.forwarder = Forwarder(server)
+        self.secure = server.gate.enabled
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         target = request.headers.get("X-Amz-Target")
         name = (target or "").removeprefix(protocol.TARGET_PREFIX) or "unknown"
         try:
+            raw = await request.read()
+            user = dynamodb_auth.signer(self.server.gate, request, raw) if self.secure else None
             if request.method != "POST":
                 raise protocol.UnknownOperationException()
             operation = protocol.operation(target)
-            raw = await request.read()
             body = protocol.parse_body(raw)
+            if user is not None:
+                dynamodb_auth.check(user, name, body, dynamodb_auth.region_of(request))
             where = (
                 None if FORWARDED in request.headers else serialised_key(self.backend, name, body)
             )
@@ -168,7 +176,8 @@ class DynamoFrontend:
         self._runner = runner
         assert self.server.config.dynamodb_addr is not None
         host, port = split_addr(self.server.config.dynamodb_addr)
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        context = tls.server_context(self.server.config.security)
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
+from dynakv import peer_credential
 from dynakv.access import CLUSTER_ADMIN, Need
 from dynakv.errors import Unauthenticated
 from dynakv.runtime.gatekeeper import Gatekeeper
@@ -47,25 +48,40 @@ def route_need(method: str, raw_path: str) -> Need | None:
     return None  # status, cluster, bucket types, metrics, the console
 
 
-async def request_user(gate: Gatekeeper, header: str | None) -> UserRecord | None:
+async def request_user(
+    gate: Gatekeeper, header: str | None, source: str = "unknown"
+) -> UserRecord | None:
     """The user an Authorization header names (None for no header); Unauthenticated for
-    credentials that are wrong or malformed."""
+    credentials that are wrong or malformed (TooManyLogins while source is limited)."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer" and value:
-        return gate.bearer(value)
+        return gate.bearer(value, source)
     if scheme.lower() == "basic" and value:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise Unauthenticated("malformed Basic credentials: base64 of user:password") from exc
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
         name, sep, secret = decoded.partition(":")
-        if not sep:
-            raise Unauthenticated("malformed Basic credentials: base64 of user:password")
-        return await gate.login(name, secret, "http")
+        if sep:
+            return await gate.login(name, secret, "http", source)
+        _malformed(gate, source)
+        raise Unauthenticated("malformed Basic credentials: base64 of user:password")
+    _malformed(gate, source)
     raise Unauthenticated("unsupported Authorization: use Basic or Bearer")
+
+
+def _status(request: web.Request) -> bool:
+    """A member's read of /v1/status (the DynamoDB forwarder's): the one route a peer
+    credential opens."""
+    return request.method == "GET" and request.path == "/v1/status"
+
+
+def _malformed(gate: Gatekeeper, source: str) -> None:
+    gate.admit_attempt("http", source)
+    gate.failed("http", "malformed", source)
 
 
 def authentication(gate: Gatekeeper) -> Any:
@@ -75,13 +91,19 @@ def authentication(gate: Gatekeeper) -> Any:
     async def admit(request: web.Request, handler: Any) -> web.StreamResponse:
         if gate.enabled:
             try:
-                user = await request_user(gate, request.headers.get("Authorization"))
+                header = request.headers.get("Authorization") or ""
+                source = request.remote or "unknown"
+                if header.startswith(peer_credential.SCHEME + " ") and _status(request):
+                    gate.peer(header[len(peer_credential.SCHEME) + 1 :], source)
+                    return await handler(request)
+                user = await request_user(gate, header, source)
                 gate.check(user, route_need(request.method, request.raw_path))
             except Unauthenticated as exc:
                 body = {"error": exc.code, "message": exc.message}
                 response = web.json_response(body, status=exc.status)
-                for challenge in CHALLENGES:
-                    response.headers.add("WWW-Authenticate", challenge)
+                if exc.status == 401:
+                    for challenge in CHALLENGES:
+                        response.headers.add("WWW-Authenticate", challenge)
                 return response
         return await handler(request)
 

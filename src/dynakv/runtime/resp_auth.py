@@ -11,8 +11,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from dynakv.access import Need, allows
-from dynakv.errors import Unauthenticated
+from dynakv.errors import TooManyLogins, Unauthenticated
 from dynakv.runtime.gatekeeper import WRONGPASS
+from dynakv.runtime.login_limits import source_of
 from dynakv.runtime.resp_protocol import OK, CommandError, error, integer
 
 if TYPE_CHECKING:
@@ -88,8 +89,13 @@ def _login(conn: RespConnection, slot: Slot, user: bytes, secret: bytes, answer:
     async def attempt() -> None:
         try:
             record = await gate.login(
-                user.decode("utf-8", "replace"), secret.decode("utf-8", "replace"), "resp"
+                user.decode("utf-8", "replace"),
+                secret.decode("utf-8", "replace"),
+                "resp",
+                source_of(conn.transport),
             )
+        except TooManyLogins as exc:
+            conn.done(slot, error(exc.message))
         except Unauthenticated:
             conn.done(slot, WRONGPASS_LINE)
         else:

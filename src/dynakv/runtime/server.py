@@ -44,6 +44,7 @@ from dynakv.messages import (
     ClientGet,
     ClientLogin,
     ClientPut,
+    ClientUserChange,
     ClusterInfo,
     ErrorReply,
     Hello,
@@ -57,6 +58,7 @@ from dynakv.partition_scan import partition_replicas
 from dynakv.runtime.addr import split_addr
 from dynakv.runtime.gatekeeper import Gatekeeper, without_secrets
 from dynakv.runtime.limits import PortGuard
+from dynakv.runtime.login_limits import login_limiter, source_of
 from dynakv.runtime.metrics import Metrics, consistency_label
 from dynakv.runtime.peer_gate import PeerGate, warn_if_open
 from dynakv.runtime.peers import PeerLinks
@@ -102,7 +104,13 @@ class Server:
         self.node = Node(config, self.engine, random.Random())
         self.engine.commit()
         self.metrics.watch(self.node, self.engine, config.data_dir, self.uptime)
-        self.gate = Gatekeeper(config.security.authentication, lambda: self.node.state, self.log)
+        self.gate = Gatekeeper(
+            config.security.authentication,
+            lambda: self.node.state,
+            self.log,
+            login_limiter(config.security, self.log, self.metrics),
+            self.peer_gate.secrets,
+        )
         self.links = PeerLinks(
             config, self, self.log, self.dispatch, self.node.address_of, self.peer_gate, dial_tls
         )
@@ -380,6 +388,12 @@ class Server:
         # answers on a connection this node dialled is the peer it chose.
         if conn.peer is None and conn.outbound_to is None and self._refused(conn, message):
             return
+        if type(message) is ClientUserChange:
+            try:  # an access key's secret is sealed before the core sees it
+                message = self.gate.sealed(message)
+            except InvalidRequest as exc:
+                conn.send(error_reply(message.rid, exc))
+                return
         if type(message) is ClientBackup:
             assert self.loop is not None
             self.loop.create_task(self._backup(conn, message))
@@ -416,7 +430,7 @@ class Server:
             text = "authentication is off on this node: connect without credentials"
             conn.send(ErrorReply(message.rid, InvalidRequest.code, text))
             return
-        conn.send(await self.gate.login_frame(conn.token, message))
+        conn.send(await self.gate.login_frame(conn.token, message, source_of(conn.transport)))
 
     async def _backup(self, conn: FrameConnection, request: ClientBackup) -> None:
         """Copy the store on a thread while the loop goes on serving (the engine's copy
