@@ -1,5 +1,5 @@
-"""Local storage engines: LMDB (default, on disk), LMDB behind a write-ahead log (on disk),
-and memory (tests, simulator).
+"""Local storage engines: LMDB behind a write-ahead log (the default, on disk), LMDB (on
+disk) and memory (tests, simulator).
 
 See `dynakv.storage.engine` for the interface and its semantics.
 """
@@ -17,8 +17,8 @@ ENGINE_KINDS = ("lmdb", "wal", "memory")
 
 
 def open_engine(kind: str, path: str | None, durability: Durability = "fsync") -> Engine:
-    """Open a storage engine: "lmdb" (the default engine; needs `path`), "wal" (LMDB behind
-    a write-ahead log; needs `path`; durability "fsync" only) or "memory".
+    """Open a storage engine: "wal" (the default engine: LMDB behind a write-ahead log; needs
+    `path`), "lmdb" (needs `path`) or "memory".
 
     The memory engine ignores `path` and `durability` (which must still be valid).
     ValueError for an unknown kind or durability.
@@ -29,9 +29,7 @@ def open_engine(kind: str, path: str | None, durability: Durability = "fsync") -
             raise ValueError(f"the {kind} engine needs a path")
         if kind == "lmdb":
             return LmdbEngine(path, durability)
-        if durability != "fsync":
-            raise ValueError("the wal engine is a way to fsync: durability must be fsync")
-        return WalEngine(path)
+        return WalEngine(path, durability=durability)
     if kind == "memory":
         return MemoryEngine()
     raise ValueError(f"unknown storage engine {kind!r}; expected one of {ENGINE_KINDS}")
