@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dynakv.errors import InternalError, InvalidRequest
-from dynakv.storage import Engine, LmdbEngine, WalEngine
+from dynakv.storage import Engine, LmdbEngine, WalEngine, open_engine
 from dynakv.storage.lmdb import NONE_COMMIT_EVERY
 from dynakv.storage.pipelined import PipelinedEngine
 
@@ -50,11 +50,14 @@ def small_wal(path: Path, **kwargs: object) -> WalEngine:
 def test_a_backup_holds_every_commit_before_it_and_opens_on_either_engine(tmp_path: Path) -> None:
     eng = small_wal(tmp_path / "live")
     try:
-        for batch in range(50):
+        for batch in range(47):
+            write_batch(eng, batch)
+        eng.checkpoint()
+        for batch in range(47, 50):  # 12 writes, fewer than a checkpoint's: in the log only
             write_batch(eng, batch)
         eng.meta_put("incarnation", b"abc")
         eng.commit()
-        assert eng._offset > 0  # commits in the log only: the backup must checkpoint them
+        assert eng._offset > 0  # so the backup must checkpoint them
         eng.put(b"uncommitted", b"x")  # not committed: not in the backup
         size = eng.backup(str(tmp_path / "bk"))
         assert size == (tmp_path / "bk" / "data.mdb").stat().st_size > 0
@@ -218,5 +221,29 @@ def test_wal_none_logs_once_1000_writes_are_pending(tmp_path: Path) -> None:
         eng.put(b"k%06d" % NONE_COMMIT_EVERY, b"v")
         eng.commit()
         assert eng.pending() == 0 and eng._offset > 0
+    finally:
+        eng.close()
+
+
+def test_switching_a_crashed_wal_directory_to_lmdb_replays_its_log_first(tmp_path: Path) -> None:
+    eng = small_wal(tmp_path)
+    for batch in range(27):
+        write_batch(eng, batch)
+    eng.checkpoint()
+    for batch in range(27, 30):  # 12 writes, fewer than a checkpoint's: in the log only
+        write_batch(eng, batch)
+    assert eng._offset > 0
+    eng.crash()
+    lmdb_engine = open_engine("lmdb", str(tmp_path))
+    try:
+        assert isinstance(lmdb_engine, LmdbEngine)
+        assert batches_in(lmdb_engine) == list(range(30))
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("wal.")]
+        write_batch(lmdb_engine, 30)
+    finally:
+        lmdb_engine.close()
+    eng = small_wal(tmp_path)  # and back to the wal engine: nothing stale replayed
+    try:
+        assert eng.replayed == 0 and batches_in(eng) == list(range(31))
     finally:
         eng.close()
