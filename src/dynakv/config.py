@@ -115,8 +115,9 @@ class NodeConfig:
     # fsync: fewer, larger commits cost less CPU per write (benchmarks/README.md), and a
     # write waits up to this much longer for its acknowledgement. 0: commit at once.
     commit_interval: float = 0.005
-    # "wal": LMDB behind a write-ahead log (storage/wal.py), logged on the writer thread
-    engine: Literal["lmdb", "wal", "memory"] = "lmdb"
+    # "wal": LMDB behind a write-ahead log (storage/wal.py), logged on the writer thread;
+    # "lmdb": LMDB alone, one synced LMDB commit per group commit
+    engine: Literal["lmdb", "wal", "memory"] = "wal"
     gossip_interval: float = 1.0
     sweep_interval: float = 0.05  # how often pending requests are checked for their deadline
     hint_window: float = 3 * 3600.0  # hints older than this are dropped (Cassandra's default)

@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from dynakv import Client
 from tests.cluster.harness import ProcessCluster
 
@@ -97,11 +99,14 @@ def test_import_names_a_bad_line_and_writes_nothing(cluster: ProcessCluster, tmp
     assert b"line 1" in result.stderr and b"nothing imported" in result.stderr
 
 
+@pytest.mark.parametrize("engine", ["wal", "lmdb"])
 def test_backup_while_writing_then_readme_restore_brings_every_acknowledged_key_back(
-    tmp_path: Path,
+    tmp_path: Path, engine: str
 ) -> None:
     (tmp_path / "live").mkdir()
-    procs = ProcessCluster(tmp_path / "live", 3)
+    config = tmp_path / "engine.toml"
+    config.write_text(f'engine = "{engine}"\n')
+    procs = ProcessCluster(tmp_path / "live", 3, ["--config", str(config)])
     acknowledged: list[str] = []
     stop = threading.Event()
 

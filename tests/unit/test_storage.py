@@ -1,4 +1,5 @@
-"""Storage engines: shared behaviour of MemoryEngine and LmdbEngine, crash and kill durability."""
+"""Storage engines: shared behaviour of MemoryEngine, LmdbEngine and WalEngine, crash and kill
+durability."""
 
 from __future__ import annotations
 
@@ -42,13 +43,19 @@ def make_engine(kind: str, path: Path) -> Engine:
         return PipelinedEngine(LmdbEngine(path / "db", "fsync", map_size=SMALL_MAP))
     if kind == "wal":  # a small log: commits go through every path (append, checkpoint)
         return WalEngine(path / "db", SMALL_MAP, segment_bytes=4096, checkpoint_writes=40)
+    if kind == "wal-os":  # the same, appended and checkpointed without fsync
+        return WalEngine(
+            path / "db", SMALL_MAP, segment_bytes=4096, checkpoint_writes=40, durability="os"
+        )
     if kind == "pipelined-wal":  # the same, committed on the writer thread
         wal = WalEngine(path / "db", SMALL_MAP, segment_bytes=4096, checkpoint_writes=40)
         return PipelinedEngine(wal)
     return LmdbEngine(path / "db", kind.removeprefix("lmdb-"), map_size=SMALL_MAP)
 
 
-@pytest.fixture(params=["memory", "lmdb-fsync", "lmdb-os", "pipelined", "wal", "pipelined-wal"])
+@pytest.fixture(
+    params=["memory", "lmdb-fsync", "lmdb-os", "pipelined", "wal", "wal-os", "pipelined-wal"]
+)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(request.param, tmp_path)
     yield eng
@@ -276,8 +283,9 @@ def test_open_engine(tmp_path: Path) -> None:
     wal = open_engine("wal", str(tmp_path / "w"))
     assert isinstance(wal, WalEngine) and wal.durability == "fsync"
     wal.close()
-    with pytest.raises(ValueError):
-        open_engine("wal", str(tmp_path / "w"), "os")
+    wal = open_engine("wal", str(tmp_path / "wo"), "os")
+    assert isinstance(wal, WalEngine) and wal.durability == "os"
+    wal.close()
     with pytest.raises(ValueError):
         open_engine("wal", None)
     with pytest.raises(ValueError):
@@ -417,7 +425,8 @@ KILL_CHILD = textwrap.dedent(
 
     path, durability, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if durability.endswith("wal"):  # a checkpoint every 10-odd commits, so some land mid-stream
-        eng = WalEngine(path, 256 << 20, segment_bytes=16384)
+        mode = "os" if durability == "os-wal" else "fsync"
+        eng = WalEngine(path, 256 << 20, segment_bytes=16384, durability=mode)
     else:
         eng = LmdbEngine(path, durability, map_size=256 << 20)
     if durability == "pipelined-wal":
@@ -446,7 +455,7 @@ KILL_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("durability", ["fsync", "os", "wal", "pipelined-wal"])
+@pytest.mark.parametrize("durability", ["fsync", "os", "wal", "os-wal", "pipelined-wal"])
 def test_lmdb_committed_batches_survive_sigkill(tmp_path: Path, durability: str) -> None:
     path = tmp_path / "db"
     batch, wanted = 50, 20

@@ -1,4 +1,5 @@
-"""The default on-disk engine: LMDB (a copy-on-write B+tree; one writer, many readers).
+"""The LMDB engine (`engine = "lmdb"`; the default wal engine keeps its data in one too): a
+copy-on-write B+tree, one writer, many readers.
 
 One LMDB environment lives in the directory `path`, with two named databases: ``objects``
 (digest -> encoded value) and ``meta`` (name -> small metadata).

@@ -320,6 +320,7 @@ class PipelinedEngine(Engine):
 
     def backup(self, path: str) -> int:
         # What the writer thread has committed; writes still in flight are not acknowledged.
+        # Both engines copy while the writer goes on (WalEngine.backup: from any thread).
         return self.inner.backup(path)
 
     def close(self) -> None:

@@ -55,6 +55,18 @@ and after a failed fdatasync the page cache cannot be trusted. So does an LMDB e
 checkpointer (a full map, say): LMDB then drops its transaction. Every later call raises
 `InternalError`; reopening (with a larger map) replays the log.
 
+A backup (`backup`, from any thread, while commits go on) starts a checkpoint of every epoch
+logged so far (or waits for the one running, when that is all it takes), waits until LMDB's
+committed snapshot holds it, and copies that snapshot with LMDB's compacting hot copy: every
+commit made before it began is in the copy, a plain LMDB environment (with its
+``_wal_epoch``) that either engine opens. The engine's lock makes starting that checkpoint
+and a commit exclusive, so the log's epochs and offsets only ever change on one thread.
+
+Durability ``os`` and ``none``: records are appended without fdatasync and checkpoints
+commit without sync: a process kill loses nothing the log was given, a power loss may lose
+what the page cache held. ``none`` also logs only once `NONE_COMMIT_EVERY` writes are pending,
+as `LmdbEngine` commits.
+
 A directory a `WalEngine` closed cleanly is a plain LMDB environment whose log holds nothing
 to replay; an `LmdbEngine` opens it. After a crash, only a `WalEngine` knows about the log.
 A ``wal.log`` left by the earlier one-segment format (records of the epoch LMDB holds, from
@@ -64,35 +76,31 @@ offset 0, the same record format) is replayed first at open, then removed.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from dynakv.errors import InternalError
 from dynakv.storage.engine import (
-    HINTS,
     OBJECTS,
     CommitStats,
     Durability,
     Engine,
     Table,
     check_bound,
+    check_durability,
     check_key,
     check_table,
     check_value,
     meta_key,
 )
-from dynakv.storage.lmdb import DEFAULT_MAP_SIZE, LmdbEngine
+from dynakv.storage.lmdb import DEFAULT_MAP_SIZE, NONE_COMMIT_EVERY, LmdbEngine
 from dynakv.storage.overlay import LoggedWrites, count_over, merge_scan, pending_range
-from dynakv.storage.wal_checkpointer import Checkpointer
+from dynakv.storage.wal_checkpointer import Checkpointer, replay
 from dynakv.storage.wal_log import (
-    DELETE,
     EPOCH_META,
     HEADER,
-    HINTS_FLAG,
-    META,
-    PUT,
     Segments,
-    decode_writes,
     encode_record,
     encode_writes,
     legacy_records,
@@ -107,9 +115,7 @@ DEFAULT_DIRECT_BYTES = 256 << 10
 
 class WalEngine(Engine):
     """An LMDB engine made durable by a write-ahead log; see the module docstring. Used from
-    one thread (any one); its checkpointer thread is its own business."""
-
-    durability: Durability = "fsync"
+    one thread (any one), but for `backup`; its checkpointer thread is its own business."""
 
     def __init__(
         self,
@@ -118,6 +124,7 @@ class WalEngine(Engine):
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         checkpoint_writes: int = DEFAULT_CHECKPOINT_WRITES,
         direct_bytes: int = DEFAULT_DIRECT_BYTES,
+        durability: Durability = "fsync",
     ) -> None:
         if segment_bytes < HEADER.size + 1 or checkpoint_writes < 1:
             raise ValueError("segment_bytes and checkpoint_writes are too small")
@@ -125,7 +132,9 @@ class WalEngine(Engine):
         self.segment_bytes = segment_bytes
         self.checkpoint_writes = checkpoint_writes
         self.direct_bytes = direct_bytes
-        self.inner = LmdbEngine(self.path, "fsync", map_size)
+        self.durability: Durability = check_durability(durability)
+        # Checkpoints are synced exactly when the log is: see the module docstring.
+        self.inner = LmdbEngine(self.path, "fsync" if durability == "fsync" else "os", map_size)
         self.scan_batch = self.inner.scan_batch
         self._writes: dict[tuple[str, bytes], bytes | None] = {}  # since the last commit
         self._meta: dict[str, bytes] = {}
@@ -140,16 +149,20 @@ class WalEngine(Engine):
         self.checkpoints = 0  # started (each is handed to the checkpointer in order)
         self.logged_epoch = 0  # the epoch of the last commit's writes (PipelinedEngine)
         self._commit_stats = CommitStats()
+        # Held by commits and checkpoints (on the owner's thread) and by a backup starting
+        # its checkpoint (on any): they change the epoch and the offset in the log.
+        self._lock = threading.Lock()
         try:
-            self._log = Segments(self.path, segment_bytes)
+            self._log = Segments(self.path, segment_bytes, sync=durability == "fsync")
         except InternalError:
             self.inner.close()
             raise
         try:
             stable = int(self.inner.meta_get(EPOCH_META) or b"0")
-            self._replay(legacy_records(self.path, stable))  # before the segments: older
-            self._replay(self._log.records(stable))
-            self._replay(self._log.records(stable + 1))
+            # The earlier format's log first: it is older than the segments.
+            self.replayed += replay(self.inner, legacy_records(self.path, stable))
+            self.replayed += replay(self.inner, self._log.records(stable))
+            self.replayed += replay(self.inner, self._log.records(stable + 1))
             self._epoch = stable + 2  # never stable + 1 again: see the module docstring, (4)
             self.inner.meta_put(EPOCH_META, b"%d" % self._epoch)
             self.inner.commit()  # synced; on this thread, before the checkpointer starts
@@ -160,21 +173,6 @@ class WalEngine(Engine):
             self.inner.abandon()
             raise
         self._checkpointer = Checkpointer(self.inner, self._epoch)
-
-    def _replay(self, payloads: Iterable[bytes]) -> None:
-        for payload in payloads:
-            for op, key, value in decode_writes(payload):
-                table: Table = HINTS if op & HINTS_FLAG else OBJECTS
-                kind = op & ~HINTS_FLAG
-                if kind == PUT:
-                    self.inner.put(key, value, table)
-                elif kind == DELETE:
-                    self.inner.delete(key, table)
-                elif kind == META:
-                    self.inner.meta_put(key.decode("utf-8"), value)
-                else:
-                    raise InternalError(f"write-ahead log {self.path}: unknown op {op}")
-            self.replayed += 1
 
     @property
     def stable_epoch(self) -> int:
@@ -301,12 +299,19 @@ class WalEngine(Engine):
         return self._pending_writes
 
     def commit_stats(self) -> CommitStats | None:
-        return self._commit_stats
+        # Only synced commits: in the other modes a commit never waits for the disk.
+        return self._commit_stats if self.durability == "fsync" else None
 
     def commit(self) -> None:
         self._check_open()
         if not self._writes and not self._meta:
             return
+        if self.durability == "none" and self._pending_writes < NONE_COMMIT_EVERY:
+            return
+        with self._lock:
+            self._commit()
+
+    def _commit(self) -> None:
         writes = len(self._writes) + len(self._meta)
         size = record_size(self._writes, self._meta)
         started = time.perf_counter()
@@ -334,10 +339,32 @@ class WalEngine(Engine):
         open replays nothing: bounds the replay, e.g. when the node is idle."""
         self._check_open()
         try:
-            self._checkpoint_now()
+            with self._lock:
+                self._checkpoint_now()
         except InternalError as e:
             self._failed = e
             raise
+
+    def backup(self, path: str) -> int:
+        """LMDB's compacting hot copy of a checkpoint that holds every commit made before
+        the call (see the module docstring); any thread, while commits go on."""
+        self._checkpointer.wait_for(self._backup_epoch())
+        return self.inner.backup(path)
+
+    def _backup_epoch(self) -> int:
+        """Start a checkpoint of every epoch logged so far and return the epoch LMDB's
+        snapshot holds once it is done. A checkpoint still running is waited for outside
+        the lock (commits go on meanwhile), as a commit never waits for one either."""
+        while True:
+            with self._lock:
+                self._check_open()
+                if self._offset == 0:  # nothing logged in this epoch: the ones before do
+                    return self._epoch
+                if self._checkpointer.stable >= self._epoch:
+                    self._next_epoch()
+                    return self._epoch
+                running = self._epoch
+            self._checkpointer.wait_for(running)
 
     def close(self) -> None:
         if self._closed:

@@ -1,5 +1,6 @@
 """The thread that owns a WalEngine's LMDB write transaction: it applies logged batches to it
 in log order and commits it, synced, at each checkpoint, while the log goes on taking commits.
+Also `replay`, which applies the log's records at open, before that thread starts.
 
 It never touches the log, and LMDB on disk only ever changes by its synced commits.
 """
@@ -8,12 +9,44 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterable
 
 from dynakv.errors import InternalError
+from dynakv.storage.engine import HINTS, OBJECTS, Table
 from dynakv.storage.lmdb import LmdbEngine
-from dynakv.storage.wal_log import EPOCH_META, Meta, Writes
+from dynakv.storage.wal_log import (
+    DELETE,
+    EPOCH_META,
+    HINTS_FLAG,
+    META,
+    PUT,
+    Meta,
+    Writes,
+    decode_writes,
+)
 
 _STOP = None
+
+
+def replay(lmdb: LmdbEngine, payloads: Iterable[bytes]) -> int:
+    """Apply the writes of the log records `payloads` to LMDB's open transaction, in order;
+    returns how many records there were."""
+    records = 0
+    for payload in payloads:
+        for op, key, value in decode_writes(payload):
+            table: Table = HINTS if op & HINTS_FLAG else OBJECTS
+            kind = op & ~HINTS_FLAG
+            if kind == PUT:
+                lmdb.put(key, value, table)
+            elif kind == DELETE:
+                lmdb.delete(key, table)
+            elif kind == META:
+                lmdb.meta_put(key.decode("utf-8"), value)
+            else:
+                raise InternalError(f"write-ahead log {lmdb.path}: unknown op {op}")
+        records += 1
+    return records
+
 _Job = tuple[Writes, Meta] | int | None  # a batch to apply, a checkpoint (its new epoch), stop
 
 
@@ -30,6 +63,7 @@ class Checkpointer:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._changed = threading.Condition()
         self._halted = False
+        self._stopped = False  # what a wait_for from another thread (a backup) must know
         self._thread = threading.Thread(target=self._run, name="dynakv-checkpoint", daemon=True)
         self._thread.start()
 
@@ -45,9 +79,12 @@ class Checkpointer:
         """Return once LMDB's committed snapshot holds every epoch below `epoch`;
         InternalError if a failure means it never will."""
         with self._changed:
-            self._changed.wait_for(lambda: self.stable >= epoch or self.error is not None)
+            self._changed.wait_for(
+                lambda: self.stable >= epoch or self.error is not None or self._stopped
+            )
         if self.stable < epoch:
-            raise InternalError(f"checkpoint failed: {self.error}")
+            why = f"failed: {self.error}" if self.error is not None else "stopped: engine closed"
+            raise InternalError(f"checkpoint {why}")
 
     def stop(self, halt: bool) -> None:
         """End the thread after the jobs handed over (or, if `halt`, skipping those not begun,
@@ -61,6 +98,9 @@ class Checkpointer:
             job = self._jobs.get()
             if job is _STOP:
                 self.lmdb.rollback()
+                with self._changed:
+                    self._stopped = True
+                    self._changed.notify_all()
                 return
             if self._halted or self.error is not None:
                 continue  # after a failure the log holds the batches: reopening replays them

@@ -124,9 +124,10 @@ class Segments:
     fdatasync of a record flushes data blocks only: no size or extent change to journal
     (benchmarks/README.md, "Durable writes")."""
 
-    def __init__(self, directory: str, segment_bytes: int) -> None:
+    def __init__(self, directory: str, segment_bytes: int, sync: bool = True) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.sync = sync  # False: appends reach the page cache only (durability os, none)
         self._fds: list[int] = []
         try:
             created = False
@@ -159,12 +160,13 @@ class Segments:
             yield payload
 
     def append(self, epoch: int, offset: int, record: bytes) -> None:
-        """Write `record` at `offset` of epoch `epoch`'s segment and fdatasync it."""
+        """Write `record` at `offset` of epoch `epoch`'s segment and fdatasync it (if `sync`)."""
         fd = self._fds[epoch % 2]
         written = os.pwrite(fd, record, offset)
         if written != len(record):
             raise OSError(f"short write to the log: {written} of {len(record)} bytes")
-        os.fdatasync(fd)
+        if self.sync:
+            os.fdatasync(fd)
 
     def close(self) -> None:
         fds, self._fds = self._fds, []
