@@ -10,13 +10,16 @@ import dataclasses
 
 import pytest
 
+from dynakv import bucket_types as bt
 from dynakv import versions
 from dynakv.config import NodeConfig
 from dynakv.item_keys import storage_key
+from dynakv.messages import ClientBucketChange, ClusterInfo
 from dynakv.ring import partition_of_digest
 from dynakv.sim.cluster import SimCluster
 from dynakv.sim.run import node_config
 from dynakv.storage.memory import MemoryEngine
+from tests.sim.test_datacenters import ask
 
 SOURCES = ["n1", "n2", "n3"]
 
@@ -74,3 +77,37 @@ def test_a_joining_node_gets_writes_its_full_source_lacks_before_its_pulls_finis
     # Fetched after a digest: about the keys the full copy lacked, never the whole set again.
     fetched = sum(int(log.fields["fetched"]) for log in finished)
     assert lacking_full_source <= fetched < checked
+
+
+def test_replicas_that_remain_when_n_falls_compare_the_others_and_copy_nothing_whole():
+    names = [f"n{i}" for i in range(1, 6)]
+    cluster = SimCluster(names, seed=5, config=config)
+    assert cluster.run_until(cluster.members_agree, limit=60.0)
+    view = cluster.nodes["n1"].view
+    keys = [f"k{i}" for i in range(60)]
+    for key in keys:
+        primaries = view.placement("b", key).primaries
+        for name in primaries[:2]:
+            cluster.nodes[name].store.put("b", key, write(b"v", "n9@x.0"))
+        if key in keys[::5]:  # a write only the third replica took
+            cluster.nodes[primaries[2]].store.put("b", key, write(b"w", "n8@x.0"))
+    for name in names:
+        cluster.engines[name].commit()
+    for rid, bucket_type in enumerate((bt.DEFAULT, "lww")):
+        lower = ClientBucketChange(rid, bucket_type, {"n": 2, "r": 1, "w": 1}, "update")
+        assert isinstance(ask(cluster, "n2", lower), ClusterInfo)
+    assert cluster.run_until(
+        lambda: any(cluster.nodes[x].view.state.ring.next is not None for x in names), 30.0
+    )
+    assert cluster.run_until(
+        lambda: all(not cluster.nodes[x].view.my_moves() for x in names), 120.0
+    )
+    finished = [log.fields for _, _, log in cluster.logs if log.event == "transfer_finished"]
+    assert finished
+    # Each remaining replica held the partition already: it fetched what differed, only.
+    assert all(f["keys"] == f["fetched"] for f in finished)
+    assert sum(f["fetched"] for f in finished) >= len(keys[::5])
+    for key in keys[::5]:
+        for name in view.placement("b", key).primaries[:2]:
+            clock = cluster.nodes[name].replica("b", key)
+            assert clock is not None and {s.value for s in versions.values(clock)} == {b"v", b"w"}

@@ -107,6 +107,9 @@ class Transfers(Component):
                 busy = Counter(p.source for p in self.pulls.values() if not p.copied)
                 sources = order_sources(view, partition, busy)
                 pull = Pull(record.epoch, partition, sources, walk)
+                # A replica already (a lowered replication makes the replicas that remain
+                # pull): its own copy is the whole one, and every source is compared.
+                pull.copied = view.name in view.placed_replicas(partition)
                 pull.restore(self.engine.meta_get(pull.meta_name))
                 self.pulls[partition] = pull
                 fields = {"partition": partition, "sources": pull.sources}
