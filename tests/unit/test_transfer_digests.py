@@ -23,6 +23,7 @@ from dynakv.core.version_digests import local_differs, scan_versions, state_vers
 from dynakv.errors import InvalidRequest
 from dynakv.item_keys import storage_key
 from dynakv.messages import (
+    ErrorReply,
     JoinRequest,
     Message,
     TransferBatch,
@@ -353,3 +354,18 @@ def test_a_megabyte_value_is_hashed_without_its_bytes():
     assert state_version_hash(versions.encode(big)) == state_version_hash(versions.encode(small))
     with pytest.raises(InvalidRequest):
         state_version_hash(b"\xc1 not a clock")
+
+
+def test_a_source_that_refuses_digests_is_pulled_in_full_from_the_cursor():
+    world = Joining()
+    n4 = world.nodes["n4"]
+    _, request = sends(n4.on_tick(0.0), TransferRequest)[0]
+    pull = n4.pulls[request.partition]
+    pull.copied, pull.cursor = True, b"\x07"  # comparing the next source, past key 07
+    (source, asked), = sends(n4._request_batch(pull, 1.0))  # fmt: skip
+    assert isinstance(asked, TransferDigestRequest)
+    refusal = ErrorReply(asked.rid, "invalid_request", "message type is not accepted here")
+    (again_to, again), = sends(n4.on_error(1.1, source, refusal))  # fmt: skip
+    assert again_to == source and isinstance(again, TransferRequest) and again.after == b"\x07"
+    assert any(log.event == "transfer_digests_refused" for log in world.parts["n4"].logs)
+    assert n4.on_error(1.2, source, ErrorReply(12345, "x", "not a pull's")) is None

@@ -286,6 +286,8 @@ class Node:
     def _error_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ErrorReply)
         effects = self.coordinator.on_error(now, source, msg)
+        if effects is None:
+            effects = self.transfers.on_error(now, source, msg)
         if effects is not None:
             return effects
         if not self.handoff.on_error(now, msg.rid):

@@ -31,6 +31,7 @@ from dynakv.core.version_digests import (
 )
 from dynakv.errors import InvalidRequest
 from dynakv.messages import (
+    ErrorReply,
     Message,
     TransferBatch,
     TransferDigestRequest,
@@ -197,6 +198,21 @@ class Transfers(Component):
             pull.fetch_last, pull.fetch_done = msg.last, msg.done
         else:
             self._advance(pull, msg.last, msg.done)
+        return self._after_reply(pull, now)
+
+    def on_error(self, now: float, source: str, msg: ErrorReply) -> list[Effect] | None:
+        """A source refused a digest or fetch request (a node from before them does not
+        know the messages): this source is pulled in full from the cursor on, which merges
+        at least what comparing it would have. None when the error is not of a pull."""
+        pull = next((p for p in self.pulls.values() if p.in_flight == msg.rid), None)
+        if pull is None:
+            return None
+        pull.in_flight = 0
+        if pull.copied and source == pull.source:
+            fields = {"from": source, "partition": pull.partition, "error": msg.message}
+            self.logs.append(Log("warning", "transfer_digests_refused", fields))
+            pull.copied, pull.fetching = False, []
+            self.engine.meta_put(pull.meta_name, pull.encode_cursor())
         return self._after_reply(pull, now)
 
     def _advance(self, pull: Pull, last: bytes, done: bool) -> None:
