@@ -6,7 +6,8 @@ at `--rate` operations/s measures the foreground alone for `--before` seconds; a
 of `--during` seconds starts, and `--join-after` seconds into it a fourth node joins. The
 figures:
 
-- transfer: node4's `transfer_finished` lines (keys and bytes per partition pulled), from
+- transfer: node4's `transfer_finished` lines (keys and bytes per partition pulled, keys
+  compared by version digest and fetched after), from
   its first `transfer_started` to its last `transfer_finished`; keys/s and MB/s over that;
   and from node4's start to the ring that includes it being installed (node1's view);
 - foreground: p50/p99/p99.9 of reads and updates (latency from each request's scheduled
@@ -128,11 +129,17 @@ def one_run(opts: argparse.Namespace, index: int) -> dict[str, Any]:
             raise RuntimeError(f"node4 logged no transfers:\n{joiner.tail()}")
         moved_keys = sum(int(f["keys"]) for _, f in finished)
         moved_bytes = sum(int(f["bytes"]) for _, f in finished)
+        # Keys compared with other replicas' version digests, and fetched after (0 before
+        # transfers compared: every replica's copy came whole).
+        compared = sum(int(f.get("compared", 0)) for _, f in finished)
+        fetched = sum(int(f.get("fetched", 0)) for _, f in finished)
         seconds = max(max(t for t, _ in finished) - min(started), 1e-3)
         result: dict[str, Any] = {
             "run": index,
             "keys": moved_keys,
             "bytes": moved_bytes,
+            "keys_compared": compared,
+            "keys_fetched": fetched,
             "transfer_seconds": round(seconds, 2),
             "keys_per_s": round(moved_keys / seconds, 1),
             "mb_per_s": round(moved_bytes / seconds / 1e6, 1),
@@ -154,6 +161,8 @@ def one_run(opts: argparse.Namespace, index: int) -> dict[str, Any]:
 ROWS = [
     ("keys pulled by node4", "keys", "{:,.0f}"),
     ("bytes pulled (as reported)", "bytes", "{:,.0f}"),
+    ("keys compared by version digest", "keys_compared", "{:,.0f}"),
+    ("of those fetched (version differed)", "keys_fetched", "{:,.0f}"),
     ("first transfer started -> last finished, s", "transfer_seconds", "{:.1f}"),
     ("keys/s", "keys_per_s", "{:,.0f}"),
     ("MB/s (10^6 B)", "mb_per_s", "{:.1f}"),

@@ -216,6 +216,34 @@ class TransferBatch(Message, tag="xfer_ok"):
     share: float = 1.0  # the sender's background budget: the puller paces to the lower one
 
 
+class TransferDigestRequest(Message, tag="xfer_dg"):
+    """Ownership transfer from a replica other than the one copied in full: send me the
+    (key, version hash) of up to `limit` objects of key partition, after `after`."""
+
+    rid: int
+    partition: int
+    after: bytes
+    limit: int
+
+
+class TransferDigests(Message, tag="xfer_dg_ok"):
+    rid: int
+    partition: int
+    versions: list[tuple[bytes, bytes]]  # (storage key, core.version_digests hash), in order
+    last: bytes  # the last key looked at (the next request's `after`)
+    done: bool
+
+
+class TransferFetch(Message, tag="xfer_f"):
+    """Ownership transfer: send me your stored records of these keys (sorted) of key
+    partition, in order; answered with a TransferBatch whose `last` is the last key looked
+    at and `done` whether all were."""
+
+    rid: int
+    partition: int
+    digests: list[bytes]
+
+
 class JoinRequest(Message, tag="join"):
     rid: int
     member: MemberRecord
@@ -346,6 +374,9 @@ AnyMessage = (
     | ClientBucketChange
     | TransferRequest
     | TransferBatch
+    | TransferDigestRequest
+    | TransferDigests
+    | TransferFetch
     | AaeHashes
     | AaeHashesReply
     | AaeKeys
@@ -372,7 +403,16 @@ AnyMessage = (
 # (write acknowledgements, replica acks, errors, forwarded results, gossip, transfers
 # served) waits for the commit. The runtime and the simulator both follow this list.
 UNGATED: frozenset[type] = frozenset(
-    {ReplicaPut, ReplicaGet, ReplicaGetReply, GetResult, Heartbeat, TransferRequest}
+    {
+        ReplicaPut,
+        ReplicaGet,
+        ReplicaGetReply,
+        GetResult,
+        Heartbeat,
+        TransferRequest,
+        TransferDigestRequest,
+        TransferFetch,
+    }
 )
 
 _encoder = msgspec.msgpack.Encoder()

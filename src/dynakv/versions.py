@@ -240,6 +240,15 @@ def live_values(clock: Clock) -> list[Sibling]:
     return [s for s in values(clock) if not s.deleted]
 
 
+def decode_shape(data: bytes | memoryview) -> _ClockShape:
+    """An encoded clock's actors, counters and tombstone flags, its values read as views
+    into `data` (never copied); InvalidRequest if `data` is not an encoded clock."""
+    try:
+        return _shape_decoder.decode(data)
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
+        raise InvalidRequest(f"invalid clock: {exc}") from exc
+
+
 def only_tombstones(data: bytes | memoryview) -> bool:
     """False when an encoded state holds an anonymous value or a live sibling, found without
     copying or checking any value: the tombstone sweep asks it of every record, and a record

@@ -76,6 +76,9 @@ from dynakv.messages import (
     ReplicaPut,
     ReplicaPutReply,
     TransferBatch,
+    TransferDigestRequest,
+    TransferDigests,
+    TransferFetch,
     TransferRequest,
     error_reply,
 )
@@ -158,6 +161,9 @@ class Node:
             Heartbeat: self.liveness.on_heartbeat,
             TransferRequest: transfers.on_request,
             TransferBatch: transfers.on_batch,
+            TransferDigestRequest: transfers.on_digest_request,
+            TransferDigests: transfers.on_digests,
+            TransferFetch: transfers.on_fetch,
             AaeHashes: exchanges.on_hashes,
             AaeHashesReply: exchanges.on_hashes_reply,
             AaeKeys: exchanges.on_keys,
@@ -280,6 +286,8 @@ class Node:
     def _error_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ErrorReply)
         effects = self.coordinator.on_error(now, source, msg)
+        if effects is None:
+            effects = self.transfers.on_error(now, source, msg)
         if effects is not None:
             return effects
         if not self.handoff.on_error(now, msg.rid):
@@ -360,6 +368,7 @@ class Node:
             "transfers": self.transfers.status(),
             "transfer_keys_moved": self.transfers.keys_moved,
             "transfer_bytes_moved": self.transfers.bytes_moved,
+            "transfer_keys_compared": self.transfers.keys_compared,
             "keys": self.engine.count(),
             "pending_requests": self.coordinator.pending(),
             "down_peers": sorted(self.view.down),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 
@@ -25,6 +26,7 @@ from dynakv.storage.engine import Engine
 from dynakv.versions import Clock
 
 CHECKSUM_BYTES = 4
+T = TypeVar("T")
 Minted = tuple[str, int]  # (actor, counter) of this node's last dot for the key; ("", 0): none
 NOT_MINTED: Minted = ("", 0)
 
@@ -130,6 +132,18 @@ def _unseal_view(raw: bytes) -> _RecordView:
         return _record_view_decoder.decode(payload)
     except (msgspec.DecodeError, ValueError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from exc
+
+
+def unseal_state(raw: bytes) -> bytes | memoryview:
+    """The encoded clock of a stored record, checked against its CRC (CorruptRecord if it
+    fails): a view into `raw` for a large record, not a copy."""
+    return (unseal_record(raw) if len(raw) < VIEW_FROM else _unseal_view(raw)).state
+
+
+def _checked(digest: bytes, raw: bytes) -> bytes:
+    """`raw` itself, once its CRC checks (CorruptRecord if not)."""
+    unseal_state(raw)
+    return raw
 
 
 def may_be_tombstones(raw: bytes) -> bool:
@@ -287,7 +301,22 @@ class ReplicaStore:
         self, start: bytes, end: bytes, after: bytes, limit: int, max_bytes: int
     ) -> tuple[list[bytes], bytes, bool]:
         """Stored records of [start, end) after key `after`: (records, last key, done)."""
-        records: list[bytes] = []
+        return self.scan_read(start, end, after, limit, max_bytes, _checked)
+
+    def scan_read(
+        self,
+        start: bytes,
+        end: bytes,
+        after: bytes,
+        limit: int,
+        max_bytes: int,
+        read: Callable[[bytes, bytes], T],
+    ) -> tuple[list[T], bytes, bool]:
+        """`read(key, record)` of the stored records of [start, end) after key `after`, up to
+        `limit` of them and about `max_bytes` of records: (what read returned, last key,
+        done). A record `read` finds corrupt (CorruptRecord, InvalidRequest) is left out and
+        noted: never hand on a corrupt copy; the other replicas have the key."""
+        found: list[T] = []
         size = 0
         last = after
         for digest, raw in self.engine.scan(after or start, end):
@@ -295,16 +324,15 @@ class ReplicaStore:
                 continue
             last = digest
             try:
-                unseal(raw)
-            except CorruptRecord as exc:
+                found.append(read(digest, raw))
+            except (CorruptRecord, InvalidRequest) as exc:
                 self.corrupt_total += 1
                 self.found_corrupt.append(("?", digest.hex(), str(exc)))
-                continue  # never hand on a corrupt copy; the other replicas have the key
-            records.append(raw)
+                continue
             size += len(raw)
-            if len(records) >= limit or size >= max_bytes:
-                return records, last, False
-        return records, last, True
+            if len(found) >= limit or size >= max_bytes:
+                return found, last, False
+        return found, last, True
 
     def measure(self, start: bytes, end: bytes) -> tuple[int, int]:
         """(objects, bytes) stored in [start, end)."""

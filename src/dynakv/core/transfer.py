@@ -1,84 +1,54 @@
 """Ownership transfer: a node that the next ring makes a replica of a key partition pulls
 that partition, in batches, from the replicas the installed ring gives it.
 
-Every replica of the installed ring that is up is pulled from in turn, so a write that
-reached only some of them still arrives. Pull-based, so the receiver paces it (at most
-`transfer_concurrency` partitions at once) and resumes after either side restarts: its
-cursor (source index, last key merged) is kept in the engine's metadata and committed with
-the merged objects. `Transfers` drives the pulls and serves them to other nodes. Pure: time
-is the `now` passed in; storage through synchronous engine calls.
+One replica's copy is pulled in full (the one the next ring drops, else a near, little
+used one: `pull.order_sources`); every other replica that is up then sends only the
+(key, version hash) pairs of its copy, and the keys whose version differs from what was
+merged are fetched and merged, so a write that reached only some replicas still arrives
+(core/version_digests.py). Pull-based, so the receiver paces it (at most
+`transfer_concurrency` partitions at once, at the background budget's duty cycle) and
+resumes after either side restarts: its cursor (sources, which one, last key merged or
+compared) is kept in the engine's metadata and committed with the merged objects.
+`Transfers` drives the pulls and serves them to other nodes. Pure: time is the `now`
+passed in; storage through synchronous engine calls.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import msgspec
+from collections import Counter
 
 from dynakv.core.admission import BackgroundBudget
 from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer
 from dynakv.core.gossip import Gossiper
+from dynakv.core.pull import Pull, order_sources
 from dynakv.core.replica import CorruptRecord, ReplicaStore
+from dynakv.core.version_digests import (
+    check_digests,
+    fetch_records,
+    local_differs,
+    scan_versions,
+)
 from dynakv.errors import InvalidRequest
-from dynakv.messages import Message, TransferBatch, TransferRequest
+from dynakv.messages import (
+    ErrorReply,
+    Message,
+    TransferBatch,
+    TransferDigestRequest,
+    TransferDigests,
+    TransferFetch,
+    TransferRequest,
+)
 from dynakv.ring import partition_range
 from dynakv.storage.engine import Engine
 
-_cursor_encoder = msgspec.msgpack.Encoder()
-_cursor_decoder = msgspec.msgpack.Decoder(tuple[int, int, bytes, int, int])
+__all__ = ["Pull", "Transfers"]
 
-
-@dataclass
-class Pull:
-    """One key partition being pulled towards ring epoch `epoch`."""
-
-    epoch: int
-    partition: int
-    sources: list[str]  # the installed ring's replicas of the partition, in walk order
-    source_index: int = 0
-    cursor: bytes = b""  # last key merged from the current source
-    keys: int = 0
-    bytes: int = 0
-    total_keys: int = 0  # of the current source's copy, reported with its first batch
-    total_bytes: int = 0
-    keys_from_source: int = 0
-    in_flight: int = 0  # rid of the outstanding request, 0 when none
-    deadline: float = 0.0
-    requested_at: float = 0.0  # when the outstanding (or last) batch was asked for
-    resume_at: float = 0.0  # no batch is asked for before this (the budget's pause)
-
-    @property
-    def meta_name(self) -> str:
-        return f"pull/{self.epoch}/{self.partition}"
-
-    def encode_cursor(self) -> bytes:
-        return _cursor_encoder.encode(
-            (self.epoch, self.source_index, self.cursor, self.keys, self.bytes)
-        )
-
-    def restore(self, raw: bytes | None) -> None:
-        if raw is None:
-            return
-        epoch, index, cursor, keys, size = _cursor_decoder.decode(raw)
-        if epoch == self.epoch:
-            self.source_index, self.cursor, self.keys, self.bytes = index, cursor, keys, size
-
-    def progress(self) -> dict[str, object]:
-        sources = len(self.sources)
-        current = self.sources[self.source_index] if self.source_index < sources else None
-        share = self.keys_from_source / self.total_keys if self.total_keys else 0.0
-        return {
-            "partition": self.partition,
-            "from": current,
-            "sources_done": self.source_index,
-            "sources": sources,
-            "keys": self.keys,
-            "bytes": self.bytes,
-            "source_total_keys": self.total_keys,
-            "source_total_bytes": self.total_bytes,
-            "fraction": round((self.source_index + min(share, 1.0)) / max(sources, 1), 4),
-        }
+# A digest batch reads records as a full batch does but sends 50 bytes a key: it may read
+# this many times the bytes of a full batch, and list this many times its keys.
+DIGEST_READ_FACTOR = 4
+DIGEST_KEYS_FACTOR = 16
+MAX_BATCH = 10_000  # keys (or digests) one request may ask for
 
 
 class Transfers(Component):
@@ -102,6 +72,7 @@ class Transfers(Component):
         # Since start, over every pull (finished or not): what joins and leaves moved here.
         self.keys_moved = 0
         self.bytes_moved = 0
+        self.keys_compared = 0  # keys of other sources' digests compared with the copy here
 
     def on_tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer("transfer", now + self.config.transfer_interval)]
@@ -133,39 +104,52 @@ class Transfers(Component):
             if partition not in self.pulls:
                 # Where the partition's data is now: the installed ring's replicas at the
                 # placed replication (not the wanted one, whose new replicas are empty).
-                sources = [x for x in view.placed_replicas(partition) if x != view.name]
-                pull = Pull(record.epoch, partition, sources)
+                walk = [x for x in view.placed_replicas(partition) if x != view.name]
+                busy = Counter(p.source for p in self.pulls.values() if not p.copied)
+                sources = order_sources(view, partition, busy)
+                pull = Pull(record.epoch, partition, sources, walk)
+                # A replica already (a lowered replication makes the replicas that remain
+                # pull): its own copy is the whole one, and every source is compared.
+                pull.copied = view.name in view.placed_replicas(partition)
                 pull.restore(self.engine.meta_get(pull.meta_name))
                 self.pulls[partition] = pull
-                self.logs.append(
-                    Log("info", "transfer_started", {"partition": partition, "sources": sources})
-                )
+                fields = {"partition": partition, "sources": pull.sources}
+                self.logs.append(Log("info", "transfer_started", fields))
                 effects.extend(self._request_batch(pull, now))
         return effects
 
     def _request_batch(self, pull: Pull, now: float) -> list[Effect]:
         down = self.view.down
-        while pull.source_index < len(pull.sources) and pull.sources[pull.source_index] in down:
-            # A source that is down is skipped: the other replicas hold its keys too.
-            pull.source_index += 1
-            pull.cursor = b""
-            pull.keys_from_source = 0
-        if pull.source_index >= len(pull.sources):
+        while pull.source is not None and pull.source in down:
+            # A source that is down is skipped: the other replicas hold its keys too (the
+            # next one is pulled in full if this one's copy was not merged whole yet).
+            pull.next_source()
+        source = pull.source
+        if source is None:
             return self._pull_finished(pull, now)
         rid = self.ids.next()
         pull.in_flight = rid
         pull.requested_at = now
         pull.deadline = now + self.config.request_timeout
-        source = pull.sources[pull.source_index]
-        limit = self.config.transfer_batch
-        return [Send(source, TransferRequest(rid, pull.partition, pull.cursor, limit))]
+        batch = self.config.transfer_batch
+        request: Message
+        if not pull.copied:
+            request = TransferRequest(rid, pull.partition, pull.cursor, batch)
+        elif pull.fetching:
+            request = TransferFetch(rid, pull.partition, pull.fetching[:batch])
+        else:
+            limit = min(MAX_BATCH, batch * DIGEST_KEYS_FACTOR)
+            request = TransferDigestRequest(rid, pull.partition, pull.cursor, limit)
+        return [Send(source, request)]
 
     def on_batch(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """Records of the partition: of the source copied in full, or those fetched."""
         assert isinstance(msg, TransferBatch)
         pull = self.pulls.get(msg.partition)
         if pull is None or pull.in_flight != msg.rid:
             return []
         pull.in_flight = 0
+        fetched = pull.copied
         for raw in msg.records:
             try:
                 size = self.store.merge_record(raw, self.view.is_lww)
@@ -175,17 +159,70 @@ class Transfers(Component):
             pull.keys += 1
             pull.keys_from_source += 1
             pull.bytes += size
+            pull.fetched += int(fetched)
             self.keys_moved += 1
             self.bytes_moved += size
-        if msg.total_keys:
-            pull.total_keys, pull.total_bytes = msg.total_keys, msg.total_bytes
-        pull.cursor = msg.last
-        if msg.done:
-            pull.source_index += 1
-            pull.cursor = b""
-            pull.keys_from_source = 0
-            pull.total_keys = pull.total_bytes = 0
+        if fetched:
+            # The fetches of one digest batch: once all are merged, past that batch.
+            pull.fetching = [] if msg.done else [d for d in pull.fetching if d > msg.last]
+            if not pull.fetching:
+                self._advance(pull, pull.fetch_last, pull.fetch_done)
+        else:
+            if msg.total_keys:
+                pull.total_keys, pull.total_bytes = msg.total_keys, msg.total_bytes
+            pull.copied = msg.done  # this source's whole copy is merged: compare the others
+            self._advance(pull, msg.last, msg.done)
+        return self._after_reply(pull, now)
+
+    def on_digests(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """The (key, version hash) pairs of a source other than the one copied in full:
+        the keys whose version differs here are fetched before the cursor moves on."""
+        assert isinstance(msg, TransferDigests)
+        pull = self.pulls.get(msg.partition)
+        if pull is None or pull.in_flight != msg.rid or not pull.copied:
+            return []
+        start, end = partition_range(msg.partition, self.view.ring.size)
+        try:
+            check_digests([digest for digest, _ in msg.versions], start, end)
+        except InvalidRequest as exc:
+            # Asked again after the request's deadline; the other sources go on meanwhile.
+            fields = {"from": source, "partition": msg.partition, "error": str(exc)}
+            self.logs.append(Log("error", "bad_transfer_digests", fields))
+            return []
+        pull.in_flight = 0
+        pull.compared += len(msg.versions)
+        pull.keys_from_source += len(msg.versions)
+        self.keys_compared += len(msg.versions)
+        pull.fetching = local_differs(self.store, msg.versions)
+        if pull.fetching:
+            pull.fetch_last, pull.fetch_done = msg.last, msg.done
+        else:
+            self._advance(pull, msg.last, msg.done)
+        return self._after_reply(pull, now)
+
+    def on_error(self, now: float, source: str, msg: ErrorReply) -> list[Effect] | None:
+        """A source refused a digest or fetch request (a node from before them does not
+        know the messages): this source is pulled in full from the cursor on, which merges
+        at least what comparing it would have. None when the error is not of a pull."""
+        pull = next((p for p in self.pulls.values() if p.in_flight == msg.rid), None)
+        if pull is None:
+            return None
+        pull.in_flight = 0
+        if pull.copied and source == pull.source:
+            fields = {"from": source, "partition": pull.partition, "error": msg.message}
+            self.logs.append(Log("warning", "transfer_digests_refused", fields))
+            pull.copied, pull.fetching = False, []
+            self.engine.meta_put(pull.meta_name, pull.encode_cursor())
+        return self._after_reply(pull, now)
+
+    def _advance(self, pull: Pull, last: bytes, done: bool) -> None:
+        """Everything of the current source up to `last` is merged; the cursor says so."""
+        pull.cursor = last
+        if done:
+            pull.next_source()
         self.engine.meta_put(pull.meta_name, pull.encode_cursor())
+
+    def _after_reply(self, pull: Pull, now: float) -> list[Effect]:
         # Under foreground pressure a pull takes batches at the budget's duty cycle, not
         # back to back: with 1 MiB values, back-to-back 4 MiB batches at the lowest budget
         # still moved 100 MB/s and took foreground p99 from 41 ms to 1.2 s
@@ -200,25 +237,30 @@ class Transfers(Component):
 
     def _pull_finished(self, pull: Pull, now: float) -> list[Effect]:
         del self.pulls[pull.partition]
-        self.logs.append(
-            Log(
-                "info",
-                "transfer_finished",
-                {"partition": pull.partition, "keys": pull.keys, "bytes": pull.bytes},
-            )
-        )
+        fields = {
+            "partition": pull.partition,
+            "keys": pull.keys,
+            "bytes": pull.bytes,
+            "compared": pull.compared,
+            "fetched": pull.fetched,
+        }
+        self.logs.append(Log("info", "transfer_finished", fields))
         effects = self.gossip.transferred(pull.partition)
         effects.extend(self._start_pulls(now))
         effects.extend(self.gossip.tell_claimant())
         return effects
 
+    # --- serving the nodes that pull -------------------------------------------------------
+    def _range(self, partition: int, limit: int) -> tuple[bytes, bytes]:
+        size = self.view.ring.size
+        if not 0 <= partition < size or not 1 <= limit <= MAX_BATCH:
+            raise InvalidRequest(f"bad transfer request for partition {partition}")
+        return partition_range(partition, size)
+
     def on_request(self, now: float, source: str, msg: Message) -> list[Effect]:
         """Serve one batch of a key partition to the node pulling it."""
         assert isinstance(msg, TransferRequest)
-        size = self.view.ring.size
-        if not 0 <= msg.partition < size or not 1 <= msg.limit <= 10_000:
-            raise InvalidRequest(f"bad transfer request for partition {msg.partition}")
-        start, end = partition_range(msg.partition, size)
+        start, end = self._range(msg.partition, msg.limit)
         records, last, done = self.store.scan_records(
             start, end, msg.after, msg.limit, self.config.transfer_batch_bytes
         )
@@ -229,6 +271,25 @@ class Transfers(Component):
             msg.rid, msg.partition, records, last, done, total_keys, total_bytes, self.budget.share
         )
         return [Send(source, batch)]
+
+    def on_digest_request(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """Serve the (key, version hash) pairs of one stretch of a key partition."""
+        assert isinstance(msg, TransferDigestRequest)
+        start, end = self._range(msg.partition, msg.limit)
+        read = self.config.transfer_batch_bytes * DIGEST_READ_FACTOR
+        pairs, last, done = scan_versions(self.store, start, end, msg.after, msg.limit, read)
+        return [Send(source, TransferDigests(msg.rid, msg.partition, pairs, last, done))]
+
+    def on_fetch(self, now: float, source: str, msg: Message) -> list[Effect]:
+        """Serve the records of the keys a puller found different from its copy."""
+        assert isinstance(msg, TransferFetch)
+        start, end = self._range(msg.partition, max(1, len(msg.digests)))
+        check_digests(msg.digests, start, end)
+        if any(a >= b for a, b in zip(msg.digests, msg.digests[1:], strict=False)):
+            raise InvalidRequest("transfer fetch keys must be sorted and distinct")
+        budget = self.config.transfer_batch_bytes
+        records, last, done = fetch_records(self.store, msg.digests, budget)
+        return [Send(source, TransferBatch(msg.rid, msg.partition, records, last, done))]
 
     def status(self) -> list[dict[str, object]]:
         return [pull.progress() for pull in self.pulls.values()]
