@@ -232,6 +232,7 @@ class TransferDigests(Message, tag="xfer_dg_ok"):
     versions: list[tuple[bytes, bytes]]  # (storage key, core.version_digests hash), in order
     last: bytes  # the last key looked at (the next request's `after`)
     done: bool
+    share: float = 1.0  # the sender's background budget, as TransferBatch's
 
 
 class TransferFetch(Message, tag="xfer_f"):

@@ -63,6 +63,7 @@ class Pull:
     deadline: float = 0.0
     requested_at: float = 0.0  # when the outstanding (or last) batch was asked for
     resume_at: float = 0.0  # no batch is asked for before this (the budget's pause)
+    source_share: float = 1.0  # the background budget the source sent with its last reply
 
     @property
     def meta_name(self) -> str:

@@ -149,6 +149,7 @@ class Transfers(Component):
         if pull is None or pull.in_flight != msg.rid:
             return []
         pull.in_flight = 0
+        pull.source_share = msg.share
         fetched = pull.copied
         for raw in msg.records:
             try:
@@ -190,6 +191,7 @@ class Transfers(Component):
             self.logs.append(Log("error", "bad_transfer_digests", fields))
             return []
         pull.in_flight = 0
+        pull.source_share = msg.share
         pull.compared += len(msg.versions)
         pull.keys_from_source += len(msg.versions)
         self.keys_compared += len(msg.versions)
@@ -229,7 +231,7 @@ class Transfers(Component):
         # (benchmarks/join_large_values.py). The sources feel a pull more than the puller
         # does (they serve the clients; a new node serves none), so the pause follows the
         # lower of the two budgets. The next tick after the pause asks again.
-        rest = self.budget.rest(now - pull.requested_at, msg.share)
+        rest = self.budget.rest(now - pull.requested_at, pull.source_share)
         if rest > 0:
             pull.resume_at = now + rest
             return []
@@ -278,7 +280,8 @@ class Transfers(Component):
         start, end = self._range(msg.partition, msg.limit)
         read = self.config.transfer_batch_bytes * DIGEST_READ_FACTOR
         pairs, last, done = scan_versions(self.store, start, end, msg.after, msg.limit, read)
-        return [Send(source, TransferDigests(msg.rid, msg.partition, pairs, last, done))]
+        share = self.budget.share
+        return [Send(source, TransferDigests(msg.rid, msg.partition, pairs, last, done, share))]
 
     def on_fetch(self, now: float, source: str, msg: Message) -> list[Effect]:
         """Serve the records of the keys a puller found different from its copy."""
@@ -289,7 +292,10 @@ class Transfers(Component):
             raise InvalidRequest("transfer fetch keys must be sorted and distinct")
         budget = self.config.transfer_batch_bytes
         records, last, done = fetch_records(self.store, msg.digests, budget)
-        return [Send(source, TransferBatch(msg.rid, msg.partition, records, last, done))]
+        share = self.budget.share
+        return [
+            Send(source, TransferBatch(msg.rid, msg.partition, records, last, done, share=share))
+        ]
 
     def status(self) -> list[dict[str, object]]:
         return [pull.progress() for pull in self.pulls.values()]
