@@ -263,8 +263,9 @@ class Api:
         cursor = request.query.get("cursor")
         after = listing.decode_cursor(cursor) if cursor is not None else b""
         page = listing.KeyPage(
-            bucket, limit, self.server.config.ring_size, self.server.partition_replicas, after
-        )
+            bucket, limit, self.server.config.ring_size, self.server.partition_replicas, after,
+            now=time.time(),
+        )  # fmt: skip
         page.advance()
         while not page.done:
             wanted = page.wanted()
