@@ -84,10 +84,14 @@ def test_a_sibling_written_before_expiry_existed_decodes_as_never_expiring():
     assert sibling == Sibling(b"v", False, "text/plain", 42, 0)
 
 
-def test_the_expiry_is_part_of_the_state_replicas_compare_and_merge():
-    a = clock_of(Sibling(b"v", timestamp=1))
-    b = clock_of(Sibling(b"v", timestamp=1, expires=NOW_MS))
-    assert versions.encode(a) != versions.encode(b)  # Merkle leaves differ: AAE repairs it
+def test_the_expiry_travels_with_its_dot_in_the_replicated_state():
+    """Replicas hand states on whole, so the expiry goes wherever the value's dot goes; a
+    new lifetime is a new write (a new dot), which anti-entropy's trees see like any other."""
+    plain = versions.update(versions.new((), Sibling(b"v", timestamp=1)), None, "n1@a")
+    client = versions.new(versions.join(plain), Sibling(b"v", timestamp=2, expires=NOW_MS))
+    expiring = versions.update(client, plain, "n1@a")
+    merged = versions.sync(plain, versions.decode(versions.encode(expiring)))
+    assert [(s.value, s.expires) for s in versions.values(merged)] == [(b"v", NOW_MS)]
 
 
 @pytest.mark.parametrize("size", [10, 300, VIEW_FROM + 10, 70_000])

@@ -60,7 +60,7 @@ _ARRAY_HEADER = {3: 0x93, 5: 0x95}  # msgpack fixarray headers of the record's t
 # A record whose state expires as a whole is a 6-array (first byte 0x96) ending in the
 # expiry as a msgpack uint64 (0xcf, 8 bytes big-endian) before the checksum: the reaper's
 # sweep finds such records by their first byte and reads the time at a fixed offset, with
-# no decoding. It costs such a record 11 bytes (2 more when nothing was minted); every other
+# no decoding. It costs such a record 9 bytes (2 more when nothing was minted); every other
 # record keeps its shape.
 EXPIRY_HEADER = 0x96
 _EXPIRY_TAIL = 9 + CHECKSUM_BYTES
