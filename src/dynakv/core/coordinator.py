@@ -634,11 +634,11 @@ def get_result(rid: int, merged: Clock | None, now: float) -> GetResult:
     if merged is None:
         return GetResult(rid, [], [], "")
     live = expiry.visible(merged, now)
-    expires = [s.expires for s in live]
+    expires = [s.expires for s in live] if any(s.expires for s in live) else []
     return GetResult(
         rid,
         [s.value for s in live],
         [s.content_type for s in live],
         versions.encode_context(versions.join(merged)),
-        expires if any(expires) else [],
+        expires,
     )
