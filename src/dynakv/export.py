@@ -46,6 +46,8 @@ def _sibling_json(sibling: Sibling, actor: str, counter: int) -> dict[str, Any]:
         out["value_b64"] = base64.b64encode(sibling.value).decode("ascii")
     out["content_type"] = sibling.content_type
     out["timestamp"] = sibling.timestamp
+    if sibling.expires:
+        out["expires"] = sibling.expires  # epoch ms; absent: never
     out["dot"] = [actor, counter]
     return out
 
@@ -103,7 +105,10 @@ def _dotted(item: Any, deleted: bool, number: int) -> tuple[str, int, Sibling]:
         value = base64.b64decode(_field(item, "value_b64", str, number), validate=True)
     except binascii.Error as exc:
         raise BadLine(f"line {number}: 'value_b64' is not base64 ({exc})") from None
-    return dot[0], dot[1], Sibling(value, False, content_type, timestamp)
+    expires = _field(item, "expires", int, number) if "expires" in item else 0
+    if not 0 <= expires < 2**63:
+        raise BadLine(f"line {number}: 'expires' must be epoch milliseconds, got {expires}")
+    return dot[0], dot[1], Sibling(value, False, content_type, timestamp, expires)
 
 
 def parse_line(text: str, number: int) -> tuple[str, str, Clock]:

@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynakv import versions
+from dynakv import expiry
 from dynakv.errors import InvalidRequest, Unavailable
 from dynakv.item_keys import MAX_STORAGE_KEY, storage_key
 from dynakv.messages import TransferBatch
@@ -60,9 +60,10 @@ def parse_limit(text: str | None) -> int:
     return limit
 
 
-def is_live(clock: Clock) -> bool:
-    """Whether a key holds a value that is not a tombstone (a deleted key is not listed)."""
-    return bool(versions.live_values(clock))
+def is_live(clock: Clock, now: float) -> bool:
+    """Whether a key holds a value that is neither a tombstone nor expired by `now` (a
+    deleted or expired key is not listed)."""
+    return bool(expiry.visible(clock, now))
 
 
 @dataclass
@@ -84,6 +85,7 @@ class KeyPage:
     # Nodes not to ask (those an earlier page of the same listing could not read, so a
     # down node costs one timeout per listing, not one per page), and those this one could not.
     unreachable: set[str] = field(default_factory=set)
+    now: float = 0.0  # the listing's wall-clock time: keys expired by then are left out
     keys: list[str] = field(default_factory=list)
     cursor: str | None = None
     done: bool = False
@@ -131,7 +133,7 @@ class KeyPage:
             if not scan.sources and not self._answered:
                 raise Unavailable(f"no replica of partition {self.partition} could be read", 1, 0)
             for bucket, key, clock in scan.ready():
-                if bucket != self.bucket or not is_live(clock):
+                if bucket != self.bucket or not is_live(clock, self.now):
                     continue
                 self.keys.append(key)
                 if len(self.keys) >= self.limit:

@@ -53,6 +53,7 @@ class ClientPut(Message, tag="put"):
     # An import (`dynakv import`): an encoded DVVSet to merge in as a replica would, with
     # its dots and siblings as exported; value, context and delete are then unused.
     state: bytes = b""
+    expires: int = 0  # wall-clock ms after which the value reads as absent; 0: never
 
 
 class ClientClusterInfo(Message, tag="cluster"):
@@ -64,6 +65,8 @@ class GetResult(Message, tag="get_ok"):
     values: list[bytes]
     content_types: list[str]
     context: str
+    # Per value, its expiry (wall-clock ms, 0: none); empty when no value expires.
+    expires: list[int] = msgspec.field(default_factory=list)
 
 
 class PutResult(Message, tag="put_ok"):

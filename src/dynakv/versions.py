@@ -51,6 +51,9 @@ class Sibling(msgspec.Struct, frozen=True, array_like=True):
     deleted: bool = False  # tombstone
     content_type: str = ""
     timestamp: int = 0  # hybrid logical clock timestamp, used by lww
+    # Wall-clock milliseconds since the epoch after which the value reads as absent; 0:
+    # never. Last, so records written before it existed decode (as never expiring).
+    expires: int = 0
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True):
@@ -156,8 +159,8 @@ def _strictly_descends(a: tuple[Entry, ...], b: tuple[Entry, ...]) -> bool:
     return _vv_geq(a, b) and not _vv_geq(b, a)
 
 
-def _sibling_key(s: Sibling) -> tuple[int, bytes, str, bool]:
-    return (s.timestamp, s.value, s.content_type, s.deleted)
+def _sibling_key(s: Sibling) -> tuple[int, bytes, str, bool, int]:
+    return (s.timestamp, s.value, s.content_type, s.deleted, s.expires)
 
 
 def sync(a: Clock, b: Clock) -> Clock:

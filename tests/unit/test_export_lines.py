@@ -31,6 +31,18 @@ def test_siblings_and_a_tombstone_beside_them_round_trip_exactly():
     assert parse_line(json.dumps(line), 1) == ("carts", "alice", clock)
 
 
+def test_an_expiry_round_trips_and_a_bad_one_is_named():
+    client = versions.new((), Sibling(b"session", expires=1_700_000_000_000))
+    clock = versions.update(client, None, "a@1")
+    line = export_line("b", "k", clock)
+    assert line is not None and line["siblings"][0]["expires"] == 1_700_000_000_000
+    assert parse_line(json.dumps(line), 1) == ("b", "k", clock)
+    line["siblings"][0]["expires"] = -1
+    with pytest.raises(BadLine, match="line 3: 'expires' must be epoch milliseconds"):
+        parse_line(json.dumps(line), 3)
+    assert "expires" not in export_line("b", "k", _put(None, b"x", "a@1"))["siblings"][0]
+
+
 def test_a_key_of_tombstones_only_is_not_exported():
     clock = _put(_put(None, b"x", "a@1"), b"", "a@1", context=(("a@1", 1),), deleted=True)
     assert export_line("b", "k", clock) is None

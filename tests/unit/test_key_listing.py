@@ -89,6 +89,23 @@ def test_pages_hold_every_live_key_of_the_bucket_once_and_no_other():
     assert sorted(keys) == sorted(expected)
 
 
+def test_expired_keys_are_not_listed():
+    replicas = Replicas()
+    now = 1_700_000_000.0
+    for i, expires in enumerate((0, int(now * 1000) - 1, int(now * 1000) + 60_000)):
+        client = versions.new((), Sibling(b"v", expires=expires))
+        state = versions.encode(versions.update(client, None, "n@1"))
+        for node in NODES:
+            replicas.stores[node][key_digest("s", f"k{i}")] = seal("s", f"k{i}", state)
+    page = KeyPage("s", 10, RING, lambda _: list(NODES), now=now)
+    page.advance()
+    while not page.done:
+        for node, partition, after in page.wanted():
+            page.add(node, replicas.batch(node, partition, after, 5))
+        page.advance()
+    assert sorted(page.keys) == ["k0", "k2"]
+
+
 def test_keys_written_between_pages_never_repeat_a_key():
     replicas = Replicas()
     for i in range(60):

@@ -46,7 +46,7 @@ def test_a_local_level_where_the_key_has_no_replica_says_so():
         resolve("r", "local_quorum", 3, ["a1", "b1", "a2"], where, "dc3")
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "many", "LOCAL", "", "3.5"])
+@pytest.mark.parametrize("text", ["0", "-1", "many", "LOCAL", "", "3.5", "²", "2²"])
 def test_what_is_no_level_is_refused(text):
     with pytest.raises(InvalidRequest):
         levels.parse("w", text)
@@ -117,3 +117,10 @@ def test_each_quorum_succeeds_exactly_when_every_data_center_has_a_majority(repl
         for site in sites
     )
     assert quorum.succeeded() == majority
+
+
+def test_a_level_of_unicode_digits_is_labelled_other_not_an_error():
+    from dynakv.runtime.metrics import consistency_label
+
+    assert consistency_label("²") == "other"
+    assert consistency_label("2") == "2"

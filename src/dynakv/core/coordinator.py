@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from dynakv import versions
+from dynakv import expiry, versions
 from dynakv.config import validate_location
 from dynakv.core.bugs import InjectedBugs
 from dynakv.core.component import Component, Context
@@ -54,6 +54,7 @@ class PendingGet:
     reserve: list[str] = field(default_factory=list)  # replicas not asked yet (fan-out "r")
     speculate_at: float = 0.0  # when to ask the reserve if the answers are still missing
     replied: bool = False
+    now: float = 0.0  # when the read came in: values expired by then are not shown
 
 
 @dataclass(slots=True)
@@ -157,7 +158,7 @@ class Coordinator(Component):
                 # (Not the internal read that mends a corrupt copy: it has no client.)
                 if local is not None and lww:
                     local = versions.lww(local)
-                return [Send(source, get_result(msg.rid, local))]
+                return [Send(source, get_result(msg.rid, local, now))]
         quorum = GetQuorum(asked, r, lww=lww, requirements=wanted)
         rid = self.ids.next()
         pending = PendingGet(
@@ -171,6 +172,7 @@ class Coordinator(Component):
             list(spare),
             reserve,
             now + self.config.read_speculation,
+            now=now,
         )
         self.gets[rid] = pending
         effects: list[Effect] = []
@@ -242,7 +244,8 @@ class Coordinator(Component):
                 except Unavailable as exc:
                     effects.append(Send(get.source, error_reply(get.client_rid, exc)))
                 else:
-                    effects.append(Send(get.source, get_result(get.client_rid, merged)))
+                    result = get_result(get.client_rid, merged, get.now)
+                    effects.append(Send(get.source, result))
         if quorum.complete():
             effects.extend(self._read_repair(get))
             del self.gets[rid]
@@ -275,6 +278,8 @@ class Coordinator(Component):
                 return []  # a duplicate of a forwarded put already coordinated
             self._forwarded[(source, msg.rid)] = now + 2 * self.config.request_timeout
         validate_location(msg.bucket, msg.key)
+        if msg.expires:
+            expiry.check_expires(msg.expires)
         props = self.view.bucket(msg.bucket)
         restored = _restored_clock(msg) if msg.state else None
         values = versions.values(restored) if restored is not None else []
@@ -324,6 +329,7 @@ class Coordinator(Component):
                 deleted=msg.delete,
                 content_type=msg.content_type,
                 timestamp=self.hlc.now(now),
+                expires=0 if msg.delete else msg.expires,
             )
             actor = self.minter.actor_for(local, minted)
             clock = versions.update(versions.new(context, sibling), local, actor)
@@ -480,7 +486,7 @@ class Coordinator(Component):
     def on_forward_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, GetResult | PutResult)
         forward = self.forwards.pop(msg.rid, None)
-        if forward is None:
+        if forward is None or not forward.source:
             return []
         return [Send(forward.source, msgspec.structs.replace(msg, rid=forward.client_rid))]
 
@@ -489,7 +495,9 @@ class Coordinator(Component):
         quorum = put.quorum
         if not put.replied and quorum.enough():
             put.replied = True
-            if quorum.succeeded():
+            if not put.source:
+                pass  # an internal write (an expired value's deletion): no one to answer
+            elif quorum.succeeded():
                 result = PutResult(put.client_rid, put.context)
                 effects.append(Send(put.source, result, put.mark))
             else:
@@ -578,7 +586,7 @@ class Coordinator(Component):
         for rid, put in list(self.puts.items()):
             if put.deadline > now:
                 break
-            if not put.replied:
+            if not put.replied and put.source:
                 effects.append(Send(put.source, error_reply(put.client_rid, put.quorum.error())))
             del self.puts[rid]
         for rid, forward in list(self.forwards.items()):
@@ -620,13 +628,17 @@ def _restored_clock(msg: ClientPut) -> Clock:
     return clock
 
 
-def get_result(rid: int, merged: Clock | None) -> GetResult:
+def get_result(rid: int, merged: Clock | None, now: float) -> GetResult:
+    """What a read at `now` answers: the live values not expired by then, and the context
+    of the whole state (so a write after it replaces the expired values too)."""
     if merged is None:
         return GetResult(rid, [], [], "")
-    live = versions.live_values(merged)
+    live = expiry.visible(merged, now)
+    expires = [s.expires for s in live] if any(s.expires for s in live) else []
     return GetResult(
         rid,
         [s.value for s in live],
         [s.content_type for s in live],
         versions.encode_context(versions.join(merged)),
+        expires,
     )

@@ -182,7 +182,7 @@ class Node:
             "gossip": gossip.on_tick,
             "transfer": transfers.on_tick,
             "aae": exchanges.on_tick,
-            "reap": reaper.on_tick,
+            "reap": self._reap_tick,
             "stop": lambda now: [Stop("left the cluster")],
         }
 
@@ -270,6 +270,27 @@ class Node:
         effects.extend(self.gossip.retry_join(now))
         effects.append(SetTimer("sweep", now + self.config.sweep_interval))
         return effects
+
+    def _reap_tick(self, now: float) -> list[Effect]:
+        """A step of the tombstone sweep, then the deletion of the expired states it found."""
+        effects = self.reaper.on_tick(now)
+        found, self.reaper.expired = self.reaper.expired, []
+        for bucket, key, state in found:
+            effects.extend(self._delete_expired(now, bucket, key, state))
+        return effects
+
+    def _delete_expired(self, now: float, bucket: str, key: str, state: bytes) -> list[Effect]:
+        """Delete an expired state as a client's delete after reading it would: with its
+        context, so it replaces exactly the values that expired (a write this node has not
+        seen survives it). Coordinated here (hops=1: never forwarded), answered to no one."""
+        context = versions.encode_context(versions.join(versions.decode(state)))
+        delete = ClientPut(self.ids.next(), bucket, key, b"", context, delete=True, hops=1)
+        try:
+            return self.coordinator.on_put(now, "", delete)
+        except DynakvError as exc:  # e.g. its local copy is corrupt: read repair mends it
+            fields = {"bucket": bucket, "key": key, "why": str(exc)}
+            self._logs.append(Log("warning", "expired_delete_failed", fields))
+            return []
 
     def _peer_down(self, name: str) -> list[Effect]:
         self.liveness.unreachable_peer(name)

@@ -23,7 +23,9 @@ members refuse their replica writes should they come back on an old disk.
 
 One primary per partition (the first of its preference list) drives the sweep, a bounded
 batch of stored records per tick, so the scan of a large store is spread out and costs
-little.
+little. The same sweep finds records whose every value has expired (a TTL; expiry.py) by
+their first byte (replica.EXPIRY_HEADER) and hands them to the node in `expired`, which
+deletes each with its own context: a normal delete, whose tombstone is then reaped as above.
 
 Pure: time is the `now` passed in; storage through synchronous engine and store calls.
 """
@@ -34,14 +36,21 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynakv import versions
+from dynakv import expiry, versions
 from dynakv.config import validate_location
 from dynakv.core.admission import BackgroundBudget
 from dynakv.core.bugs import InjectedBugs
 from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer
 from dynakv.core.handoff import HintStore
-from dynakv.core.replica import VIEW_FROM, CorruptRecord, ReplicaStore, may_be_tombstones, unseal
+from dynakv.core.replica import (
+    VIEW_FROM,
+    CorruptRecord,
+    ReplicaStore,
+    may_be_tombstones,
+    record_expiry,
+    unseal,
+)
 from dynakv.errors import InvalidRequest
 from dynakv.item_keys import storage_key
 from dynakv.messages import Message, ReapCheck, ReapCheckReply, ReapCommit
@@ -56,6 +65,8 @@ ROUND_ITEMS = 256  # tombstones checked in one round
 # A record without them holds no tombstone, so the sweep skips decoding it: most records
 # are live values, and decoding each one made a sweep of 512 take ~10 ms of the loop.
 _TOMBSTONE_MARK = versions.encode(versions.Sibling(b"", deleted=True))[:4]
+# The same, as written before siblings had an expiry (an array of 4: 0x94, not 0x95).
+_OLD_TOMBSTONE_MARK = bytes((0x94,)) + _TOMBSTONE_MARK[1:]
 
 
 def may_hold_tombstone(raw: bytes) -> bool:
@@ -65,7 +76,7 @@ def may_hold_tombstone(raw: bytes) -> bool:
     6% of a node's CPU under 1 MiB writes) but read through views (replica.py)."""
     if len(raw) >= VIEW_FROM:
         return may_be_tombstones(raw)
-    return _TOMBSTONE_MARK in raw
+    return _TOMBSTONE_MARK in raw or _OLD_TOMBSTONE_MARK in raw
 
 
 def tombstone_age(clock: Clock, now: float) -> float | None:
@@ -123,6 +134,7 @@ class ReapStats:
     reaped: int = 0  # tombstones this node deleted (as driver or member)
     rounds: int = 0
     refused: int = 0  # tombstones a round found not yet safe to reap
+    expired: int = 0  # expired states found, each then deleted (a tombstone to reap)
     timed_out: int = 0  # rounds a member did not answer in time
     blocked: str = ""  # why the last tick did not sweep, for the operator
 
@@ -132,6 +144,7 @@ class ReapStats:
             "reaped": self.reaped,
             "rounds": self.rounds,
             "refused": self.refused,
+            "expired": self.expired,
             "timed_out": self.timed_out,
             "blocked": self.blocked,
         }
@@ -168,6 +181,8 @@ class Reaper(Component):
         # An OrderedDict: popping the oldest of a plain dict again and again is quadratic.
         self._changed: OrderedDict[bytes, float] = OrderedDict()
         self._settle = 2 * context.config.request_timeout
+        # Expired states the sweep found, for the node to delete (Node._reap_tick).
+        self.expired: list[Item] = []
 
     def changed(self, digest: bytes, now: float) -> None:
         """A write changed this node's copy of the key with this digest."""
@@ -258,7 +273,9 @@ class Reaper(Component):
                 sweep.after = digest
                 sweep.scanned += 1
                 budget -= 1
-                if may_hold_tombstone(raw):
+                if record_expiry(raw):
+                    self._note_expired(raw, now)
+                elif may_hold_tombstone(raw):
                     try:
                         bucket, key, state = unseal(raw)
                         age = tombstone_age(versions.decode(state), now)
@@ -274,6 +291,21 @@ class Reaper(Component):
             sweep.partition_index += 1
             sweep.after = b""
         return items
+
+    def _note_expired(self, raw: bytes, now: float) -> None:
+        """Queue a record whose every value has expired by now for deletion, unless it
+        changed lately (a write on its way may yet be merged: the next pass sees it)."""
+        if record_expiry(raw) > expiry.now_ms(now) or len(self.expired) >= ROUND_ITEMS:
+            return
+        try:
+            bucket, key, state = unseal(raw)
+            clock = versions.decode(state)
+        except (CorruptRecord, InvalidRequest):
+            return  # anti-entropy and read repair mend it
+        if expiry.visible(clock, now) or storage_key(bucket, key) in self._changed:
+            return
+        self.expired.append((bucket, key, state))
+        self.stats.expired += 1
 
     def on_check(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReapCheck)

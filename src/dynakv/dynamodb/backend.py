@@ -5,6 +5,7 @@ and writing one item.
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -37,8 +38,11 @@ class Backend(Protocol):
         `consistent` reads every replica."""
         ...
 
-    async def write(self, bucket: str, key: str, value: bytes | None, context: str) -> None:
-        """Store value (None: delete) after the version `context` names."""
+    async def write(
+        self, bucket: str, key: str, value: bytes | None, context: str, expires: int = 0
+    ) -> None:
+        """Store value (None: delete) after the version `context` names, expiring at
+        `expires` (epoch ms; 0: never)."""
         ...
 
     def lock(self, bucket: str, key: str) -> AbstractAsyncContextManager[None]:
@@ -106,16 +110,21 @@ def refuse_legacy(request: Request) -> None:
 async def read_item(
     backend: Backend, table: Table, key: Item, consistent: bool = False
 ) -> tuple[Item | None, str]:
-    """The item with this validated key (None: none) and the context to write after it."""
+    """The item with this validated key (None: none, or expired) and the context to write
+    after it."""
     bucket, skey = items.location(table, key)
     value, context = await backend.read(bucket, skey, consistent)
-    return (None if value is None else items.decode(table, value)), context
+    return (None if value is None else items.decode(table, value, time.time())), context
 
 
 async def write_item(
     backend: Backend, table: Table, key: Item, item: Item | None, context: str = ""
 ) -> None:
-    """Store the item under its key (None: delete it)."""
+    """Store the item under its key (None: delete it), with the expiry its TTL attribute
+    gives when the table's TimeToLive is on."""
     bucket, skey = items.location(table, key)
-    value = None if item is None else items.encode(table, item)
-    await backend.write(bucket, skey, value, context)
+    if item is None:
+        await backend.write(bucket, skey, None, context)
+        return
+    expires = items.expires_of(table, item, time.time())
+    await backend.write(bucket, skey, items.encode(table, item), context, expires)

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dynakv.dynamodb import batch_ops, item_ops, query_ops, table_ops
+from dynakv.dynamodb import batch_ops, item_ops, query_ops, table_ops, ttl_ops
 from dynakv.dynamodb.backend import Backend, Request
 from dynakv.dynamodb.errors import (
     DynamoError,
@@ -38,6 +38,8 @@ OPERATIONS: dict[str, Operation] = {
     "Scan": query_ops.scan,
     "BatchGetItem": batch_ops.batch_get_item,
     "BatchWriteItem": batch_ops.batch_write_item,
+    "UpdateTimeToLive": ttl_ops.update_time_to_live,
+    "DescribeTimeToLive": ttl_ops.describe_time_to_live,
 }
 
 

@@ -8,6 +8,7 @@ segment's share of the ring's digest space partition by partition. Both page by 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dynakv.dynamodb import items
@@ -166,7 +167,7 @@ async def query(backend: Backend, request: Request) -> dict[str, Any]:
     needed = len(backend.replicas(partition)) if consistent else backend.quorum(bucket)
     matching: list[Item] = []
     async for _, b, _, value in read_range(backend, partition, after, stop, needed):
-        item = items.decode(table, value) if b == bucket else None
+        item = items.decode(table, value, time.time()) if b == bucket else None
         if item is None or not condition.matches(item[schema.range_key]):
             continue
         if forward:
@@ -247,7 +248,7 @@ async def scan(backend: Backend, request: Request) -> dict[str, Any]:
     while partition <= last:
         needed = len(backend.replicas(partition)) if consistent else backend.quorum(bucket)
         async for _, b, _, value in read_range(backend, partition, after, stop, needed):
-            item = items.decode(table, value) if b == bucket else None
+            item = items.decode(table, value, time.time()) if b == bucket else None
             if item is None:
                 continue
             page.offer(item)

@@ -6,9 +6,10 @@ and Scan are built on.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
-from dynakv import versions
+from dynakv import expiry, versions
 from dynakv.dynamodb import items
 from dynakv.dynamodb.attributes import Item
 from dynakv.dynamodb.backend import Backend
@@ -27,9 +28,9 @@ def to_the_end(_: bytes) -> bool:
     return False
 
 
-def live_value(clock: versions.Clock) -> bytes | None:
-    """The value a merged copy holds under lww (None: deleted)."""
-    live = versions.live_values(versions.lww(clock))
+def live_value(clock: versions.Clock, now: float) -> bytes | None:
+    """The value a merged copy holds under lww (None: deleted, or expired by `now`)."""
+    live = expiry.visible(versions.lww(clock), now)
     return live[0].value if live else None
 
 
@@ -52,12 +53,13 @@ async def read_range(
     for source in scan.sources:
         source.after = after
     needed = min(needed, len(addresses))
+    now = time.time()  # the read's moment: what expired by then is not shown
     while True:
         for bucket, key, clock in scan.ready():
             skey = storage_key(bucket, key)
             if stop(skey):
                 return
-            value = live_value(clock)
+            value = live_value(clock, now)
             if value is not None:
                 yield skey, bucket, key, value
         if scan.done:

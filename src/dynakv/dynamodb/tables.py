@@ -2,9 +2,9 @@
 CreateTable/UpdateTable accept, and what DescribeTable/ListTables answer. Pure: no I/O.
 
 A table named T is the `lww` bucket type (and bucket) item_keys.table_bucket(T). Its record
-carries the key schema, attribute definitions, billing settings and `created`, the table's
-generation: every item is stored with it, so items a deleted table left behind are never
-seen by a table created later under the same name.
+carries the key schema, attribute definitions, billing settings, the TimeToLive attribute
+and `created`, the table's generation: every item is stored with it, so items a deleted
+table left behind are never seen by a table created later under the same name.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Table:
     write_units: int
     created: float  # seconds since the epoch: CreationDateTime, and the items' generation
     deleted: bool = False
+    ttl_attribute: str = ""  # the attribute holding items' expiry (TimeToLive); "": off
 
     def record(self) -> str:
         return json.dumps(
@@ -53,6 +54,7 @@ class Table:
                 "units": [self.read_units, self.write_units],
                 "created": self.created,
                 "deleted": self.deleted,
+                "ttl": self.ttl_attribute,
             },
             separators=(",", ":"),
         )
@@ -71,6 +73,7 @@ class Table:
             raw["units"][1],
             raw["created"],
             raw["deleted"],
+            raw.get("ttl", ""),  # absent from records written before TimeToLive
         )
 
     def key_schema(self) -> list[dict[str, str]]:

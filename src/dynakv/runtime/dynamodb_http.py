@@ -70,8 +70,12 @@ class NodeBackend:
         assert isinstance(reply, GetResult)
         return (reply.values[0] if reply.values else None), reply.context
 
-    async def write(self, bucket: str, key: str, value: bytes | None, context: str) -> None:
-        message = ClientPut(0, bucket, key, value or b"", context, delete=value is None)
+    async def write(
+        self, bucket: str, key: str, value: bytes | None, context: str, expires: int = 0
+    ) -> None:
+        message = ClientPut(
+            0, bucket, key, value or b"", context, delete=value is None, expires=expires
+        )
         _check(await self.server.call(message))
 
     @asynccontextmanager

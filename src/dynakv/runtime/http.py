@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from dynakv import levels, listing, tls, versions
+from dynakv import expiry, levels, listing, tls, versions
 from dynakv.bucket_types import DEFAULT, PROPS
 from dynakv.config import validate_location
 from dynakv.errors import (
@@ -51,6 +51,7 @@ from dynakv.runtime.limits import PortGuard
 from dynakv.runtime.metrics import consistency_label
 
 CONTEXT_HEADER = "X-Dynakv-Context"
+TTL_HEADER = "X-Dynakv-TTL"  # PUT: seconds the value lives; GET: seconds it has left
 ALLOWED_PARAMS = {"GET": {"r"}, "PUT": {"w"}, "DELETE": {"w"}, "HEAD": {"r"}}
 LIST_PARAMS = {"list", "cursor", "limit"}
 SERVER_KEY: web.AppKey[ServerApi] = web.AppKey("server")
@@ -156,6 +157,16 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _lifetimes(count: int, expires: list[int], now: float) -> list[str | None]:
+    """Each of `count` values' remaining lifetime as the TTL header shows it (seconds, to
+    the millisecond), None for a value that does not expire (`expires` empty: none do)."""
+    if not expires:
+        return [None] * count
+    return [
+        None if ms == 0 else f"{expiry.remaining_ms(ms, now) / 1000:.3f}" for ms in expires
+    ]
+
+
 class Api:
     def __init__(self, server: ServerApi) -> None:
         self.server = server
@@ -193,16 +204,22 @@ class Api:
         if not reply.values:
             body = {"error": NotFound.code, "message": f"{bucket}/{key} not found"}
             return web.json_response(body, status=404, headers=headers)
+        lifetimes = _lifetimes(len(reply.values), reply.expires, time.time())
         if len(reply.values) == 1:
+            if lifetimes[0] is not None:
+                headers[TTL_HEADER] = lifetimes[0]
             return web.Response(
                 body=reply.values[0],
                 headers=headers,
                 content_type=reply.content_types[0] or "application/octet-stream",
             )
-        siblings = [
+        siblings: list[dict[str, Any]] = [
             {"value_b64": base64.b64encode(v).decode(), "content_type": ct}
             for v, ct in zip(reply.values, reply.content_types, strict=True)
         ]
+        for sibling, left in zip(siblings, lifetimes, strict=True):
+            if left is not None:
+                sibling["ttl"] = float(left)
         body = {"context": reply.context, "siblings": siblings}
         return web.json_response(body, status=300, headers=headers)
 
@@ -212,11 +229,16 @@ class Api:
         context = request.headers.get(CONTEXT_HEADER, "")
         versions.decode_context(context)  # refuse a bad context before reading the body
         limit = self.server.bucket(bucket).max_value_bytes
+        ttl = request.headers.get(TTL_HEADER)
+        if ttl is not None and delete:
+            raise InvalidRequest(f"{TTL_HEADER} is for PUT, not DELETE")
+        expires = 0 if ttl is None else expiry.ttl_header(ttl, time.time())
         value = b"" if delete else await _read_body(request, limit)
         content_type = "" if delete else request.headers.get("Content-Type", "")
         message = ClientPut(
-            0, bucket, key, value, context, params.get("w"), content_type, delete=delete
-        )
+            0, bucket, key, value, context, params.get("w"), content_type, delete=delete,
+            expires=expires,
+        )  # fmt: skip
         reply = await self.server.call(message)
         _raise_reply_error(reply)
         assert isinstance(reply, PutResult)
@@ -241,8 +263,9 @@ class Api:
         cursor = request.query.get("cursor")
         after = listing.decode_cursor(cursor) if cursor is not None else b""
         page = listing.KeyPage(
-            bucket, limit, self.server.config.ring_size, self.server.partition_replicas, after
-        )
+            bucket, limit, self.server.config.ring_size, self.server.partition_replicas, after,
+            now=time.time(),
+        )  # fmt: skip
         page.advance()
         while not page.done:
             wanted = page.wanted()
@@ -278,6 +301,7 @@ class Api:
                     "value_b64": base64.b64encode(s.value).decode(),
                     "content_type": s.content_type,
                     "timestamp": s.timestamp,
+                    "expires": s.expires,  # epoch ms, 0: never
                 }
                 for s in siblings
                 if not s.deleted

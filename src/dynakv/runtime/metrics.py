@@ -43,7 +43,7 @@ def consistency_label(level: object) -> str:
         return "default"
     if isinstance(level, int) and not isinstance(level, bool) and 0 < level <= 64:
         return str(level)
-    if isinstance(level, str) and (level in LEVELS or (level.isdigit() and 0 < int(level) <= 64)):
+    if isinstance(level, str) and (level in LEVELS or (level.isdecimal() and 0 < int(level) <= 64)):
         return level
     return "other"  # refused anyway: kept out of the label set, which must stay small
 

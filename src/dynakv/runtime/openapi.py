@@ -65,6 +65,20 @@ CONTEXT = {
     "schema": {"type": "string"},
 }
 CONTEXT_OUT = {"X-Dynakv-Context": {"schema": {"type": "string"}}}
+TTL = {
+    "name": "X-Dynakv-TTL",
+    "in": "header",
+    "required": False,
+    "description": "seconds the value lives (a positive number, at most 315360000: ten "
+    "years); after that it reads as not found and is deleted in the background",
+    "schema": {"type": "string"},
+}
+TTL_OUT = {
+    "X-Dynakv-TTL": {
+        "description": "seconds the value has left to live (absent: it does not expire)",
+        "schema": {"type": "string"},
+    }
+}
 ANY_BODY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 OBJECT = {"type": "object"}
 
@@ -92,6 +106,7 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {
                         "value_b64": {"type": "string"},
                         "content_type": {"type": "string"},
+                        "ttl": {"type": "number", "description": "seconds left to live"},
                     },
                 },
             },
@@ -147,7 +162,7 @@ def _kv() -> dict[str, Any]:
     get_answers = {
         "200": {
             "description": "the one live value (body), its context in X-Dynakv-Context",
-            "headers": CONTEXT_OUT,
+            "headers": {**CONTEXT_OUT, **TTL_OUT},
             "content": ANY_BODY,
         },
         "300": _json(_ref("Siblings"), "several concurrent values"),
@@ -165,7 +180,7 @@ def _kv() -> dict[str, Any]:
         "get": {"operationId": "get", "parameters": [r], "responses": get_answers},
         "put": {
             "operationId": "put",
-            "parameters": [w, CONTEXT],
+            "parameters": [w, CONTEXT, TTL],
             "requestBody": {"required": False, "content": ANY_BODY},
             "responses": written,
         },

@@ -1,7 +1,8 @@
 """The Redis-protocol (RESP2) front end of a node: `dynakv serve --resp HOST:PORT`.
 
 Any Redis client can then read and write one bucket of dynakv (`resp_bucket`, "default"
-unless configured): PING, ECHO, GET, SET, DEL, EXISTS, MGET, MSET, INFO, QUIT, plus the
+unless configured): PING, ECHO, GET, SET, DEL, EXISTS, MGET, MSET, INFO, QUIT, the expiry
+commands (EXPIRE, PEXPIRE, TTL, PTTL, PERSIST), plus the
 handshake commands client libraries and redis-benchmark send on connecting (COMMAND, CLIENT
 SETNAME/SETINFO/GETNAME/ID, SELECT 0, CONFIG GET), answered harmlessly.
 
@@ -23,7 +24,9 @@ Semantics against Redis, where they differ:
 - DEL reads each key, then deletes (with the read's context) those that had a live value, and
   answers how many did; a key the read quorum saw no value for is left alone.
 - MSET is not atomic: each key is its own put; an error reply means some may be written.
-- SELECT accepts only database 0; SET options (EX, PX, NX, XX, KEEPTTL, GET, ...) are refused.
+- SELECT accepts only database 0; SET's NX, XX and GET are refused. Expiry (SET EX, PX, EXAT,
+  PXAT, KEEPTTL; EXPIRE, PEXPIRE, TTL, PTTL, PERSIST) is in resp_expiry.py: an expired key
+  reads as missing at once and is deleted in the background.
 
 This module holds the connections (reply order, key conflicts, back-pressure, deadlines) and
 the listener; the wire format is in resp_protocol.py, the commands in resp_commands.py.
@@ -47,13 +50,14 @@ from dynakv.runtime.addr import split_addr
 from dynakv.runtime.frontend import ServerApi
 from dynakv.runtime.limits import Activity, PortGuard
 from dynakv.runtime.metrics import consistency_label
-from dynakv.runtime.resp_commands import COMMANDS, reply_error
+from dynakv.runtime.resp_commands import COMMANDS
 from dynakv.runtime.resp_protocol import (
     CommandError,
     Oversized,
     ProtocolError,
     error,
     parse_command,
+    reply_error,
     skip_oversized,
 )
 
@@ -375,18 +379,26 @@ class RespConnection(asyncio.Protocol):
     def get(self, slot: Slot, key: str, then: Callable[[Message], None]) -> None:
         self.request(slot, ClientGet(0, self.bucket, key), "get", then)
 
-    def put(self, slot: Slot, key: str, value: bytes, then: Callable[[Message], None]) -> None:
+    def put(
+        self,
+        slot: Slot,
+        key: str,
+        value: bytes,
+        then: Callable[[Message], None],
+        expires: int = 0,
+    ) -> None:
         """SET's write: blind in a lww bucket; in a siblings bucket, with a read's context."""
         bucket = self.bucket
         if self.frontend.lww():
-            self.request(slot, ClientPut(0, bucket, key, value), "put", then)
+            self.request(slot, ClientPut(0, bucket, key, value, expires=expires), "put", then)
             return
 
         def write(read: Message) -> None:
             if type(read) is not GetResult:
                 then(read)
                 return
-            message = ClientPut(0, bucket, key, value, read.context)  # type: ignore[attr-defined]
+            context = read.context  # type: ignore[attr-defined]
+            message = ClientPut(0, bucket, key, value, context, expires=expires)
             self.request(slot, message, "put", then)
 
         self.get(slot, key, write)

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 WRONGPASS_LINE = b"-WRONGPASS " + WRONGPASS.encode() + b"\r\n"
 OPEN = frozenset({b"auth", b"hello", b"quit"})  # what runs before authentication
-READS = frozenset({b"get", b"mget", b"exists"})
-WRITES = frozenset({b"set", b"mset", b"del"})
+READS = frozenset({b"get", b"mget", b"exists", b"ttl", b"pttl"})
+WRITES = frozenset({b"set", b"mset", b"del", b"expire", b"pexpire", b"persist"})
 
 
 def refusal(conn: RespConnection, name: bytes) -> bytes | None:

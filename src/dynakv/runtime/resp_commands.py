@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, cast
 
 from dynakv.config import validate_location
 from dynakv.errors import DynakvError
-from dynakv.messages import ClientPut, ErrorReply, GetResult, Message, PutResult
+from dynakv.messages import ClientPut, GetResult, Message, PutResult
+from dynakv.runtime import resp_expiry
 from dynakv.runtime.resp_auth import run_auth, run_hello
 from dynakv.runtime.resp_protocol import (
     EMPTY_ARRAY,
@@ -24,16 +25,11 @@ from dynakv.runtime.resp_protocol import (
     array,
     bulk,
     integer,
+    reply_error,
 )
 
 if TYPE_CHECKING:
     from dynakv.runtime.resp import RespConnection, Slot
-
-
-def reply_error(reply: Message) -> str:
-    if type(reply) is ErrorReply:
-        return f"{reply.code}: {reply.message}"  # type: ignore[attr-defined]
-    return f"internal: unexpected reply {type(reply).__name__}"
 
 
 def gather(
@@ -76,22 +72,6 @@ def run_get(conn: RespConnection, slot: Slot) -> None:
         conn.done(slot, NIL if value is None else bulk(value))
 
     conn.get(slot, key, then)
-
-
-def run_set(conn: RespConnection, slot: Slot) -> None:
-    args = slot.args
-    if len(args) > 3:
-        option = args[3].decode("utf-8", "replace").upper()
-        raise CommandError(
-            f"SET option {option} is not supported by dynakv (plain SET key value only)"
-        )
-
-    def then(reply: Message) -> None:
-        if type(reply) is not PutResult:
-            raise CommandError(reply_error(reply))
-        conn.done(slot, OK)
-
-    conn.put(slot, slot.keys[0], args[2], then)
 
 
 def run_mget(conn: RespConnection, slot: Slot) -> None:
@@ -326,11 +306,18 @@ def _mset_keys(args: list[bytes]) -> tuple[str, ...]:
 
 COMMANDS: dict[bytes, Command] = {
     b"get": Command(2, 2, run=run_get, keys=_keys(1)),
-    b"set": Command(3, run=run_set, keys=_keys(1, 2), write=True, read_then_write=True),
+    b"set": Command(
+        3, run=resp_expiry.run_set, keys=_keys(1, 2), write=True, read_then_write=True
+    ),
     b"mget": Command(2, run=run_mget, keys=_keys(1)),
     b"mset": Command(3, run=run_mset, keys=_mset_keys, write=True, read_then_write=True),
     b"del": Command(2, run=run_del, keys=_keys(1), write=True),
     b"exists": Command(2, run=run_exists, keys=_keys(1)),
+    b"expire": Command(3, run=resp_expiry.run_expire, keys=_keys(1, 2), write=True),
+    b"pexpire": Command(3, run=resp_expiry.run_pexpire, keys=_keys(1, 2), write=True),
+    b"persist": Command(2, 2, run=resp_expiry.run_persist, keys=_keys(1), write=True),
+    b"ttl": Command(2, 2, run=resp_expiry.run_ttl, keys=_keys(1)),
+    b"pttl": Command(2, 2, run=resp_expiry.run_pttl, keys=_keys(1)),
     b"ping": Command(1, 2, answer=answer_ping),
     b"echo": Command(2, 2, answer=answer_echo),
     b"info": Command(1, answer=answer_info),

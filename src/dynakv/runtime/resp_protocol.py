@@ -6,6 +6,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from dynakv.messages import ErrorReply, Message
+
 MAX_INLINE = 64 * 1024  # an inline command line longer than this is a protocol error
 MAX_HEADER = 64  # bytes of a "*N" / "$N" line before its CRLF
 MAX_ARGS = 1024 * 1024  # elements of one command array
@@ -57,6 +59,13 @@ def array(items: list[bytes | None]) -> bytes:
     parts = [b"*%d\r\n" % len(items)]
     parts.extend(NIL if item is None else bulk(item) for item in items)
     return b"".join(parts)
+
+
+def reply_error(reply: Message) -> str:
+    """The text of the error a node's reply (not the one expected) stands for."""
+    if type(reply) is ErrorReply:
+        return f"{reply.code}: {reply.message}"  # type: ignore[attr-defined]
+    return f"internal: unexpected reply {type(reply).__name__}"
 
 
 def error(text: str) -> bytes:

@@ -67,7 +67,8 @@ MERGED = "merged"
 CAME_BACK = "came_back"
 DIVERGENT = "divergent"
 LWW_SIBLINGS = "lww_siblings"
-INVARIANTS = (LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS)
+EXPIRED_SHOWN = "expired_shown"  # sim/expiry_check.py
+INVARIANTS = (LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS, EXPIRED_SHOWN)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Write:
     invoke: float
     complete: float
     outcome: Outcome
+    expires: int = 0  # when the value expires (ms on the history's clock); 0: never
 
 
 @dataclass(frozen=True)

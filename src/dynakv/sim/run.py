@@ -43,11 +43,14 @@ from dynakv.sim.checker import (
     check_register,
 )
 from dynakv.sim.cluster import SimCluster, Storage, default_config, sim_wal_root
+from dynakv.sim.expiry_check import check_expiry
 from dynakv.sim.nemesis import Nemesis
 from dynakv.sim.options import SimOptions
 from dynakv.sim.workload import BUCKET, Workload, WorkloadName, WorkloadOptions
 
-CHECKERS = {"cart": check_cart, "register": check_register, "lww": check_lww}
+CHECKERS = {
+    "cart": check_cart, "register": check_register, "lww": check_lww, "expiry": check_expiry
+}  # fmt: skip
 BUGS = tuple(f.name for f in dataclasses.fields(InjectedBugs))
 REPAIR_ROUNDS = 8  # R=N reads per key, at most, to bring its replicas together
 HANDOFF_LIMIT = 60.0  # virtual seconds to wait, after the faults, for hints to drain

@@ -7,6 +7,9 @@ random for every request, and gives up on an answer after `client_timeout`. Work
   blind (no read, no context), as a client whose read failed would do to stay writable.
 - register: read, then write a new value (or delete) with the read's context; some blind.
 - lww: blind writes (and some reads) to a last-writer-wins bucket.
+- expiry: as register (no deletes), but most writes give the value a lifetime of up to
+  `lifetime_max` seconds (ClientPut.expires, from the cluster's true time); checked by
+  sim/expiry_check.py: no read started after a value's expiry returns it.
 Randomness comes from the injected `random.Random`; time is the cluster's virtual clock.
 """
 
@@ -20,9 +23,11 @@ from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
 from dynakv.sim.checker import Op, Outcome, Read, Write, encode_value, value_id, value_items
 from dynakv.sim.cluster import REFUSED, SimCluster
 
-WorkloadName = Literal["cart", "register", "lww"]
-WORKLOADS: tuple[WorkloadName, ...] = ("cart", "register", "lww")
-BUCKET: dict[str, str] = {"cart": "carts", "register": "registers", "lww": "lww"}
+WorkloadName = Literal["cart", "register", "lww", "expiry"]
+WORKLOADS: tuple[WorkloadName, ...] = ("cart", "register", "lww", "expiry")
+BUCKET: dict[str, str] = {
+    "cart": "carts", "register": "registers", "lww": "lww", "expiry": "expiring"
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class WorkloadOptions:
     remove_probability: float = 0.2  # cart: remove an item seen instead of adding one
     delete_probability: float = 0.1  # register: delete (with the read's context)
     read_probability: float = 0.3  # lww: a plain read instead of a blind write
+    expire_probability: float = 0.7  # expiry: a write that gives its value a lifetime
+    lifetime_max: float = 2.0  # expiry: lifetimes are uniform in [0.05, lifetime_max] s
 
 
 class Workload:
@@ -129,7 +136,11 @@ class _Client:
                 self._write(key, seen, context, items=items, add=False)
             else:
                 self._write(key, seen, context, items=items)
-        elif seen and self.rng.random() < self.options.delete_probability:
+        elif (
+            self.workload.name == "register"
+            and seen
+            and self.rng.random() < self.options.delete_probability
+        ):
             self._write(key, seen, context, delete=True)
         else:
             self._write(key, seen, context)
@@ -154,13 +165,19 @@ class _Client:
         if items is not None and add:
             items = items | {write_id}
         value = b"" if delete else encode_value(write_id, items)
+        expires = 0
+        options = self.options
+        if self.workload.name == "expiry" and self.rng.random() < options.expire_probability:
+            lifetime = self.rng.uniform(0.05, options.lifetime_max)
+            expires = int((self.cluster.now + lifetime) * 1000)
         message = ClientPut(
-            self._next_rid(), self.workload.bucket, key, value, context, delete=delete
+            self._next_rid(), self.workload.bucket, key, value, context, delete=delete,
+            expires=expires,
+        )  # fmt: skip
+        pending = _Pending(
+            message.rid, "write", key, self.cluster.now, write_id, value, seen, delete, expires
         )
-        self._send(
-            message,
-            _Pending(message.rid, "write", key, self.cluster.now, write_id, value, seen, delete),
-        )
+        self._send(message, pending)
 
     def _send(self, message: ClientGet | ClientPut, pending: _Pending) -> None:
         node = self.rng.choice(self.nodes)
@@ -239,6 +256,7 @@ class _Client:
                 pending.invoke,
                 now,
                 outcome,
+                pending.expires,
             )
         )
         what = "delete" if pending.delete else "write"
@@ -265,3 +283,4 @@ class _Pending:
     value: bytes | None = None
     seen: tuple[str, ...] = ()
     delete: bool = False
+    expires: int = 0  # epoch ms the value expires at (cluster time); 0: never
