@@ -69,7 +69,6 @@ from collections.abc import Iterable, Iterator
 
 from dynakv.errors import InternalError
 from dynakv.storage.engine import (
-    HINTS,
     OBJECTS,
     CommitStats,
     Durability,
@@ -87,10 +86,12 @@ from dynakv.storage.wal_checkpointer import Checkpointer
 from dynakv.storage.wal_log import (
     DELETE,
     EPOCH_META,
+    FLAG_TABLES,
     HEADER,
     HINTS_FLAG,
     META,
     PUT,
+    VALUES_FLAG,
     Segments,
     decode_writes,
     encode_record,
@@ -164,8 +165,10 @@ class WalEngine(Engine):
     def _replay(self, payloads: Iterable[bytes]) -> None:
         for payload in payloads:
             for op, key, value in decode_writes(payload):
-                table: Table = HINTS if op & HINTS_FLAG else OBJECTS
-                kind = op & ~HINTS_FLAG
+                table = FLAG_TABLES.get(op & (HINTS_FLAG | VALUES_FLAG))
+                kind = op & ~(HINTS_FLAG | VALUES_FLAG)
+                if table is None:
+                    raise InternalError(f"write-ahead log {self.path}: unknown op {op}")
                 if kind == PUT:
                     self.inner.put(key, value, table)
                 elif kind == DELETE:
