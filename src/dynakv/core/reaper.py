@@ -42,6 +42,7 @@ from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer
 from dynakv.core.handoff import HintStore
 from dynakv.core.replica import VIEW_FROM, CorruptRecord, ReplicaStore, may_be_tombstones, unseal
+from dynakv.core.values_apart import is_v2
 from dynakv.errors import InvalidRequest
 from dynakv.item_keys import storage_key
 from dynakv.messages import Message, ReapCheck, ReapCheckReply, ReapCommit
@@ -62,7 +63,10 @@ def may_hold_tombstone(raw: bytes) -> bool:
     """False only when these bytes (an encoded state, or a record holding one) cannot hold
     only tombstones. A small one is searched for a tombstone's bytes (tombstones have empty
     values); a large one is not searched (a megabyte value took the sweep ~50 µs a record,
-    6% of a node's CPU under 1 MiB writes) but read through views (replica.py)."""
+    6% of a node's CPU under 1 MiB writes) but read through views (replica.py). A record
+    with a value stored apart holds a live value (tombstones are empty: never apart)."""
+    if is_v2(raw):
+        return False
     if len(raw) >= VIEW_FROM:
         return may_be_tombstones(raw)
     return _TOMBSTONE_MARK in raw
