@@ -38,6 +38,7 @@ class WorkloadOptions:
     remove_probability: float = 0.2  # cart: remove an item seen instead of adding one
     delete_probability: float = 0.1  # register: delete (with the read's context)
     read_probability: float = 0.3  # lww: a plain read instead of a blind write
+    value_padding: int = 0  # bytes added to each value: from 16 KiB, values are stored apart
 
 
 class Workload:
@@ -153,7 +154,7 @@ class _Client:
         write_id = self._next_id()
         if items is not None and add:
             items = items | {write_id}
-        value = b"" if delete else encode_value(write_id, items)
+        value = b"" if delete else encode_value(write_id, items, self.options.value_padding)
         message = ClientPut(
             self._next_rid(), self.workload.bucket, key, value, context, delete=delete
         )
