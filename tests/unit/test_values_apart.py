@@ -90,7 +90,7 @@ def test_the_put_path_reads_the_versions_without_reading_or_checking_the_value()
         versions.encode(local)  # a value not read can never pass for one
     # A write that covers it replaces it without reading it; its value record goes.
     second = write(BIG[::-1], "n1@a.1", local, ts=2)
-    assert store.fill("b", "k", second) is second  # nothing of the old state survives
+    assert store.fill("b", "k", second, local) is second  # nothing of the old state survives
     store.put("b", "k", second, local, ("n1@a.1", 2))
     assert list(values_table(engine).values()) == [BIG[::-1]]
     assert store.get("b", "k") == write(BIG[::-1], "n1@a.1", first, ts=2)
@@ -107,7 +107,7 @@ def test_a_sibling_stored_apart_stays_where_it_is_and_is_read_when_sent_on() -> 
     assert local is not None
     other = Sibling(b"y" * APART_FROM, timestamp=2)
     blind = versions.update(versions.new((), other), local, "n2@b.1")
-    full = store.fill("b", "k", blind)
+    full = store.fill("b", "k", blind, local)
     assert sorted(s.value for s in versions.values(full)) == sorted([BIG, b"y" * APART_FROM])
     store.put("b", "k", blind, local, ("n2@b.1", 1))
     after = values_table(engine)
@@ -178,7 +178,7 @@ def test_a_corrupt_value_surviving_as_a_sibling_stops_the_coordinator_minting() 
     local, _ = store.read_meta("b", "k", strict=True)
     blind = versions.update(versions.new((), Sibling(b"z", timestamp=2)), local, "n2@b.1")
     with pytest.raises(CorruptRecord):
-        store.fill("b", "k", blind)
+        store.fill("b", "k", blind, local)
 
 
 def test_records_are_handed_on_whole_in_the_format_every_node_reads() -> None:

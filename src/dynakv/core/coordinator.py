@@ -333,7 +333,7 @@ class Coordinator(Component):
         if lww:
             clock = versions.lww(clock)
         try:
-            full = self.store.fill(msg.bucket, msg.key, clock)
+            full = self.store.fill(msg.bucket, msg.key, clock, local)
         except CorruptRecord:
             others = [node for node in replicas if node != self.name]
             if msg.hops == 0 and others:

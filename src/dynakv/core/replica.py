@@ -35,7 +35,9 @@ from dynakv.core.record_v1 import (
     unseal_view,
 )
 from dynakv.core.values_apart import (
+    FORMAT_V2,
     BadMeta,
+    MetaClock,
     MetaRecord,
     ValueRef,
     has_apart,
@@ -161,7 +163,7 @@ class ReplicaStore:
             raw = self.engine.get(storage_key(bucket, key))
         if raw is None:
             return None, None, NOT_MINTED
-        if is_v2(raw):
+        if raw[0] == FORMAT_V2:  # not is_v2(): a call more shows in a 1 KiB write
             found = self._meta(bucket, key, raw, strict)
             if found is None:
                 return None, None, NOT_MINTED
@@ -192,7 +194,7 @@ class ReplicaStore:
         raw = self.engine.get(storage_key(bucket, key))
         if raw is None:
             return None
-        if is_v2(raw):
+        if raw[0] == FORMAT_V2:
             return self._load(bucket, key, strict, True, raw)[1]
         record = self._record(bucket, key, raw, strict)
         return None if record is None else record.state
@@ -221,7 +223,7 @@ class ReplicaStore:
         raw = self.engine.get(storage_key(bucket, key))
         if raw is None:
             return None, NOT_MINTED
-        if not is_v2(raw):
+        if raw[0] != FORMAT_V2:
             clock, _, minted = self._load(bucket, key, strict, False, raw)
             return clock, minted
         found = self._meta(bucket, key, raw, strict)
@@ -235,9 +237,12 @@ class ReplicaStore:
             return None, NOT_MINTED
         return clock, (meta.minted_actor, meta.minted_counter)
 
-    def fill(self, bucket: str, key: str, clock: Clock) -> Clock:
-        """The clock with each StoredValue replaced by the value, read and checked; raises
-        CorruptRecord when one is missing or bad (the copy is then removed)."""
+    def fill(self, bucket: str, key: str, clock: Clock, read: Clock | None) -> Clock:
+        """The clock, made from `read` (what read_meta gave), with each StoredValue replaced
+        by the value, read and checked; raises CorruptRecord when one is missing or bad (the
+        copy is then removed)."""
+        if type(read) is not MetaClock:
+            return clock  # no value was left unread
         refs = tuple(stored_refs(clock))
         if not refs:
             return clock
@@ -257,9 +262,10 @@ class ReplicaStore:
         (a clock from read_meta), else, if it holds a large value, what the record says."""
         if old is None:
             return []
-        refs = stored_refs(old)
-        if refs or not has_apart(old):
-            return refs
+        if type(old) is MetaClock:
+            return stored_refs(old)
+        if not has_apart(old):
+            return []
         raw = self.engine.get(digest)
         if raw is None or not is_v2(raw):
             return []
@@ -277,11 +283,11 @@ class ReplicaStore:
         minted: Minted | None = None,
         state: bytes | memoryview | None = None,
     ) -> None:
-        """Store the clock (`old`: what was stored before, if the caller read it; `minted`:
-        this node's last mint for the key, None to keep the stored one; `state`: the clock's
-        encoding if the caller has it). A StoredValue in the clock (from read_meta, with
-        that read's clock as `old`) stays where it is stored; a large value is stored apart,
-        and the values of `old` the new state no longer holds are deleted."""
+        """Store the clock (`old`: what was stored before, as read_meta gave it, if the
+        caller read it; `minted`: this node's last mint for the key, None to keep the stored
+        one; `state`: the clock's encoding if the caller has it). A StoredValue in the clock
+        (from that read) stays where it is stored; a large value is stored apart, and the
+        values of `old` the new state no longer holds are deleted."""
         digest = storage_key(bucket, key)
         if isinstance(old, _Unknown) or minted is None:
             previous, stored_mint = self.read_meta(bucket, key)
@@ -291,7 +297,7 @@ class ReplicaStore:
                 minted = stored_mint
         if self.on_write is not None:
             self.on_write(digest, old, clock)
-        stale = self._refs_of(digest, old)
+        stale = stored_refs(old) if type(old) is MetaClock else []
         kept: set[tuple[str, int]] = set()
         if has_apart(clock):
             skeleton, refs, writes = split(digest, clock)
@@ -336,12 +342,10 @@ class ReplicaStore:
             merged = versions.lww(merged)
         elif self._drop_siblings and len(versions.values(merged)) > 1:
             merged = versions.lww(merged)  # the bug: concurrent values silently collapse to one
-        if local is None:
-            changed = True
-        elif stored_refs(local):
+        if type(local) is MetaClock:
             changed = merged is not local and not same_dots(merged, local)
         else:
-            changed = merged != local
+            changed = local is None or merged != local
         if changed:
             # Usually the incoming state already covers ours (sync and lww then return it
             # as it is): its bytes are stored as they came.

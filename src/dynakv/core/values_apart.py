@@ -58,6 +58,11 @@ class StoredValue:
         return self.ref.size
 
 
+class MetaClock(Clock, frozen=True, array_like=True):
+    """A clock as ReplicaStore.read_meta gives it: each value stored apart is a
+    StoredValue (its type says so at once: the small-value path never looks further)."""
+
+
 _encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(MetaRecord)
 
@@ -83,10 +88,11 @@ def value_crc(vkey: bytes, value: bytes | memoryview) -> int:
 
 
 def has_apart(clock: Clock) -> bool:
-    """Whether storing the clock puts some value apart (a large value, or one not read)."""
+    """Whether storing the clock puts some value apart (a large value, or one not read:
+    a StoredValue's length is its value's)."""
     for e in clock.entries:
         for s in e.values:
-            if type(s.value) is StoredValue or len(s.value) >= APART_FROM:
+            if len(s.value) >= APART_FROM:
                 return True
     return False
 
@@ -168,9 +174,10 @@ def with_values(
     return clock
 
 
-def placeholders(meta: Clock, refs: tuple[ValueRef, ...]) -> Clock:
+def placeholders(meta: Clock, refs: tuple[ValueRef, ...]) -> MetaClock:
     """The metadata clock with a StoredValue for each value stored apart (nothing read)."""
-    return with_values(meta, refs, StoredValue)
+    clock = with_values(meta, refs, StoredValue)
+    return MetaClock(clock.entries, clock.anonymous)
 
 
 def stored_refs(clock: Clock) -> list[ValueRef]:
