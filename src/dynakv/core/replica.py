@@ -46,6 +46,7 @@ from dynakv.core.values_apart import (
     same_dots,
     seal_meta,
     split,
+    stored_clock,
     stored_refs,
     unseal_meta,
     value_crc,
@@ -76,20 +77,6 @@ class _Unknown:
 
 
 UNKNOWN = _Unknown()
-
-
-def stored_clock(raw: bytes) -> tuple[str, str, Clock]:
-    """(bucket, key, clock) of a stored record of either format, its values stored apart
-    left empty (for what reads only versions: anti-entropy's hashes, the tombstone sweep).
-    CorruptRecord or InvalidRequest when the record or its clock is bad."""
-    if is_v2(raw):
-        try:
-            meta = unseal_meta(raw)
-        except BadMeta as exc:
-            raise CorruptRecord(str(exc)) from exc
-        return meta.bucket, meta.key, versions.decode(meta.state)
-    bucket, key, state = unseal(raw)
-    return bucket, key, versions.decode(state)
 
 
 class ReplicaStore:

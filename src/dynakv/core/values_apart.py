@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from dynakv import versions
+from dynakv.core.record_v1 import CorruptRecord, unseal
 from dynakv.versions import Clock, Entry, Sibling
 
 APART_FROM = 16 * 1024  # a dotted value this large is stored apart
@@ -200,3 +202,17 @@ def same_dots(a: Clock, b: Clock) -> bool:
             if (s.deleted, s.timestamp, s.content_type) != (t.deleted, t.timestamp, t.content_type):
                 return False
     return True
+
+
+def stored_clock(raw: bytes) -> tuple[str, str, Clock]:
+    """(bucket, key, clock) of a stored record of either format, its values stored apart
+    left empty (for what reads only versions: anti-entropy's hashes).
+    CorruptRecord or InvalidRequest when the record or its clock is bad."""
+    if is_v2(raw):
+        try:
+            meta = unseal_meta(raw)
+        except BadMeta as exc:
+            raise CorruptRecord(str(exc)) from exc
+        return meta.bucket, meta.key, versions.decode(meta.state)
+    bucket, key, state = unseal(raw)
+    return bucket, key, versions.decode(state)
