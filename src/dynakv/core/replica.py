@@ -35,6 +35,7 @@ from dynakv.core.record_v1 import (
     unseal_view,
 )
 from dynakv.core.values_apart import (
+    APART_FROM,
     FORMAT_V2,
     BadMeta,
     MetaClock,
@@ -284,6 +285,14 @@ class ReplicaStore:
                 minted = stored_mint
         if self.on_write is not None:
             self.on_write(digest, old, clock)
+        if type(old) is not MetaClock and (
+            # An encoding shorter than APART_FROM holds no value that long: no scan.
+            len(state) < APART_FROM if state is not None else not has_apart(clock)
+        ):
+            if state is None:
+                state = versions.encode(clock)
+            self.engine.put(digest, seal(bucket, key, state, minted))
+            return  # nothing was stored apart for old (it is no MetaClock), nothing is now
         stale = stored_refs(old) if type(old) is MetaClock else []
         kept: set[tuple[str, int]] = set()
         if has_apart(clock):
