@@ -26,7 +26,8 @@ from dynakv.storage.wal import WalEngine
 from dynakv.versions import Clock, Sibling
 
 BIG = bytes(range(256)) * 4096  # 1 MiB
-LEGACY = pathlib.Path(__file__).parent / "data" / "records_b8bfc1e.msgpack.z"  # make_records_*.py
+# Made by fixtures/make_records_b8bfc1e.py with that commit's code.
+LEGACY = pathlib.Path(__file__).parent / "fixtures" / "records_b8bfc1e.msgpack.z"
 
 
 def write(value: bytes, actor: str, local: Clock | None = None, ts: int = 1) -> Clock:
