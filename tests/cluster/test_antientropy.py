@@ -4,6 +4,7 @@ repair` runs a round on demand."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,8 @@ def test_a_node_whose_data_directory_was_deleted_is_refilled_by_anti_entropy(tmp
     cluster = ProcessCluster(tmp_path, 3, extra_args=["--config", str(config)])
     try:
         cluster.start()
-        written = {f"k{i}": f"value {i}".encode() for i in range(150)}
+        # Every tenth value is large (~60 KiB): stored apart, handed on whole (format v2).
+        written = {f"k{i}": f"value {i}".encode() * (1 + 7999 * (i % 10 == 0)) for i in range(150)}
         with Client(cluster[0].node_addr) as client:
             for key, value in written.items():
                 client.put("aae", key, value, w=3)
@@ -38,6 +40,9 @@ def test_a_node_whose_data_directory_was_deleted_is_refilled_by_anti_entropy(tmp
             ]
             time.sleep(0.5)
         assert missing == [], f"{len(missing)} keys not restored: {missing[:5]}"
+        for key in ["k0", "k70", "k140"]:
+            siblings = http("GET", f"{victim.url}/v1/replica/aae/{key}").json()["siblings"]
+            assert [base64.b64decode(s["value_b64"]) for s in siblings] == [written[key]]
         status = victim.status()
         assert status["anti_entropy"]["keys_repaired"] > 0 or any(
             n.status()["anti_entropy"]["keys_repaired"] > 0 for n in cluster.nodes

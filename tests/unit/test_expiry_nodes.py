@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from dynakv import versions
 from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message, PutResult
 from dynakv.sim.cluster import SimCluster
+from dynakv.storage.engine import VALUES
 from tests.unit.test_node import call
 from tests.unit.test_reaping import GRACE, make_cluster, states
 
@@ -66,9 +69,11 @@ def test_a_concurrent_sibling_outlives_its_expired_sibling():
     assert get(cluster, "n1", "k").values == [b"lasting"]
 
 
-def test_an_expired_key_is_deleted_then_reaped_from_every_replica():
+# 40 KB: stored apart from its record (values_apart.py), whose metadata carries the expiry.
+@pytest.mark.parametrize("value", [b"v", bytes(range(200)) * 200], ids=["small", "apart"])
+def test_an_expired_key_is_deleted_then_reaped_from_every_replica(value):
     cluster = make_cluster(3)
-    put(cluster, "n1", "k", b"v", expires=at(cluster, 1.0))
+    put(cluster, "n1", "k", value, expires=at(cluster, 1.0))
     cluster.run_for(0.5)
     assert all(s is not None for s in states(cluster, "k").values())
     assert cluster.run_until(
@@ -76,6 +81,8 @@ def test_an_expired_key_is_deleted_then_reaped_from_every_replica():
     ), states(cluster, "k")
     assert sum(cluster.nodes[n].reaper.stats.expired for n in cluster.names) >= 1
     assert get(cluster, "n2", "k").values == []
+    for name in cluster.names:  # no value stored apart is left behind
+        assert list(cluster.nodes[name].store.engine.scan(b"", b"", VALUES)) == []
 
 
 def test_the_deletion_of_an_expired_value_spares_a_write_it_did_not_see():

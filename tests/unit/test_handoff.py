@@ -15,7 +15,8 @@ from tests.unit.components import NAMES, Parts, first_write, parts, sends
 
 def holding_hint(p: Parts, primary: str = "n2", key: str = "k", now: float = 0.0) -> None:
     clock = first_write(b"v", "n1@x.0")
-    state = p.store.put("b", key, clock)
+    state = versions.encode(clock)
+    p.store.put("b", key, clock, state=state)
     assert p.hints.record(primary, key_digest("b", key), "b", key, now, len(state))
 
 

@@ -20,7 +20,10 @@ def reaper(p: Parts) -> Reaper:
 def tombstone(p: Parts, key: str, at: float) -> bytes:
     """Store a tombstone-only state for `key`, written at virtual time `at`."""
     sibling = versions.Sibling(b"", deleted=True, timestamp=versions.HybridClock().now(at))
-    return p.store.put("b", key, versions.update(versions.new(None, sibling), None, "n1@x.0"))
+    clock = versions.update(versions.new(None, sibling), None, "n1@x.0")
+    state = versions.encode(clock)
+    p.store.put("b", key, clock, state=state)
+    return state
 
 
 def test_a_tombstone_past_its_grace_is_checked_with_every_member_then_reaped_everywhere():

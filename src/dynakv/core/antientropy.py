@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from dynakv import versions
 from dynakv.core.admission import BackgroundBudget
 from dynakv.core.component import Component, Context
 from dynakv.core.events import Effect, Log, Send, SetTimer
@@ -28,7 +27,7 @@ from dynakv.core.merkle import (
     SegmentDiff,
     version_hash,
 )
-from dynakv.core.replica import CorruptRecord, ReplicaStore, unseal
+from dynakv.core.replica import CorruptRecord, ReplicaStore, stored_clock, unseal
 from dynakv.errors import InvalidRequest
 from dynakv.messages import (
     AaeFetch,
@@ -124,8 +123,7 @@ class AntiEntropy:
     def _versions(self, start: bytes, end: bytes) -> Iterable[tuple[bytes, bytes]]:
         for digest, raw in self.store.engine.scan(start, end):
             try:
-                _, _, state = unseal(raw)
-                clock = versions.decode(state)
+                _, _, clock = stored_clock(raw)
             except (CorruptRecord, InvalidRequest):
                 self.store.corrupt_total += 1
                 self.store.found_corrupt.append(("?", digest.hex(), "failed its checksum"))
@@ -160,13 +158,9 @@ class AntiEntropy:
         out: list[bytes] = []
         for digest in digests:
             raw = self.store.engine.get(digest)
-            if raw is None:
-                continue
-            try:
-                unseal(raw)
-            except CorruptRecord:
-                continue
-            out.append(raw)
+            record = None if raw is None else self.store.handed_on(digest, raw)
+            if record is not None:
+                out.append(record)
         return out
 
     # --- the initiator's side --------------------------------------------------------------

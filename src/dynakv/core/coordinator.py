@@ -301,7 +301,9 @@ class Coordinator(Component):
             return self._forward(now, source, msg, replicas)
         lww = props.policy == "lww"
         try:
-            local, minted = self.store.read(msg.bucket, msg.key, strict=True)
+            # Only the versions: a value stored apart is read (fill, below) only if it
+            # survives the write as a sibling.
+            local, minted = self.store.read_meta(msg.bucket, msg.key, strict=True)
         except CorruptRecord:
             # Minting a dot without this node's history could reuse one: let another
             # replica coordinate while read repair mends this copy.
@@ -336,11 +338,18 @@ class Coordinator(Component):
             minted_now = (actor, counter_of(clock, actor))
         if lww:
             clock = versions.lww(clock)
+        try:
+            full = self.store.fill(msg.bucket, msg.key, clock, local)
+        except CorruptRecord:
+            others = [node for node in replicas if node != self.name]
+            if msg.hops == 0 and others:
+                return self._forward(now, source, msg, others)
+            raise
         rid = self.ids.next()
         if self.bugs.ack_before_store and restored is None:
-            self._deferred.append((msg.bucket, msg.key, clock))
+            self._deferred.append((msg.bucket, msg.key, full))
             return [Send(source, PutResult(msg.rid, versions.encode_context(versions.join(clock))))]
-        state = versions.encode(clock)
+        state = versions.encode(full)
         if wanted:
             quorum = PutQuorum(replicas, need.total, requirements=wanted)
         else:
@@ -607,7 +616,8 @@ class Coordinator(Component):
         for bucket, key, clock in self._deferred:
             local = self.store.get(bucket, key)
             merged = clock if local is None else versions.sync(clock, local)
-            state = self.store.put(bucket, key, merged)
+            state = versions.encode(merged)
+            self.store.put(bucket, key, merged, state=state)
             for node in self.view.placement(bucket, key).primaries:
                 if node != self.name:
                     effects.append(Send(node, ReplicaPut(0, bucket, key, state)))

@@ -24,8 +24,9 @@ members refuse their replica writes should they come back on an old disk.
 One primary per partition (the first of its preference list) drives the sweep, a bounded
 batch of stored records per tick, so the scan of a large store is spread out and costs
 little. The same sweep finds records whose every value has expired (a TTL; expiry.py) by
-their first byte (replica.EXPIRY_HEADER) and hands them to the node in `expired`, which
-deletes each with its own context: a normal delete, whose tombstone is then reaped as above.
+their first byte (record_v1.EXPIRY_HEADER; a v2 record by its metadata) and hands them to
+the node in `expired`, which deletes each with its own context: a normal delete, whose
+tombstone is then reaped as above.
 
 Pure: time is the `now` passed in; storage through synchronous engine and store calls.
 """
@@ -51,6 +52,7 @@ from dynakv.core.replica import (
     record_expiry,
     unseal,
 )
+from dynakv.core.values_apart import is_v2, stored_clock
 from dynakv.errors import InvalidRequest
 from dynakv.item_keys import storage_key
 from dynakv.messages import Message, ReapCheck, ReapCheckReply, ReapCommit
@@ -73,7 +75,10 @@ def may_hold_tombstone(raw: bytes) -> bool:
     """False only when these bytes (an encoded state, or a record holding one) cannot hold
     only tombstones. A small one is searched for a tombstone's bytes (tombstones have empty
     values); a large one is not searched (a megabyte value took the sweep ~50 µs a record,
-    6% of a node's CPU under 1 MiB writes) but read through views (replica.py)."""
+    6% of a node's CPU under 1 MiB writes) but read through views (replica.py). A record
+    with a value stored apart holds a live value (tombstones are empty: never apart)."""
+    if is_v2(raw):
+        return False
     if len(raw) >= VIEW_FROM:
         return may_be_tombstones(raw)
     return _TOMBSTONE_MARK in raw or _OLD_TOMBSTONE_MARK in raw
@@ -298,13 +303,12 @@ class Reaper(Component):
         if record_expiry(raw) > expiry.now_ms(now) or len(self.expired) >= ROUND_ITEMS:
             return
         try:
-            bucket, key, state = unseal(raw)
-            clock = versions.decode(state)
+            bucket, key, clock = stored_clock(raw)  # of either format: values apart unread
         except (CorruptRecord, InvalidRequest):
             return  # anti-entropy and read repair mend it
         if expiry.visible(clock, now) or storage_key(bucket, key) in self._changed:
             return
-        self.expired.append((bucket, key, state))
+        self.expired.append((bucket, key, versions.encode(clock)))
         self.stats.expired += 1
 
     def on_check(self, now: float, source: str, msg: Message) -> list[Effect]:

@@ -52,8 +52,8 @@ def scan_versions(
     return store.scan_read(start, end, after, limit, max_bytes, _version_of)
 
 
-def _version_of(digest: bytes, raw: bytes) -> tuple[bytes, bytes]:
-    return digest, state_version_hash(unseal_state(raw))
+def _version_of(digest: bytes, raw: bytes) -> tuple[tuple[bytes, bytes], int]:
+    return (digest, state_version_hash(unseal_state(raw))), len(raw)
 
 
 def local_differs(store: ReplicaStore, pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -78,25 +78,21 @@ def local_differs(store: ReplicaStore, pairs: list[tuple[bytes, bytes]]) -> list
 def fetch_records(
     store: ReplicaStore, digests: list[bytes], max_bytes: int
 ) -> tuple[list[bytes], bytes, bool]:
-    """Stored records of `digests` (sorted), in order, until about `max_bytes`: (records,
-    last digest looked at, whether every digest was). Absent and corrupt ones are left
-    out: the puller then has nothing to merge for them from this replica."""
+    """Records of `digests` (sorted) as handed on (replica.handed_on: format v1), in order,
+    until about `max_bytes`: (records, last digest looked at, whether every digest was).
+    Absent and corrupt ones are left out: the puller then has nothing to merge for them
+    from this replica."""
     records: list[bytes] = []
     size = 0
     last = b""
     for i, digest in enumerate(digests):
         last = digest
         raw = store.engine.get(digest)
-        if raw is None:
+        record = None if raw is None else store.handed_on(digest, raw)  # corrupt: noted
+        if record is None:
             continue
-        try:
-            unseal_state(raw)
-        except CorruptRecord as exc:
-            store.corrupt_total += 1
-            store.found_corrupt.append(("?", digest.hex(), str(exc)))
-            continue
-        records.append(raw)
-        size += len(raw)
+        records.append(record)
+        size += len(record)
         if size >= max_bytes:
             return records, last, i == len(digests) - 1
     return records, last, True

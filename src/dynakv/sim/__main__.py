@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--duration", type=float, default=WorkloadOptions.duration, help="virtual seconds"
     )
+    parser.add_argument(
+        "--value-padding",
+        type=int,
+        default=WorkloadOptions.value_padding,
+        help="bytes added to each value (16384 or more: values stored apart, record format v2)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--verbose", action="store_true", help="a line for every seed")
     return parser
@@ -108,6 +114,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         keys=args.keys,
         duration=args.duration,
         delete_probability=args.delete_probability,
+        value_padding=args.value_padding,
     )
     options = SimOptions().with_faults(parse_faults(args.faults))
     return RunConfig(

@@ -167,11 +167,14 @@ class Report:
 
 
 # --- values ----------------------------------------------------------------------------------
-def encode_value(write_id: str, items: Iterable[str] | None = None) -> bytes:
-    """The bytes a workload writes: JSON with the write's id (and a cart's sorted items)."""
+def encode_value(write_id: str, items: Iterable[str] | None = None, padding: int = 0) -> bytes:
+    """The bytes a workload writes: JSON with the write's id (and a cart's sorted items, and
+    `padding` bytes of filler, to make large values)."""
     document: dict[str, object] = {"id": write_id}
     if items is not None:
         document["items"] = sorted(items)
+    if padding:
+        document["pad"] = "." * padding
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 

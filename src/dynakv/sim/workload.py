@@ -45,6 +45,7 @@ class WorkloadOptions:
     read_probability: float = 0.3  # lww: a plain read instead of a blind write
     expire_probability: float = 0.7  # expiry: a write that gives its value a lifetime
     lifetime_max: float = 2.0  # expiry: lifetimes are uniform in [0.05, lifetime_max] s
+    value_padding: int = 0  # bytes added to each value: from 16 KiB, values are stored apart
 
 
 class Workload:
@@ -164,7 +165,7 @@ class _Client:
         write_id = self._next_id()
         if items is not None and add:
             items = items | {write_id}
-        value = b"" if delete else encode_value(write_id, items)
+        value = b"" if delete else encode_value(write_id, items, self.options.value_padding)
         expires = 0
         options = self.options
         if self.workload.name == "expiry" and self.rng.random() < options.expire_probability:

@@ -4,9 +4,10 @@ Objects are stored under 16-byte digests (`dynakv.ring.key_digest`), or for a Dy
 that digest followed by its sort key's bytes (`dynakv.item_keys.storage_key`), so a ring
 partition — a contiguous digest range ``[start, end)`` — is a range scan. Values are opaque
 bytes; the caller encodes bucket, key and causal version into them. Every data method takes
-a `table`: "objects" (the default: the node's replicas) or "hints" (hinted-handoff records,
-kept apart so partition scans never see them). A separate namespace (`meta_get` / `meta_put`) holds
-small node metadata such as the incarnation and ring state.
+a `table`: "objects" (the default: the node's replicas), "hints" (hinted-handoff records,
+kept apart so partition scans never see them) or "values" (large values stored apart from
+their key's record, which points to them: `core/values_apart.py`). A separate namespace
+(`meta_get` / `meta_put`) holds small node metadata such as the incarnation and ring state.
 
 Writes are buffered until `commit()`: the runtime issues every write of one event-loop turn,
 calls `commit()` once (group commit) and only then releases that turn's sends and replies,
@@ -36,10 +37,11 @@ from dynakv.errors import InvalidRequest
 from dynakv.histogram import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 
 Durability = Literal["fsync", "os", "none"]
-Table = Literal["objects", "hints"]
+Table = Literal["objects", "hints", "values"]
 TABLES: tuple[str, ...] = get_args(Table)
 OBJECTS: Table = "objects"
 HINTS: Table = "hints"
+VALUES: Table = "values"
 DURABILITIES: tuple[str, ...] = get_args(Durability)
 
 MAX_KEY_BYTES = 511  # LMDB's default maximum key size; every engine enforces it

@@ -71,7 +71,7 @@ def open_environment(path: str, fsync: bool, map_size: int = DEFAULT_MAP_SIZE) -
         path,
         map_size=map_size,
         subdir=True,
-        max_dbs=3,
+        max_dbs=4,  # objects, hints, values, meta
         sync=fsync,
         metasync=fsync,
         writemap=False,

@@ -12,14 +12,15 @@ import threading
 from collections.abc import Iterable
 
 from dynakv.errors import InternalError
-from dynakv.storage.engine import HINTS, OBJECTS, Table
 from dynakv.storage.lmdb import LmdbEngine
 from dynakv.storage.wal_log import (
     DELETE,
     EPOCH_META,
+    FLAG_TABLES,
     HINTS_FLAG,
     META,
     PUT,
+    VALUES_FLAG,
     Meta,
     Writes,
     decode_writes,
@@ -34,8 +35,10 @@ def replay(lmdb: LmdbEngine, payloads: Iterable[bytes]) -> int:
     records = 0
     for payload in payloads:
         for op, key, value in decode_writes(payload):
-            table: Table = HINTS if op & HINTS_FLAG else OBJECTS
-            kind = op & ~HINTS_FLAG
+            table = FLAG_TABLES.get(op & (HINTS_FLAG | VALUES_FLAG))
+            kind = op & ~(HINTS_FLAG | VALUES_FLAG)
+            if table is None:
+                raise InternalError(f"write-ahead log {lmdb.path}: unknown op {op}")
             if kind == PUT:
                 lmdb.put(key, value, table)
             elif kind == DELETE:

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 
 from dynakv.errors import InternalError
-from dynakv.storage.engine import HINTS
+from dynakv.storage.engine import HINTS, OBJECTS, VALUES, Table
 
 SEGMENT_NAMES = ("wal.0.log", "wal.1.log")  # epoch E's records go to SEGMENT_NAMES[E % 2]
 LEGACY_NAME = "wal.log"  # the one segment of the earlier format: replayed at open, then removed
@@ -21,8 +21,11 @@ HEADER = struct.Struct("<IIQ")  # payload length, CRC-32, epoch
 CRC_FIELDS = struct.Struct("<IQ")  # length and epoch, covered by the CRC before the payload
 WRITE = struct.Struct("<BHI")  # op, key length, value length
 
-PUT, DELETE, META = 1, 2, 3  # + 0 for objects, + 8 for hints (PUT and DELETE)
+PUT, DELETE, META = 1, 2, 3  # + 0 for objects, + 8 for hints, + 16 for values (PUT, DELETE)
 HINTS_FLAG = 8
+VALUES_FLAG = 16
+TABLE_FLAGS: dict[str, int] = {OBJECTS: 0, HINTS: HINTS_FLAG, VALUES: VALUES_FLAG}
+FLAG_TABLES: dict[int, Table] = {0: OBJECTS, HINTS_FLAG: HINTS, VALUES_FLAG: VALUES}
 
 ZEROS = bytes(1 << 20)
 
@@ -50,7 +53,7 @@ def encode_writes(writes: Writes, meta: Meta) -> list[Write]:
     """A batch's writes as ops of the log, in the order they are applied at replay."""
     out: list[Write] = []
     for (table, key), value in writes.items():
-        flag = HINTS_FLAG if table == HINTS else 0
+        flag = TABLE_FLAGS[table]
         out.append((PUT | flag, key, value) if value is not None else (DELETE | flag, key, b""))
     out += [(META, name.encode("utf-8"), value) for name, value in meta.items()]
     return out
