@@ -29,8 +29,11 @@ CERT_NAME = "bench-node"
 class LocalSecurity:
     """The `[security]` table of a local cluster and the admin its generator logs in as."""
 
-    def __init__(self, user: str = ADMIN) -> None:
+    def __init__(self, user: str = ADMIN, failed_login_burst: int | None = None) -> None:
         self.user = user
+        # None: the node's default. A test that logs in wrong on purpose, then right from
+        # the same address, raises it so the per-address limit does not refuse the good run.
+        self.failed_login_burst = failed_login_burst
         self.password = secrets.token_urlsafe(24)
         self.directory: Path | None = None
 
@@ -58,6 +61,11 @@ class LocalSecurity:
             f'tls_cert = "{self.directory / CERT_NAME}.pem"\n'
             f'tls_key = "{self.directory / CERT_NAME}.key"\n'
             f'tls_ca = "{self.cacert}"\n'
+            + (
+                f"failed_login_burst = {self.failed_login_burst}\n"
+                if self.failed_login_burst is not None
+                else ""
+            )
         )
 
     def add_admin(self, node_addr: str, timeout: float = 30.0) -> None:

@@ -98,8 +98,9 @@ def test_bench_secure_runs_with_secret_tls_and_users(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def secure_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One node with everything on; its admin's password is the test's to give."""
-    security = LocalSecurity()
+    """One node with everything on; its admin's password is the test's to give. The
+    failed-login limit is raised: the tests log in wrong, then right, from one address."""
+    security = LocalSecurity(failed_login_burst=100_000)
     cluster = LocalCluster(
         1, str(tmp_path_factory.mktemp("secure")), durability="none", security=security
     )
