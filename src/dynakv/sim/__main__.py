@@ -18,7 +18,7 @@ from dynakv import levels
 from dynakv.errors import InvalidRequest
 from dynakv.sim.options import SimOptions, parse_faults
 from dynakv.sim.run import BUGS, RunConfig, run_seed, run_seeds
-from dynakv.sim.workload import WORKLOADS, WorkloadOptions
+from dynakv.sim.workload import ALL_WORKLOADS, WorkloadOptions
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults", default="all", help="partition,crash,wipe,loss,skew | all | none"
     )
-    parser.add_argument("--workload", choices=WORKLOADS, default="cart")
+    parser.add_argument("--workload", choices=ALL_WORKLOADS, default="cart")
     parser.add_argument("--bug", choices=BUGS, help="switch on an injected bug (tests only)")
     parser.add_argument(
         "--read-fanout",

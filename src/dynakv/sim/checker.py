@@ -68,7 +68,15 @@ CAME_BACK = "came_back"
 DIVERGENT = "divergent"
 LWW_SIBLINGS = "lww_siblings"
 EXPIRED_SHOWN = "expired_shown"  # sim/expiry_check.py
-INVARIANTS = (LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS, EXPIRED_SHOWN)
+# sim/ddb_check.py (the DynamoDB workload)
+QUERY_ORDER = "query_order"
+QUERY_BOUNDS = "query_bounds"
+INCREMENT_LOST = "increment_lost"
+INTERNAL_ERROR = "internal_error"
+INVARIANTS = (
+    LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS, EXPIRED_SHOWN,
+    QUERY_ORDER, QUERY_BOUNDS, INCREMENT_LOST, INTERNAL_ERROR,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
