@@ -71,11 +71,12 @@ EXPIRED_SHOWN = "expired_shown"  # sim/expiry_check.py
 # sim/ddb_check.py (the DynamoDB workload)
 QUERY_ORDER = "query_order"
 QUERY_BOUNDS = "query_bounds"
+QUERY_MISSING = "query_missing"
 INCREMENT_LOST = "increment_lost"
 INTERNAL_ERROR = "internal_error"
 INVARIANTS = (
     LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS, EXPIRED_SHOWN,
-    QUERY_ORDER, QUERY_BOUNDS, INCREMENT_LOST, INTERNAL_ERROR,
+    QUERY_ORDER, QUERY_BOUNDS, QUERY_MISSING, INCREMENT_LOST, INTERNAL_ERROR,
 )  # fmt: skip
 
 

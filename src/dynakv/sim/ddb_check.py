@@ -26,7 +26,8 @@ What holds, under every fault (crash, wipe, loss, partition, skew):
   completed before W.invoke - skew (its timestamp is at most its completion + skew, W's at
   least W's invocation). The rule checked: the final item is W's, or another put's
   completed after W.invoke - skew - 2 ms (ms timestamps), or it is absent and such a
-  delete exists. Writes with unknown outcome count as completing at the end of time.
+  delete exists. Writes with unknown outcome count as completing at the end of time. A
+  counter (nothing deletes one) with an acknowledged increment is never absent at the end.
   Reads during the faults may miss an acknowledged put (sloppy quorum): not checked.
 - `never_written`: every item a GetItem, a Query page or a replica returned is one a
   write of that key stored (the same v, attributes and, when known, n) and whose write was
@@ -38,6 +39,8 @@ What holds, under every fault (crash, wipe, loss, partition, skew):
   and no more than its Limit.
 - `internal_error`: no operation failed with an exception that is not a DynamoDB or dynakv
   error (a bug: the runtime would log it and answer InternalServerError).
+- `query_missing`: the final consistent Query of a partition key shows exactly the items
+  its replicas hold (once they agree): none missing, none extra.
 - `divergent`: after the repair reads the replicas of an item hold the same live value.
 
 Only without partitions and crashes (`exact_increments`): `increment_lost`: no two
@@ -64,6 +67,7 @@ from dynakv.sim.checker import (
     LOST,
     NEVER_WRITTEN,
     QUERY_BOUNDS,
+    QUERY_MISSING,
     QUERY_ORDER,
     ReplicaRead,
     Report,
@@ -223,9 +227,23 @@ def check_ddb(
             if item is not None:
                 written(item, FOREVER, f"replica {replica.node}")
         copies.setdefault(replica.key, []).append((replica.node, items[0] if items else None))
+    agreed: dict[tuple[str, str], PlainItem] = {}  # items every replica holds alike
+    unsettled: set[tuple[str, str]] = set()  # items the replicas disagree on
     for key, held in copies.items():
+        named = [(str(item["pk"]), str(item["sk"])) for _, item in held if item is not None]
         if len({repr(item) for _, item in held}) > 1:
             report.violations.append(Violation(DIVERGENT, TABLE, key, f"replicas hold {held}"))
+            unsettled.update(named)
+        elif named:
+            agreed[named[0]] = held[0][1]  # type: ignore[assignment]
+    for (pk, sk), item in sorted(agreed.items()):
+        if pk in queried and final.get((pk, sk)) != item:
+            detail = f"every replica holds {item}, the final Query shows {final.get((pk, sk))}"
+            violation(QUERY_MISSING, pk, sk, detail)
+    for (pk, sk), shown_item in sorted(final.items()):
+        if (pk, sk) not in agreed and (pk, sk) not in unsettled:
+            detail = f"the final Query shows {shown_item}, no replica holds it"
+            violation(QUERY_MISSING, pk, sk, detail)
 
     for (pk, sk), key_writes in sorted(by_key.items()):
         if pk not in queried:
@@ -276,7 +294,9 @@ def _check_counter(
                 violation(INCREMENT_LOST, pk, sk, detail)
         else:
             seen[write.n] = write.id
-    if exact and acked:
+    if acked and shown is None:  # nothing deletes a counter
+        violation(LOST, pk, sk, f"{len(acked)} increments acknowledged, the item is absent")
+    elif exact and acked:
         top = max(seen)
         final_n = shown.get("n") if shown is not None else None
         if not isinstance(final_n, int) or final_n < top:
