@@ -166,12 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     runs = violations = failing = 0
     lww_lost = lww_acked = reaped = 0
+    increments = duplicated = 0
     for result in run_seeds(seeds, config, args.jobs):
         runs += 1
         report = result.report
         lww_lost += report.lww_lost
         lww_acked += report.lww_acked
         reaped += result.reaped
+        increments += getattr(report, "increments_acked", 0)
+        duplicated += getattr(report, "increments_duplicated", 0)
         if not report.ok:
             failing += 1
             violations += len(report.violations)
@@ -189,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workload == "lww" and lww_acked:
         share = 100.0 * lww_lost / lww_acked
         print(f"lww lost updates: {lww_lost} of {lww_acked} acknowledged writes ({share:.1f}%)")
+    if increments:
+        print(f"increments: {increments} acknowledged, {duplicated} with a duplicated result")
     if reaped:
         print(f"tombstones reaped: {reaped}")
     print(f"{runs} runs, {violations} violations")

@@ -138,6 +138,10 @@ class _KeyLock(AbstractAsyncContextManager[None]):
             await waiter
 
     async def __aexit__(self, *exc: object) -> None:
+        if not self.backend.alive():
+            # Its node stopped, and the locks with it. (A dead task's coroutine may also be
+            # closed by the garbage collector, at no fixed moment: it must not act then.)
+            return
         queue = self.backend.locks[self.name]
         queue.popleft()
         if queue:

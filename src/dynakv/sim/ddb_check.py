@@ -239,7 +239,7 @@ def check_ddb(
     unsettled: set[tuple[str, str]] = set()  # items the replicas disagree on
     for key, held in copies.items():
         named = [(str(item["pk"]), str(item["sk"])) for _, item in held if item is not None]
-        if len({repr(item) for _, item in held}) > 1:
+        if len({json.dumps(item, sort_keys=True) for _, item in held}) > 1:
             report.violations.append(Violation(DIVERGENT, TABLE, key, f"replicas hold {held}"))
             unsettled.update(named)
         elif named:
