@@ -53,6 +53,10 @@ from dynakv.sim.cluster import SimCluster
 Answer = Callable[[int, dict[str, Any]], None]  # (HTTP status, JSON body); status 0: refused
 REFUSED_BODY: dict[str, Any] = {"__type": "refused", "message": "connection refused"}
 CALL_GRACE = 2.0  # as ServerApi.call: the node's request timeout plus this, then Timeout
+# Records a range read asks of each replica a round (the runtime asks range_read.BATCH, 256):
+# a few, so that a Query of a partition of a few items takes several rounds, and the merging
+# of replicas at different progress, some dropped midway, is exercised.
+RANGE_BATCH = 3
 
 
 class Waiter:
@@ -221,7 +225,9 @@ class SimBackend:
     async def batches(
         self, partition: int, wanted: list[tuple[str, bytes]], limit: int
     ) -> list[TransferBatch | BaseException]:
-        """Every batch asked at once (each its own Task), answered when all are."""
+        """Every batch asked at once (each its own Task), answered when all are; at most
+        `frontends.range_batch` records each (see DynamoFrontends)."""
+        limit = min(limit, self.frontends.range_batch)
         results: list[TransferBatch | BaseException | None] = [None] * len(wanted)
         left = len(wanted)
         all_done = Waiter(self.frontends.schedule)
@@ -258,9 +264,12 @@ class SimBackend:
 class DynamoFrontends:
     """The DynamoDB endpoints of every node of a SimCluster."""
 
-    def __init__(self, cluster: SimCluster, request_timeout: float) -> None:
+    def __init__(
+        self, cluster: SimCluster, request_timeout: float, range_batch: int = RANGE_BATCH
+    ) -> None:
         self.cluster = cluster
         self.request_timeout = request_timeout
+        self.range_batch = range_batch
         self.rids = itertools.count(1)
         self.batch_rids = itertools.count(-1, -1)  # peer batches: negative, as the runtime's
         self._waiting: dict[int, Waiter] = {}
