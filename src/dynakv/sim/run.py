@@ -95,6 +95,9 @@ class RunConfig:
             raise ValueError("racks and datacenters must be at least 1")
         if self.read_fanout not in ("r", "n"):
             raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
+        if self.workload == "ddb" and (self.bucket_datacenters or self.write_level is not None):
+            # Its table is a bucket type of its own, made by CreateTable's path with n=3.
+            raise ValueError("the ddb workload takes no --bucket-datacenters or --write-level")
         if self.bug is not None and self.bug not in BUGS:
             raise ValueError(f"unknown bug {self.bug!r}; choose from {', '.join(BUGS)}")
 
@@ -196,7 +199,11 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
     if isinstance(workload, DdbWorkload):
         history = workload.history + final_queries(cluster, frontends, workload)
         # Increments are exact only while every node agrees which primary serves a key.
-        calm = not (options.partition_probability or options.crash_probability)
+        calm = not (
+            options.partition_probability
+            or options.crash_probability
+            or options.datacenter_crash_probability
+        )
         report: Report = check_ddb(
             history, replicas, options.clock_skew_max, calm, frontends.internal_errors
         )
