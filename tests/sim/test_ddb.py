@@ -12,6 +12,7 @@ whole. A failing seed replays with `python -m dynakv.sim --workload ddb --faults
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from dynakv.dynamodb import query_ops
+from dynakv.errors import Timeout
 from dynakv.sim import ddb_backend
 from dynakv.sim.checker import (
     INCREMENT_LOST,
@@ -33,7 +35,7 @@ from dynakv.sim.checker import (
 )
 from dynakv.sim.ddb_check import ItemRead, ItemWrite, QueryPage, check_ddb
 from dynakv.sim.options import SimOptions
-from dynakv.sim.run import RunConfig, RunResult, run_seed, run_seeds
+from dynakv.sim.run import RunConfig, RunResult, formed_cluster, run_seed, run_seeds
 from tests.sim.test_seeds import JOBS, START, failure_line, halves
 
 SEEDS = list(range(START, START + 80))
@@ -95,6 +97,42 @@ def test_a_ddb_run_is_the_same_whatever_the_hash_seed():
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1]
     assert b" invoke increment " in outputs[0] and b" ok query " in outputs[0]
+
+
+def _frontends() -> tuple[Any, ddb_backend.DynamoFrontends]:
+    cluster = copy.deepcopy(formed_cluster(5, None, 1.0, table=True))
+    return cluster, ddb_backend.DynamoFrontends(cluster, 1.0)
+
+
+def test_a_key_lock_is_first_in_first_out_and_a_stopped_node_drops_its_operations():
+    cluster, frontends = _frontends()
+    backend = frontends.backend("n1")
+    order: list[int] = []
+    ended: list[int] = []
+
+    async def hold(i: int) -> int:
+        async with backend.lock("b", "k"):
+            order.append(i)
+            with contextlib.suppress(Timeout):
+                await frontends.wait(-1000 - i, 0.1)  # nothing answers: 0.1 s in the lock
+            order.append(-i)
+        return i
+
+    for i in (1, 2, 3):
+        ddb_backend.Task(hold(i), backend.alive, lambda v, e: ended.append(v)).resume()
+    other = frontends.backend("n2")
+    ddb_backend.Task(hold_on(other, frontends), other.alive, lambda v, e: ended.append(v)).resume()
+    cluster.crash("n2")
+    cluster.run_for(1.0)
+    assert order == [1, -1, 2, -2, 3, -3]
+    assert ended == [1, 2, 3]  # n2's operation died with it
+    assert not backend.locks  # the last holder dropped the key's queue
+
+
+async def hold_on(backend: ddb_backend.SimBackend, frontends: ddb_backend.DynamoFrontends) -> int:
+    async with backend.lock("b", "k"):
+        await frontends.wait(-2000, 0.1)
+    return 99
 
 
 # --- broken implementations ------------------------------------------------------------------
