@@ -223,11 +223,16 @@ def check_ddb(
     # Final state: the consistent Queries after the faults, and each replica's copy.
     final: dict[tuple[str, str], PlainItem | None] = {}
     queried: set[str] = set()
+    tried: set[str] = set()
     for op in history:
-        if isinstance(op, QueryPage) and op.process == "final" and op.outcome == "ok":
-            queried.add(op.pk)
-            for item in op.items:
-                final[(str(item["pk"]), str(item["sk"]))] = item
+        if isinstance(op, QueryPage) and op.process == "final":
+            tried.add(op.pk)
+            if op.outcome == "ok":
+                queried.add(op.pk)
+                for item in op.items:
+                    final[(str(item["pk"]), str(item["sk"]))] = item
+    for pk in sorted(tried - queried):  # after the faults every replica is up again
+        violation(QUERY_MISSING, pk, "-", "no final Query answered: nothing could be checked")
     copies: dict[str, list[tuple[str, PlainItem | None]]] = {}
     for replica in replicas:
         items = [plain(value) for value in replica.values]
