@@ -4,7 +4,9 @@ a Report out.
 
 History (items in plain form: {"pk": "p0", "sk": "v3", "v": "c1.4"} or with "n": 7):
 - `ItemWrite(process, kind, pk, sk, id, n, invoke, complete, outcome)`: kind "put" (an
-  unconditional PutItem of {pk, sk, v: id}), "delete" (an unconditional DeleteItem),
+  unconditional PutItem of {pk, sk, v: id}), "cput" (the same PutItem if
+  `attribute_not_exists(pk)`: a read-modify-write at the primary), "delete" (an
+  unconditional DeleteItem),
   "increment" (UpdateItem `SET n = n + :one, v = :id` if `n = :seen`, or `SET n = :one,
   v = :id` if `attribute_not_exists(n)`: n is seen + 1) or "add" (UpdateItem `ADD n :one
   SET v = :id`; n from its ALL_NEW answer, None while unknown). Outcomes as checker.py's,
@@ -20,7 +22,7 @@ History (items in plain form: {"pk": "p0", "sk": "v3", "v": "c1.4"} or with "n":
   none at all: the rules on replicas are then skipped).
 
 What holds, under every fault (crash, wipe, loss, partition, skew):
-- `lost` (no acknowledged unconditional write lost): tables are last-writer-wins by the
+- `lost` (no acknowledged put lost, conditional or not): tables are last-writer-wins by the
   coordinators' hybrid timestamps, and a node's clock runs ahead of true time by up to
   `skew`. So a put W acknowledged is shown by the final Query unless a put or delete W'
   of the same item that was not failed took a later timestamp; W' then cannot have
@@ -79,7 +81,8 @@ from dynakv.sim.checker import (
 )
 
 DdbOutcome = Literal["ok", "failed", "unknown", "rejected"]
-WriteKind = Literal["put", "delete", "increment", "add"]
+WriteKind = Literal["put", "cput", "delete", "increment", "add"]
+PUTS = ("put", "cput")
 PlainItem = dict[str, Any]
 TABLE = "ddb"
 MARGIN = 0.002  # hybrid timestamps are milliseconds: truncation, and logical steps
@@ -133,12 +136,13 @@ DdbOp = ItemWrite | ItemRead | QueryPage
 
 @dataclass
 class DdbReport(Report):
+    rejected: int = 0  # writes whose condition failed
     increments_acked: int = 0
     increments_duplicated: int = 0  # acknowledged increments whose n another one also got
     internal_errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = super().summary()
+        text = super().summary() + f"; {self.rejected} conditions failed"
         if self.increments_acked:
             text += (
                 f"; increments {self.increments_acked} acked, "
@@ -180,7 +184,8 @@ def check_ddb(
             keys.add((op.pk, op.sk))
             report.writes += 1
             report.acknowledged += op.outcome == "ok"
-            report.unknown += op.outcome in ("unknown", "rejected")
+            report.unknown += op.outcome == "unknown"
+            report.rejected += op.outcome == "rejected"
         else:
             report.reads += 1
             if isinstance(op, ItemRead):
@@ -266,7 +271,7 @@ def check_ddb(
             _check_counter(report, pk, sk, key_writes, shown, exact_increments, violation)
             continue
         for put in key_writes:
-            if put.kind != "put" or put.outcome != "ok":
+            if put.kind not in PUTS or put.outcome != "ok":
                 continue
             if shown is not None and shown.get("v") == put.id:
                 continue
@@ -281,7 +286,7 @@ def check_ddb(
                     violation(LOST, pk, sk, f"{put.id} acknowledged, item absent, no later delete")
             else:
                 other = writes.get(str(shown.get("v")))
-                if other is None or other.kind != "put" or not later(other):
+                if other is None or other.kind not in PUTS or not later(other):
                     violation(LOST, pk, sk, f"{put.id} acknowledged, final item {shown}")
     return report
 

@@ -1,8 +1,9 @@
 """The `ddb` workload: clients of the simulated nodes' DynamoDB endpoints (sim/ddb_backend.py)
 on one table, recording the history sim/ddb_check.py judges.
 
-Table `ddb`: hash key `pk` (p0, p1), range key `sk`; value items (v0-v5) take unconditional
-PutItem of a unique `v` and DeleteItem, counter items (c0, c1) take increments only: a
+Table `ddb`: hash key `pk` (p0, p1), range key `sk`; value items (v0-v5) take PutItem of a
+unique `v` (a quarter of them only if the item is absent, `attribute_not_exists(pk)`) and
+DeleteItem, counter items (c0, c1) take increments only: a
 GetItem, then UpdateItem `SET n = n + :one, v = :id` if `n = :seen` (or `SET n = :one,
 v = :id` if `attribute_not_exists(n)`), or one time in three a blind `ADD n :one SET
 v = :id` with ReturnValues ALL_NEW. Besides: GetItem of any item (a third consistent), and
@@ -43,8 +44,9 @@ SORT_KEYS = tuple(sorted(VALUE_SKS + COUNTER_SKS))
 CLIENT_TIMEOUT = 8.0  # virtual seconds; above a forward's 3 request timeouts plus a serve
 MAX_PAGES = 20
 CREATED = 1_700_000_000.0  # the table's generation: fixed, so a seed fixes the whole run
-# Shares of the operations (the rest are Queries).
+# Shares of the operations (the rest are Queries); a share of the puts are conditional.
 PUT, DELETE, GET, INCREMENT = 0.3, 0.08, 0.12, 0.25
+CONDITIONAL_PUT = 0.25
 
 CREATE_REQUEST: dict[str, Any] = {
     "TableName": TABLE,
@@ -157,7 +159,7 @@ class _Client:
         pk = rng.choice(PKS)
         roll = rng.random()
         if roll < PUT:
-            self._put(pk, rng.choice(VALUE_SKS))
+            self._put(pk, rng.choice(VALUE_SKS), conditional=rng.random() < CONDITIONAL_PUT)
         elif roll < PUT + DELETE:
             self._delete(pk, rng.choice(VALUE_SKS))
         elif roll < PUT + DELETE + GET:
@@ -172,11 +174,14 @@ class _Client:
             self._query(pk)
 
     # --- operations --------------------------------------------------------------------------
-    def _put(self, pk: str, sk: str) -> None:
+    def _put(self, pk: str, sk: str, conditional: bool) -> None:
+        """PutItem of a new v; conditional: only if the item is absent (put-if-absent)."""
         write_id = self._next_id()
         item = {**_key(pk, sk), "v": {"S": write_id}}
-        body = {"TableName": TABLE, "Item": item}
-        self._write("PutItem", body, "put", pk, sk, write_id, None)
+        body: dict[str, Any] = {"TableName": TABLE, "Item": item}
+        if conditional:
+            body["ConditionExpression"] = "attribute_not_exists(pk)"
+        self._write("PutItem", body, "cput" if conditional else "put", pk, sk, write_id, None)
 
     def _delete(self, pk: str, sk: str) -> None:
         body = {"TableName": TABLE, "Key": _key(pk, sk)}
