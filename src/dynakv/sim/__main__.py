@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     runs = violations = failing = 0
     lww_lost = lww_acked = reaped = 0
-    increments = duplicated = 0
+    increments = duplicated = forwarded = fallbacks = 0
     for result in run_seeds(seeds, config, args.jobs):
         runs += 1
         report = result.report
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         reaped += result.reaped
         increments += getattr(report, "increments_acked", 0)
         duplicated += getattr(report, "increments_duplicated", 0)
+        forwarded += getattr(report, "forwarded", 0)
+        fallbacks += getattr(report, "forward_fallbacks", 0)
         if not report.ok:
             failing += 1
             violations += len(report.violations)
@@ -193,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         share = 100.0 * lww_lost / lww_acked
         print(f"lww lost updates: {lww_lost} of {lww_acked} acknowledged writes ({share:.1f}%)")
     if increments:
-        print(f"increments: {increments} acknowledged, {duplicated} with a duplicated result")
+        print(
+            f"increments: {increments} acknowledged, {duplicated} with a duplicated result; "
+            f"read-modify-writes forwarded {forwarded}, served locally after a failed "
+            f"forward {fallbacks}"
+        )
     if reaped:
         print(f"tombstones reaped: {reaped}")
     print(f"{runs} runs, {violations} violations")

@@ -140,6 +140,10 @@ class DdbReport(Report):
     increments_acked: int = 0
     increments_duplicated: int = 0  # acknowledged increments whose n another one also got
     internal_errors: list[str] = field(default_factory=list)
+    # Set by the simulator: read-modify-writes forwarded to the primary, and those served
+    # where they arrived after the forward failed.
+    forwarded: int = 0
+    forward_fallbacks: int = 0
 
     def summary(self) -> str:
         text = super().summary() + f"; {self.rejected} conditions failed"
@@ -148,6 +152,8 @@ class DdbReport(Report):
                 f"; increments {self.increments_acked} acked, "
                 f"{self.increments_duplicated} duplicated"
             )
+        if self.forwarded:
+            text += f"; {self.forwarded} forwarded, {self.forward_fallbacks} served locally"
         return text
 
 

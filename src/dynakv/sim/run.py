@@ -204,9 +204,12 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
             or options.crash_probability
             or options.datacenter_crash_probability
         )
-        report: Report = check_ddb(
+        checked = check_ddb(
             history, replicas, options.clock_skew_max, calm, frontends.internal_errors
         )
+        checked.forwarded = frontends.forwarded
+        checked.forward_fallbacks = frontends.forward_fallbacks
+        report: Report = checked
     else:
         history = workload.history + final_reads
         report = CHECKERS[config.workload](history, replicas)
