@@ -37,18 +37,18 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # Simulator soak: SIM_LONG_SEEDS of every workload with every fault (`make test` runs 100,
-# `make test-long` 200), then SIM_LONG_DC_SEEDS of each in two data centers of three racks
-# (WAN delays, whole data centers cut off and crashed; 100, and 200), and as many with three
-# replicas per data center written at each_quorum, where a crashed data center may come back
-# wiped (30, and 60); and as many lowering every bucket type mid-run (20), and on WalEngines
-# on disk (15, and 30). About 25
-# min per workload per core for 10,000 seeds; not part of `make test`. Fails if any seed
-# breaks an invariant.
+# `make test-long` 200; of the DynamoDB workload, ddb, 40 and 80), then SIM_LONG_DC_SEEDS
+# of cart, register and lww in two data centers of three racks (WAN delays, whole data
+# centers cut off and crashed; 100, and 200), and as many with three replicas per data
+# center written at each_quorum, where a crashed data center may come back wiped (30, and
+# 60); and as many lowering every bucket type mid-run (20), and on WalEngines on disk (15,
+# and 30). About 25 min per workload per core for 10,000 seeds; not part of `make test`.
+# Fails if any seed breaks an invariant.
 SIM_LONG_SEEDS ?= 1-10000
 SIM_LONG_DC_SEEDS ?= 1-2000
 SIM_JOBS ?= 2
 sim-long: $(STAMP)
-	status=0; for workload in cart register lww; do \
+	status=0; for workload in cart register lww ddb; do \
 		$(BIN)/python -m dynakv.sim --seeds $(SIM_LONG_SEEDS) --nodes 5 --faults all \
 			--workload $$workload --jobs $(SIM_JOBS) || status=1; \
 	done; \

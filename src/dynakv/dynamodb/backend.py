@@ -61,6 +61,15 @@ class Backend(Protocol):
         """Stored records of a partition after storage key `after`, from one node."""
         ...
 
+    async def batches(
+        self, partition: int, wanted: list[tuple[str, bytes]], limit: int
+    ) -> list[TransferBatch | BaseException]:
+        """`batch(address, partition, after, limit)` for each (address, after) of `wanted`,
+        asked at once; each answer in order, or the exception its request raised. A method
+        of the backend rather than asyncio.gather in the caller, so that a backend can run
+        the operations without an asyncio loop (the simulator drives them by hand)."""
+        ...
+
 
 def table_of(backend: Backend, request: Request) -> Table:
     return lookup(backend.tables(), request.get("TableName"))

@@ -5,7 +5,6 @@ and Scan are built on.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -65,10 +64,7 @@ async def read_range(
         if scan.done:
             return
         wanted = scan.wanted()
-        answers = await asyncio.gather(
-            *(backend.batch(a, partition, at, batch) for a, at in wanted),
-            return_exceptions=True,
-        )
+        answers = await backend.batches(partition, wanted, batch)
         for (address, _), answer in zip(wanted, answers, strict=True):
             if isinstance(answer, TransferBatch):
                 scan.add(address, answer)

@@ -104,6 +104,13 @@ class NodeBackend:
     async def batch(self, address: str, partition: int, after: bytes, limit: int) -> TransferBatch:
         return await self.server.partition_batch(address, partition, after, limit)
 
+    async def batches(
+        self, partition: int, wanted: list[tuple[str, bytes]], limit: int
+    ) -> list[TransferBatch | BaseException]:
+        return await asyncio.gather(
+            *(self.batch(a, partition, at, limit) for a, at in wanted), return_exceptions=True
+        )
+
 
 class DynamoHandler:
     def __init__(self, server: ServerApi) -> None:

@@ -18,7 +18,7 @@ from dynakv import levels
 from dynakv.errors import InvalidRequest
 from dynakv.sim.options import SimOptions, parse_faults
 from dynakv.sim.run import BUGS, RunConfig, run_seed, run_seeds
-from dynakv.sim.workload import WORKLOADS, WorkloadOptions
+from dynakv.sim.workload import ALL_WORKLOADS, WorkloadOptions
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults", default="all", help="partition,crash,wipe,loss,skew | all | none"
     )
-    parser.add_argument("--workload", choices=WORKLOADS, default="cart")
+    parser.add_argument("--workload", choices=ALL_WORKLOADS, default="cart")
     parser.add_argument("--bug", choices=BUGS, help="switch on an injected bug (tests only)")
     parser.add_argument(
         "--read-fanout",
@@ -166,12 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     runs = violations = failing = 0
     lww_lost = lww_acked = reaped = 0
+    increments = duplicated = forwarded = fallbacks = 0
     for result in run_seeds(seeds, config, args.jobs):
         runs += 1
         report = result.report
         lww_lost += report.lww_lost
         lww_acked += report.lww_acked
         reaped += result.reaped
+        increments += getattr(report, "increments_acked", 0)
+        duplicated += getattr(report, "increments_duplicated", 0)
+        forwarded += getattr(report, "forwarded", 0)
+        fallbacks += getattr(report, "forward_fallbacks", 0)
         if not report.ok:
             failing += 1
             violations += len(report.violations)
@@ -189,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workload == "lww" and lww_acked:
         share = 100.0 * lww_lost / lww_acked
         print(f"lww lost updates: {lww_lost} of {lww_acked} acknowledged writes ({share:.1f}%)")
+    if increments:
+        print(
+            f"increments: {increments} acknowledged, {duplicated} with a duplicated result; "
+            f"read-modify-writes forwarded {forwarded}, served locally after a failed "
+            f"forward {fallbacks}"
+        )
     if reaped:
         print(f"tombstones reaped: {reaped}")
     print(f"{runs} runs, {violations} violations")

@@ -68,7 +68,16 @@ CAME_BACK = "came_back"
 DIVERGENT = "divergent"
 LWW_SIBLINGS = "lww_siblings"
 EXPIRED_SHOWN = "expired_shown"  # sim/expiry_check.py
-INVARIANTS = (LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS, EXPIRED_SHOWN)
+# sim/ddb_check.py (the DynamoDB workload)
+QUERY_ORDER = "query_order"
+QUERY_BOUNDS = "query_bounds"
+QUERY_MISSING = "query_missing"
+INCREMENT_LOST = "increment_lost"
+INTERNAL_ERROR = "internal_error"
+INVARIANTS = (
+    LOST, NEVER_WRITTEN, MERGED, CAME_BACK, DIVERGENT, LWW_SIBLINGS, EXPIRED_SHOWN,
+    QUERY_ORDER, QUERY_BOUNDS, QUERY_MISSING, INCREMENT_LOST, INTERNAL_ERROR,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,9 @@ class SimCluster:
         self.up: set[str] = set()
         self.inbox: dict[str, list[Message]] = {}  # client endpoints without a handler
         self.clients: dict[str, Callable[[float, Message], None]] = {}
+        # A node's front end that takes some messages before its core does, as the runtime's
+        # server takes the TransferBatch answers of its DynamoDB range reads: True = taken.
+        self.intercepts: dict[str, Callable[[str, Message], bool]] = {}
         self.logs: list[tuple[float, str, Log]] = []
         self.timers: dict[tuple[str, str], float] = {}
         self.node_rngs: dict[str, random.Random] = {}  # the Random each node was given
@@ -294,6 +297,11 @@ class SimCluster:
             self.inbox.setdefault(client, [])
         self._transmit(client, node, message)
 
+    def send_from(self, node: str, to: str, message: Message) -> None:
+        """A node's front end sends `message` to node `to` over the peer link, as the node's
+        own sends go (partitions, loss and stopped peers apply)."""
+        self._send(node, Send(to, message))
+
     def in_flight(self, *types: type) -> int:
         """Messages of the given types sent and not yet delivered: on the network, or held by
         an up node until its next commit (the core sent them; the pipelined commit has not
@@ -355,6 +363,9 @@ class SimCluster:
             del self.timers[key]
         elif isinstance(event, Received):
             self._trace_delivery(event.source, target, event.message)
+            intercept = self.intercepts.get(target)
+            if intercept is not None and intercept(event.source, event.message):
+                return
         self._handle(target, event)
 
     def _handle(self, name: str, event: Event) -> None:

@@ -24,9 +24,11 @@ from multiprocessing import get_context
 from dynakv import versions
 from dynakv.config import BucketProps, NodeConfig
 from dynakv.core.bugs import NO_BUGS, InjectedBugs
+from dynakv.item_keys import table_bucket
 from dynakv.messages import (
     ClientBucketChange,
     ClientGet,
+    ErrorReply,
     GetResult,
     Message,
     ReapCheck,
@@ -43,6 +45,10 @@ from dynakv.sim.checker import (
     check_register,
 )
 from dynakv.sim.cluster import SimCluster, Storage, default_config, sim_wal_root
+from dynakv.sim.ddb_backend import DynamoFrontends
+from dynakv.sim.ddb_check import DdbOp, check_ddb
+from dynakv.sim.ddb_workload import CLIENT_TIMEOUT, DdbWorkload, final_queries
+from dynakv.sim.ddb_workload import table as ddb_table
 from dynakv.sim.expiry_check import check_expiry
 from dynakv.sim.nemesis import Nemesis
 from dynakv.sim.options import SimOptions
@@ -89,6 +95,9 @@ class RunConfig:
             raise ValueError("racks and datacenters must be at least 1")
         if self.read_fanout not in ("r", "n"):
             raise ValueError(f"read_fanout must be 'r' or 'n', got {self.read_fanout!r}")
+        if self.workload == "ddb" and (self.bucket_datacenters or self.write_level is not None):
+            # Its table is a bucket type of its own, made by CreateTable's path with n=3.
+            raise ValueError("the ddb workload takes no --bucket-datacenters or --write-level")
         if self.bug is not None and self.bug not in BUGS:
             raise ValueError(f"unknown bug {self.bug!r}; choose from {', '.join(BUGS)}")
 
@@ -97,7 +106,7 @@ class RunConfig:
 class RunResult:
     seed: int
     report: Report
-    history: list[Op]
+    history: list[Op] | list[DdbOp]
     replicas: list[ReplicaRead]
     virtual_time: float
     messages: int
@@ -154,15 +163,22 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
         config.bucket_datacenters,
         config.write_level,
         config.storage,
+        table=config.workload == "ddb",
     )
     cluster = copy.deepcopy(formed)
     each_quorum = config.write_level == "each_quorum"
     options = config.options.with_datacenters(config.datacenters, wipe_sites=each_quorum)
     cluster.reseed(seed, options, trace)
     end = cluster.now + config.load.duration
-    workload = Workload(
-        config.workload, cluster, random.Random(f"workload-{seed}"), config.load, end
-    )
+    rng = random.Random(f"workload-{seed}")
+    workload: Workload | DdbWorkload
+    if config.workload == "ddb":
+        frontends = DynamoFrontends(cluster, config.request_timeout)
+        workload = DdbWorkload(cluster, frontends, rng, config.load, end)
+        idle_limit = CLIENT_TIMEOUT
+    else:
+        workload = Workload(config.workload, cluster, rng, config.load, end)
+        idle_limit = config.load.client_timeout
     nemesis = Nemesis(cluster, options, random.Random(f"nemesis-{seed}"), end)
     if config.lower_replication:
         cluster.run_for(config.load.duration / 3)
@@ -171,7 +187,7 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
     else:
         cluster.run_for(config.load.duration)
     nemesis.stop()
-    cluster.run_until(workload.idle, limit=config.load.client_timeout + 1.0)
+    cluster.run_until(workload.idle, limit=idle_limit + 1.0)
     workload.finish()
     cluster.run_for(config.settle)
     cluster.run_until(lambda: _hints_pending(cluster) == 0, limit=HANDOFF_LIMIT)
@@ -179,8 +195,24 @@ def run_seed(seed: int, config: RunConfig, trace: Callable[[str], None] | None =
     # Read the replicas between reaping rounds, not while one is deleting a tombstone.
     cluster.run_until(lambda: _reaping_quiet(cluster), limit=10.0)
     replicas = _replica_reads(cluster, workload.bucket, workload.keys)
-    history = workload.history + final_reads
-    report = CHECKERS[config.workload](history, replicas)
+    history: list[Op] | list[DdbOp]
+    if isinstance(workload, DdbWorkload):
+        history = workload.history + final_queries(cluster, frontends, workload)
+        # Increments are exact only while every node agrees which primary serves a key.
+        calm = not (
+            options.partition_probability
+            or options.crash_probability
+            or options.datacenter_crash_probability
+        )
+        checked = check_ddb(
+            history, replicas, options.clock_skew_max, calm, frontends.internal_errors
+        )
+        checked.forwarded = frontends.forwarded
+        checked.forward_fallbacks = frontends.forward_fallbacks
+        report: Report = checked
+    else:
+        history = workload.history + final_reads
+        report = CHECKERS[config.workload](history, replicas)
     return RunResult(
         seed,
         report,
@@ -221,9 +253,11 @@ def formed_cluster(
     bucket_datacenters: tuple[tuple[str, int], ...] = (),
     write_level: int | str | None = None,
     storage: Storage = "memory",
+    table: bool = False,
 ) -> SimCluster:
     """The cluster every run starts from (each takes a copy): the nodes joined, on a calm
-    network with true clocks. Seed-independent, so it is formed once per process."""
+    network with true clocks (and with `table`, the ddb workload's table created).
+    Seed-independent, so it is formed once per process."""
     bugs = InjectedBugs(**{bug: True}) if bug else NO_BUGS
     names = [f"n{i}" for i in range(1, nodes + 1)]
     config = functools.partial(
@@ -238,7 +272,24 @@ def formed_cluster(
     cluster = SimCluster(names, seed=0, config=config, bugs=bugs, storage=storage)
     if not cluster.run_until(cluster.members_agree, limit=60.0):
         raise RuntimeError(f"{nodes} nodes did not form a cluster")
+    if table:
+        _create_table(cluster)
     return cluster
+
+
+def _create_table(cluster: SimCluster) -> None:
+    """The ddb workload's table, as CreateTable makes it (a bucket type with its record),
+    with a fixed generation; answered once every member holds it."""
+    made = ddb_table()
+    props: dict[str, int | str | dict[str, int]] = {"policy": "lww", "table": made.record()}
+    replies: list[Message] = []
+    cluster.attach_client("#setup", lambda now, message: replies.append(message))
+    change = ClientBucketChange(1, table_bucket(made.name), props, "put")
+    cluster.request(cluster.names[0], "#setup", change)
+    if not cluster.run_until(lambda: bool(replies), limit=30.0) or isinstance(
+        replies[0], ErrorReply
+    ):
+        raise RuntimeError(f"the ddb table was not created: {replies}")
 
 
 def run_seeds(seeds: list[int], config: RunConfig, jobs: int = 1) -> Iterator[RunResult]:

@@ -23,8 +23,11 @@ from dynakv.messages import ClientGet, ClientPut, ErrorReply, GetResult, Message
 from dynakv.sim.checker import Op, Outcome, Read, Write, encode_value, value_id, value_items
 from dynakv.sim.cluster import REFUSED, SimCluster
 
-WorkloadName = Literal["cart", "register", "lww", "expiry"]
+WorkloadName = Literal["cart", "register", "lww", "expiry", "ddb"]
 WORKLOADS: tuple[WorkloadName, ...] = ("cart", "register", "lww", "expiry")
+# With the DynamoDB workload (sim/ddb_workload.py, checked by sim/ddb_check.py), which has
+# its own tests (tests/sim/test_ddb.py) rather than a window in test_seeds.py.
+ALL_WORKLOADS: tuple[WorkloadName, ...] = (*WORKLOADS, "ddb")
 BUCKET: dict[str, str] = {
     "cart": "carts", "register": "registers", "lww": "lww", "expiry": "expiring"
 }  # fmt: skip
