@@ -88,7 +88,7 @@ def test_bench_query_workload_refuses_a_table_without_its_range_key(tmp_path: Pa
     cluster = LocalCluster(1, str(tmp_path / "cluster"), durability="none", dynamodb=True)
     try:
         cluster.start()
-        args = ["--nodes", cluster.addrs("dynamodb")[0], "--api", "dynamodb", "--bucket", "t"]
+        args = ["--nodes", cluster.addrs("dynamodb")[0], "--api", "dynamodb", "--bucket", "items"]
         first = bench(
             *args, "--workload", "c", "--records", "20", "--operations", "20", "--no-progress"
         )
