@@ -1,7 +1,8 @@
 """`dynakv bench`: a YCSB-style load generator with latency percentiles.
 
-Workloads (YCSB core): A 50% read / 50% update, B 95/5, C read only, F read-modify-write
-(a read, then a put with the read's context), W write only. Keys are `user<N>` for N in
+Workloads (YCSB core): A 50% read / 50% update, B 95/5, C read only, E short ranges (95%
+scans as DynamoDB Queries, 5% inserts; bench_query.py), F read-modify-write (a read, then a
+put with the read's context), W write only. Keys are `user<N>` for N in
 [0, records), chosen uniformly or by YCSB's scrambled zipfian (constant 0.99).
 
 A load phase inserts every record, then a run phase issues operations, either as fast as
@@ -53,7 +54,7 @@ from dynakv.load_generator import (
     worker_main,
 )
 from dynakv.local_cluster import LocalCluster
-from dynakv.ycsb import INSERT, READ, RMW, UPDATE, WORKLOADS
+from dynakv.ycsb import INSERT, READ, RMW, SCAN, UPDATE, WORKLOADS
 
 # --- running and reporting ----------------------------------------------------------------
 
@@ -65,7 +66,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
     elapsed = phase.elapsed
     total = OpStats()
     ops: dict[str, Any] = {}
-    for name in (INSERT, READ, UPDATE, RMW):
+    for name in (INSERT, READ, UPDATE, SCAN, RMW):
         stats = phase.ops.get(name)
         if stats is None:
             continue
@@ -91,7 +92,7 @@ def _op_figures(stats: OpStats, elapsed: float) -> dict[str, Any]:
     latency = {"mean": round(hist.mean / 1000, 3)}
     latency.update({label: v / 1000 for (label, _), v in zip(PERCENTILES, values, strict=True)})
     latency["max"] = hist.max / 1000
-    return {
+    figures: dict[str, Any] = {
         "count": hist.count,
         "throughput": round(hist.count / elapsed, 1) if elapsed > 0 else 0.0,
         "errors": sum(stats.errors.values()),
@@ -100,6 +101,10 @@ def _op_figures(stats: OpStats, elapsed: float) -> dict[str, Any]:
         "siblings": stats.siblings,
         "latency_ms": latency,
     }
+    if stats.pages:  # scans: what they returned, and in how many Query requests
+        figures.update(items=stats.items, pages=stats.pages)
+        figures["items_per_s"] = round(stats.items / elapsed, 1) if elapsed > 0 else 0.0
+    return figures
 
 
 def machine_busy_seconds() -> float:
@@ -312,7 +317,7 @@ def bench(
                     f"  {node.name}: {node.node_addr} (http {node.http_addr}{ddb}) pid {pid}"
                 )
         if spec.api == "dynamodb":
-            ensure_table(list(spec.nodes), spec.bucket, spec.cacert)
+            ensure_table(list(spec.nodes), spec.bucket, spec.cacert, ranged=spec.workload == "e")
         marks: dict[str, float] = {}
 
         def run_started() -> None:
@@ -404,6 +409,14 @@ def render(report: dict[str, Any], console: Any) -> None:
     console.print(table)
     console.print("latencies in ms; open-loop latencies count from each request's scheduled time")
     run = report["run"]
+    scans = run["ops"].get("scan")
+    if scans and scans["count"]:
+        console.print(
+            f"scans: {scans['items']:,} items in {scans['pages']:,} Query requests, "
+            f"{scans['items'] / scans['count']:.1f} items per scan, {scans['items_per_s']:,.0f} "
+            f"items/s ({config['items_per_key']:,} items per partition key, scans of 1 to "
+            f"{config['max_scan_length']}); {scans['not_found']:,} scans found fewer than loaded"
+        )
     if run["errors"]:
         errors = Table(title="run errors by kind")
         errors.add_column("kind")

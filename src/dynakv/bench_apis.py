@@ -6,6 +6,8 @@ DynamoDB: a table with a string hash key `k` and the value in a binary attribute
 is GetItem (ConsistentRead off unless asked), an update PutItem, a read-modify-write one
 UpdateItem (SET the value, ADD 1 to a counter: the node reads and writes at the key's
 primary). Requests carry no SigV4 signature: the endpoint checks none while security is off.
+Workload E (bench_query.py) uses a table with a range key `s` as well: records are placed
+`per_key` to a partition key, and a scan is a Query of a sort-key range.
 
 KV HTTP (`/v1/kv/{bucket}/{key}`): GET, and PUT with the context last seen
 (`X-Dynakv-Context`), with HTTP Basic credentials when a user is given.
@@ -25,6 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from dynakv.bench_query import (
+    HASH_KEY,
+    Scan,
+    ScanResult,
+    key_attributes,
+    key_schema,
+    next_limit,
+    query_body,
+    record_of,
+)
 from dynakv.errors import DynakvError
 from dynakv.messages import GetResult, Message, PutResult
 
@@ -34,9 +46,10 @@ if TYPE_CHECKING:
 APIS = ("binary", "dynamodb", "http")
 TARGET = "DynamoDB_20120810."
 JSON_10 = "application/x-amz-json-1.0"
-HASH_KEY, VALUE, COUNTER = "k", "v", "n"
+VALUE, COUNTER = "v", "n"
 CONTEXT_HEADER = "X-Dynakv-Context"
 Callback = Callable[[Message | BaseException], None]
+ScanCallback = Callable[[ScanResult | BaseException], None]
 
 
 class ApiError(DynakvError):
@@ -70,10 +83,10 @@ class _HttpClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
-    def _spawn(self, request: Coroutine[Any, Any, Message], callback: Callback) -> None:
+    def _spawn(self, request: Coroutine[Any, Any, Any], callback: Callable[[Any], None]) -> None:
         async def run() -> None:
             try:
-                reply: Message | BaseException = await request
+                reply: object = await request
             except (aiohttp.ClientError, ValueError) as exc:
                 reply = ApiError(type(exc).__name__, str(exc))
             except (DynakvError, OSError, TimeoutError) as exc:
@@ -119,10 +132,21 @@ class DynamoClient(_HttpClient):
     """GetItem / PutItem / UpdateItem against one node's DynamoDB endpoint."""
 
     def __init__(
-        self, address: str, timeout: float, cacert: str | None, consistent_read: bool = False
+        self,
+        address: str,
+        timeout: float,
+        cacert: str | None,
+        consistent_read: bool = False,
+        per_key: int | None = None,
     ) -> None:
         super().__init__(address, timeout, cacert)
         self.consistent_read = consistent_read
+        self.per_key = per_key  # set: the table has a range key (workload E's layout)
+
+    def _key(self, key: str) -> dict[str, Any]:
+        if self.per_key is None:
+            return {HASH_KEY: {"S": key}}
+        return key_attributes(record_of(key), self.per_key)
 
     async def call(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"X-Amz-Target": TARGET + op, "Content-Type": JSON_10}
@@ -137,7 +161,7 @@ class DynamoClient(_HttpClient):
         return reply
 
     async def _get(self, table: str, key: str, r: object) -> Message:
-        body = {"TableName": table, "Key": {HASH_KEY: {"S": key}}}
+        body = {"TableName": table, "Key": self._key(key)}
         if self.consistent_read:
             body["ConsistentRead"] = True
         item = (await self.call("GetItem", body)).get("Item")
@@ -147,8 +171,28 @@ class DynamoClient(_HttpClient):
     async def _put(
         self, table: str, key: str, value: bytes, context: str | None, w: object
     ) -> Message:
-        item = {HASH_KEY: {"S": key}, VALUE: {"B": base64.b64encode(value).decode()}}
+        item = self._key(key)
+        item[VALUE] = {"B": base64.b64encode(value).decode()}
         return await self._write("PutItem", {"TableName": table, "Item": item})
+
+    def start_query(self, table: str, scan: Scan, page: int | None, callback: ScanCallback) -> None:
+        """One scan of workload E: Query pages until it has `scan.length` items or the node
+        says there are no more (no LastEvaluatedKey)."""
+        self._spawn(self._scan(table, scan, page), callback)
+
+    async def _scan(self, table: str, scan: Scan, page: int | None) -> ScanResult:
+        got = pages = 0
+        start: dict[str, Any] | None = None
+        while True:
+            body = query_body(table, scan, next_limit(scan, got, page), start, self.consistent_read)
+            reply = await self.call("Query", body)
+            pages += 1
+            # Counted, not decoded: the items' JSON is parsed (as any client would), their
+            # base64 values are not needed for the report.
+            got += len(reply.get("Items", ()))
+            start = reply.get("LastEvaluatedKey")
+            if start is None or got >= scan.length:
+                return ScanResult(got, pages, scan.expected)
 
     def start_update(
         self, table: str, key: str, value: bytes, callback: Callback, *, w: object = None
@@ -156,7 +200,7 @@ class DynamoClient(_HttpClient):
         """Read-modify-write in one request: set the value and count the update."""
         body = {
             "TableName": table,
-            "Key": {HASH_KEY: {"S": key}},
+            "Key": self._key(key),
             "UpdateExpression": "SET #v = :v ADD #n :one",
             "ExpressionAttributeNames": {"#v": VALUE, "#n": COUNTER},
             "ExpressionAttributeValues": {
@@ -234,7 +278,10 @@ def api_clients(spec: BenchSpec, index: int) -> list[_HttpClient]:
     first = index % len(nodes)
     order = nodes[first:] + nodes[:first]
     if spec.api == "dynamodb":
-        return [DynamoClient(a, spec.timeout, spec.cacert, spec.consistent_read) for a in order]
+        per_key = spec.items_per_key if spec.workload == "e" else None
+        return [
+            DynamoClient(a, spec.timeout, spec.cacert, spec.consistent_read, per_key) for a in order
+        ]
     auth = basic_auth(spec.user, spec.password or "") if spec.user else None
     return [KvHttpClient(a, spec.timeout, spec.cacert, auth) for a in order]
 
@@ -242,15 +289,20 @@ def api_clients(spec: BenchSpec, index: int) -> list[_HttpClient]:
 # --- the table ----------------------------------------------------------------------------
 
 
-async def _ensure_table(endpoints: list[str], table: str, cacert: str | None) -> None:
+class WrongKeySchema(DynakvError):
+    """The table exists with other keys than the workload needs."""
+
+
+async def _ensure_table(endpoints: list[str], table: str, cacert: str | None, ranged: bool) -> None:
     """Create the table unless it exists, then wait until every endpoint knows it (a table
-    is a bucket type, gossiped to the other nodes)."""
+    is a bucket type, gossiped to the other nodes). `ranged`: with workload E's range key."""
     clients = [DynamoClient(address, 10.0, cacert) for address in endpoints]
+    schema, attributes = key_schema(ranged)
     try:
         create = {
             "TableName": table,
-            "KeySchema": [{"AttributeName": HASH_KEY, "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": HASH_KEY, "AttributeType": "S"}],
+            "KeySchema": schema,
+            "AttributeDefinitions": attributes,
             "BillingMode": "PAY_PER_REQUEST",
         }
         try:
@@ -258,11 +310,22 @@ async def _ensure_table(endpoints: list[str], table: str, cacert: str | None) ->
         except ApiError as exc:
             if exc.code != "ResourceInUseException":
                 raise
+        described: dict[str, Any] = {}
         for client in clients:
-            await _until(lambda c=client: c.call("DescribeTable", {"TableName": table}))
+            await _until(lambda c=client: _describe(c, table, described))
+        # An existing table made by another workload: its items would not be the ones read.
+        if described.get("KeySchema") != schema:
+            raise WrongKeySchema(
+                f"it exists with the key schema {described.get('KeySchema')}, the workload "
+                f"needs {schema}: give another --bucket"
+            )
     finally:
         for client in clients:
             await client.close()
+
+
+async def _describe(client: DynamoClient, table: str, into: dict[str, Any]) -> None:
+    into.update((await client.call("DescribeTable", {"TableName": table}))["Table"])
 
 
 async def _until(attempt: Callable[[], Awaitable[object]], timeout: float = 60.0) -> None:
@@ -278,12 +341,17 @@ async def _until(attempt: Callable[[], Awaitable[object]], timeout: float = 60.0
         await asyncio.sleep(0.1)
 
 
-def ensure_table(endpoints: list[str], table: str, cacert: str | None = None) -> None:
-    """`--api dynamodb`: the bench's table on every endpoint before the load starts;
-    RuntimeError saying why when the endpoints cannot give it."""
+def ensure_table(
+    endpoints: list[str], table: str, cacert: str | None = None, ranged: bool = False
+) -> None:
+    """`--api dynamodb`: the bench's table on every endpoint before the load starts (with a
+    range key for workload E when `ranged`); RuntimeError saying why when the endpoints
+    cannot give it."""
     try:
-        asyncio.run(_ensure_table(endpoints, table, cacert))
-    except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        asyncio.run(_ensure_table(endpoints, table, cacert, ranged))
+    except (
+        ApiError, WrongKeySchema, aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError
+    ) as exc:  # fmt: skip
         raise RuntimeError(
             f"could not create or find table {table!r} at the DynamoDB endpoint(s) "
             f"{', '.join(endpoints)}: {type(exc).__name__}: {exc}"

@@ -20,7 +20,7 @@ from dynakv import bucket_types as bt
 from dynakv import config as config_mod
 from dynakv import levels
 from dynakv.cli_access_keys import key_group
-from dynakv.cli_bench import bench_options, client_settings
+from dynakv.cli_bench import bench_options, client_settings, scan_settings
 from dynakv.cli_cert import CACERT_OPTION, cacert, cert_command, http_url, https_context
 from dynakv.cli_user import USER_OPTION, credentials, http_request, user_group
 from dynakv.client import Client
@@ -943,10 +943,11 @@ def cluster_ring(node: str, as_json: bool) -> None:
 @click.option("--w", "w", type=int, help="W: local cluster default and per-request override.")
 @click.option(
     "--workload",
-    type=click.Choice(["a", "b", "c", "f", "w"], case_sensitive=False),
+    type=click.Choice(["a", "b", "c", "e", "f", "w"], case_sensitive=False),
     default="a",
     show_default=True,
-    help="A 50/50 read/update, B 95/5, C read, F read-modify-write, W write.",
+    help="A 50/50 read/update, B 95/5, C read, E short ranges (95% scans as Queries, 5% "
+    "inserts; --api dynamodb), F read-modify-write, W write.",
 )
 @click.option(
     "--distribution",
@@ -1024,6 +1025,7 @@ def bench(
     value_size: int, rate: float | None, processes: int, bucket: str, seed: int, no_load: bool,
     blind_writes: bool, timeout: float, no_route: bool, json_file: str | None,
     no_progress: bool, api: str, consistent_read: bool, bench_user: str | None, secure: bool,
+    items_per_key: int | None, max_scan_length: int | None, query_page: int | None,
 ) -> None:  # fmt: skip
     """YCSB-style load: a load phase, then a run phase; latency percentiles per operation."""
     from dynakv import bench as bench_mod
@@ -1032,6 +1034,7 @@ def bench(
         duration = 10.0
     try:
         api_spec, api_cluster = client_settings(api, consistent_read, bench_user, secure, local)
+        api_spec.update(scan_settings(workload.lower(), items_per_key, max_scan_length, query_page))
         spec = bench_mod.BenchSpec(
             nodes=tuple(a.strip() for a in nodes.split(",") if a.strip()),
             workload=workload.lower(), distribution=distribution, records=records,

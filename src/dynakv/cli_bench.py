@@ -1,6 +1,7 @@
 """`dynakv bench`'s choice of front end and its security options: `--api binary|dynamodb|http`,
 `--consistent-read`, `--user` (its password from DYNAKV_PASSWORD or a prompt, as every client
-command's) and, with `--local`, `--secure` (bench_secure.py). The rest of the command is in
+command's), with `--local`, `--secure` (bench_secure.py), and workload E's `--items-per-key`,
+`--max-scan-length` and `--query-page` (bench_query.py). The rest of the command is in
 cli.py; this module turns these options into BenchSpec and LocalCluster arguments.
 """
 
@@ -13,7 +14,9 @@ from typing import Any
 import click
 
 from dynakv.bench_apis import APIS
+from dynakv.bench_query import DEFAULT_ITEMS_PER_KEY
 from dynakv.cli_user import PASSWORD_ENV, credentials
+from dynakv.ycsb import MAX_SCAN_LENGTH
 
 
 def bench_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,11 +28,29 @@ def bench_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default="binary",
             show_default=True,
             help="The front end measured: the binary protocol (node ports), the DynamoDB "
-            "endpoint (GetItem/PutItem, UpdateItem for F; --nodes are its HOST:PORTs) or the "
-            "KV HTTP API (--nodes are HTTP ports).",
+            "endpoint (GetItem/PutItem, UpdateItem for F, Query for E; --nodes are its "
+            "HOST:PORTs) or the KV HTTP API (--nodes are HTTP ports).",
         ),
         click.option(
-            "--consistent-read", is_flag=True, help="--api dynamodb: GetItem with ConsistentRead."
+            "--consistent-read",
+            is_flag=True,
+            help="--api dynamodb: GetItem and Query with ConsistentRead.",
+        ),
+        click.option(
+            "--items-per-key",
+            type=click.IntRange(1),
+            help=f"Workload E: records per partition key [{DEFAULT_ITEMS_PER_KEY}].",
+        ),
+        click.option(
+            "--max-scan-length",
+            type=click.IntRange(1),
+            help=f"Workload E: scans read 1 to this many items, uniformly [{MAX_SCAN_LENGTH}].",
+        ),
+        click.option(
+            "--query-page",
+            type=click.IntRange(1),
+            help="Workload E: Limit of one Query; a longer scan pages with ExclusiveStartKey "
+            "[the scan's length].",
         ),
         click.option(
             "--user",
@@ -84,3 +105,20 @@ def client_settings(
 
         cluster["security"] = LocalSecurity()
     return spec, cluster
+
+
+def scan_settings(
+    workload: str, items_per_key: int | None, max_scan_length: int | None, query_page: int | None
+) -> dict[str, Any]:
+    """BenchSpec keyword arguments of workload E's options; ValueError when they are given
+    to another workload (they would silently change nothing)."""
+    given = {
+        "items_per_key": items_per_key,
+        "max_scan_length": max_scan_length,
+        "query_page": query_page,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    if given and workload != "e":
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{options} apply to --workload e only")
+    return given

@@ -4,6 +4,8 @@ in-flight slots (closed or open loop) that issue the requests; see bench.py for 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import math
 import random
 import signal
@@ -14,11 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynakv.bench_apis import APIS, api_clients
+from dynakv.bench_query import DEFAULT_ITEMS_PER_KEY, ScanResult, plan_scan
 from dynakv.client import AsyncClient
 from dynakv.errors import DynakvError
 from dynakv.latency_histogram import Histogram
 from dynakv.messages import GetResult, Message, PutResult
-from dynakv.ycsb import DISTRIBUTIONS, INSERT, READ, RMW, UPDATE, WORKLOADS
+from dynakv.ycsb import (
+    DISTRIBUTIONS,
+    INSERT,
+    MAX_SCAN_LENGTH,
+    READ,
+    RMW,
+    SCAN,
+    UPDATE,
+    WORKLOADS,
+)
 
 # --- configuration and results ------------------------------------------------------------
 
@@ -50,7 +62,12 @@ class BenchSpec:
     api: str = "binary"  # or a front end of bench_apis.py: "dynamodb", "http"
     user: str | None = None  # authentication on: the user, and its password or token
     password: str | None = field(default=None, repr=False)
-    consistent_read: bool = False  # --api dynamodb: GetItem with ConsistentRead
+    consistent_read: bool = False  # --api dynamodb: GetItem (and Query) with ConsistentRead
+    # Workload E (bench_query.py): records per partition key, the longest scan, and the
+    # Limit of one Query page (None: the scan's length, one request unless the node pages).
+    items_per_key: int = DEFAULT_ITEMS_PER_KEY
+    max_scan_length: int = MAX_SCAN_LENGTH
+    query_page: int | None = None
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -69,6 +86,15 @@ class BenchSpec:
             raise ValueError("value size must be non-negative")
         if self.api not in APIS:
             raise ValueError(f"unknown api {self.api!r}: one of {', '.join(APIS)}")
+        if self.workload == "e" and self.api != "dynamodb":
+            raise ValueError(
+                "workload E's scans are DynamoDB Queries: --api dynamodb (the binary "
+                "protocol and the KV HTTP API have no range read)"
+            )
+        if self.items_per_key < 1 or self.max_scan_length < 1:
+            raise ValueError("items per key and the scan length must be at least 1")
+        if self.query_page is not None and self.query_page < 1:
+            raise ValueError("a query page must hold at least 1 item")
 
 
 def share(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -88,14 +114,18 @@ def default_connections(in_flight: int, nodes: int) -> int:
 class OpStats:
     hist: Histogram = field(default_factory=Histogram)
     errors: Counter[str] = field(default_factory=Counter)
-    not_found: int = 0
+    not_found: int = 0  # reads that found nothing; scans that found fewer than loaded
     siblings: int = 0
+    items: int = 0  # scans: items returned, and the Query requests (pages) they took
+    pages: int = 0
 
     def merge(self, other: OpStats) -> None:
         self.hist.merge(other.hist)
         self.errors.update(other.errors)
         self.not_found += other.not_found
         self.siblings += other.siblings
+        self.items += other.items
+        self.pages += other.pages
 
 
 @dataclass
@@ -140,7 +170,7 @@ def error_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _unexpected(reply: Message | BaseException) -> BaseException:
+def _unexpected(reply: object) -> BaseException:
     if isinstance(reply, BaseException):
         return reply
     return TypeError(f"unexpected reply {type(reply).__name__}")
@@ -310,8 +340,13 @@ class Generator:
     # -- run phase
     async def _run(self) -> PhaseResult:
         spec = self.spec
-        ops = {READ: OpStats(), UPDATE: OpStats(), RMW: OpStats()}
+        ops = {op: OpStats() for op in (READ, UPDATE, RMW, SCAN, INSERT)}
         read_stats, update_stats, rmw_stats = ops[READ], ops[UPDATE], ops[RMW]
+        scan_stats, insert_stats = ops[SCAN], ops[INSERT]
+        # E's inserts add records after the loaded ones, each process its own numbers.
+        insert_key = itertools.count(spec.records + self.index, spec.processes).__next__
+        records, per_key, page = spec.records, spec.items_per_key, spec.query_page
+        scan_length = functools.partial(self.rng.randint, 1, spec.max_scan_length)
         bucket, r, w, values, contexts = spec.bucket, spec.r, spec.w, self.values, self.contexts
         blind = spec.blind_writes
         update_in_one = spec.api == "dynamodb"
@@ -366,13 +401,18 @@ class Generator:
             def issue() -> None:
                 nonlocal k, key
                 op = choose(rand())
-                k = next_key()
+                k = insert_key() if op is INSERT else next_key()
                 key = f"user{k}"
                 if op is READ:
                     client.start_get(bucket, key, read_done, r=r)
                 elif op is UPDATE:
                     context = None if blind else contexts.get(k)
                     client.start_put(bucket, key, values[i & 7], update_done, context=context, w=w)
+                elif op is SCAN:  # only DynamoClient has it (BenchSpec: E is --api dynamodb)
+                    scan = plan_scan(k, scan_length(), per_key, records)
+                    client.start_query(bucket, scan, page, scan_done)  # type: ignore[attr-defined]
+                elif op is INSERT:
+                    client.start_put(bucket, key, values[i & 7], insert_done, w=w)
                 elif update_in_one:  # DynamoDB's UpdateItem: the node reads and writes
                     update = client.start_update  # type: ignore[attr-defined]
                     update(bucket, key, values[i & 7], rmw_put_done, w=w)
@@ -402,6 +442,17 @@ class Generator:
                 return done
 
             update_done = put_done(update_stats)
+            insert_done = put_done(insert_stats)
+
+            def scan_done(reply: ScanResult | BaseException) -> None:
+                if type(reply) is ScanResult:
+                    scan_stats.items += reply.items
+                    scan_stats.pages += reply.pages
+                    if reply.items < reply.expected:
+                        scan_stats.not_found += 1
+                    completed(scan_stats)
+                else:
+                    failed(scan_stats, reply)
 
             def rmw_read_done(reply: Message | BaseException) -> None:
                 if type(reply) is GetResult:
@@ -423,7 +474,7 @@ class Generator:
                 self.done += 1
                 begin()
 
-            def failed(stats: OpStats, reply: Message | BaseException) -> None:
+            def failed(stats: OpStats, reply: object) -> None:
                 nonlocal last_done
                 if not isinstance(reply, REQUEST_ERRORS):
                     finished(_unexpected(reply))

@@ -1,5 +1,5 @@
 """YCSB's key choice and core workloads for `dynakv bench`: the scrambled zipfian (constant
-0.99), uniform keys, and the operation mixes A, B, C, F and W."""
+0.99), uniform keys, and the operation mixes A, B, C, E, F and W."""
 
 from __future__ import annotations
 
@@ -121,7 +121,9 @@ DISTRIBUTIONS: dict[str, type[ScrambledZipfian] | type[Uniform]] = {
 
 # --- workloads ----------------------------------------------------------------------------
 
-READ, UPDATE, RMW, INSERT = "read", "update", "rmw", "insert"
+READ, UPDATE, RMW, INSERT, SCAN = "read", "update", "rmw", "insert", "scan"
+# YCSB's workload E: scans of a length drawn uniformly from 1..maxscanlength (100).
+MAX_SCAN_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class Workload:
     read: float = 0.0
     update: float = 0.0
     rmw: float = 0.0
+    scan: float = 0.0  # with `insert`, the rest after the scans (E's mix)
+    insert: float = 0.0
 
     def choose(self, u: float) -> str:
         """The operation for a uniform draw u in [0, 1)."""
@@ -137,6 +141,8 @@ class Workload:
             return READ
         if u < self.read + self.update:
             return UPDATE
+        if self.scan:
+            return SCAN if u < self.read + self.update + self.scan else INSERT
         return RMW if self.rmw else UPDATE
 
 
@@ -144,6 +150,8 @@ WORKLOADS = {
     "a": Workload("A", read=0.5, update=0.5),
     "b": Workload("B", read=0.95, update=0.05),
     "c": Workload("C", read=1.0),
+    # Short ranges: YCSB's E, 95% scans, 5% inserts of new records (bench_query.py).
+    "e": Workload("E", scan=0.95, insert=0.05),
     "f": Workload("F", read=0.5, rmw=0.5),
     "w": Workload("W", update=1.0),
 }

@@ -65,6 +65,42 @@ def test_bench_through_the_dynamodb_endpoint_of_a_local_cluster(tmp_path: Path) 
     assert "dynamodb API" in done.stdout
 
 
+def test_bench_query_workload_through_the_dynamodb_endpoint(tmp_path: Path) -> None:
+    """YCSB-E: PutItem loads items under partition keys of 50, Queries scan sort-key ranges
+    in pages of at most 20 items, 5% PutItem inserts; every scan found what was loaded."""
+    out = tmp_path / "query.json"
+    done = bench(
+        "--local", "1", "--durability", "none", "--api", "dynamodb", "--workload", "e",
+        "--items-per-key", "50", "--query-page", "20", *SHORT, "--json", str(out),
+    )  # fmt: skip
+    report = report_of(done, out)
+    assert report["config"]["workload"] == "E"
+    assert_ran_clean(report, {"scan", "insert"})
+    scans = report["run"]["ops"]["scan"]
+    assert scans["items"] > scans["count"]  # scans of 1 to 100 items within keys of 50
+    assert scans["pages"] > scans["count"]  # some scans longer than a page of 20
+    assert "Query requests" in done.stdout
+
+
+def test_bench_query_workload_refuses_a_table_without_its_range_key(tmp_path: Path) -> None:
+    """A table left by a GetItem workload has no range key: E stops before its load,
+    naming the table's key schema, rather than measuring failed requests."""
+    cluster = LocalCluster(1, str(tmp_path / "cluster"), durability="none", dynamodb=True)
+    try:
+        cluster.start()
+        args = ["--nodes", cluster.addrs("dynamodb")[0], "--api", "dynamodb", "--bucket", "items"]
+        first = bench(
+            *args, "--workload", "c", "--records", "20", "--operations", "20", "--no-progress"
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = bench(*args, "--workload", "e", *SHORT)
+        assert second.returncode == 1
+        assert "key schema" in second.stderr
+        assert "give another --bucket" in second.stderr
+    finally:
+        cluster.stop()
+
+
 def test_bench_through_the_kv_http_api(tmp_path: Path) -> None:
     out = tmp_path / "http.json"
     done = bench(
