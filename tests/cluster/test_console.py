@@ -102,12 +102,13 @@ def test_a_killed_node_shows_down_and_a_hung_one_unreachable(
 
 
 # The pull must last several polls of the page (every 2 s): 40,000 keys took 15 s to move
-# here (one key per batch, one partition at a time, below), as `make test-long` runs it;
-# `make test` writes 4,000 and starts the next partition's pull only every 0.5 s instead of
-# 0.2 (the joiner pulls 16 partitions: 8 s at least).
+# here (one key per batch, one partition at a time, below), as `make test-long` runs it.
+# `make test` writes 12,000: since a join copies one replica of each partition in full and
+# only compares the others by digest, 4,000 keys moved in under 11 s and the page's polls
+# could miss the whole join.
 @needs_browser
 @pytest.mark.parametrize(
-    ("keys", "interval"), [(4_000, 0.5), pytest.param(40_000, 0.2, marks=pytest.mark.long)]
+    ("keys", "interval"), [(12_000, 0.5), pytest.param(40_000, 0.2, marks=pytest.mark.long)]
 )
 def test_a_join_shows_its_transfers_with_progress(
     fresh_cluster: ProcessCluster, browser: Browser, tmp_path: Path, keys: int, interval: float
