@@ -278,8 +278,9 @@ class Reaper(Component):
                 sweep.after = digest
                 sweep.scanned += 1
                 budget -= 1
-                if record_expiry(raw):
-                    self._note_expired(raw, now)
+                expires = record_expiry(raw)
+                if expires:
+                    self._note_expired(raw, expires, now)
                 elif may_hold_tombstone(raw):
                     try:
                         bucket, key, state = unseal(raw)
@@ -297,10 +298,10 @@ class Reaper(Component):
             sweep.after = b""
         return items
 
-    def _note_expired(self, raw: bytes, now: float) -> None:
+    def _note_expired(self, raw: bytes, expires: int, now: float) -> None:
         """Queue a record whose every value has expired by now for deletion, unless it
         changed lately (a write on its way may yet be merged: the next pass sees it)."""
-        if record_expiry(raw) > expiry.now_ms(now) or len(self.expired) >= ROUND_ITEMS:
+        if expires > expiry.now_ms(now) or len(self.expired) >= ROUND_ITEMS:
             return
         try:
             bucket, key, clock = stored_clock(raw)  # of either format: values apart unread
