@@ -1,4 +1,5 @@
-"""The coordinator alone: client gets and puts in, replica requests and results out."""
+"""The coordinators alone (core/read_coordinator.py for gets, core/coordinator.py for puts):
+client requests in, replica requests and results out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dynakv.core import moves as mv
 from dynakv.core.bugs import NO_BUGS
 from dynakv.core.coordinator import Coordinator
 from dynakv.core.minting import Minter
+from dynakv.core.read_coordinator import ReadCoordinator
 from dynakv.errors import InvalidRequest, ValueTooLarge
 from dynakv.messages import (
     ClientGet,
@@ -40,9 +42,13 @@ def coordinator(p: Parts) -> Coordinator:
     return Coordinator(p.context, p.store, p.hints, p.engine, minter, hlc, NO_BUGS)
 
 
+def reads(p: Parts) -> ReadCoordinator:
+    return ReadCoordinator(p.context, p.store, NO_BUGS)
+
+
 def test_a_get_reads_its_own_copy_and_asks_r_minus_one_more_replica():
     p = parts("n1")
-    c = coordinator(p)
+    c = reads(p)
     key = key_placed(p.view, "n1")
     effects = c.on_get(0.0, "#c", ClientGet(7, "b", key))
     asked = sends(effects, ReplicaGet)
@@ -54,7 +60,7 @@ def test_a_get_reads_its_own_copy_and_asks_r_minus_one_more_replica():
 
 def test_a_get_answers_with_the_merge_of_the_replies_and_repairs_the_stale_replica():
     p = parts("n1", read_fanout="n")
-    c = coordinator(p)
+    c = reads(p)
     key = key_placed(p.view, "n1")
     effects = c.on_get(0.0, "#c", ClientGet(7, "b", key, r=2))
     (a, first), (b, _) = sends(effects, ReplicaGet)
@@ -68,7 +74,7 @@ def test_a_get_answers_with_the_merge_of_the_replies_and_repairs_the_stale_repli
 
 def test_a_get_whose_replicas_fall_silent_answers_unavailable_at_its_deadline():
     p = parts("n1", request_timeout=1.0)
-    c = coordinator(p)
+    c = reads(p)
     key = key_placed(p.view, "n1")
     c.on_get(0.0, "#c", ClientGet(7, "b", key, r=2))
     assert c.expire(0.5) == []
@@ -79,7 +85,7 @@ def test_a_get_whose_replicas_fall_silent_answers_unavailable_at_its_deadline():
 
 def test_a_replica_found_down_mid_read_is_replaced_by_a_fallback():
     p = parts("n1", names=NAMES)
-    c = coordinator(p)
+    c = reads(p)
     key = key_placed(p.view, "n1")
     effects = c.on_get(0.0, "#c", ClientGet(7, "b", key, r=3))
     asked = sends(effects, ReplicaGet)
@@ -149,10 +155,11 @@ def test_a_quorum_that_cannot_be_met_counts_every_replica_that_answered(op):
         ((to, sent),) = sends(effects, ReplicaPut)
         effects = c.on_put_ack(0.01, to, ReplicaPutReply(sent.rid))
     else:
-        effects = c.on_get(0.0, "#c", ClientGet(3, "b", key, r=3))
+        reader = reads(p)
+        effects = reader.on_get(0.0, "#c", ClientGet(3, "b", key, r=3))
         assert not sends(effects, ErrorReply)
         ((to, sent),) = sends(effects, ReplicaGet)
-        effects = c.on_replica_get_reply(0.01, to, ReplicaGetReply(sent.rid, None))
+        effects = reader.on_replica_get_reply(0.01, to, ReplicaGetReply(sent.rid, None))
     assert to == up
     ((client, error),) = sends(effects, ErrorReply)
     assert client == "#c" and error.code == "unavailable"
@@ -167,12 +174,12 @@ def test_bad_puts_are_refused_with_clear_errors():
     with pytest.raises(InvalidRequest):
         c.on_put(0.0, "#c", ClientPut(3, "b", "k", b"v", w=4))
     with pytest.raises(InvalidRequest):
-        c.on_get(0.0, "#c", ClientGet(3, "b\0x", "k"))
+        reads(p).on_get(0.0, "#c", ClientGet(3, "b\0x", "k"))
 
 
 def test_rids_come_from_the_shared_counter():
     p = parts("n1", names=NAMES)
-    c = coordinator(p)
+    c = reads(p)
     first = p.ids.upcoming
     c.on_get(0.0, "#c", ClientGet(7, "b", key_placed(p.view, "n1"), r=2))
     assert p.ids.upcoming == first + 1
@@ -221,7 +228,7 @@ def test_a_write_acknowledged_where_a_transfer_is_done_is_read_where_it_is_pendi
     sent = {to for to, _ in sends(effects, ReplicaPut)}
     rid = sends(effects, ReplicaPut)[0][1].rid
     acknowledged = sends(writer.on_put_ack(0.01, d, ReplicaPutReply(rid)), PutResult)
-    reader = coordinator(in_transfer(y, done=False, read_fanout="n"))
+    reader = reads(in_transfer(y, done=False, read_fanout="n"))
     asked = sends(reader.on_get(0.0, "#r", ClientGet(2, "b", key, r=2)), ReplicaGet)
     answer = sends(reader.on_replica_get_reply(0.01, a, ReplicaGetReply(asked[0][1].rid, None)))
     assert not (acknowledged and answer == [("#r", GetResult(2, [], [], ""))])
@@ -238,7 +245,7 @@ def test_a_write_acknowledged_where_a_transfer_is_done_is_read_where_it_is_pendi
 def test_a_get_during_a_transfer_asks_every_replica_of_both_lists():
     key, old, new = moved_key()
     y = next(n for n in old if n not in new)
-    reader = coordinator(in_transfer(y, done=False))
+    reader = reads(in_transfer(y, done=False))
     asked = {to for to, _ in sends(reader.on_get(0.0, "#r", ClientGet(2, "b", key)), ReplicaGet)}
     assert asked == (set(old) | set(new)) - {y}
 

@@ -1,8 +1,9 @@
-"""Coordinating clients' gets and puts: quorums over the key's replicas (sloppy, with
-fallbacks for those down), read repair, speculative reads, forwarding a put to a replica,
-and the deadlines that answer a request whose replicas fell silent.
+"""Coordinating clients' puts: minting the write's dot, a quorum of W over the key's
+replicas (sloppy, with fallbacks and hints for those down), relays, forwarding a put to a
+replica, and the deadlines that answer a put whose replicas fell silent. Gets are
+core/read_coordinator.py's.
 
-The quorum arithmetic is in core/quorum.py; this component keeps the requests in flight and
+The quorum arithmetic is in core/quorum.py; this component keeps the puts in flight and
 turns their progress into effects. Pure: time is the `now` passed in; storage through the
 synchronous ReplicaStore.
 """
@@ -17,44 +18,25 @@ from dynakv import expiry, versions
 from dynakv.config import validate_location
 from dynakv.core.bugs import InjectedBugs
 from dynakv.core.component import Component, Context
-from dynakv.core.events import Effect, Log, Send
+from dynakv.core.events import Effect, Send
 from dynakv.core.handoff import HintStore
 from dynakv.core.minting import Minter, counter_of
-from dynakv.core.quorum import GetQuorum, PutQuorum, Requirements, requirements
+from dynakv.core.quorum import PutQuorum
 from dynakv.core.replica import CorruptRecord, ReplicaStore
-from dynakv.errors import DynakvError, InvalidRequest, Unavailable, ValueTooLarge
-from dynakv.levels import Need, resolve
+from dynakv.core.request_levels import level_requirements
+from dynakv.errors import InvalidRequest, Unavailable, ValueTooLarge
 from dynakv.messages import (
-    ClientGet,
     ClientPut,
     ErrorReply,
     GetResult,
     Message,
     PutResult,
-    ReplicaGet,
-    ReplicaGetReply,
     ReplicaPut,
     ReplicaPutReply,
     error_reply,
 )
 from dynakv.storage.engine import Engine
 from dynakv.versions import Clock, HybridClock, Sibling
-
-
-@dataclass(slots=True)
-class PendingGet:
-    source: str
-    client_rid: int
-    bucket: str
-    key: str
-    deadline: float
-    quorum: GetQuorum
-    primaries: list[str]
-    spare: list[str]  # healthy fallbacks not asked yet, to stand in for replicas found down
-    reserve: list[str] = field(default_factory=list)  # replicas not asked yet (fan-out "r")
-    speculate_at: float = 0.0  # when to ask the reserve if the answers are still missing
-    replied: bool = False
-    now: float = 0.0  # when the read came in: values expired by then are not shown
 
 
 @dataclass(slots=True)
@@ -83,7 +65,7 @@ class PendingForward:
 
 
 class Coordinator(Component):
-    """Client gets and puts this node coordinates, and puts it forwards to a replica."""
+    """Client puts this node coordinates, and those it forwards to a replica."""
 
     def __init__(
         self,
@@ -103,7 +85,6 @@ class Coordinator(Component):
         self.minter = minter
         self.hlc = hlc
         self.bugs = bugs
-        self.gets: dict[int, PendingGet] = {}
         self.puts: dict[int, PendingPut] = {}
         self.forwards: dict[int, PendingForward] = {}
         # Forwarded puts coordinated lately, (forwarder, its rid) -> until when to remember:
@@ -112,165 +93,8 @@ class Coordinator(Component):
         self._deferred: list[tuple[str, str, Clock]] = []  # ack_before_store bug only
 
     def pending(self) -> int:
-        return len(self.gets) + len(self.puts) + len(self.forwards)
+        return len(self.puts) + len(self.forwards)
 
-    # --- gets ------------------------------------------------------------------------------
-    def on_get(self, now: float, source: str, msg: Message) -> list[Effect]:
-        """A client's get (`source` "" for the internal read that mends a corrupt copy)."""
-        assert isinstance(msg, ClientGet)
-        validate_location(msg.bucket, msg.key)
-        props = self.view.bucket(msg.bucket)
-        level = props.r if msg.r is None else msg.r
-        # Read only: the shared cached placement, no copies (spare is copied if it is kept).
-        primaries, replicas, hints, spare, lists = self.view.placed_for(msg.bucket, msg.key)[1]
-        need, wanted = self.requirements("r", level, props.n, primaries, replicas, hints, lists, "")
-        down = self.view.down
-        if need.local is not None:  # a local level reads (and repairs) local replicas only
-            replicas = [x for x in replicas if self.view.datacenter(x) == need.local]
-        r = need.total if wanted else min(need.total, len(replicas))
-        # This node's own copy first (no message), then the others in preference order.
-        order = [node for node in replicas if node != self.name and node not in down]
-        if self.view.spans_datacenters():  # nearest first: this data center's replicas
-            here = self.view.datacenter(self.name)
-            order.sort(key=lambda node: self.view.datacenter(node) != here)
-        if self.name in replicas:
-            order.insert(0, self.name)
-        if self.config.read_fanout == "n" or (wanted and (lists or need.local is None)):
-            # each_quorum, and a read during a transfer that meets its level in two lists,
-            # ask every replica: a reserve chosen for one count may not help another.
-            fanout = len(order)
-        else:
-            fanout = r
-        asked, reserve = order[:fanout], order[fanout:]
-        lww = props.policy == "lww"
-        local: Clock | None = None
-        local_state: bytes | None = None
-        local_failed = False
-        if asked and asked[0] == self.name:
-            try:
-                local, local_state = self.store.get_encoded(msg.bucket, msg.key)
-            except DynakvError as exc:
-                self._log_local_failure(msg.bucket, msg.key, exc)
-                local_failed = True
-            if len(asked) == 1 and r == 1 and not wanted and not local_failed and source:
-                # Answered by this node's own copy alone: the read is over in this call,
-                # with no other answer to merge or repair, so no quorum and no pending entry.
-                # (Not the internal read that mends a corrupt copy: it has no client.)
-                if local is not None and lww:
-                    local = versions.lww(local)
-                return [Send(source, get_result(msg.rid, local, now))]
-        quorum = GetQuorum(asked, r, lww=lww, requirements=wanted)
-        rid = self.ids.next()
-        pending = PendingGet(
-            source,
-            msg.rid,
-            msg.bucket,
-            msg.key,
-            now + self.config.request_timeout,
-            quorum,
-            primaries,
-            list(spare),
-            reserve,
-            now + self.config.read_speculation,
-            now=now,
-        )
-        self.gets[rid] = pending
-        effects: list[Effect] = []
-        request = ReplicaGet(rid, msg.bucket, msg.key)
-        for node in asked:
-            if node != self.name:
-                effects.append(Send(node, request))
-            elif local_failed:
-                quorum.fail(node)
-                effects.extend(self._ask_reserve(rid, pending, 1))
-            else:
-                quorum.add(node, local, local_state)
-        if len(asked) < r:
-            quorum.replicas.extend(node for node in replicas if node in down)
-            for node in replicas:
-                if node in down:
-                    quorum.fail(node)  # too few replicas up: R never can answer
-        effects.extend(self._progress_get(rid, pending))
-        return effects
-
-    def on_replica_get_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
-        assert isinstance(msg, ReplicaGetReply)
-        get = self.gets.get(msg.rid)
-        if get is None or not get.quorum.waiting_on(source):
-            return []
-        if msg.state is None:
-            get.quorum.add(source, None)
-        else:
-            state = get.quorum.known(msg.state)
-            if state is None:
-                try:
-                    state = versions.decode(msg.state)
-                except InvalidRequest:
-                    get.quorum.fail(source)
-                    return self._ask_reserve(msg.rid, get, 1) + self._progress_get(msg.rid, get)
-            get.quorum.add(source, state, msg.state)
-        return self._progress_get(msg.rid, get)
-
-    def speculate(self, now: float) -> list[Effect]:
-        """Reads still short of R after read_speculation ask the replicas they left out: one
-        of those asked may be dead without the failure detector knowing yet."""
-        effects: list[Effect] = []
-        for rid, get in self.gets.items():
-            if get.reserve and not get.replied and get.speculate_at <= now:
-                effects.extend(self._ask_reserve(rid, get, len(get.reserve)))
-        return effects
-
-    def _ask_reserve(self, rid: int, get: PendingGet, count: int) -> list[Effect]:
-        """Ask `count` more replicas not asked so far (fan-out "r": one failed or is slow)."""
-        effects: list[Effect] = []
-        request = ReplicaGet(rid, get.bucket, get.key)
-        while count > 0 and get.reserve:
-            node = get.reserve.pop(0)
-            if node in self.view.down:
-                continue
-            get.quorum.replicas.append(node)
-            effects.append(Send(node, request))
-            count -= 1
-        return effects
-
-    def _progress_get(self, rid: int, get: PendingGet) -> list[Effect]:
-        effects: list[Effect] = []
-        quorum = get.quorum
-        if not get.replied and quorum.enough():
-            get.replied = True
-            if get.source:  # empty for an internal read (repair of a corrupt copy)
-                try:
-                    merged = quorum.outcome()
-                except Unavailable as exc:
-                    effects.append(Send(get.source, error_reply(get.client_rid, exc)))
-                else:
-                    result = get_result(get.client_rid, merged, get.now)
-                    effects.append(Send(get.source, result))
-        if quorum.complete():
-            effects.extend(self._read_repair(get))
-            del self.gets[rid]
-        return effects
-
-    def _read_repair(self, get: PendingGet) -> list[Effect]:
-        if not self.config.read_repair:
-            return []
-        # Only primaries are repaired: a fallback's copy is a hint's, delivered by handoff.
-        stale = [node for node in get.quorum.stale() if node in get.primaries]
-        if not stale:
-            return []
-        merged = get.quorum.merged()
-        assert merged is not None
-        state = versions.encode(merged)
-        effects: list[Effect] = []
-        for node in stale:
-            if node == self.name:
-                self.store.merge(get.bucket, get.key, merged, get.quorum.lww)
-            else:
-                overwrite = self.bugs.read_repair_overwrites
-                effects.append(Send(node, ReplicaPut(0, get.bucket, get.key, state, overwrite)))
-        return effects
-
-    # --- puts ------------------------------------------------------------------------------
     def on_put(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ClientPut)
         if msg.hops:
@@ -293,8 +117,8 @@ class Coordinator(Component):
         context = versions.decode_context(msg.context)
         placement = self.view.placement(msg.bucket, msg.key)
         replicas = placement.targets
-        need, wanted = self.requirements(
-            "w", level, props.n, placement.primaries, replicas, placement.hints,
+        need, wanted = level_requirements(
+            self.view, "w", level, props.n, placement.primaries, replicas, placement.hints,
             placement.lists, msg.datacenter,
         )  # fmt: skip
         if self.name not in replicas and msg.hops == 0:
@@ -446,52 +270,6 @@ class Coordinator(Component):
         forwarded = msgspec.structs.replace(msg, rid=rid, hops=1, datacenter=here)
         return [Send(target, forwarded)]
 
-    def requirements(
-        self,
-        name: str,
-        level: int | str,
-        n: int,
-        primaries: list[str],
-        targets: list[str],
-        hints: dict[str, str],
-        lists: tuple[list[str], ...],
-        local: str,
-    ) -> tuple[Need, Requirements]:
-        """What a request's level needs (`need.total`, `need.local`) and the requirements
-        its quorum must meet: none in the common case (need.total answers from anywhere),
-        one per data center for a level naming them, and during a transfer that changes the
-        key's primaries, the level in the old list and in the new one (placement `lists`)."""
-        if not lists:
-            need = self.need(name, level, n, primaries, local)
-            if not need.by_dc:
-                return need, ()
-            return need, requirements([(need, primaries)], targets, hints, self.view.datacenter)
-        needs: list[tuple[Need, list[str]]] = []
-        refused: Unavailable | None = None
-        for members in lists:
-            try:
-                needs.append((self.need(name, level, n, members, local), members))
-            except Unavailable as exc:
-                # A local level in a data center where this list has no replica: no node
-                # counting over this list alone serves it there either, so only the other
-                # list's count can be missed, and that one is met.
-                refused = exc
-        if not needs:
-            assert refused is not None
-            raise refused
-        wanted = requirements(needs, targets, hints, self.view.datacenter)
-        # Every list's need has the same local data center (the coordinator's); the total
-        # only sizes an error when no requirement names what is missing.
-        return Need(max(need.total for need, _ in needs), (), needs[0][0].local), wanted
-
-    def need(self, name: str, level: int | str, n: int, primaries: list[str], local: str) -> Need:
-        """What a request's level needs of the key's replicas (`local`: the data center a
-        forwarding node named, else this node's own)."""
-        if type(level) is int and 1 <= level <= n:
-            return Need(level)  # the common case: no data centers to look up
-        here = local or self.view.datacenter(self.name)
-        return resolve(name, level, n, primaries, self.view.datacenter, here)
-
     def on_forward_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, GetResult | PutResult)
         forward = self.forwards.pop(msg.rid, None)
@@ -521,12 +299,6 @@ class Coordinator(Component):
         forward = self.forwards.pop(msg.rid, None)
         if forward is not None:
             return [Send(forward.source, msgspec.structs.replace(msg, rid=forward.client_rid))]
-        get = self.gets.get(msg.rid)
-        if get is not None:
-            if not get.quorum.waiting_on(source):
-                return []
-            get.quorum.fail(source)
-            return self._ask_reserve(msg.rid, get, 1) + self._progress_get(msg.rid, get)
         put = self.puts.get(msg.rid)
         if put is not None:
             put.quorum.fail(source)
@@ -544,24 +316,9 @@ class Coordinator(Component):
         ]
 
     def peer_down(self, name: str) -> list[Effect]:
-        """Sloppy quorum: a replica found down mid-request is replaced by the next healthy
+        """Sloppy quorum: a replica found down mid-put is replaced by the next healthy
         node of the walk; a write sent there carries a hint naming the primary."""
         effects: list[Effect] = []
-        down = self.view.down
-        for rid, get in list(self.gets.items()):
-            if get.quorum.waiting_on(name):
-                if any(node not in down for node in get.reserve):
-                    get.quorum.fail(name)  # a replica not asked yet answers instead
-                    effects.extend(self._ask_reserve(rid, get, 1))
-                    effects.extend(self._progress_get(rid, get))
-                    continue
-                fallback = self.view.take_spare(get.spare, name)
-                if fallback is None:
-                    get.quorum.fail(name)
-                    effects.extend(self._progress_get(rid, get))
-                else:
-                    get.quorum.replace(name, fallback)
-                    effects.append(Send(fallback, ReplicaGet(rid, get.bucket, get.key)))
         for rid, put in list(self.puts.items()):
             effects.extend(self._bypass(rid, put, name))
             if put.quorum.waiting_on(name):
@@ -585,13 +342,6 @@ class Coordinator(Component):
     def expire(self, now: float) -> list[Effect]:
         """Answer requests whose deadline passed. Deadlines grow with rid, so stop early."""
         effects: list[Effect] = []
-        for rid, get in list(self.gets.items()):
-            if get.deadline > now:
-                break
-            if not get.replied and get.source:
-                effects.append(Send(get.source, error_reply(get.client_rid, get.quorum.error())))
-            effects.extend(self._read_repair(get))
-            del self.gets[rid]
         for rid, put in list(self.puts.items()):
             if put.deadline > now:
                 break
@@ -624,9 +374,6 @@ class Coordinator(Component):
         self._deferred.clear()
         return effects
 
-    def _log_local_failure(self, bucket: str, key: str, exc: DynakvError) -> None:
-        fields = {"bucket": bucket, "key": key, "error": str(exc)}
-        self.logs.append(Log("error", "local_read_failed", fields))
 
 
 def _restored_clock(msg: ClientPut) -> Clock:
@@ -636,19 +383,3 @@ def _restored_clock(msg: ClientPut) -> Clock:
     if clock.anonymous or not clock.entries:
         raise InvalidRequest("a restored state must be a stored clock with dotted values")
     return clock
-
-
-def get_result(rid: int, merged: Clock | None, now: float) -> GetResult:
-    """What a read at `now` answers: the live values not expired by then, and the context
-    of the whole state (so a write after it replaces the expired values too)."""
-    if merged is None:
-        return GetResult(rid, [], [], "")
-    live = expiry.visible(merged, now)
-    expires = [s.expires for s in live] if any(s.expires for s in live) else []
-    return GetResult(
-        rid,
-        [s.value for s in live],
-        [s.content_type for s in live],
-        versions.encode_context(versions.join(merged)),
-        expires,
-    )

@@ -39,6 +39,7 @@ from dynakv.core.gossip import Gossiper, load_membership, member_record
 from dynakv.core.handoff import Handoff, HintStore
 from dynakv.core.membership import MemberRecord, Membership
 from dynakv.core.minting import Minter
+from dynakv.core.read_coordinator import ReadCoordinator
 from dynakv.core.reaper import Reaper
 from dynakv.core.replica import ReplicaStore
 from dynakv.core.replica_service import ReplicaService
@@ -131,6 +132,7 @@ class Node:
         self.gossip = Gossiper(context, self.liveness, me, rng)
         self.user_admin = UserAdmin(context)
         minter = Minter(engine, self.actor, bugs.reuse_dots_after_restart)
+        self.reads = ReadCoordinator(context, store, bugs)
         self.coordinator = Coordinator(context, store, hints, engine, minter, self.hlc, bugs)
         self.replicas = ReplicaService(context, store, hints, self.hlc, bugs)
         self.handoff = Handoff(context, store, hints, budget)
@@ -142,9 +144,9 @@ class Node:
         coordinator, replicas, exchanges = self.coordinator, self.replicas, self.exchanges
         reaper, gossip, transfers = self.reaper, self.gossip, self.transfers
         self._handlers: dict[type, Handler] = {
-            ClientGet: coordinator.on_get,
+            ClientGet: self.reads.on_get,
             ClientPut: coordinator.on_put,
-            ReplicaGetReply: coordinator.on_replica_get_reply,
+            ReplicaGetReply: self.reads.on_replica_get_reply,
             GetResult: coordinator.on_forward_reply,
             PutResult: coordinator.on_forward_reply,
             ReplicaGet: replicas.on_get,
@@ -261,11 +263,12 @@ class Node:
 
     def _sweep(self, now: float) -> list[Effect]:
         """Deadlines of every component's requests, speculative reads, a join retry."""
-        effects = self.coordinator.expire(now)
+        effects = self.reads.expire(now)
+        effects.extend(self.coordinator.expire(now))
         self.handoff.expire(now)
         effects.extend(self.exchanges.expire(now))
         self.reaper.expire(now)
-        effects.extend(self.coordinator.speculate(now))
+        effects.extend(self.reads.speculate(now))
         effects.extend(self.coordinator.store_deferred())
         effects.extend(self.gossip.retry_join(now))
         effects.append(SetTimer("sweep", now + self.config.sweep_interval))
@@ -295,7 +298,7 @@ class Node:
     def _peer_down(self, name: str) -> list[Effect]:
         self.liveness.unreachable_peer(name)
         self.handoff.peer_down(name)
-        return self.coordinator.peer_down(name)
+        return self.reads.peer_down(name) + self.coordinator.peer_down(name)
 
     def _replica_put_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ReplicaPutReply)
@@ -306,7 +309,9 @@ class Node:
 
     def _error_reply(self, now: float, source: str, msg: Message) -> list[Effect]:
         assert isinstance(msg, ErrorReply)
-        effects = self.coordinator.on_error(now, source, msg)
+        effects = self.reads.on_error(now, source, msg)
+        if effects is None:
+            effects = self.coordinator.on_error(now, source, msg)
         if effects is None:
             effects = self.transfers.on_error(now, source, msg)
         if effects is not None:
@@ -331,7 +336,7 @@ class Node:
             if bucket == "?" or self.view.epoch == 0:
                 continue  # only the digest is known (a transfer scan); anti-entropy finds it
             props = self.view.bucket(bucket)
-            effects.extend(self.coordinator.on_get(now, "", ClientGet(0, bucket, key, props.n)))
+            effects.extend(self.reads.on_get(now, "", ClientGet(0, bucket, key, props.n)))
         return effects
 
     def shutdown(self) -> None:
@@ -391,7 +396,7 @@ class Node:
             "transfer_bytes_moved": self.transfers.bytes_moved,
             "transfer_keys_compared": self.transfers.keys_compared,
             "keys": self.engine.count(),
-            "pending_requests": self.coordinator.pending(),
+            "pending_requests": self.reads.pending() + self.coordinator.pending(),
             "down_peers": sorted(self.view.down),
         }
 
